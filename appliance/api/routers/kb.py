@@ -1,0 +1,57 @@
+"""Knowledge-base API: ask, search, ingest, audit."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter
+
+import connectors
+from appliance.api.deps import AdminDep, ContainerDep, PrincipalDep
+from appliance.api.schemas.kb import (
+    AskRequest,
+    AskResponse,
+    AuditVerifyResponse,
+    IngestRequest,
+    IngestResponse,
+    SearchRequest,
+    SearchResponse,
+    citation_models,
+)
+from appliance.domain import Citation
+from appliance.ingestion.jobs import run_ingest
+
+router = APIRouter(prefix="/api/v1", tags=["knowledge base"])
+
+
+@router.post("/ask", response_model=AskResponse, summary="Answer a question with citations")
+async def ask(req: AskRequest, container: ContainerDep, principal: PrincipalDep) -> Any:
+    result = await container.rag.ask(req.question, principal, collection=req.collection, k=req.k)
+    return AskResponse(**{**result.as_dict(), "citations": citation_models(result.citations)})
+
+
+@router.post("/search", response_model=SearchResponse, summary="Retrieval only")
+async def search(req: SearchRequest, container: ContainerDep, principal: PrincipalDep) -> Any:
+    hits, ms = await asyncio.to_thread(container.rag.search, req.query, principal, req.collection, req.k)
+    citations = [asdict(Citation.from_hit(i, h)) for i, h in enumerate(hits, start=1)]
+    return SearchResponse(citations=citation_models(citations), timings={"retrieval_ms": round(ms, 1)})
+
+
+@router.post(
+    "/ingest", response_model=IngestResponse, summary="Ingest folders or files on the appliance host"
+)
+async def ingest(req: IngestRequest, container: ContainerDep, principal: AdminDep) -> Any:
+    sources = [
+        connectors.for_source(s, extensions=container.settings.ingestion.extensions) for s in req.sources
+    ]
+    report = await asyncio.to_thread(
+        run_ingest, container, sources, req.collection, req.allow, principal.name
+    )
+    return IngestResponse(**report)
+
+
+@router.get("/audit/verify", response_model=AuditVerifyResponse, summary="Check the audit hash chain")
+def audit_verify(container: ContainerDep, _: AdminDep) -> Any:
+    return AuditVerifyResponse(**container.audit.verify().as_dict())

@@ -1,0 +1,442 @@
+"""The ``appliance`` command.
+
+Commands that touch the data (ingest, ask, search) go through the API of a running
+``appliance serve`` on the same data dir (it owns the embedded shard); otherwise they open the
+data dir themselves. They act as the local administrator unless ``--user`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from appliance.egress import install_guard, prepare_offline_env
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="On-premises knowledge-base appliance.")
+audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log.")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys.")
+config_app = typer.Typer(no_args_is_help=True, help="Settings.")
+app.add_typer(audit_app, name="audit")
+app.add_typer(keys_app, name="keys")
+app.add_typer(config_app, name="config")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+CollectionOpt = Annotated[str | None, typer.Option("--collection", "-c", help="Knowledge base (collection).")]
+UserOpt = Annotated[
+    str | None, typer.Option("--user", help="Act as this user (default: local administrator).")
+]
+
+_state: dict[str, Any] = {"config": None}
+
+
+@app.callback()
+def main_options(
+    config: Annotated[
+        Path | None, typer.Option("--config", envvar="APPLIANCE_CONFIG", help="YAML settings file.")
+    ] = None,
+) -> None:
+    _state["config"] = config
+
+
+def _settings() -> Any:
+    from appliance.settings import load_settings
+
+    try:
+        settings = load_settings(_state["config"])
+    except Exception as exc:
+        _fail(f"invalid settings: {exc}", 2)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.egress.block:
+        install_guard(settings.egress.allow)
+    return settings
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _emit(data: Any, as_json: bool, human: str) -> None:
+    typer.echo(json.dumps(data, ensure_ascii=False, indent=2) if as_json else human)
+
+
+def _principal(user: str | None) -> Any:
+    from appliance.domain import LOCAL_ADMIN, Principal
+
+    return LOCAL_ADMIN if user is None else Principal(user, "employee")
+
+
+class _Remote:
+    """The running server's API, for commands run beside it."""
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        import httpx
+
+        self.client = httpx.Client(
+            base_url=info["url"], headers={"Authorization": f"Bearer {info['token']}"}, timeout=3600
+        )
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        response = self.client.post(path, json=body)
+        if response.status_code >= 400:
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text
+            _fail(f"{response.status_code}: {message}")
+        return response.json()
+
+
+def _remote(settings: Any, user: str | None) -> _Remote | None:
+    from appliance.container import read_server_info
+
+    info = read_server_info(Path(settings.data_dir).expanduser().resolve())
+    if info is None:
+        return None
+    if user is not None:
+        _fail(
+            "--user is not supported while `appliance serve` owns the data dir; use an API key of that user"
+        )
+    return _Remote(info)
+
+
+def _local(settings: Any) -> Any:
+    from appliance.container import Container
+    from appliance.domain import ApplianceError
+
+    container = Container(settings)
+    try:
+        container.acquire()
+    except ApplianceError as exc:
+        _fail(exc.message)
+    return container
+
+
+# -- serve ---------------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default from settings: 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from settings: 8000).")] = None,
+) -> None:
+    """Run the REST API and the chat UI in one process."""
+    import uvicorn
+
+    from appliance.api.app import create_app
+    from appliance.container import clear_server_info, write_server_info
+    from appliance.domain import LOCAL_ADMIN
+    from ui.app import mount_ui
+
+    settings = _settings()
+    host = host or settings.server.host
+    port = port if port is not None else settings.server.port
+    container = _local(settings)
+    issued = container.keys.bootstrap_admin()
+    display_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url = f"http://{display_host}:{port}"
+    write_server_info(container.data_dir, url, container.keys.add_ephemeral(LOCAL_ADMIN))
+    lines = [
+        "",
+        f"  Knowledge-base appliance on {url}/",
+        f"  Chat UI:   {url}/",
+        f"  API docs:  {url}/docs",
+        f"  OpenAI:    {url}/v1  (Authorization: Bearer <key>)",
+        f"  Data dir:  {container.data_dir}",
+    ]
+    if issued:
+        lines += [
+            "",
+            "  First start: an admin API key was created. It is shown only this once:",
+            f"    {issued.key}",
+            "  UI login: user 'admin', password: that key.",
+        ]
+    elif settings.auth.admin_key:
+        lines += ["", "  Admin key: taken from APPLIANCE_AUTH__ADMIN_KEY. UI login: user 'admin'."]
+    typer.echo("\n".join(lines) + "\n", err=True)
+    try:
+        uvicorn.run(
+            create_app(container, mount_ui), host=host, port=port, log_level=settings.log_level.lower()
+        )
+    finally:
+        clear_server_info(container.data_dir)
+        container.close()
+
+
+# -- ingest / ask / search -----------------------------------------------------------------------
+
+
+@app.command()
+def ingest(
+    sources: Annotated[list[str], typer.Argument(help="Folders or files to ingest.")],
+    collection: CollectionOpt = None,
+    allow: Annotated[
+        list[str] | None, typer.Option("--allow", help="Who may read: group:NAME or user:NAME (repeatable).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Parse, chunk, embed and index documents. Unchanged files are skipped."""
+    import connectors
+    from appliance.domain import ApplianceError
+    from appliance.ingestion.jobs import run_ingest
+
+    settings = _settings()
+    acl = allow or []
+    remote = _remote(settings, None)
+    if remote:
+        summary = remote.post(
+            "/api/v1/ingest",
+            {
+                "sources": [str(Path(s).resolve()) if "://" not in s else s for s in sources],
+                "collection": collection,
+                "allow": acl,
+            },
+        )
+    else:
+        container = _local(settings)
+        try:
+            resolved = [connectors.for_source(s, extensions=settings.ingestion.extensions) for s in sources]
+
+            def progress(event: str, item: Any) -> None:
+                if not as_json and event != "start":
+                    typer.echo(f"  {event:9} {item.uri}", err=True)
+
+            summary = run_ingest(container, resolved, collection, acl, "admin", progress)
+        except ApplianceError as exc:
+            _fail(exc.message)
+        finally:
+            container.close()
+    human = (
+        f"added {summary['added']}, updated {summary['updated']}, unchanged {summary['unchanged']}, "
+        f"deleted {summary['deleted']}, failed {len(summary['failed'])}; {summary['chunks']} chunks "
+        f"in {summary['elapsed_s']:.1f} s"
+    )
+    for failure in summary["failed"]:
+        human += f"\n  failed: {failure['uri']}: {failure['error']}"
+    _emit(summary, as_json, human)
+
+
+def _citations_text(citations: list[dict[str, Any]]) -> str:
+    out = []
+    for c in citations:
+        page = f" p.{c['page']}" if c.get("page") else ""
+        out.append(f"[{c['index']}] {c['title']}{page}  {c['uri']}  (score {c['score']:.4f})")
+    return "\n".join(out)
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    collection: CollectionOpt = None,
+    user: UserOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Answer a question from the knowledge base, with citations."""
+    from appliance.domain import ApplianceError
+
+    settings = _settings()
+    remote = _remote(settings, user)
+    if remote:
+        result = remote.post("/api/v1/ask", {"question": question, "collection": collection})
+        if not as_json:
+            typer.echo(result["answer"])
+    else:
+        container = _local(settings)
+
+        async def run() -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            async for event in container.rag.ask_stream(question, _principal(user), collection=collection):
+                if event["type"] == "delta" and not as_json:
+                    sys.stdout.write(event["content"])
+                    sys.stdout.flush()
+                elif event["type"] == "done":
+                    out = event["result"].as_dict()
+            if not as_json:
+                sys.stdout.write("\n")
+            return out
+
+        try:
+            result = asyncio.run(run())
+        except ApplianceError as exc:
+            _fail(exc.message)
+        finally:
+            container.close()
+    if as_json:
+        _emit(result, True, "")
+    else:
+        t = result["timings"]
+        typer.echo(
+            f"\n{_citations_text(result['citations'])}\n"
+            f"retrieval {t['retrieval_ms']:.0f} ms, first token {t['ttft_ms']:.0f} ms, total {t['total_ms']:.0f} ms",
+            err=True,
+        )
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for.")],
+    collection: CollectionOpt = None,
+    k: Annotated[int, typer.Option("--k", min=1, max=100, help="Results.")] = 5,
+    user: UserOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Retrieval only: the chunks an answer would be built from."""
+    from dataclasses import asdict
+
+    from appliance.domain import ApplianceError, Citation
+
+    settings = _settings()
+    remote = _remote(settings, user)
+    if remote:
+        citations = remote.post("/api/v1/search", {"query": query, "collection": collection, "k": k})[
+            "citations"
+        ]
+    else:
+        container = _local(settings)
+        try:
+            container.embedder.start()
+            hits, _ = container.rag.search(query, _principal(user), collection, k)
+        except ApplianceError as exc:
+            _fail(exc.message)
+        finally:
+            container.close()
+        citations = [asdict(Citation.from_hit(i, h)) for i, h in enumerate(hits, start=1)]
+    _emit({"citations": citations}, as_json, _citations_text(citations) or "no results")
+
+
+# -- doctor --------------------------------------------------------------------------------------
+
+
+@app.command()
+def doctor(as_json: JsonOpt = False) -> None:
+    """Model files, egress status and the environment the appliance will run with."""
+    import os
+    import platform
+
+    from appliance.domain import ApplianceError
+    from appliance.egress import guard_installed
+    from appliance.models import resolve_embedding, resolve_llm, resolve_spacy
+
+    settings = _settings()
+    data_dir = Path(settings.data_dir).expanduser().resolve()
+    checks: dict[str, Any] = {"python": platform.python_version(), "cpu_count": os.cpu_count(), "models": {}}
+    for label, resolve in (
+        ("llm", lambda: resolve_llm(settings.models.llm, settings.models.llm_name)),
+        (
+            "embedding",
+            lambda: resolve_embedding(
+                settings.models.embedding, settings.models.embedding_name, data_dir / "models"
+            ),
+        ),
+        ("spacy", lambda: resolve_spacy(settings.models.spacy)),
+    ):
+        try:
+            entry = resolve()
+            checks["models"][label] = {"ok": True, "path": str(entry.path), "source": entry.source}
+        except ApplianceError as exc:
+            checks["models"][label] = {"ok": False, "error": exc.message}
+    checks["egress"] = {
+        "guard": guard_installed(),
+        "allow": settings.egress.allow,
+        "offline_env": {
+            k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "DO_NOT_TRACK")
+        },
+    }
+    checks["ok"] = all(m["ok"] for m in checks["models"].values())
+    human = "\n".join(
+        [
+            f"{k:10} {'ok  ' if v['ok'] else 'FAIL'} {v.get('path') or v.get('error')}"
+            for k, v in checks["models"].items()
+        ]
+        + [f"egress     {'blocked except loopback' if checks['egress']['guard'] else 'NOT blocked'}"]
+    )
+    _emit(checks, as_json, human)
+    if not checks["ok"]:
+        raise typer.Exit(1)
+
+
+# -- audit ---------------------------------------------------------------------------------------
+
+
+@audit_app.command("verify")
+def audit_verify(
+    file: Annotated[
+        Path | None, typer.Option("--file", help="An exported log instead of the live one.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the hash chain; exit 1 and name the first bad record if it was tampered with."""
+    from appliance.audit import AuditLog
+
+    settings = _settings()
+    log = AuditLog(Path(settings.data_dir).expanduser().resolve() / "audit" / "audit.jsonl")
+    result = log.verify(file)
+    human = (
+        f"audit log intact: {result.records} records"
+        if result.ok
+        else f"audit log TAMPERED at line {result.first_bad}: {result.reason} ({result.records} records verified before it)"
+    )
+    _emit(result.as_dict(), as_json, human)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("export")
+def audit_export(
+    out: Annotated[Path | None, typer.Option("--out", help="Write to this file.")] = None,
+) -> None:
+    """Export the audit log as JSON lines (verifiable with `audit verify --file`)."""
+    from appliance.audit import AuditLog
+
+    settings = _settings()
+    data = AuditLog(Path(settings.data_dir).expanduser().resolve() / "audit" / "audit.jsonl").export(out)
+    if out is None:
+        sys.stdout.write(data)
+
+
+# -- keys / config -------------------------------------------------------------------------------
+
+
+@keys_app.command("create")
+def keys_create(
+    user: Annotated[str, typer.Option("--user", help="Owner of the key.")],
+    role: Annotated[str, typer.Option("--role", help="admin, curator, employee or app.")] = "employee",
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an API key. It is printed once and stored only as a hash."""
+    from appliance.container import Container
+    from appliance.domain import ApplianceError
+
+    settings = _settings()
+    container = Container(settings)
+    try:
+        issued = container.keys.create(user, role)  # type: ignore[arg-type]
+    except ApplianceError as exc:
+        _fail(exc.message)
+    _emit({"key": issued.key, "user": issued.user, "role": issued.role}, as_json, issued.key)
+
+
+@config_app.command("show")
+def config_show(as_json: JsonOpt = False) -> None:
+    """Print the effective settings, secrets redacted."""
+    import yaml
+
+    from appliance.settings import redacted
+
+    data = redacted(_settings())
+    _emit(data, as_json, yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip())
+
+
+def main() -> None:
+    prepare_offline_env()
+    app()
+
+
+if __name__ == "__main__":
+    main()

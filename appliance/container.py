@@ -1,0 +1,205 @@
+"""Composition root: reads the settings, builds every service, and is the only place that picks a
+backend. Everything is built lazily on first use, so a command pays only for what it touches."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from appliance.audit import AuditLog
+from appliance.domain import Conflict
+from appliance.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class DataDirBusy(Conflict):
+    """Another process owns the embedded data directory."""
+
+
+class Container:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.data_dir = Path(settings.data_dir).expanduser().resolve()
+        self._lock_fh: Any = None
+        self._closers: list[Any] = []
+
+    # -- ownership of the data dir ------------------------------------------------------------------
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    def acquire(self) -> None:
+        """Become the single owner of the embedded stores, or fail with who owns them."""
+        if self._lock_fh is not None:
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        fh = open(self.data_dir / "owner.lock", "a+")  # noqa: SIM115 - held for the process lifetime
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            server = read_server_info(self.data_dir)
+            where = f" (appliance serve at {server['url']}, pid {server['pid']})" if server else ""
+            raise DataDirBusy(
+                f"the data directory {self.data_dir} is in use by another process{where}"
+            ) from None
+        self._lock_fh = fh
+
+    # -- services --------------------------------------------------------------------------------
+
+    @cached_property
+    def engine(self) -> Any:
+        from appliance.db import make_engine
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return make_engine(self.data_dir / "appliance.db")
+
+    @cached_property
+    def ledger(self) -> Any:
+        from appliance.ingestion.state import Ledger
+
+        return Ledger(self.engine)
+
+    @cached_property
+    def keys(self) -> Any:
+        from appliance.security.auth import KeyStore
+
+        fixed = self.settings.auth.admin_key
+        return KeyStore(self.engine, fixed.get_secret_value() if fixed else None)
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        return AuditLog(self.data_dir / "audit" / "audit.jsonl")
+
+    @cached_property
+    def embedder(self) -> Any:
+        from appliance.models import resolve_embedding
+
+        cfg = self.settings.embeddings
+        entry = resolve_embedding(
+            self.settings.models.embedding, self.settings.models.embedding_name, self.data_dir / "models"
+        )
+        match cfg.backend:
+            case "sentence_transformers":
+                from appliance.embeddings.sentence_transformers import SentenceTransformerEmbedder
+
+                embedder = SentenceTransformerEmbedder(entry.name, entry.path, cfg.threads, cfg.batch_size)
+        self._closers.append(embedder.close)
+        return embedder
+
+    @cached_property
+    def store(self) -> Any:
+        cfg = self.settings.vectorstore
+        match cfg.backend:
+            case "edge":
+                from appliance.vectorstore.edge import EdgeVectorStore
+
+                self.acquire()
+                store = EdgeVectorStore(
+                    self.data_dir / "qdrant", prefetch=cfg.prefetch, rrf_k=self.settings.rag.rrf_k
+                )
+        self._closers.append(store.close)
+        return store
+
+    @cached_property
+    def parser(self) -> Any:
+        from appliance.ingestion.parsing import ParseLimits, ParserPool
+        from appliance.models import resolve_spacy
+
+        cfg = self.settings.ingestion
+        limits = ParseLimits(
+            timeout_s=cfg.parse_timeout_s,
+            memory_mb=cfg.parse_memory_mb,
+            max_file_bytes=int(cfg.max_file_mb * 2**20),
+            max_text_bytes=int(cfg.max_text_mb * 2**20),
+        )
+        pool = ParserPool(resolve_spacy(self.settings.models.spacy).path, limits, cfg.parse_workers)
+        self._closers.append(pool.close)
+        return pool
+
+    @cached_property
+    def pool(self) -> Any:
+        from appliance.inference.pool import InferencePool
+        from appliance.models import resolve_llm
+
+        cfg = self.settings.inference
+        entry = resolve_llm(self.settings.models.llm, self.settings.models.llm_name)
+        match cfg.backend:
+            case "llamacpp":
+                from appliance.inference.backends.llamacpp import LlamaCppBackend
+
+                backend = LlamaCppBackend(
+                    entry.name, entry.path, cfg.context_tokens, cfg.threads, cfg.batch_tokens
+                )
+        pool = InferencePool([backend], cfg.max_queue, cfg.queue_timeout_s)
+        self._closers.append(pool.stop)
+        return pool
+
+    @cached_property
+    def rag(self) -> Any:
+        from appliance.inference.base import GenerationParams
+        from appliance.rag.pipeline import RagService
+
+        cfg = self.settings
+        return RagService(
+            self.embedder,
+            self.store,
+            self.pool,
+            self.audit if cfg.audit.enabled else None,
+            cfg.rag.top_k,
+            cfg.rag.default_collection,
+            GenerationParams(max_tokens=cfg.inference.max_tokens, temperature=cfg.inference.temperature),
+        )
+
+    @cached_property
+    def ingestion(self) -> Any:
+        from appliance.ingestion.pipeline import IngestionService
+
+        cfg = self.settings.ingestion
+        return IngestionService(
+            self.embedder, self.store, self.ledger, self.parser, cfg.chunk_tokens, cfg.chunk_overlap_tokens
+        )
+
+    def close(self) -> None:
+        for closer in reversed(self._closers):
+            try:
+                closer()
+            except Exception:
+                log.exception("error while closing %s", closer)
+        self._closers.clear()
+        if self._lock_fh is not None:
+            self._lock_fh.close()
+            self._lock_fh = None
+
+
+# -- the running server, as seen by local CLI commands -------------------------------------------
+
+
+def write_server_info(data_dir: Path, url: str, token: str) -> None:
+    run = data_dir / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    path = run / "serve.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"url": url, "pid": os.getpid(), "token": token}, fh)
+
+
+def read_server_info(data_dir: Path) -> dict[str, Any] | None:
+    path = data_dir / "run" / "serve.json"
+    try:
+        info = json.loads(path.read_text())
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return info  # type: ignore[no-any-return]
+
+
+def clear_server_info(data_dir: Path) -> None:
+    (data_dir / "run" / "serve.json").unlink(missing_ok=True)

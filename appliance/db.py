@@ -1,0 +1,80 @@
+"""Metadata database: the ingestion ledger and API keys (SQLite by default).
+
+Qdrant is not the source of truth; this ledger is. Tables are created on start; schema
+migrations will move to Alembic when the schema first changes after release.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+)
+
+metadata = MetaData()
+
+documents = Table(
+    "documents",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("collection", String(64), nullable=False, index=True),
+    Column("source", Text, nullable=False, index=True),
+    Column("uri", Text, nullable=False),
+    Column("title", Text, nullable=False, default=""),
+    Column("version", Text, nullable=False, default=""),
+    Column("content_hash", String(64), nullable=False, default=""),
+    Column("acl", JSON, nullable=False, default=list),
+    Column("chunk_ids", JSON, nullable=False, default=list),
+    # Ids being written by a run that has not committed yet: after a crash they are cleaned up.
+    Column("pending_chunk_ids", JSON, nullable=True),
+    Column("status", String(16), nullable=False),  # indexed | failed
+    Column("error", Text, nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("prefix", String(16), nullable=False, index=True),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("user", String(128), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def make_engine(url_or_path: str | Path) -> Engine:
+    url = str(url_or_path)
+    if "://" not in url:
+        url = f"sqlite:///{url}"
+    engine = create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA busy_timeout=10000")
+            cur.close()
+
+    metadata.create_all(engine)
+    return engine

@@ -1,0 +1,224 @@
+"""Domain types shared by every layer. Imports nothing from the rest of the appliance."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+# Namespace for deterministic ids: the same (collection, uri) is always the same document, and the
+# same (document, position, content) is always the same point, so a re-run overwrites.
+ID_NAMESPACE = uuid.UUID("6f1c9a52-5a8e-4d0e-9b7e-3f7d2a1c0b11")
+
+EVERYONE = "*"  # ACL token meaning "every signed-in user"
+
+
+def document_id(collection: str, uri: str) -> str:
+    return str(uuid.uuid5(ID_NAMESPACE, f"{collection}\n{uri}"))
+
+
+def chunk_id(doc_id: str, index: int, content_hash: str) -> str:
+    return str(uuid.uuid5(ID_NAMESPACE, f"{doc_id}\n{index}\n{content_hash}"))
+
+
+def content_hash(data: bytes | str) -> str:
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    return hashlib.sha256(data).hexdigest()
+
+
+# --- sources ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One document a connector can fetch. ``version`` changes whenever the content may have."""
+
+    uri: str
+    version: str
+    acl: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class Connector(Protocol):
+    """A source of documents.
+
+    ``discover()`` lists what the source holds now; ``fetch(item)`` returns its bytes.
+    """
+
+    kind: str
+    root: str
+
+    def discover(self) -> Iterator[SourceItem]: ...
+
+    def fetch(self, item: SourceItem) -> bytes: ...
+
+
+# --- documents and chunks -----------------------------------------------------------------------
+
+
+@dataclass
+class Chunk:
+    id: str
+    document_id: str
+    collection: str
+    uri: str
+    title: str
+    text: str
+    index: int
+    page: int | None = None
+    section: str | None = None
+    content_hash: str = ""
+    version: str = ""
+    acl: tuple[str, ...] = (EVERYONE,)
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "document_id": self.document_id,
+            "collection": self.collection,
+            "uri": self.uri,
+            "title": self.title,
+            "text": self.text,
+            "index": self.index,
+            "page": self.page,
+            "section": self.section,
+            "content_hash": self.content_hash,
+            "version": self.version,
+            "acl": list(self.acl),
+        }
+
+    @classmethod
+    def from_payload(cls, point_id: str, payload: dict[str, Any]) -> Chunk:
+        return cls(
+            id=point_id,
+            document_id=payload["document_id"],
+            collection=payload["collection"],
+            uri=payload["uri"],
+            title=payload.get("title", ""),
+            text=payload.get("text", ""),
+            index=int(payload.get("index", 0)),
+            page=payload.get("page"),
+            section=payload.get("section"),
+            content_hash=payload.get("content_hash", ""),
+            version=payload.get("version", ""),
+            acl=tuple(payload.get("acl", (EVERYONE,))),
+        )
+
+
+@dataclass
+class ScoredChunk:
+    chunk: Chunk
+    score: float
+
+
+@dataclass
+class Citation:
+    index: int
+    title: str
+    uri: str
+    page: int | None
+    chunk_id: str
+    score: float
+    text: str
+
+    @classmethod
+    def from_hit(cls, index: int, hit: ScoredChunk) -> Citation:
+        c = hit.chunk
+        return cls(index, c.title, c.uri, c.page, c.id, round(hit.score, 6), c.text)
+
+
+# --- who is asking ------------------------------------------------------------------------------
+
+Role = Literal["admin", "curator", "employee", "app"]
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    role: Role
+    groups: tuple[str, ...] = ()
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def acl_tokens(self) -> list[str]:
+        """The ACL entries that grant this principal access."""
+        return [EVERYONE, f"user:{self.name}", *(f"group:{g}" for g in self.groups)]
+
+
+LOCAL_ADMIN = Principal(name="admin", role="admin")
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+class ApplianceError(Exception):
+    """Base of the typed errors; ``status`` and ``code`` become the JSON error of the API."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequest(ApplianceError):
+    status, code = 400, "invalid_request"
+
+
+class Unauthenticated(ApplianceError):
+    status, code = 401, "unauthenticated"
+
+
+class Forbidden(ApplianceError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(ApplianceError):
+    status, code = 404, "not_found"
+
+
+class Conflict(ApplianceError):
+    status, code = 409, "conflict"
+
+
+class PayloadTooLarge(ApplianceError):
+    status, code = 413, "payload_too_large"
+
+
+class Overloaded(ApplianceError):
+    status, code = 429, "overloaded"
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unavailable(ApplianceError):
+    status, code = 503, "unavailable"
+
+
+class ParseError(ApplianceError):
+    """A document could not be parsed; the message is the reason shown to the admin."""
+
+    status, code = 422, "parse_failed"
+
+
+class ModelNotFound(ApplianceError):
+    status, code = 503, "model_not_found"
+
+
+_COLLECTION_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+def validate_collection_name(name: str) -> str:
+    """Collection names become directory names: keep them to a safe alphabet."""
+    if not name or len(name) > 64 or not set(name) <= _COLLECTION_CHARS or name[0] in "-_":
+        raise InvalidRequest(
+            f"invalid collection name {name!r}: use 1-64 letters, digits, '-' or '_', starting with a letter or digit"
+        )
+    return name

