@@ -287,9 +287,8 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Retrieval only: the chunks an answer would be built from."""
-    from dataclasses import asdict
-
-    from appliance.domain import ApplianceError, Citation
+    from appliance.domain import ApplianceError
+    from appliance.rag.pipeline import citation_dicts
 
     settings = _settings()
     remote = _remote(settings, user)
@@ -306,7 +305,7 @@ def search(
             _fail(exc.message)
         finally:
             container.close()
-        citations = [asdict(Citation.from_hit(i, h)) for i, h in enumerate(hits, start=1)]
+        citations = citation_dicts(hits)
     _emit({"citations": citations}, as_json, _citations_text(citations) or "no results")
 
 

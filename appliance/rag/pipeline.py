@@ -30,6 +30,11 @@ class AskResult:
         return asdict(self)
 
 
+def citation_dicts(hits: list[ScoredChunk]) -> list[dict[str, Any]]:
+    """Hits as citation objects, numbered from 1 in rank order (the numbering the prompt uses)."""
+    return [asdict(Citation.from_hit(i, h)) for i, h in enumerate(hits, start=1)]
+
+
 def access_filter(principal: Principal) -> SearchFilter | None:
     """Admins read everything; everyone else reads chunks whose ACL names them, a group of theirs,
     or every signed-in user."""
@@ -87,7 +92,7 @@ class RagService:
         hits = await asyncio.to_thread(
             self._fit, question, hits, backend.count_tokens, backend.context_tokens, params.max_tokens
         )
-        citations = [asdict(Citation.from_hit(i, h)) for i, h in enumerate(hits, start=1)]
+        citations = citation_dicts(hits)
         yield {"type": "citations", "citations": citations}
         parts: list[str] = []
         usage = {"prompt_tokens": 0, "completion_tokens": 0}

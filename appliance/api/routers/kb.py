@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter
@@ -20,8 +19,8 @@ from appliance.api.schemas.kb import (
     SearchResponse,
     citation_models,
 )
-from appliance.domain import Citation
 from appliance.ingestion.jobs import run_ingest
+from appliance.rag.pipeline import citation_dicts
 
 router = APIRouter(prefix="/api/v1", tags=["knowledge base"])
 
@@ -35,8 +34,9 @@ async def ask(req: AskRequest, container: ContainerDep, principal: PrincipalDep)
 @router.post("/search", response_model=SearchResponse, summary="Retrieval only")
 async def search(req: SearchRequest, container: ContainerDep, principal: PrincipalDep) -> Any:
     hits, ms = await asyncio.to_thread(container.rag.search, req.query, principal, req.collection, req.k)
-    citations = [asdict(Citation.from_hit(i, h)) for i, h in enumerate(hits, start=1)]
-    return SearchResponse(citations=citation_models(citations), timings={"retrieval_ms": round(ms, 1)})
+    return SearchResponse(
+        citations=citation_models(citation_dicts(hits)), timings={"retrieval_ms": round(ms, 1)}
+    )
 
 
 @router.post(
