@@ -16,7 +16,19 @@ WHEELHOUSE ?= $(HOME)/.cache/kb-appliance/wheels/llama-$(LLAMA_KEY)
 
 PIP := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt --find-links $(WHEELHOUSE)
 
-.PHONY: install install-test run test lint bench helm-check clean
+.PHONY: install install-test run test lint bench helm-check clean system-deps
+
+# Debian packages the appliance uses at run time (libmagic for type detection, tesseract for OCR,
+# poppler for PDF pages) and PostgreSQL for the `services` tests. Installed when missing and we can.
+SYSTEM_PACKAGES := libmagic1 tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim poppler-utils postgresql
+system-deps:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Debian packages: $$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing) >/dev/null; \
+	  else echo "warning: missing Debian packages (install them as root): $$missing"; fi; \
+	fi
 
 $(VENV)/.base:
 	$(PYTHON) -m venv $(VENV)
@@ -45,10 +57,10 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
-run: install
+run: system-deps install
 	$(BIN)/appliance serve
 
-test: install-test
+test: system-deps install-test
 	$(BIN)/pytest
 
 lint: install-test

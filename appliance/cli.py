@@ -432,6 +432,15 @@ def config_show(as_json: JsonOpt = False) -> None:
     _emit(data, as_json, yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip())
 
 
+def _register_command_modules() -> None:
+    from appliance.commands import register_all
+
+    register_all(app)
+
+
+_register_command_modules()
+
+
 def main() -> None:
     prepare_offline_env()
     app()
