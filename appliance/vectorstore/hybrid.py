@@ -85,7 +85,12 @@ class HybridSearchMixin:
             weights.append(cfg.bm25_weight)
         if not queries:
             return []
-        lists = self._run_queries(collection, queries, filter)
+        # Equal scores may come back in any order (segments differ between stores); ranking them
+        # by id makes RRF ranks, and so results, the same on every adapter.
+        lists = [
+            sorted(side, key=lambda c: (-round(c.score, 4), c.id))
+            for side in self._run_queries(collection, queries, filter)
+        ]
         # One side alone keeps its own scores (cosine or BM25): more telling than a rank score.
         fused = lists[0] if len(lists) == 1 else weighted_rrf(lists, weights, cfg.rrf_k)
         top = cap_per_document(fused, k, cfg.max_per_document)

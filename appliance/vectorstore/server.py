@@ -139,6 +139,13 @@ class QdrantServerStore(HybridSearchMixin):
             self._known.add(collection)
         return full
 
+    def drop_collection(self, name: str) -> None:
+        """Delete a collection; a missing one is not an error."""
+        full = self._name(name)
+        self._known.discard(name)
+        if self._call("collection_exists", self.client.collection_exists, full):
+            self._call("delete_collection", self.client.delete_collection, full)
+
     def close(self) -> None:
         with self._lock:
             if self._client is not None:
