@@ -263,6 +263,9 @@ class OnnxEmbedder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
+        # Idle workers sleep instead of spinning: on a shared 2-core box spinning threads steal
+        # the CPU from each other (a query took 32 ms spinning vs 13 ms not, under load).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         return ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
 
