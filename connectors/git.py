@@ -1,7 +1,7 @@
 """Git repositories: the files in the tree at the head of a branch. Version = blob id.
 
-A local repository (a path, or ``file://``) is read in place, without a clone, so it works offline
-and sees new commits at once. A remote URL is cloned bare into ``cache_dir`` (under the data dir)
+A local repository path is read in place, without a clone, so it works offline
+and sees new commits at once. A URL (``file://`` included) is cloned bare into ``cache_dir`` (under the data dir)
 on first use and fetched on every discovery. Uses the ``git`` command line: no new dependency, and
 ``GIT_TERMINAL_PROMPT=0`` plus a timeout mean a credential prompt or a dead server fails instead of
 hanging. Symlinks and submodules in the tree are skipped (neither is a document, and a symlink's
@@ -26,13 +26,10 @@ class GitError(ApplianceError):
 
 
 def _is_remote(repo: str) -> bool:
-    return (
-        "://" in repo
-        and not repo.startswith("file://")
-        or (
-            "@" in repo and ":" in repo and not Path(repo).exists()  # scp-like user@host:path
-        )
-    )
+    """URLs (``file://`` too: it exercises the same clone path offline) are cloned; paths are not."""
+    if "://" in repo:
+        return True
+    return "@" in repo and ":" in repo and not Path(repo).exists()  # scp-like user@host:path
 
 
 class GitConnector:
@@ -57,7 +54,7 @@ class GitConnector:
             digest = hashlib.sha256(repo.encode()).hexdigest()[:16]
             self.git_dir = Path(cache_dir).expanduser().resolve() / digest
         else:
-            path = Path(repo.removeprefix("file://")).expanduser()
+            path = Path(repo).expanduser()
             if not path.exists():
                 raise InvalidRequest(f"git repository not found: {repo}")
             self.repo = str(path.resolve())
@@ -84,7 +81,7 @@ class GitConnector:
         if not self.remote:
             return []
         if "://" in self.repo:
-            return [urlsplit(self.repo).hostname or ""]
+            return [h] if (h := urlsplit(self.repo).hostname) else []
         return [self.repo.split("@", 1)[1].split(":", 1)[0]]
 
     def _git(self, *args: str, cwd: Path | None = None) -> bytes:
