@@ -20,6 +20,7 @@ are converted to the parameter's type (int, float, bool, or a comma-separated li
 from __future__ import annotations
 
 import inspect
+import types
 import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -105,23 +106,23 @@ def _parameters(kind: str) -> dict[str, inspect.Parameter]:
     }
 
 
+def _is_sequence(hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    return isinstance(origin, type) and issubclass(origin, Sequence) and not issubclass(origin, str)
+
+
 def _coerce(kind: str, name: str, value: Any) -> Any:
     if not isinstance(value, str):
         return value
     hint = typing.get_type_hints(REGISTRY[kind].__init__).get(name)  # type: ignore[misc]
-    args = set(typing.get_args(hint)) or {hint}
-    if bool in args:
+    members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if bool in members:
         return value.strip().lower() in ("1", "true", "yes", "on")
-    if int in args:
+    if int in members:
         return int(value)
-    if float in args:
+    if float in members:
         return float(value)
-    if str in args or Path in args:
-        return value
-    origin = typing.get_origin(hint)
-    if origin is not None and (
-        origin in (list, tuple) or (isinstance(origin, type) and issubclass(origin, Sequence))
-    ):
+    if any(_is_sequence(m) for m in members):
         return [v.strip() for v in value.split(",") if v.strip()]
     return value
 
