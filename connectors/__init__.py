@@ -23,7 +23,6 @@ import inspect
 import types
 import typing
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from appliance.domain import Connector, InvalidRequest
