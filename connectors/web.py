@@ -43,6 +43,9 @@ DOCUMENT_TYPES = {
     "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": ".xlsx",
 }
 _HTML = ("text/html", "application/xhtml+xml")
+_FILE_SUFFIXES = frozenset(
+    e for e in DOCUMENT_TYPES.values() if e != ".html"
+)  # links that name a file, not a page
 _LOC = re.compile(rb"<loc>\s*([^<\s]+)\s*</loc>", re.IGNORECASE)
 
 
@@ -148,6 +151,9 @@ class WebConnector:
                 continue
             fetched += 1
             try:
+                if head := self._head_document(url):
+                    yield head
+                    continue
                 response = self._get(url)
             except (FetchRefused, FetchFailed) as exc:
                 if url in starts:
@@ -223,6 +229,25 @@ class WebConnector:
 
     def _get(self, url: str) -> Response:
         return self.client.get(url, hop_check=self._hop)
+
+    def _head_document(self, url: str) -> SourceItem | None:
+        """A linked file (PDF, DOCX...) is listed from a HEAD when the server gives a version, so
+        an unchanged one is never downloaded: the pipeline skips ``fetch`` for a known version."""
+        suffix = PurePosixPath(unquote(urlsplit(url).path)).suffix.lower()
+        if suffix not in _FILE_SUFFIXES:
+            return None
+        response = self.client.get(url, method="HEAD", hop_check=self._hop)
+        kind = response.content_type
+        has_version = "etag" in response.headers or "last-modified" in response.headers
+        if response.status >= 300 or not has_version or kind not in DOCUMENT_TYPES or kind in _HTML:
+            return None  # a GET decides
+        final = _normalise(response.url)
+        return SourceItem(
+            uri=final,
+            version=_version(response),
+            acl=self.acl,
+            metadata={"filename": _filename(final, kind), "content_type": kind},
+        )
 
     def _failed(self, url: str, exc: FetchRefused | FetchFailed) -> SourceItem:
         log.warning("web source: %s", exc.message)

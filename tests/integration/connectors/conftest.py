@@ -52,11 +52,25 @@ class Site:
     def __init__(self) -> None:
         self.pages: dict[str, Page] = {}
         self.requests: list[str] = []
+        self.heads: list[str] = []
         site = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def do_HEAD(self) -> None:  # noqa: N802 - the stdlib's name
+                site.heads.append(self.path)
+                page = site.pages.get(self.path)
+                if page is None or callable(page.body):
+                    self.send_response(404 if page is None else 405)
+                    self.end_headers()
+                    return
+                self.send_response(page.status)
+                for key, value in page.headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(page.body)))
+                self.end_headers()
 
             def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
                 site.requests.append(self.path)

@@ -43,7 +43,11 @@ def build_site(site: Site) -> None:
             "/missing.html",
             "http://example.invalid/offsite.html",
             "/style.css",
+            "/manual.pdf",
         ],
+    )
+    site.pages["/manual.pdf"] = Page(
+        b"%PDF-1.4 not really", headers={"Content-Type": "application/pdf", "ETag": '"m1"'}
     )
     site.html("/a.html", "Vacation", "Employees get 30 vacation days.", ETag='"a1"')
     site.pages["/b.txt"] = Page(
@@ -72,7 +76,10 @@ def test_crawl_limits_robots_sitemap_and_refusals(site: Site) -> None:
     found = crawl(site, max_depth=2)
     c: WebConnector = found.pop("_c")  # type: ignore[assignment]
     ok = {k for k, v in found.items() if "error" not in v.metadata}  # type: ignore[union-attr]
-    assert ok == {"/", "/a.html", "/b.txt", "/orphan.html", "/deep/1.html", "/deep/2.html"}
+    assert ok == {"/", "/a.html", "/b.txt", "/orphan.html", "/deep/1.html", "/deep/2.html", "/manual.pdf"}
+    # A linked file with an ETag is listed from a HEAD: an unchanged one is never downloaded.
+    assert found["/manual.pdf"].version == 'etag:"m1"' and "/manual.pdf" not in site.requests  # type: ignore[union-attr]
+    assert "/manual.pdf" in site.heads
     assert "/private/secret.html" not in found and "/private/secret.html" not in site.requests
     assert "/deep/3.html" not in found, "beyond max_depth"
     assert "/style.css" not in found and "/missing.html" not in found
@@ -88,6 +95,8 @@ def test_crawl_limits_robots_sitemap_and_refusals(site: Site) -> None:
     assert "127.0.0.2" in reason("/other-loopback") and "loopback" in reason("/other-loopback")
     assert "limit" in reason("/big.html")
 
+    assert c.fetch(found["/manual.pdf"]) == b"%PDF-1.4 not really"  # type: ignore[arg-type]
+    assert found["/manual.pdf"].metadata["filename"] == "manual.pdf"  # type: ignore[union-attr]
     page = c.fetch(found["/a.html"])  # type: ignore[arg-type]
     assert b"30 vacation days" in page
     assert found["/a.html"].metadata["filename"] == "a.html"  # type: ignore[union-attr]
