@@ -178,3 +178,22 @@ def test_slow_response_hits_the_time_cap(site: Site) -> None:
     c = WebConnector(site.url + "/slow.html", allow_private=LOOPBACK, timeout_s=0.5, sitemap=False)
     with pytest.raises(FetchFailed, match="took over"):
         list(c.discover())
+
+
+def test_undeclared_body_is_cut_at_the_size_cap(site: Site) -> None:
+    def endless(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/html")
+        handler.end_headers()  # no Content-Length: the body ends when the connection closes
+        try:
+            for _ in range(100):
+                handler.wfile.write(b"<p>" + b"y" * 10_000 + b"</p>")
+        except OSError:
+            pass
+        handler.close_connection = True
+
+    build_site(site)
+    site.pages["/endless.html"] = Page(endless)
+    c = WebConnector(site.url + "/endless.html", allow_private=LOOPBACK, max_bytes=50_000, sitemap=False)
+    with pytest.raises(FetchFailed, match="over the 50000-byte limit"):
+        list(c.discover())
