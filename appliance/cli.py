@@ -177,7 +177,7 @@ def ingest(
     sources: Annotated[
         list[str],
         typer.Argument(
-            help="Folders or files, http(s):// sites, s3://bucket/prefix, git+URL[#branch] or "
+            help="Folders or files, http(s):// sites, s3://bucket/prefix, git+URL (#BRANCH optional) or "
             "git:PATH, SQL URLs (sqlite:///kb.db#table, postgresql://...). See README 'Sources'."
         ),
     ],
