@@ -160,8 +160,8 @@ class WebConnector:
                     raise
                 yield self._failed(url, exc)
                 continue
-            if response.status in (404, 410):
-                continue
+            if response.status in (404, 410) and url not in starts:
+                continue  # gone: its indexed copy is deleted
             if response.status >= 400:
                 error = FetchFailed(f"{url}: HTTP {response.status}")
                 if url in starts:
