@@ -197,3 +197,14 @@ def test_undeclared_body_is_cut_at_the_size_cap(site: Site) -> None:
     c = WebConnector(site.url + "/endless.html", allow_private=LOOPBACK, max_bytes=50_000, sitemap=False)
     with pytest.raises(FetchFailed, match="over the 50000-byte limit"):
         list(c.discover())
+
+
+def test_a_failing_start_url_aborts_instead_of_emptying_the_source(site: Site) -> None:
+    build_site(site)
+    c = WebConnector(site.url + "/missing.html", allow_private=LOOPBACK, sitemap=False)
+    with pytest.raises(FetchFailed, match="HTTP 404"):
+        list(c.discover())
+    site.pages["/robots.txt"] = Page(b"", status=503)
+    c = WebConnector(site.url + "/", allow_private=LOOPBACK, sitemap=False)
+    with pytest.raises(FetchFailed, match="robots.txt"):
+        list(c.discover())
