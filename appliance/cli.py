@@ -174,34 +174,61 @@ def serve(
 
 @app.command()
 def ingest(
-    sources: Annotated[list[str], typer.Argument(help="Folders or files to ingest.")],
+    sources: Annotated[
+        list[str],
+        typer.Argument(
+            help="Folders or files, http(s):// sites, s3://bucket/prefix, git+URL (#BRANCH optional) or "
+            "git:PATH, SQL URLs (sqlite:///kb.db#table, postgresql://...). See README 'Sources'."
+        ),
+    ],
     collection: CollectionOpt = None,
     allow: Annotated[
         list[str] | None, typer.Option("--allow", help="Who may read: group:NAME or user:NAME (repeatable).")
+    ] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--option", "-o", help="Connector option KEY=VALUE, e.g. query='SELECT ...', max_depth=1."
+        ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Parse, chunk, embed and index documents. Unchanged files are skipped."""
     import connectors
     from appliance.domain import ApplianceError
+    from appliance.ingestion.connect import open_source
     from appliance.ingestion.jobs import run_ingest
 
     settings = _settings()
     acl = allow or []
+    options: dict[str, str] = {}
+    for entry in option or []:
+        key, sep, value = entry.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--option takes KEY=VALUE, got {entry!r}", 2)
+        options[key.strip()] = value
+    try:
+        kinds = [connectors.kind_of(s) for s in sources]
+    except ApplianceError as exc:
+        _fail(exc.message, 2)
     remote = _remote(settings, None)
     if remote:
         summary = remote.post(
             "/api/v1/ingest",
             {
-                "sources": [str(Path(s).resolve()) if "://" not in s else s for s in sources],
+                "sources": [
+                    str(Path(s.removeprefix("file://")).resolve()) if k == "filesystem" else s
+                    for s, k in zip(sources, kinds, strict=True)
+                ],
                 "collection": collection,
                 "allow": acl,
+                "options": options,
             },
         )
     else:
         container = _local(settings)
         try:
-            resolved = [connectors.for_source(s, extensions=settings.ingestion.extensions) for s in sources]
+            resolved = [open_source(settings, s, options) for s in sources]
 
             def progress(event: str, item: Any) -> None:
                 if not as_json and event != "start":

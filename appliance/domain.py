@@ -46,6 +46,9 @@ class Connector(Protocol):
     """A source of documents.
 
     ``discover()`` lists what the source holds now; ``fetch(item)`` returns its bytes.
+    ``root`` identifies the source stably across runs (the ledger groups documents by it);
+    ``options()`` is JSON-serialisable and rebuilds it with ``connectors.build(kind, **options)``
+    (secrets such as S3 keys are left out and come from the settings again).
     """
 
     kind: str
@@ -54,6 +57,8 @@ class Connector(Protocol):
     def discover(self) -> Iterator[SourceItem]: ...
 
     def fetch(self, item: SourceItem) -> bytes: ...
+
+    def options(self) -> dict[str, Any]: ...
 
 
 # --- documents and chunks -----------------------------------------------------------------------

@@ -73,9 +73,16 @@ class SearchResponse(BaseModel):
 
 
 class IngestRequest(BaseModel):
-    sources: list[str] = Field(min_length=1, description="Paths on the appliance host.")
+    sources: list[str] = Field(
+        min_length=1,
+        description="SOURCE strings as on the CLI: paths on the appliance host, http(s)://, s3://, "
+        "git+URL, SQL URLs.",
+    )
     collection: str | None = None
     allow: list[str] = Field(default_factory=list, description="ACL entries: group:NAME, user:NAME.")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Connector options for these sources (e.g. query, max_depth)."
+    )
 
 
 class IngestResponse(BaseModel):
