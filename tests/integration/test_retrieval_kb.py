@@ -72,6 +72,18 @@ def test_eval_command_reports_retrieval_metrics(data_dir: Path) -> None:
     assert bad.returncode == 2 and "cannot read" in bad.stderr
 
 
+def test_search_command_takes_filters(data_dir: Path) -> None:
+    env = base_env(data_dir)
+    vpn = KB / "it_vpn_guide.html"
+    args = ["search", "how many days of annual leave", "-c", "kb", "--uri", str(vpn), "--json"]
+    result = run_cli(args, env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    citations = json.loads(result.stdout)["citations"]
+    assert citations and {c["uri"] for c in citations} == {vpn.resolve().as_uri()}
+    bad = run_cli(["search", "x", "--after", "not-a-date"], env)
+    assert bad.returncode == 2 and "invalid filter" in bad.stderr
+
+
 @pytest.fixture(scope="module")
 def container(data_dir: Path) -> Iterator:  # type: ignore[no-untyped-def]
     c = _container(data_dir)
@@ -176,3 +188,32 @@ def test_api_search_rejects_bad_filters_with_json_errors(api) -> None:  # type: 
         r = client.post("/api/v1/search", json=body, headers=headers)
         assert r.status_code == 422, (body, r.text)
         assert set(r.json()["error"]) >= {"code", "message"}
+
+
+def test_rerank_stage_orders_by_cross_encoder_scores(container) -> None:  # type: ignore[no-untyped-def]
+    # No trained cross-encoder ships offline; the MiniLM weights with an untrained head are a real
+    # CrossEncoder whose scores, while meaningless, are what the stage must sort by.
+    from appliance.embeddings.rerank import CrossEncoderReranker
+    from appliance.retrieval import Retriever
+
+    reranker = CrossEncoderReranker(container.embedder.path, threads=1)
+    try:
+        plain = Retriever(container.embedder, container.store)
+        reranked = Retriever(container.embedder, container.store, reranker, 8, max_per_document=1)
+        query = "How do I report a suspicious email?"
+        candidates, _ = plain.search(query, LOCAL_ADMIN, "kb", 8)
+        hits, _ = reranked.search(query, LOCAL_ADMIN, "kb", 3)
+        scores = dict(
+            zip(
+                [c.chunk.id for c in candidates],
+                reranker.scores(query, [c.chunk.text for c in candidates]),
+                strict=True,
+            )
+        )
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        assert all(h.chunk.id in scores and abs(h.score - float(scores[h.chunk.id])) < 1e-4 for h in hits)
+        assert len({h.chunk.document_id for h in hits}) == len(hits)  # the cap holds after reranking
+        best = max(scores, key=lambda i: float(scores[i]))
+        assert hits[0].chunk.id == best
+    finally:
+        reranker.close()
