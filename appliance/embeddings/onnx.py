@@ -2,11 +2,13 @@
 
 The export runs offline from the local model folder (torch is already installed for it) and is
 cached under the data dir, keyed by a fingerprint of the model files, so later starts load only
-onnxruntime and the tokenizer. Pooling and normalisation follow the model's own sentence-transformers
+onnxruntime and the tokenizer. A copy in the per-user cache lets a new data dir skip the export. Pooling and normalisation follow the model's own sentence-transformers
 config (``modules.json``, ``1_Pooling/config.json``), so both backends produce the same vectors.
 
 int8 dynamic quantisation is used only after it agrees with fp32 (cosine >= ``MIN_INT8_COSINE``
-on a fixed sample); the verdict is stored beside the export so it is measured once.
+on a fixed sample, trying ``PLANS`` from most to least aggressive); the verdict is stored beside
+the export so it is measured once. Dynamic quantisation scales activations per batch, so an int8
+vector moves slightly (cosine > 0.995) with the texts it is batched with.
 """
 
 from __future__ import annotations

@@ -43,14 +43,6 @@ class SideQuery:
     limit: int
 
 
-def modified_epoch(value: object) -> float | None:
-    """Payload value of ``modified``: epoch seconds, whatever numeric form it came in."""
-    try:
-        return None if value is None else float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-
-
 class HybridSearchMixin:
     fusion: FusionConfig
 
