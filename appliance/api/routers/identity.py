@@ -1,0 +1,115 @@
+"""Users, groups and API keys. Admin only, except that every user may list and revoke their own
+keys (another user's key id answers 404)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter
+
+from appliance.api.deps import AdminDep, ContainerDep, PrincipalDep
+from appliance.api.schemas.identity import (
+    Group,
+    GroupCreate,
+    GroupList,
+    IssuedKey,
+    Key,
+    KeyCreate,
+    KeyList,
+    MemberAdd,
+    User,
+    UserCreate,
+    UserList,
+    UserUpdate,
+)
+from appliance.security.auth import issue_key
+
+router = APIRouter(prefix="/api/v1", tags=["identity"])
+
+
+# -- users ---------------------------------------------------------------------------------------
+
+
+@router.get("/users", response_model=UserList, summary="List users")
+def list_users(container: ContainerDep, _: AdminDep) -> Any:
+    return UserList(data=container.identity.list_users())
+
+
+@router.post("/users", response_model=User, status_code=201, summary="Create a user")
+def create_user(req: UserCreate, container: ContainerDep, _: AdminDep) -> Any:
+    return container.identity.add_user(req.name, req.role, req.groups, req.password)
+
+
+@router.get("/users/{name}", response_model=User, summary="One user")
+def get_user(name: str, container: ContainerDep, _: AdminDep) -> Any:
+    return container.identity.get_user(name)
+
+
+@router.patch("/users/{name}", response_model=User, summary="Change role, password or disable")
+def update_user(name: str, req: UserUpdate, container: ContainerDep, _: AdminDep) -> Any:
+    user = container.identity.update_user(name, req.role, req.disabled, req.password)
+    if req.disabled:
+        container.keys.revoke_user(name)
+    return user
+
+
+@router.delete("/users/{name}", response_model=User, summary="Disable a user and revoke their keys")
+def disable_user(name: str, container: ContainerDep, _: AdminDep) -> Any:
+    user = container.identity.update_user(name, disabled=True)
+    container.keys.revoke_user(name)
+    return user
+
+
+# -- groups --------------------------------------------------------------------------------------
+
+
+@router.get("/groups", response_model=GroupList, summary="List groups")
+def list_groups(container: ContainerDep, _: AdminDep) -> Any:
+    return GroupList(data=container.identity.list_groups())
+
+
+@router.post("/groups", response_model=Group, status_code=201, summary="Create a group")
+def create_group(req: GroupCreate, container: ContainerDep, _: AdminDep) -> Any:
+    return container.identity.add_group(req.name, req.parent)
+
+
+@router.get("/groups/{name}", response_model=Group, summary="One group")
+def get_group(name: str, container: ContainerDep, _: AdminDep) -> Any:
+    return container.identity.get_group(name)
+
+
+@router.delete("/groups/{name}", status_code=204, summary="Delete a group")
+def delete_group(name: str, container: ContainerDep, _: AdminDep) -> None:
+    container.identity.delete_group(name)
+
+
+@router.post("/groups/{name}/members", response_model=Group, summary="Add a user or a group")
+def add_member(name: str, req: MemberAdd, container: ContainerDep, _: AdminDep) -> Any:
+    return container.identity.add_member(name, req.member, req.kind)
+
+
+@router.delete("/groups/{name}/members/{kind}/{member}", response_model=Group, summary="Remove a member")
+def remove_member(name: str, kind: str, member: str, container: ContainerDep, _: AdminDep) -> Any:
+    return container.identity.remove_member(name, member, kind)
+
+
+# -- keys ----------------------------------------------------------------------------------------
+
+
+@router.get("/keys", response_model=KeyList, summary="API keys (admins: all; others: their own)")
+def list_keys(container: ContainerDep, principal: PrincipalDep) -> Any:
+    return KeyList(data=container.keys.list(None if principal.is_admin else principal.name))
+
+
+@router.post("/keys", response_model=IssuedKey, status_code=201, summary="Create an API key (shown once)")
+def create_key(req: KeyCreate, container: ContainerDep, _: AdminDep) -> Any:
+    return issue_key(
+        container.keys, container.identity, req.user, req.role, req.collections, req.routes, req.expires_days
+    ).as_dict()
+
+
+@router.delete("/keys/{key_id}", response_model=Key, summary="Revoke an API key")
+async def revoke_key(key_id: int, container: ContainerDep, principal: PrincipalDep) -> Any:
+    owner = None if principal.is_admin else principal.name
+    return await asyncio.to_thread(container.keys.revoke, key_id, owner)
