@@ -143,7 +143,11 @@ def test_identity_rest_and_own_keys(env: dict[str, Any]) -> None:
     assert r.status_code == 201, r.text
     r = c.post("/api/v1/groups", json={"name": "emea-sales", "parent": "sales"}, headers=admin)
     assert r.status_code == 201
-    r = c.post("/api/v1/users", json={"name": "zoe", "groups": ["emea-sales"], "password": "longenough"}, headers=admin)
+    r = c.post(
+        "/api/v1/users",
+        json={"name": "zoe", "groups": ["emea-sales"], "password": "longenough"},
+        headers=admin,
+    )
     assert r.status_code == 201 and r.json()["all_groups"] == ["emea-sales", "sales"], r.text
     assert c.post("/api/v1/users", json={"name": "zoe"}, headers=admin).status_code == 409
     r = c.post("/api/v1/groups/emea-sales/members", json={"member": "sales", "kind": "group"}, headers=admin)
@@ -154,7 +158,9 @@ def test_identity_rest_and_own_keys(env: dict[str, Any]) -> None:
     mine = c.get("/api/v1/keys", headers=zoe).json()["data"]
     assert [k["id"] for k in mine] == [issued["id"]] and "key" not in mine[0]
     # Another user's key id answers 404, not 403.
-    other = c.get("/api/v1/keys", headers={"Authorization": f"Bearer {env['keys']['employee2']}"}).json()["data"]
+    other = c.get("/api/v1/keys", headers={"Authorization": f"Bearer {env['keys']['employee2']}"}).json()[
+        "data"
+    ]
     r = c.delete(f"/api/v1/keys/{other[0]['id']}", headers=zoe)
     assert r.status_code == 404
     assert c.get("/api/v1/users/zoe", headers=zoe).status_code == 403
@@ -172,7 +178,10 @@ def test_admin_actions_and_auth_failures_are_audited(env: dict[str, Any]) -> Non
     admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
     assert c.post("/api/v1/groups", json={"name": "audited-group"}, headers=admin).status_code == 201
     assert c.get("/api/v1/users", headers={"Authorization": "Bearer kb-wrong"}).status_code == 401
-    assert c.get("/api/v1/users", headers={"Authorization": f"Bearer {env['keys']['employee']}"}).status_code == 403
+    assert (
+        c.get("/api/v1/users", headers={"Authorization": f"Bearer {env['keys']['employee']}"}).status_code
+        == 403
+    )
     records = [json.loads(line) for line in Path(env["container"].audit.path).read_text().splitlines()]
     actions = [(r["actor"], r["action"], r["target"], r["data"].get("status")) for r in records]
     assert ("admin", "POST /api/v1/groups", "/api/v1/groups", 201) in actions

@@ -80,7 +80,11 @@ def _truncate_bytes(lines: list[bytes], rng: random.Random) -> list[bytes]:
 
 
 MUTATIONS: list[Callable[[list[bytes], random.Random], list[bytes]]] = [
-    _edit, _delete, _reorder, _truncate_lines, _truncate_bytes,
+    _edit,
+    _delete,
+    _reorder,
+    _truncate_lines,
+    _truncate_bytes,
 ]
 
 

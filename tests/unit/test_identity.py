@@ -29,7 +29,11 @@ def test_groups_resolve_transitively(stores: tuple[IdentityStore, KeyStore]) -> 
     ids.add_user("alice", "employee", ["platform"])
     assert ids.resolve_groups("alice") == ("company", "engineering", "platform")
     assert ids.principal("alice").acl_tokens() == [
-        "*", "user:alice", "group:company", "group:engineering", "group:platform"
+        "*",
+        "user:alice",
+        "group:company",
+        "group:engineering",
+        "group:platform",
     ]
 
 
@@ -117,7 +121,9 @@ def test_keys_hashed_scoped_expiring_revocable(stores: tuple[IdentityStore, KeyS
         resolve_principal(keys, ids, emp_key.key)
 
 
-def test_disabled_user_and_lowered_role_apply_to_existing_keys(stores: tuple[IdentityStore, KeyStore]) -> None:
+def test_disabled_user_and_lowered_role_apply_to_existing_keys(
+    stores: tuple[IdentityStore, KeyStore],
+) -> None:
     ids, keys = stores
     ids.add_user("cur", "curator", ["engineering"])
     key = issue_key(keys, ids, "cur").key
