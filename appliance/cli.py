@@ -306,8 +306,8 @@ def search(
     else:
         container = _local(settings)
         try:
-            container.embedder.start()
             principal = _principal(user, container)
+            container.embedder.start()
             hits, ms = container.rag.search(query, principal, collection, k)
             audit_query(
                 container.audit,
