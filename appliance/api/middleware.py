@@ -49,7 +49,8 @@ def install_security(app: FastAPI, container: Any) -> None:
         principal = getattr(request.state, "principal", None)
         status = response.status_code
         try:
-            if status in (401, 403):
+            # Gradio polls login_check before sign-in; that 401 is a question, not a failed attempt.
+            if status in (401, 403) and not path.endswith("/login_check"):
                 await asyncio.to_thread(_audit_denied, container, request, principal, status)
             elif (
                 principal is not None
