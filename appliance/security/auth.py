@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, insert, inspect, select, update
 
 from appliance.db import api_keys, now
 from appliance.domain import InvalidRequest, NotFound, Principal, Role, Unauthenticated
@@ -64,6 +64,7 @@ class KeyStore:
         self.engine = engine
         self._fixed_admin = _hash(fixed_admin_key) if fixed_admin_key else None
         self._ephemeral: dict[str, Principal] = {}
+        _add_scope_columns(engine)
 
     def create(
         self,
@@ -195,6 +196,19 @@ class KeyStore:
                     .values(revoked_at=now())
                 ).rowcount
             )
+
+
+def _add_scope_columns(engine: Engine) -> None:
+    """Data dirs made by the skeleton have api_keys without the scope columns; ``create_all``
+    never alters a table, so add them (all nullable) until migrations move to Alembic."""
+    have = {c["name"] for c in inspect(engine).get_columns("api_keys")}
+    missing = [c for c in ("collections", "routes", "expires_at") if c not in have]
+    if not missing:
+        return
+    with engine.begin() as conn:
+        for name in missing:
+            kind = api_keys.c[name].type.compile(dialect=engine.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE api_keys ADD COLUMN {name} {kind}")
 
 
 def resolve_principal(keys: KeyStore, identity: IdentityStore, token: str | None) -> Principal:

@@ -145,3 +145,20 @@ def test_filter_hash_tracks_rights(stores: tuple[IdentityStore, KeyStore]) -> No
     ids.add_member("platform", "h1")
     assert filter_hash(ids.principal("h1"), "default") != before
     assert filter_hash(ids.principal("h1"), "other") != filter_hash(ids.principal("h1"), "default")
+
+
+def test_skeleton_key_table_gains_the_scope_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    with sqlite3.connect(db) as conn:  # the walking skeleton's api_keys table
+        conn.execute(
+            "CREATE TABLE api_keys (id INTEGER PRIMARY KEY AUTOINCREMENT, prefix VARCHAR(16) NOT NULL, "
+            "key_hash VARCHAR(64) NOT NULL UNIQUE, user VARCHAR(128) NOT NULL, role VARCHAR(16) NOT NULL, "
+            "created_at DATETIME NOT NULL, revoked_at DATETIME)"
+        )
+    engine = make_engine(db)
+    keys = KeyStore(engine)
+    IdentityStore(engine).add_user("old", "employee")
+    issued = keys.create("old", "employee", collections=["a"], expires_days=1)
+    assert keys.authenticate(issued.key).collections == ("a",)
