@@ -194,3 +194,34 @@ def test_cross_origin_ui_post_is_refused(env: dict[str, Any]) -> None:
     c: TestClient = env["client"]
     r = c.post("/login", data={"username": "a", "password": "b"}, headers={"Origin": "https://evil.example"})
     assert r.status_code == 403
+
+
+def test_usage_report_shows_others_only_to_admins(env: dict[str, Any]) -> None:
+    from appliance.domain import Principal
+
+    c: TestClient = env["client"]
+    metering = env["container"].metering
+    metering.record_usage(Principal("emp", "employee", ("staff",)), 40, 2)
+    metering.record_usage(Principal("emp2", "employee", ("staff",)), 7, 1)
+    own = c.get("/api/v1/usage", headers={"Authorization": f"Bearer {env['keys']['employee']}"}).json()[
+        "data"
+    ]
+    assert {r["subject"] for r in own} == {"user:emp"} and own[0]["total_tokens"] == 42
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    everything = c.get("/api/v1/usage", headers=admin).json()["data"]
+    assert {"user:emp", "user:emp2", "group:staff"} <= {r["subject"] for r in everything}
+    text = c.get("/api/v1/usage", params={"format": "csv", "kind": "group"}, headers=admin)
+    assert text.headers["content-type"].startswith("text/csv")
+    assert text.text.splitlines()[0].startswith("day,subject,") and "group:staff" in text.text
+    assert "user:emp" not in text.text
+
+
+def test_audit_export_over_rest_verifies(env: dict[str, Any], tmp_path: Path) -> None:
+    from appliance.audit import verify_file
+
+    r = env["client"].get("/api/v1/audit/export", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    assert r.status_code == 200
+    out = tmp_path / "export.jsonl"
+    out.write_text(r.text)
+    result = verify_file(out, require_trailer=True)
+    assert result.ok and result.records >= 3
