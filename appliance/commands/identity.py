@@ -58,6 +58,7 @@ def _read_password() -> str:
 
 
 def register(app: typer.Typer) -> None:
+    from appliance.audit import audit_admin
     from appliance.cli import _emit
 
     users_app = typer.Typer(no_args_is_help=True, help="Users and their roles.")
@@ -219,13 +220,21 @@ def register(app: typer.Typer) -> None:
         ] = None,
         as_json: JsonOpt = False,
     ) -> None:
-        """Create an API key. It is printed once and stored only as a hash."""
+        """Create an API key. It is printed once and stored only as a hash. A user that does not
+        exist yet is created first, with --role (default employee) and no groups."""
         from appliance.security.auth import issue_key
+
+        def run(c: Any) -> Any:
+            if c.identity.lookup(user) is None:
+                c.identity.add_user(user, role or "employee")
+                audit_admin(c, _actor(), "users.add", user, role=role or "employee", groups=[])
+                typer.echo(f"created user {user} ({role or 'employee'})", err=True)
+            return issue_key(c.keys, c.identity, user, role, collection, route, expires_days)
 
         issued = _run(
             "keys.create",
             user,
-            lambda c: issue_key(c.keys, c.identity, user, role, collection, route, expires_days),
+            run,
             collections=collection,
             routes=route,
             expires_days=expires_days,

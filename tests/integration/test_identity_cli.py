@@ -60,16 +60,19 @@ def test_users_groups_keys_round_trip(cli: Any) -> None:
         issued["key"].startswith("kb-") and issued["collections"] == ["fin"] and issued["role"] == "curator"
     )
     assert "cannot carry" in cli("keys", "create", "--user", "bob", "--role", "admin", ok=False).output
-    assert "no user" in cli("keys", "create", "--user", "ghost", ok=False).output
-    listed = json.loads(cli("keys", "list", "--json").stdout)
+    # A key for a name that is not a user yet creates that user (an admin command; audited).
+    ghost = json.loads(cli("keys", "create", "--user", "ghost", "--role", "app", "--json").stdout)
+    assert ghost["role"] == "app" and ghost["user"] == "ghost"
+    cli("keys", "revoke", str(ghost["id"]))
+    listed = json.loads(cli("keys", "list", "--user", "bob", "--json").stdout)
     assert [k["id"] for k in listed] == [issued["id"]] and issued["key"] not in json.dumps(listed)
     cli("keys", "revoke", str(issued["id"]))
-    assert json.loads(cli("keys", "list", "--json").stdout)[0]["active"] is False
+    assert json.loads(cli("keys", "list", "--user", "bob", "--json").stdout)[0]["active"] is False
 
     disabled = json.loads(cli("users", "disable", "bob", "--json").stdout)
     assert disabled["disabled"] is True
     users = json.loads(cli("users", "list", "--json").stdout)
-    assert [u["name"] for u in users] == ["bob"]
+    assert [u["name"] for u in users] == ["bob", "ghost"]
 
     # Every change above is in the audit log, which verifies, and so does its export.
     verify = json.loads(cli("audit", "verify", "--json").stdout)
