@@ -163,7 +163,22 @@ def test_identity_rest_and_own_keys(env: dict[str, Any]) -> None:
     ]
     r = c.delete(f"/api/v1/keys/{other[0]['id']}", headers=zoe)
     assert r.status_code == 404
-    assert c.get("/api/v1/users/zoe", headers=zoe).status_code == 403
+    # Users: non-admins see and change only themselves (their password), others answer 404.
+    assert c.get("/api/v1/users/zoe", headers=zoe).json()["all_groups"] == ["emea-sales", "sales"]
+    assert c.get("/api/v1/users/emp", headers=zoe).status_code == 404
+    assert c.get("/api/v1/users/nobody-at-all", headers=zoe).status_code == 404
+    assert c.patch("/api/v1/users/emp", json={"password": "x" * 12}, headers=zoe).status_code == 404
+    assert c.patch("/api/v1/users/zoe", json={"role": "admin"}, headers=zoe).status_code == 403
+    assert c.patch("/api/v1/users/zoe", json={"password": "new-password"}, headers=zoe).status_code == 200
+    assert env["container"].identity.check_password("zoe", "new-password")
+    me = c.get("/api/v1/me", headers=zoe).json()
+    assert (me["name"], me["role"], me["groups"], me["key_id"]) == (
+        "zoe",
+        "employee",
+        ["emea-sales", "sales"],
+        issued["id"],
+    )
+    assert c.get("/api/v1/users", headers=zoe).status_code == 403
     assert c.delete(f"/api/v1/keys/{issued['id']}", headers=zoe).status_code == 200
     assert c.get("/api/v1/keys", headers=zoe).status_code == 401  # revoked: next request fails
     # Disabling a user revokes their keys at once.

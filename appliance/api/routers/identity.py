@@ -1,4 +1,5 @@
-"""Users, groups and API keys. Admin only, except that every user may list and revoke their own
+"""Users, groups and API keys. Admin only, except that every user may read themselves (`/me`,
+`/users/{own name}`), change their own password, and list and revoke their own
 keys (another user's key id answers 404)."""
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from appliance.api.schemas.identity import (
     Key,
     KeyCreate,
     KeyList,
+    Me,
     MemberAdd,
     User,
     UserCreate,
     UserList,
     UserUpdate,
 )
+from appliance.domain import Forbidden, NotFound, Principal
 from appliance.security.auth import issue_key
 
 router = APIRouter(prefix="/api/v1", tags=["identity"])
@@ -41,13 +44,39 @@ def create_user(req: UserCreate, container: ContainerDep, _: AdminDep) -> Any:
     return container.identity.add_user(req.name, req.role, req.groups, req.password)
 
 
-@router.get("/users/{name}", response_model=User, summary="One user")
-def get_user(name: str, container: ContainerDep, _: AdminDep) -> Any:
+@router.get("/me", response_model=Me, summary="Who the caller is: role, all groups, key scopes")
+def me(principal: PrincipalDep) -> Any:
+    return Me(
+        name=principal.name,
+        role=principal.role,
+        groups=list(principal.groups),
+        key_id=principal.key_id,
+        collections=list(principal.collections) if principal.collections is not None else None,
+        routes=list(principal.routes) if principal.routes is not None else None,
+    )
+
+
+def _own_or_404(principal: Principal, name: str) -> None:
+    # Non-admins learn nothing about other users, not even whether they exist.
+    if not principal.is_admin and principal.name != name:
+        raise NotFound(f"no user {name!r}")
+
+
+@router.get("/users/{name}", response_model=User, summary="One user (non-admins: themselves only)")
+def get_user(name: str, container: ContainerDep, principal: PrincipalDep) -> Any:
+    _own_or_404(principal, name)
     return container.identity.get_user(name)
 
 
-@router.patch("/users/{name}", response_model=User, summary="Change role, password or disable")
-def update_user(name: str, req: UserUpdate, container: ContainerDep, _: AdminDep) -> Any:
+@router.patch(
+    "/users/{name}",
+    response_model=User,
+    summary="Change role, password or disable (non-admins: their own password only)",
+)
+def update_user(name: str, req: UserUpdate, container: ContainerDep, principal: PrincipalDep) -> Any:
+    _own_or_404(principal, name)
+    if not principal.is_admin and (req.role is not None or req.disabled is not None):
+        raise Forbidden("only an admin changes roles or disables users")
     user = container.identity.update_user(name, req.role, req.disabled, req.password)
     if req.disabled:
         container.keys.revoke_user(name)

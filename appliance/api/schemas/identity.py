@@ -88,3 +88,12 @@ class IssuedKey(BaseModel):
 
 class KeyList(BaseModel):
     data: list[Key]
+
+
+class Me(BaseModel):
+    name: str
+    role: Role
+    groups: list[str] = Field(description="Every group, nested ones resolved.")
+    key_id: int | None
+    collections: list[str] | None = Field(description="Collections the key may query; null: all.")
+    routes: list[str] | None = Field(description="Path prefixes the key may call; null: all.")
