@@ -17,7 +17,7 @@ from collections import deque
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select
 
 from appliance.db import quotas, usage
 from appliance.domain import InvalidRequest, NotFound, Overloaded, Principal
@@ -69,28 +69,33 @@ class Metering:
     ) -> None:
         """Add one finished request's tokens to the user's, each group's and the key's counters."""
         day = day or today()
+        match self.engine.dialect.name:
+            case "postgresql":
+                from sqlalchemy.dialects.postgresql import insert as upsert
+            case _:
+                from sqlalchemy.dialects.sqlite import insert as upsert
+        rows = [
+            {
+                "day": day,
+                "subject": subject,
+                "requests": requests,
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+            }
+            for subject in subjects_of(principal)
+        ]
+        stmt = upsert(usage).values(rows)
+        # One statement, atomic under concurrency on both SQLite and PostgreSQL.
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[usage.c.day, usage.c.subject],
+            set_={
+                "requests": usage.c.requests + stmt.excluded.requests,
+                "prompt_tokens": usage.c.prompt_tokens + stmt.excluded.prompt_tokens,
+                "completion_tokens": usage.c.completion_tokens + stmt.excluded.completion_tokens,
+            },
+        )
         with self.engine.begin() as conn:
-            for subject in subjects_of(principal):
-                key = (usage.c.day == day) & (usage.c.subject == subject)
-                changed = conn.execute(
-                    update(usage)
-                    .where(key)
-                    .values(
-                        requests=usage.c.requests + requests,
-                        prompt_tokens=usage.c.prompt_tokens + prompt_tokens,
-                        completion_tokens=usage.c.completion_tokens + completion_tokens,
-                    )
-                ).rowcount
-                if not changed:
-                    conn.execute(
-                        insert(usage).values(
-                            day=day,
-                            subject=subject,
-                            requests=requests,
-                            prompt_tokens=prompt_tokens,
-                            completion_tokens=completion_tokens,
-                        )
-                    )
+            conn.execute(stmt)
 
     def sink(self, principal: Principal, tokens: dict[str, int]) -> None:
         """The audit hook's signature (see ``AuditLog.usage_sink``)."""

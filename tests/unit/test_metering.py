@@ -68,3 +68,12 @@ def test_default_user_quota_from_settings(tmp_path: Path) -> None:
         m.check_quota(BOB)
     m.set_quota("user:bob", tokens_per_day=1000)  # an explicit quota overrides the default
     m.check_quota(BOB)
+
+
+def test_concurrent_recording_loses_nothing(metering: Metering) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: metering.record_usage(ALICE, 3, 1), range(40)))
+    rows = {r["subject"]: r for r in metering.report()}
+    assert rows["user:alice"]["requests"] == 40 and rows["group:eng"]["total_tokens"] == 160
