@@ -2,7 +2,8 @@
 UI session cookie and CSRF hardening that Gradio's built-in login lacks.
 
 - Every non-GET request under /api/v1 by an authenticated principal is audited (method, path,
-  status), so routers added later are covered without code of their own; questions and searches
+  status, plus whatever the route put in ``request.state.audit``: never secrets), so routers
+  added later are covered without code of their own; questions and searches
   (the metered routes) are audited in more detail by the RAG pipeline instead.
 - Every 401 and 403 from any route is audited as ``auth.denied``.
 - Gradio 6 sets its login cookie ``access-token-<id>`` with SameSite=None (and a non-Secure
@@ -58,11 +59,12 @@ def install_security(app: FastAPI, container: Any) -> None:
                 and path.startswith("/api/v1/")
                 and not any(path.startswith(p) for p in settings.quotas.metered_routes)
             ):
+                details = getattr(request.state, "audit", None) or {}
                 event = AuditEvent(
                     principal.name,
                     f"{request.method} {_route_template(request)}",
                     path,
-                    {"status": status, "key_id": principal.key_id},
+                    {"status": status, "key_id": principal.key_id, **details},
                 )
                 await asyncio.to_thread(container.audit.append, event)
         except Exception:  # an audit write failing must not turn a done action into a 500

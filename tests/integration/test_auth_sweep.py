@@ -200,6 +200,9 @@ def test_admin_actions_and_auth_failures_are_audited(env: dict[str, Any]) -> Non
     records = [json.loads(line) for line in Path(env["container"].audit.path).read_text().splitlines()]
     actions = [(r["actor"], r["action"], r["target"], r["data"].get("status")) for r in records]
     assert ("admin", "POST /api/v1/groups", "/api/v1/groups", 201) in actions
+    created = [r for r in records if r["action"] == "POST /api/v1/keys"]
+    assert created and created[0]["data"]["user"] == "zoe" and "key" not in created[0]["data"]
+    assert not any(r["data"].get("password") for r in records)
     assert ("anonymous", "auth.denied", "/api/v1/users", 401) in actions
     assert ("emp", "auth.denied", "/api/v1/users", 403) in actions
     assert env["container"].audit.verify().ok

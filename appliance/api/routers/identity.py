@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from appliance.api.deps import AdminDep, ContainerDep, PrincipalDep
 from appliance.api.schemas.identity import (
@@ -40,7 +40,8 @@ def list_users(container: ContainerDep, _: AdminDep) -> Any:
 
 
 @router.post("/users", response_model=User, status_code=201, summary="Create a user")
-def create_user(req: UserCreate, container: ContainerDep, _: AdminDep) -> Any:
+def create_user(req: UserCreate, request: Request, container: ContainerDep, _: AdminDep) -> Any:
+    request.state.audit = {"user": req.name, "role": req.role, "groups": req.groups}
     return container.identity.add_user(req.name, req.role, req.groups, req.password)
 
 
@@ -73,8 +74,15 @@ def get_user(name: str, container: ContainerDep, principal: PrincipalDep) -> Any
     response_model=User,
     summary="Change role, password or disable (non-admins: their own password only)",
 )
-def update_user(name: str, req: UserUpdate, container: ContainerDep, principal: PrincipalDep) -> Any:
+def update_user(
+    name: str, req: UserUpdate, request: Request, container: ContainerDep, principal: PrincipalDep
+) -> Any:
     _own_or_404(principal, name)
+    request.state.audit = {
+        "role": req.role,
+        "disabled": req.disabled,
+        "password_changed": req.password is not None,
+    }
     if not principal.is_admin and (req.role is not None or req.disabled is not None):
         raise Forbidden("only an admin changes roles or disables users")
     user = container.identity.update_user(name, req.role, req.disabled, req.password)
@@ -99,7 +107,8 @@ def list_groups(container: ContainerDep, _: AdminDep) -> Any:
 
 
 @router.post("/groups", response_model=Group, status_code=201, summary="Create a group")
-def create_group(req: GroupCreate, container: ContainerDep, _: AdminDep) -> Any:
+def create_group(req: GroupCreate, request: Request, container: ContainerDep, _: AdminDep) -> Any:
+    request.state.audit = {"group": req.name, "parent": req.parent}
     return container.identity.add_group(req.name, req.parent)
 
 
@@ -114,7 +123,8 @@ def delete_group(name: str, container: ContainerDep, _: AdminDep) -> None:
 
 
 @router.post("/groups/{name}/members", response_model=Group, summary="Add a user or a group")
-def add_member(name: str, req: MemberAdd, container: ContainerDep, _: AdminDep) -> Any:
+def add_member(name: str, req: MemberAdd, request: Request, container: ContainerDep, _: AdminDep) -> Any:
+    request.state.audit = {"member": f"{req.kind}:{req.member}"}
     return container.identity.add_member(name, req.member, req.kind)
 
 
@@ -132,10 +142,12 @@ def list_keys(container: ContainerDep, principal: PrincipalDep) -> Any:
 
 
 @router.post("/keys", response_model=IssuedKey, status_code=201, summary="Create an API key (shown once)")
-def create_key(req: KeyCreate, container: ContainerDep, _: AdminDep) -> Any:
-    return issue_key(
+def create_key(req: KeyCreate, request: Request, container: ContainerDep, _: AdminDep) -> Any:
+    issued = issue_key(
         container.keys, container.identity, req.user, req.role, req.collections, req.routes, req.expires_days
-    ).as_dict()
+    )
+    request.state.audit = {k: v for k, v in issued.as_dict().items() if k != "key"}
+    return issued.as_dict()
 
 
 @router.delete("/keys/{key_id}", response_model=Key, summary="Revoke an API key")
