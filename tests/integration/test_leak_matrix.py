@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -328,3 +329,23 @@ def test_collection_scoped_key(kb: dict[str, Any]) -> None:
         headers={"Authorization": f"Bearer {key}"},
     )
     assert r.status_code == 200 and r.json()["citations"] == []
+
+
+def test_acl_change_applies_to_the_next_query(kb: dict[str, Any]) -> None:
+    """Re-ingesting a document with other readers re-labels its chunks: the old readers lose it
+    on their next query, the new ones get it."""
+    container = kb["container"]
+    folder = str(Path(kb["uris"]["hr"]).parent)
+
+    def sees_hr(user: str) -> bool:
+        hits, _ = container.rag.search("HRCANARY5521 codename", container.identity.principal(user), None, 20)
+        return any(doc_of(h.chunk.uri, kb["uris"]) == "hr" for h in hits)
+
+    assert sees_hr("carol") and not sees_hr("bob")
+    try:
+        report = run_ingest(container, [connectors.for_source(folder)], None, ["group:finance"], "admin")
+        assert report["updated"] == 1, report
+        assert not sees_hr("carol") and sees_hr("bob")
+    finally:
+        run_ingest(container, [connectors.for_source(folder)], None, ["group:hr"], "admin")
+    assert sees_hr("carol") and not sees_hr("bob")
