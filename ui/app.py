@@ -9,6 +9,7 @@ hardening around Gradio's login is in appliance/api/middleware.py.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -40,7 +41,7 @@ class LiveSessions(dict):  # type: ignore[type-arg]
 
 
 def make_login(container: Any, sessions: dict[str, Any]) -> Any:
-    def login(username: str, password: str) -> bool:
+    def login_sync(username: str, password: str) -> bool:
         ok = _check(container, username, password)
         try:
             container.audit.append(
@@ -51,6 +52,10 @@ def make_login(container: Any, sessions: dict[str, Any]) -> Any:
         if ok:
             sessions[username] = True
         return ok
+
+    async def login(username: str, password: str) -> bool:
+        # argon2 takes tens of milliseconds on purpose: keep it off the event loop.
+        return await asyncio.to_thread(login_sync, username, password)
 
     return login
 
