@@ -7,6 +7,7 @@ groups), so a membership or ACL change applies to the next query. It also enforc
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Annotated, Any
 
@@ -51,7 +52,10 @@ async def _requested_collections(request: Request, container: Any) -> list[str |
 
 async def get_principal(request: Request) -> Principal:
     container = request.app.state.container
-    principal = resolve_principal(container.keys, container.identity, _bearer(request))
+    # DB lookups: off the event loop (this dependency is async only to read the cached body).
+    principal = await asyncio.to_thread(
+        resolve_principal, container.keys, container.identity, _bearer(request)
+    )
     request.state.principal = principal
     check_route_scope(principal, request.url.path)
     metered = any(request.url.path.startswith(p) for p in container.settings.quotas.metered_routes)
@@ -62,7 +66,7 @@ async def get_principal(request: Request) -> Principal:
             container.settings.rag.default_collection,
         )
     if metered:
-        container.metering.check_quota(principal)
+        await asyncio.to_thread(container.metering.check_quota, principal)
     return principal
 
 
