@@ -15,6 +15,7 @@ MODULES: list[str] = [
     # one line per module, e.g. "appliance.commands.evaluation",
     "appliance.commands.identity",
     "appliance.commands.audit",
+    "appliance.commands.evaluation",
 ]
 
 
