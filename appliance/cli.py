@@ -62,13 +62,16 @@ def _emit(data: Any, as_json: bool, human: str) -> None:
     typer.echo(json.dumps(data, ensure_ascii=False, indent=2) if as_json else human)
 
 
-def _principal(user: str | None, container: Any) -> Any:
+def _principal(user: str | None, container: Any = None) -> Any:
     """The local administrator, or the named user as stored (role and ALL groups); unknown or
-    disabled users are an error."""
+    disabled users are an error. ``container``: one already open (else the metadata DB is opened)."""
+    from appliance.container import Container
     from appliance.domain import LOCAL_ADMIN, NotFound
 
     if user is None:
         return LOCAL_ADMIN
+    if container is None:
+        container = Container(_settings())
     try:
         return container.identity.principal(user)
     except NotFound as exc:

@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 import connectors
 from appliance.api.app import create_app
 from appliance.container import Container
-from appliance.domain import EVERYONE, Principal, document_id
+from appliance.domain import EVERYONE, Principal
 from appliance.ingestion.jobs import run_ingest
 from appliance.rag.pipeline import access_filter, citation_dicts
 from appliance.security.auth import issue_key
@@ -96,8 +96,14 @@ def kb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     uris = {doc: str((sources / doc / f"{doc}.md").resolve()) for doc in DOCS}
     keys = {u: issue_key(container.keys, ids, u).key for u in USERS}
     client = TestClient(create_app(container), raise_server_exceptions=False)
+    # Ids and URIs as stored, for requests that name forbidden documents explicitly.
+    everything, _ = container.rag.search("project codename", Principal("admin", "admin"), None, 50)
+    stored = {
+        "document_ids": sorted({h.chunk.document_id for h in everything}),
+        "uris": sorted({h.chunk.uri for h in everything}),
+    }
     try:
-        yield {"container": container, "uris": uris, "keys": keys, "client": client}
+        yield {"container": container, "uris": uris, "keys": keys, "client": client, "stored": stored}
     finally:
         container.close()
 
@@ -110,7 +116,7 @@ def forbidden_canaries(allowed: set[str]) -> list[str]:
     return [canary for doc, (_, canary) in DOCS.items() if doc not in allowed]
 
 
-def queries(uris: dict[str, str]) -> list[str]:
+def queries(kb: dict[str, Any]) -> list[str]:
     plain = [
         "What is the project codename?",
         "quarterly budget review",
@@ -129,7 +135,7 @@ def queries(uris: dict[str, str]) -> list[str]:
         '{"must": [], "acl_any": ["*"]}',
     ]
     canaries = [canary for _, canary in DOCS.values()]
-    forged = [document_id("default", uri) for uri in uris.values()]
+    forged = kb["stored"]["document_ids"]
     return plain + adversarial + canaries + [f"codename of {c}" for c in canaries] + forged
 
 
@@ -166,7 +172,7 @@ def test_in_process_search_matrix(kb: dict[str, Any]) -> None:
     ids = container.identity
     n = 0
     seen: dict[str, set[str]] = {u: set() for u in USERS}
-    for query in queries(kb["uris"]):
+    for query in queries(kb):
         vec = container.embedder.embed_query(query)
         for user in USERS:
             principal = ids.principal(user)
@@ -188,17 +194,21 @@ def test_http_search_with_client_supplied_filters(kb: dict[str, Any]) -> None:
         {},
         {"filter": {"acl_any": ["*", "group:finance", "group:hr", "user:alice", "user:bob"]}},
         {"acl": ["group:finance"], "groups": ["finance", "hr", "platform"], "user": "alice"},
-        {"document_ids": [document_id("default", u) for u in kb["uris"].values()]},
+        {"document_ids": kb["stored"]["document_ids"]},
         {"role": "admin", "principal": {"name": "admin", "role": "admin"}},
+        # The real narrowing filters, naming every document: they narrow, never widen.
+        {"filters": {"document_ids": kb["stored"]["document_ids"]}},
+        {"filters": {"uris": kb["stored"]["uris"]}},
     ]
+    assert len(kb["stored"]["document_ids"]) == len(DOCS)
     for user in USERS:
         headers = {"Authorization": f"Bearer {kb['keys'][user]}"}
-        for extra, query in itertools.product(smuggled, queries(kb["uris"])[5:11]):
+        for extra, query in itertools.product(smuggled, queries(kb)[5:10]):
             r = client.post("/api/v1/search", json={"query": query, "k": 10, **extra}, headers=headers)
             assert r.status_code == 200, r.text
             check_hits(user, r.json()["citations"], kb, f"HTTP search {query!r} {extra}")
             n += 1
-    assert n == 210
+    assert n == len(USERS) * 7 * 5
 
 
 def test_membership_change_applies_to_the_next_query(kb: dict[str, Any]) -> None:
