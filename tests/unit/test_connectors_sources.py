@@ -142,3 +142,16 @@ def test_egress_is_widened_for_a_named_source_or_refused_with_the_setting_to_use
     local = connectors.for_source("http://127.0.0.1:9/")
     allow_egress(load_settings(), local)  # loopback never needs the allow-list
     assert widened == [["docs.example"]]
+
+
+def test_local_paths_are_made_absolute_for_a_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert connectors.absolute_source("docs") == str(tmp_path / "docs")
+    assert connectors.absolute_source("git:repo#dev") == f"git:{tmp_path / 'repo'}#dev"
+    assert (
+        connectors.absolute_source("sqlite:///kb.db#articles") == f"sqlite:///{tmp_path / 'kb.db'}#articles"
+    )
+    for unchanged in ("sqlite:////abs/kb.db#t", "https://a.example/", "s3://b/p", "git+https://h/r.git"):
+        assert connectors.absolute_source(unchanged) == unchanged
