@@ -155,3 +155,9 @@ def test_local_paths_are_made_absolute_for_a_server(tmp_path: Path, monkeypatch:
     )
     for unchanged in ("sqlite:////abs/kb.db#t", "https://a.example/", "s3://b/p", "git+https://h/r.git"):
         assert connectors.absolute_source(unchanged) == unchanged
+
+
+def test_options_that_widen_reach_come_only_from_the_settings() -> None:
+    for key in ("allow_private", "cache_dir", "allow_hardlinks"):
+        with pytest.raises(InvalidRequest, match="only be set in the settings"):
+            open_source(load_settings(), "https://docs.example/", {key: "x"})
