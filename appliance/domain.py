@@ -78,6 +78,10 @@ class Chunk:
     content_hash: str = ""
     version: str = ""
     acl: tuple[str, ...] = (EVERYONE,)
+    # Where the document came from (the root a connector walked) and when it last changed (epoch
+    # seconds), so searches can be narrowed by source and by date.
+    source: str = ""
+    modified: float | None = None
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -92,6 +96,8 @@ class Chunk:
             "content_hash": self.content_hash,
             "version": self.version,
             "acl": list(self.acl),
+            "source": self.source,
+            "modified": self.modified,
         }
 
     @classmethod
@@ -109,6 +115,8 @@ class Chunk:
             content_hash=payload.get("content_hash", ""),
             version=payload.get("version", ""),
             acl=tuple(payload.get("acl", (EVERYONE,))),
+            source=payload.get("source", ""),
+            modified=payload.get("modified"),
         )
 
 

@@ -65,19 +65,54 @@ class ModelSettings(Section):
 
 
 class EmbeddingSettings(Section):
-    backend: Literal["sentence_transformers"] = Field(
-        "sentence_transformers", description="Embedding backend."
+    backend: Literal["sentence_transformers", "onnx"] = Field(
+        "onnx",
+        description="Embedding backend: `onnx` (onnxruntime; the model is exported once from the "
+        "sentence-transformers folder into the data dir) or `sentence_transformers` (torch).",
+    )
+    quantize: Literal["none", "int8"] = Field(
+        "int8",
+        description="ONNX weights: `int8` (dynamic quantisation, used only if it agrees with fp32 to "
+        "cosine >= 0.99 on a sample, else fp32 with a log line saying why) or `none` (fp32).",
     )
     threads: int = Field(2, ge=1, description="CPU threads the embedder uses.")
     batch_size: int = Field(32, ge=1, description="Chunks embedded per forward pass.")
 
 
 class VectorStoreSettings(Section):
-    backend: Literal["edge"] = Field(
-        "edge", description="`edge`: the in-process Qdrant Edge shard under the data dir."
+    backend: Literal["edge", "qdrant"] = Field(
+        "edge",
+        description="`edge`: the in-process Qdrant Edge shard under the data dir. `qdrant`: a Qdrant "
+        "server or cluster at `url` through qdrant-client (without a URL: qdrant-client's local mode "
+        "under the data dir, for tests and small installs).",
+    )
+    url: str | None = Field(
+        None, description="Qdrant server URL, e.g. `http://qdrant:6333` (backend `qdrant`)."
+    )
+    api_key: SecretStr | None = Field(None, description="Qdrant API key (backend `qdrant`).")
+    shards: int = Field(1, ge=1, description="Shards of each new Qdrant server collection.")
+    replicas: int = Field(1, ge=1, description="Replication factor of each new Qdrant server collection.")
+    collection_prefix: str = Field(
+        "kb_", description="Prefix of the Qdrant server collection names, so a shared server stays tidy."
     )
     prefetch: int = Field(
         30, ge=1, description="Candidates each of dense and BM25 search return before RRF fusion."
+    )
+
+
+class RetrievalSettings(Section):
+    dense_weight: float = Field(1.0, ge=0, description="Weight of the dense (embedding) ranking in RRF.")
+    bm25_weight: float = Field(1.0, ge=0, description="Weight of the BM25 (keyword) ranking in RRF.")
+    max_per_document: int = Field(
+        2, ge=0, description="Most chunks of one document in a search result (0: no cap)."
+    )
+    rerank_model: str | None = Field(
+        None,
+        description="Path to a sentence-transformers cross-encoder folder that re-orders the fused "
+        "candidates. None ships offline, so reranking is off by default.",
+    )
+    rerank_candidates: int = Field(
+        20, ge=1, description="Fused candidates the cross-encoder re-scores when reranking is on."
     )
 
 
@@ -239,6 +274,7 @@ class Settings(BaseSettings):
     models: ModelSettings = Field(default_factory=ModelSettings)
     embeddings: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     vectorstore: VectorStoreSettings = Field(default_factory=VectorStoreSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
     ingestion: IngestionSettings = Field(default_factory=IngestionSettings)
     rag: RagSettings = Field(default_factory=RagSettings)

@@ -103,7 +103,7 @@ class FilesystemConnector:
             uri=real.as_uri(),
             version=f"{st.st_mtime_ns}-{st.st_size}",
             acl=self.acl,
-            metadata={"filename": real.name, "size": st.st_size},
+            metadata={"filename": real.name, "size": st.st_size, "modified": st.st_mtime},
         )
 
     def discover(self) -> Iterator[SourceItem]:

@@ -33,7 +33,10 @@ async def ask(req: AskRequest, container: ContainerDep, principal: PrincipalDep)
 
 @router.post("/search", response_model=SearchResponse, summary="Retrieval only")
 async def search(req: SearchRequest, container: ContainerDep, principal: PrincipalDep) -> Any:
-    hits, ms = await asyncio.to_thread(container.rag.search, req.query, principal, req.collection, req.k)
+    flt = req.filters.to_filter() if req.filters else None
+    hits, ms = await asyncio.to_thread(
+        container.rag.search, req.query, principal, req.collection, req.k, flt, req.mode
+    )
     return SearchResponse(
         citations=citation_models(citation_dicts(hits)), timings={"retrieval_ms": round(ms, 1)}
     )
