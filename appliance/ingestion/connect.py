@@ -78,11 +78,13 @@ def open_source(settings: Settings, spec: str, options: dict[str, Any] | None = 
 
 
 def rebuild(settings: Settings, kind: str, options: dict[str, Any]) -> Connector:
-    """A connector from stored ``options()`` (secrets come from the settings again)."""
+    """A connector from stored ``options()``. Secrets and the settings-only options come from the
+    current settings, whatever was stored, so a stored source can't widen its own reach."""
     import connectors
 
     defaults = kind_options(settings, kind)
-    connector = connectors.build(kind, **{**defaults, **options})
+    pinned = {k: v for k, v in defaults.items() if k in SETTINGS_ONLY}
+    connector = connectors.build(kind, **{**defaults, **options, **pinned})
     allow_egress(settings, connector)
     return connector
 

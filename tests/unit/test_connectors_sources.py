@@ -161,3 +161,17 @@ def test_options_that_widen_reach_come_only_from_the_settings() -> None:
     for key in ("allow_private", "cache_dir", "allow_hardlinks"):
         with pytest.raises(InvalidRequest, match="only be set in the settings"):
             open_source(load_settings(), "https://docs.example/", {key: "x"})
+
+
+def test_rebuild_takes_settings_only_options_from_the_current_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from appliance.ingestion.connect import rebuild
+
+    stored = connectors.build(
+        "web", start_urls=["https://docs.example/"], allow_private=["10.0.0.0/8"]
+    ).options()  # type: ignore[attr-defined]
+    c = rebuild(load_settings(), "web", stored)
+    assert c.options()["allow_private"] == [] and c.root == "https://docs.example/"  # type: ignore[attr-defined]
+    monkeypatch.setenv("APPLIANCE_CONNECTORS__WEB__ALLOW_PRIVATE", '["intranet.example"]')
+    assert rebuild(load_settings(), "web", stored).options()["allow_private"] == ["intranet.example"]  # type: ignore[attr-defined]
