@@ -132,13 +132,10 @@ class InferencePool:
 
     def health(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        with self._mu:
-            for name, g in self._groups.items():
-                out[name] = {
-                    "replicas": [r.backend.health() | {"outstanding": r.outstanding} for r in g.replicas],
-                    "waiting": g.waiting,
-                    "capacity": g.capacity,
-                }
+        for name, g in self._groups.items():
+            # Backend health may be a network call (remote): never under the dispatch lock.
+            replicas = [r.backend.health() | {"outstanding": r.outstanding} for r in g.replicas]
+            out[name] = {"replicas": replicas, "waiting": g.waiting, "capacity": g.capacity}
         return out
 
     def stats(self, model: str | None = None) -> dict[str, int]:
