@@ -38,7 +38,13 @@ def messages(question: str = "Name three colours.") -> list[dict[str, str]]:
 def worker() -> Iterator[LlamaCppBackend]:
     entry = resolve_llm("default", "smol")
     backend = LlamaCppBackend(
-        "smol", entry.path, 1024, 2, 256, warm_messages=[{"role": "system", "content": SYSTEM}], tcp=True
+        "smol",
+        entry.path,
+        1024,
+        2,
+        256,
+        warm_messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": ""}],
+        tcp=True,
     )
     backend.start()
     try:
@@ -81,6 +87,26 @@ def test_answers_and_records_metrics(worker: LlamaCppBackend) -> None:
     assert 'appliance_time_to_first_token_seconds_count{model="smol"} 1.0' in metrics
     assert 'appliance_inference_requests_total{model="smol",outcome="ok"} 1.0' in metrics
     assert pool.stats() == {"outstanding": 0, "waiting": 0}
+
+
+def test_system_prompt_prefix_is_not_prefilled_again(worker: LlamaCppBackend) -> None:
+    pool = make_pool(worker)
+    asyncio.run(collect(pool))
+    warm = worker_health(worker)["warm_tokens"]
+    assert warm > 10 and worker_health(worker)["reused_tokens"] >= warm - 8
+    # Another system prompt takes over the KV cache; the next RAG-shaped request gets the prefix
+    # back from the worker's snapshot instead of evaluating it again.
+    other = [{"role": "system", "content": "Reply in French."}, {"role": "user", "content": "Hi"}]
+    asyncio.run(_drain(pool.chat(other, SHORT)))
+    restores = worker_health(worker)["prefix_restores"]
+    asyncio.run(collect(pool))
+    health = worker_health(worker)
+    assert health["prefix_restores"] == restores + 1 and health["reused_tokens"] >= warm - 8
+
+
+async def _drain(stream: Any) -> None:
+    async for _ in stream:
+        pass
 
 
 def test_load_beyond_capacity_is_refused_with_429_and_nothing_else(worker: LlamaCppBackend) -> None:

@@ -66,6 +66,10 @@ class Engine:
         self.busy = False
         self.served = 0
         self.cancelled = 0
+        self.reused_tokens = 0  # prompt tokens of the last request taken from the KV cache
+        self.prefix_restores = 0
+        self.warm_tokens: list[int] = []
+        self.warm_state: Any = None
         if cfg.get("warm_messages"):
             self.warm(cfg["warm_messages"])
 
@@ -78,10 +82,26 @@ class Engine:
         return tokens, stop
 
     def warm(self, messages: list[dict[str, Any]]) -> None:
+        """Prefill the shared prefix and keep a snapshot of it: a request with another system
+        prompt evicts it from the KV cache, and the next RAG request gets it back from the
+        snapshot instead of prefilling it again."""
         tokens, _ = self.prompt(messages)
         with self.lock:
             for _ in self.llm.create_completion(prompt=tokens, max_tokens=1, temperature=0.0, stream=True):
                 pass
+            self.warm_tokens = tokens
+            self.warm_state = self.llm.save_state()
+
+    def _reuse_prefix(self, tokens: list[int]) -> None:
+        """Called with the lock held, before generating."""
+        live = _common_prefix(self.llm._input_ids.tolist(), tokens)
+        if self.warm_state is not None:
+            warm = _common_prefix(self.warm_tokens, tokens)
+            if warm > live:
+                self.llm.load_state(self.warm_state)
+                self.prefix_restores += 1
+                live = warm
+        self.reused_tokens = min(live, len(tokens) - 1)
 
     def generate(self, body: dict[str, Any], emit: Any, cancelled: threading.Event) -> None:
         """Runs on a thread; ``emit`` hands each piece to the event loop."""
@@ -97,6 +117,7 @@ class Engine:
         with self.lock:
             self.busy = True
             try:
+                self._reuse_prefix(tokens)
                 stream = self.llm.create_completion(
                     prompt=tokens,
                     max_tokens=max_tokens,
@@ -131,6 +152,15 @@ class Engine:
                 self.busy = False
 
 
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def _chunk(cid: str, model: str, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
     return {
         "id": cid,
@@ -162,6 +192,9 @@ def build_app(engine: Engine, token: str) -> Any:
             "busy": engine.busy,
             "served": engine.served,
             "cancelled": engine.cancelled,
+            "reused_tokens": engine.reused_tokens,
+            "prefix_restores": engine.prefix_restores,
+            "warm_tokens": len(engine.warm_tokens),
         }
 
     @app.get("/v1/models")
