@@ -143,6 +143,18 @@ class InferencePool:
         with self._mu:
             return {"outstanding": sum(r.outstanding for r in g.replicas), "waiting": g.waiting}
 
+    def check_admission(self, model: str | None = None) -> None:
+        """Raise ``Overloaded`` now if a request for ``model`` would be refused. For streaming
+        endpoints, to answer 429 before the 200 and the first event are sent (``chat`` still
+        decides; this is advisory and never reserves a slot)."""
+        group = self._group(model)
+        with self._mu:
+            if self._free_replica(group) is None and group.waiting >= self.max_queue:
+                raise Overloaded(
+                    f"model {group.name!r} is busy and its queue of {self.max_queue} is full",
+                    retry_after=self._retry_after(group),
+                )
+
     async def chat(
         self,
         messages: list[dict[str, str]],

@@ -115,6 +115,20 @@ def test_load_beyond_capacity_is_refused_with_429_and_nothing_else(worker: Llama
     async def burst() -> list[Any]:
         return await asyncio.gather(*(collect(pool, user=f"u{i}") for i in range(8)), return_exceptions=True)
 
+    async def admission_while_full() -> Any:
+        tasks = [asyncio.create_task(collect(pool, LONG)) for _ in range(3)]
+        await asyncio.sleep(0)  # one turn: every task has taken its slot or queued
+        try:
+            pool.check_admission()
+        except Overloaded as exc:
+            return exc
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    assert isinstance(asyncio.run(admission_while_full()), Overloaded)
+    pool.check_admission()  # free again: no exception
     results = asyncio.run(burst())
     refused = [r for r in results if isinstance(r, Overloaded)]
     answered = [r for r in results if isinstance(r, str)]
