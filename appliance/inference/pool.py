@@ -299,9 +299,12 @@ class InferencePool:
                 del group.queues[user]
             if waiter.future.done():  # cancelled while we held the lock
                 continue
+            try:
+                waiter.loop.call_soon_threadsafe(_resolve, waiter)
+            except RuntimeError:  # its event loop is gone (a finished CLI run): nobody to serve
+                continue
             waiter.replica = replica
             replica.outstanding += 1
-            waiter.loop.call_soon_threadsafe(_resolve, waiter)
 
     # -- health ---------------------------------------------------------------------------------
 

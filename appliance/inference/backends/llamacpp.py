@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -24,6 +25,8 @@ from appliance.domain import Unavailable
 from appliance.inference.backends.openai_client import OpenAIChatClient, WorkerLost
 from appliance.inference.backends.process import WorkerProcess, read_ready_line
 from appliance.inference.base import Delta, GenerationParams
+
+log = logging.getLogger(__name__)
 
 
 class LlamaCppBackend:
@@ -165,9 +168,7 @@ class LlamaCppBackend:
         try:
             self.ensure_running()
         except Exception:  # noqa: BLE001 - the health checker tries again
-            import logging
-
-            logging.getLogger(__name__).exception("restarting %s failed", self.worker.label)
+            log.exception("restarting %s failed", self.worker.label)
 
     def stop(self) -> None:
         self.worker.stop()

@@ -121,9 +121,7 @@ class Engine:
                 stream = self.llm.create_completion(
                     prompt=tokens,
                     max_tokens=max_tokens,
-                    temperature=float(
-                        body.get("temperature", 0.2) if body.get("temperature") is not None else 0.2
-                    ),
+                    temperature=float(0.2 if body.get("temperature") is None else body["temperature"]),
                     top_p=float(body.get("top_p") or 0.95),
                     stop=stop or None,
                     stream=True,
