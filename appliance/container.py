@@ -171,12 +171,15 @@ class Container:
 
                 logs = self.data_dir / "logs"
                 logs.mkdir(parents=True, exist_ok=True)
+                # The thread budget is shared by the replicas: llama.cpp's threads spin at barriers,
+                # and more threads than cores makes every worker collapse, not just slow down.
+                threads = max(1, cfg.threads // count)
                 return [
                     LlamaCppBackend(
                         req.name,
                         req.entry.path,
                         cfg.context_tokens,
-                        cfg.threads,
+                        threads,
                         cfg.batch_tokens,
                         start_timeout_s=cfg.worker_start_timeout_s,
                         request_timeout_s=cfg.request_timeout_s,

@@ -105,7 +105,11 @@ class InferenceSettings(Section):
         "CPU and Apple, vLLM on CUDA/ROCm/Ascend for Hugging Face formats).",
     )
     context_tokens: int = Field(2048, ge=256, description="Context window the model is loaded with.")
-    threads: int = Field(2, ge=1, description="CPU threads llama.cpp uses.")
+    threads: int = Field(
+        2,
+        ge=1,
+        description="CPU threads llama.cpp uses, shared by a model's replicas (each gets threads/replicas).",
+    )
     batch_tokens: int = Field(256, ge=16, description="Prompt tokens llama.cpp evaluates per batch.")
     max_tokens: int = Field(256, ge=1, description="Most tokens generated for one answer.")
     temperature: float = Field(
