@@ -42,6 +42,19 @@ def egress_report(settings: Any) -> dict[str, Any]:
     }
 
 
+def remote_check(settings: Any, name: str, url: str) -> dict[str, Any]:
+    """A remote model is usable only if the egress guard lets the appliance reach its host."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    out: dict[str, Any] = {"ok": bool(host), "remote": True, "name": name, "url": url}
+    if not host:
+        out["error"] = f"remote model {name!r} has no valid url"
+    elif settings.egress.block and host not in ("localhost", "127.0.0.1", "::1", *settings.egress.allow):
+        out |= {"ok": False, "error": f"add {host} to APPLIANCE_EGRESS__ALLOW to reach remote model {name!r}"}
+    return out
+
+
 def collect(settings: Any) -> dict[str, Any]:
     from appliance.container import Container
     from appliance.domain import ApplianceError
@@ -54,11 +67,11 @@ def collect(settings: Any) -> dict[str, Any]:
     models: dict[str, Any] = {}
     placements: list[dict[str, Any]] = []
     try:
-        for req, placement, _ in container.model_plan():
+        for req, placement, served in container.model_plan():
             models[f"llm:{req.name}"] = (
                 {"ok": True, **req.entry.as_dict()}
                 if req.entry
-                else {"ok": True, "remote": True, "name": req.name}
+                else remote_check(settings, req.name, served.url)
             )
             placements.append(placement.as_dict())
     except ApplianceError as exc:
@@ -90,12 +103,12 @@ def human(checks: dict[str, Any]) -> str:
         lines.append(f"  {p['platform']:7} {'found' if p['found'] else 'no   '}  {p['reason']}")
     lines.append("placement:")
     for p in checks["placement"]:
-        where = f"{p['backend']} on {p['platform']}" if p["backend"] else "NOT PLACED"
+        where = (p["backend"] or "NOT PLACED") + (f" on {p['platform']}" if p["platform"] else "")
         lines.append(f"  {p['model']}: {where}{'' if p['fits'] else ' (does not fit)'}  - {p['reason']}")
     lines.append("models:")
     for k, v in checks["models"].items():
         lines.append(
-            f"  {k:28} {'ok  ' if v['ok'] else 'FAIL'} {v.get('path') or v.get('error') or 'remote'}"
+            f"  {k:28} {'ok  ' if v['ok'] else 'FAIL'} {v.get('error') or v.get('path') or v.get('url')}"
         )
     e = checks["egress"]
     lines.append(

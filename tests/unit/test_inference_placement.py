@@ -130,3 +130,16 @@ def test_doctor_route_check_reads_the_kernel_tables() -> None:
     loopback_only = {"/proc/net/route": header, "/proc/net/ipv6_route": ""}
     assert default_route(with_default.get) is True
     assert default_route(loopback_only.get) is False
+
+
+def test_doctor_flags_a_remote_model_the_egress_guard_would_block() -> None:
+    from appliance.commands.doctor import remote_check
+    from appliance.settings import Settings
+
+    blocked = Settings.model_construct()
+    assert not remote_check(blocked, "big", "http://10.0.0.5:8000/v1")["ok"]
+    assert "APPLIANCE_EGRESS__ALLOW" in remote_check(blocked, "big", "http://10.0.0.5:8000/v1")["error"]
+    assert remote_check(blocked, "local", "http://127.0.0.1:9000/v1")["ok"]
+    allowed = Settings(egress={"block": True, "allow": ["10.0.0.5"]})
+    assert remote_check(allowed, "big", "http://10.0.0.5:8000/v1")["ok"]
+    assert not remote_check(blocked, "bad", "not a url")["ok"]
