@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 # Module level, not inside build_app: FastAPI resolves the string annotations against these globals.
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 _DONE = object()
@@ -170,17 +170,16 @@ def _chunk(cid: str, model: str, delta: dict[str, Any], finish: str | None) -> d
 
 
 def build_app(engine: Engine, token: str) -> Any:
-    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    def auth(request: Request) -> None:
+        # A dependency, not an HTTP middleware: BaseHTTPMiddleware would relay every streamed token.
+        header = request.headers.get("authorization", "")
+        if not hmac.compare_digest(header.encode(), f"Bearer {token}".encode()):
+            raise HTTPException(401, "bad worker token")
+
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, dependencies=[Depends(auth)])
 
     def error(status: int, code: str, message: str) -> JSONResponse:
         return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
-
-    @app.middleware("http")
-    async def auth(request: Request, call_next: Any) -> Any:
-        header = request.headers.get("authorization", "")
-        if not hmac.compare_digest(header.encode(), f"Bearer {token}".encode()):
-            return error(401, "unauthenticated", "bad worker token")
-        return await call_next(request)
 
     @app.get("/health")
     def health() -> dict[str, Any]:

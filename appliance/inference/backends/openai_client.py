@@ -25,7 +25,7 @@ def _error_message(response: httpx.Response, body: bytes) -> str:
     try:
         data = json.loads(body)
         err = data.get("error", data)
-        return str(err.get("message") if isinstance(err, dict) else err)
+        return str(err.get("message") or err.get("detail") or err if isinstance(err, dict) else err)
     except (ValueError, AttributeError):
         return body.decode("utf-8", errors="replace")[:500] or response.reason_phrase
 
