@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -121,3 +122,41 @@ def test_doctor_reports_probes_placement_models_and_egress(tmp_path: Path) -> No
     llm = report["models"]["llm:smollm2-135m-instruct"]
     assert llm["format"] == "gguf" and llm["quantization"] == "Q4_1" and llm["path"].endswith(".gguf")
     assert report["egress"]["guard"] is True and report["egress"]["could_reach_network"] is False
+
+
+def _metric(text: str, series: str) -> float:
+    """The value of one exact series (name and labels) in Prometheus text, 0 when absent."""
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_client_disconnect_mid_stream_stops_generation_and_frees_the_slot(busy: SmallQueueServer) -> None:
+    def metrics() -> str:
+        return httpx.get(f"{busy.url}/metrics", headers=auth(busy)).text
+
+    cancelled = 'appliance_inference_requests_total{model="smollm2-135m-instruct",outcome="cancelled"}'
+    in_flight = 'appliance_in_flight{model="smollm2-135m-instruct"}'
+    before = _metric(metrics(), cancelled)
+    body = {
+        "messages": [{"role": "user", "content": "Describe the emergency assembly point in great detail."}],
+        "stream": True,
+        "max_tokens": 400,
+    }
+    with (
+        httpx.Client(timeout=120) as client,
+        client.stream("POST", f"{busy.url}/v1/chat/completions", json=body, headers=auth(busy)) as r,
+    ):
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if '"content": "' in line and '"content": ""' not in line:
+                break  # a token arrived: hang up mid-answer
+    deadline = time.monotonic() + 60
+    text = ""
+    while time.monotonic() < deadline:
+        text = metrics()
+        if _metric(text, in_flight) == 0 and _metric(text, cancelled) == before + 1:
+            return
+        time.sleep(0.2)  # polling the server's metrics until the deadline
+    raise AssertionError(f"slot not freed or generation not cancelled:\n{text}")
