@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import sys
@@ -51,38 +52,44 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def bench_raw(path: Path, prompts: list[list[dict[str, str]]], args: Any) -> dict[str, Any]:
-    from llama_cpp import Llama
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+class Raw:
+    """llama-cpp-python in this process, the same settings as the worker: the baseline."""
 
-    llm = Llama(
-        model_path=str(path), n_ctx=args.context, n_threads=args.threads, n_batch=args.batch, verbose=False
-    )
-    eos, bos = llm.token_eos(), llm.token_bos()
-    fmt = Jinja2ChatFormatter(
-        template=llm.metadata["tokenizer.chat_template"],
-        eos_token=llm._model.token_get_text(eos),
-        bos_token=llm._model.token_get_text(bos) if bos != -1 else "",
-    )
-    ttft, rates, prompt_tokens = [], [], []
-    for messages in prompts:
-        tokens = llm.tokenize(fmt(messages=messages).prompt.encode(), add_bos=False, special=True)
-        prompt_tokens.append(len(tokens))
+    def __init__(self, path: Path, args: Any) -> None:
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.args = args
+        self.llm = Llama(
+            model_path=str(path),
+            n_ctx=args.context,
+            n_threads=args.threads,
+            n_batch=args.batch,
+            verbose=False,
+        )
+        eos, bos = self.llm.token_eos(), self.llm.token_bos()
+        self.fmt = Jinja2ChatFormatter(
+            template=self.llm.metadata["tokenizer.chat_template"],
+            eos_token=self.llm._model.token_get_text(eos),
+            bos_token=self.llm._model.token_get_text(bos) if bos != -1 else "",
+        )
+
+    def run(self, messages: list[dict[str, str]]) -> dict[str, float]:
+        tokens = self.llm.tokenize(self.fmt(messages=messages).prompt.encode(), add_bos=False, special=True)
         start = time.perf_counter()
         first, n = 0.0, 0
-        for chunk in llm.create_completion(
-            prompt=tokens, max_tokens=args.max_tokens, temperature=0.0, stream=True
+        for chunk in self.llm.create_completion(
+            prompt=tokens, max_tokens=self.args.max_tokens, temperature=0.0, stream=True
         ):
             if chunk["choices"][0].get("text"):
                 n += 1
                 if not first:
                     first = time.perf_counter()
         end = time.perf_counter()
-        ttft.append((first - start) * 1000)
-        if n > 1:
-            rates.append((n - 1) / (end - first))
-    llm.close()
-    return {"ttft_ms": ttft, "decode_tps": rates, "prompt_tokens": prompt_tokens}
+        return {"ttft_ms": (first - start) * 1000, "n": n, "first": first, "end": end, "prompt": len(tokens)}
+
+    def close(self) -> None:
+        self.llm.close()
 
 
 async def one(pool: Any, messages: list[dict[str, str]], params: Any, user: str) -> dict[str, float]:
@@ -103,17 +110,29 @@ async def one(pool: Any, messages: list[dict[str, str]], params: Any, user: str)
     }
 
 
-async def bench_pool(pool: Any, prompts: list[list[dict[str, str]]], args: Any) -> dict[str, Any]:
+def paired(raw: Raw, pool: Any, prompts: list[list[dict[str, str]]], args: Any) -> dict[str, Any]:
+    """Raw and pool answer the same prompts in alternating order, so both see the same machine
+    load (this host is shared); the ratio of their medians is the pool's overhead."""
     from appliance.inference.base import GenerationParams
 
     params = GenerationParams(max_tokens=args.max_tokens, temperature=0.0)
-    ttft, rates = [], []
-    for messages in prompts:
-        r = await one(pool, messages, params, "bench")
-        ttft.append(r["ttft_ms"])
-        if r["n"] > 1:
-            rates.append((r["n"] - 1) / (r["end"] - r["first"]))
-    return {"ttft_ms": ttft, "decode_tps": rates}
+    out: dict[str, Any] = {
+        "raw": {"ttft_ms": [], "decode_tps": []},
+        "pool": {"ttft_ms": [], "decode_tps": []},
+    }
+    prompt_tokens = []
+    for i, messages in enumerate(prompts):
+        sides = ["raw", "pool"] if i % 2 == 0 else ["pool", "raw"]
+        for side in sides:
+            r = raw.run(messages) if side == "raw" else asyncio.run(one(pool, messages, params, "bench"))
+            if side == "raw":
+                prompt_tokens.append(r["prompt"])
+            out[side]["ttft_ms"].append(r["ttft_ms"])
+            if r["n"] > 1:
+                out[side]["decode_tps"].append((r["n"] - 1) / (r["end"] - r["first"]))
+        print(f"  prompt {i + 1}/{len(prompts)} done", file=sys.stderr)
+    out["prompt_tokens"] = prompt_tokens
+    return out
 
 
 async def sweep(pool: Any, rng: random.Random, args: Any) -> list[dict[str, Any]]:
@@ -165,6 +184,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--queue", type=int, default=8)
+    parser.add_argument("--note", default="", help="Recorded in the JSON, e.g. the machine's load.")
     args = parser.parse_args()
 
     prepare_offline_env()
@@ -178,26 +198,29 @@ def main() -> None:
     rng = random.Random(11)
     prompts = [rag_messages(rng) for _ in range(args.runs)]
 
-    raw = bench_raw(entry.path, prompts, args)
+    raw = Raw(entry.path, args)
     backend = LlamaCppBackend(
         entry.name, entry.path, args.context, args.threads, args.batch,
         warm_messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": ""}],
     )  # fmt: skip
-    pool = InferencePool([backend], max_queue=args.queue, queue_timeout_s=120)
+    pool = InferencePool([backend], max_queue=args.queue, queue_timeout_s=600)
     pool.start()
     try:
-        ours = asyncio.run(bench_pool(pool, prompts, args))
+        pair = paired(raw, pool, prompts, args)
+        raw.close()
         rows = asyncio.run(sweep(pool, rng, args))
     finally:
         pool.stop()
+    raw_side, ours = pair["raw"], pair["pool"]
 
     def med(xs: list[float]) -> float:
         return round(statistics.median(xs), 1) if xs else float("nan")
 
     result = {
-        "machine": {"threads": args.threads, "batch": args.batch, "context": args.context},
-        "prompt_tokens_median": statistics.median(raw["prompt_tokens"]),
-        "raw": {"ttft_p50_ms": med(raw["ttft_ms"]), "decode_tps_p50": med(raw["decode_tps"])},
+        "machine": {"threads": args.threads, "batch": args.batch, "context": args.context, "note": args.note},
+        "load_average": list(os.getloadavg()),
+        "prompt_tokens_median": statistics.median(pair["prompt_tokens"]),
+        "raw": {"ttft_p50_ms": med(raw_side["ttft_ms"]), "decode_tps_p50": med(raw_side["decode_tps"])},
         "pool": {"ttft_p50_ms": med(ours["ttft_ms"]), "decode_tps_p50": med(ours["decode_tps"])},
         "sweep": rows,
     }

@@ -156,7 +156,7 @@ class LlamaCppBackend:
             async for delta in client.chat(messages, params):
                 yield delta
         except WorkerLost as exc:
-            if not self.worker.alive():
+            if await asyncio.to_thread(self.worker.exited, 1.0):
                 # Bring it back now rather than on the next request; this answer is lost either way.
                 threading.Thread(target=self._restart_quietly, daemon=True).start()
                 raise WorkerLost(

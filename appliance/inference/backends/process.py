@@ -52,6 +52,18 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def exited(self, within_s: float) -> bool:
+        """Whether the process is gone or goes within ``within_s`` (a broken connection and the
+        exit status of a killed worker arrive a moment apart)."""
+        proc = self.proc
+        if proc is None:
+            return True
+        try:
+            proc.wait(timeout=within_s)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
     def ensure_running(self) -> bool:
         """Start (or restart after a crash). Returns True when this call (re)started it."""
         with self._lock:
