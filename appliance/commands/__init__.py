@@ -14,6 +14,7 @@ import typer
 MODULES: list[str] = [
     # one line per module, e.g. "appliance.commands.evaluation",
     "appliance.commands.doctor",
+    "appliance.commands.evaluation",
 ]
 
 
