@@ -130,7 +130,11 @@ def paired(raw: Raw, pool: Any, prompts: list[list[dict[str, str]]], args: Any) 
             out[side]["ttft_ms"].append(r["ttft_ms"])
             if r["n"] > 1:
                 out[side]["decode_tps"].append((r["n"] - 1) / (r["end"] - r["first"]))
-        print(f"  prompt {i + 1}/{len(prompts)} done", file=sys.stderr)
+        print(
+            f"  prompt {i + 1}/{len(prompts)}: raw ttft {out['raw']['ttft_ms'][-1]:.0f} ms, "
+            f"pool ttft {out['pool']['ttft_ms'][-1]:.0f} ms",
+            file=sys.stderr,
+        )
     out["prompt_tokens"] = prompt_tokens
     return out
 
