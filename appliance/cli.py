@@ -207,19 +207,16 @@ def ingest(
         if not sep or not key.strip():
             _fail(f"--option takes KEY=VALUE, got {entry!r}", 2)
         options[key.strip()] = value
-    try:
-        kinds = [connectors.kind_of(s) for s in sources]
-    except ApplianceError as exc:
-        _fail(exc.message, 2)
     remote = _remote(settings, None)
     if remote:
+        try:
+            absolute = [connectors.absolute_source(s) for s in sources]
+        except ApplianceError as exc:
+            _fail(exc.message, 2)
         summary = remote.post(
             "/api/v1/ingest",
             {
-                "sources": [
-                    str(Path(s.removeprefix("file://")).resolve()) if k == "filesystem" else s
-                    for s, k in zip(sources, kinds, strict=True)
-                ],
+                "sources": absolute,
                 "collection": collection,
                 "allow": acl,
                 "options": options,
