@@ -15,7 +15,7 @@ router = APIRouter(tags=["observability"])
 
 
 @router.get("/metrics", summary="Prometheus metrics (admin key unless observability.metrics_public)")
-def metrics(request: Request, container: ContainerDep) -> Response:
+async def metrics(request: Request, container: ContainerDep) -> Response:
     if not container.settings.observability.metrics_public:
-        require_admin(get_principal(request))
+        require_admin(await get_principal(request))
     return Response(container.metrics.render(), media_type=container.metrics.content_type)
