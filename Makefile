@@ -71,6 +71,7 @@ lint: install-test
 bench: install
 	$(BIN)/python bench/skeleton.py
 	$(BIN)/python bench/retrieval.py
+	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/security.py
 
 helm-check:
