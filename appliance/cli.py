@@ -181,33 +181,20 @@ def ingest(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Parse, chunk, embed and index documents. Unchanged files are skipped."""
-    import connectors
+    """Parse, chunk, embed and index documents. Unchanged files are skipped. Shows a progress
+    bar on stderr; beside a running server it starts a job there and follows it."""
+    from appliance.commands.ingestion import ingest_local, ingest_remote
     from appliance.domain import ApplianceError
-    from appliance.ingestion.jobs import run_ingest
 
     settings = _settings()
     acl = allow or []
     remote = _remote(settings, None)
     if remote:
-        summary = remote.post(
-            "/api/v1/ingest",
-            {
-                "sources": [str(Path(s).resolve()) if "://" not in s else s for s in sources],
-                "collection": collection,
-                "allow": acl,
-            },
-        )
+        summary = ingest_remote(remote, sources, collection, acl, quiet=as_json)
     else:
         container = _local(settings)
         try:
-            resolved = [connectors.for_source(s, extensions=settings.ingestion.extensions) for s in sources]
-
-            def progress(event: str, item: Any) -> None:
-                if not as_json and event != "start":
-                    typer.echo(f"  {event:9} {item.uri}", err=True)
-
-            summary = run_ingest(container, resolved, collection, acl, "admin", progress)
+            summary = ingest_local(container, sources, collection, acl, quiet=as_json)
         except ApplianceError as exc:
             _fail(exc.message)
         finally:

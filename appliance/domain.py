@@ -73,6 +73,7 @@ class Chunk:
     content_hash: str = ""
     version: str = ""
     acl: tuple[str, ...] = (EVERYONE,)
+    section_path: tuple[str, ...] = ()  # headings from the outermost down to this chunk's section
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -87,6 +88,7 @@ class Chunk:
             "content_hash": self.content_hash,
             "version": self.version,
             "acl": list(self.acl),
+            "section_path": list(self.section_path),
         }
 
     @classmethod
@@ -104,6 +106,7 @@ class Chunk:
             content_hash=payload.get("content_hash", ""),
             version=payload.get("version", ""),
             acl=tuple(payload.get("acl", (EVERYONE,))),
+            section_path=tuple(payload.get("section_path", ())),
         )
 
 

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from appliance.api.errors import error_body, install_error_handlers
 from appliance.api.routers import health, kb, openai
+from appliance.api.routers import ingestion as ingestion_routes
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ def create_app(container: Any, mount_ui: Callable[[FastAPI, Any], Any] | None = 
         container.store  # noqa: B018 - opens the shard (and takes the data-dir lock)
         container.embedder.start()
         container.pool.start()
+        container.jobs.start_scheduler()
         container.ready = True
         try:
             yield
@@ -56,6 +58,7 @@ def create_app(container: Any, mount_ui: Callable[[FastAPI, Any], Any] | None = 
     app.include_router(health.router)
     app.include_router(openai.router)
     app.include_router(kb.router)
+    app.include_router(ingestion_routes.router)
     if mount_ui is not None:
         mount_ui(app, container)
     return app

@@ -23,6 +23,7 @@ class TextChunk:
     text: str
     page: int | None
     section: str | None
+    section_path: tuple[str, ...] = ()
 
 
 def chunk_elements(
@@ -39,6 +40,7 @@ def chunk_elements(
     elems = [e for e in elements_from_dicts(elements) if (e.text or "").strip()]
     if not elems:
         return []
+    paths = section_paths(elems)
     max_chars = target_tokens * CHARS_PER_TOKEN
     composite = chunk_by_title(
         elems,
@@ -53,9 +55,26 @@ def chunk_elements(
         if not text:
             continue
         page = getattr(chunk.metadata, "page_number", None)
-        section = _section_of(chunk)
+        origin = getattr(chunk.metadata, "orig_elements", None) or ()
+        path = paths.get(origin[0].id, ()) if origin else ()
+        section = _section_of(chunk) or (path[-1] if path else None)
         for piece in split_to_tokens(text, count_tokens, target_tokens, overlap_tokens):
-            out.append(TextChunk(piece, page, section))
+            out.append(TextChunk(piece, page, section, path))
+    return out
+
+
+def section_paths(elements: list[Any]) -> dict[str, tuple[str, ...]]:
+    """Each element's chain of headings, outermost first. Headings nest by ``category_depth``
+    (set by the markdown, HTML and docx partitioners); without it a heading replaces its peer."""
+    stack: list[tuple[int, str]] = []
+    out: dict[str, tuple[str, ...]] = {}
+    for element in elements:
+        if type(element).__name__ == "Title" and element.text.strip():
+            depth = getattr(element.metadata, "category_depth", None) or 0
+            while stack and stack[-1][0] >= depth:
+                stack.pop()
+            stack.append((depth, element.text.strip()[:200]))
+        out[element.id] = tuple(t for _, t in stack)
     return out
 
 

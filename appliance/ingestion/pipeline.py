@@ -12,18 +12,22 @@ Chunk ids are deterministic, so repeating any step overwrites instead of duplica
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlparse
+
+import numpy as np
 
 from appliance.domain import (
     EVERYONE,
     ApplianceError,
     Chunk,
     Connector,
+    ParseError,
     SourceItem,
     chunk_id,
     content_hash,
@@ -31,7 +35,7 @@ from appliance.domain import (
     validate_collection_name,
 )
 from appliance.embeddings.base import Embedder
-from appliance.ingestion.chunking import chunk_elements
+from appliance.ingestion.chunking import TextChunk, chunk_elements
 from appliance.ingestion.parsing import ParserPool
 from appliance.ingestion.state import DocumentRecord, Ledger
 from appliance.vectorstore.base import VectorStore
@@ -48,6 +52,8 @@ class IngestReport:
     failed: list[dict[str, str]] = field(default_factory=list)
     chunks: int = 0
     elapsed_s: float = 0.0
+    reused: int = 0  # documents whose vectors came from an identical document at another URI
+    cancelled: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -57,11 +63,52 @@ class IngestReport:
             "deleted": self.deleted,
             "failed": self.failed,
             "chunks": self.chunks,
+            "reused": self.reused,
             "elapsed_s": round(self.elapsed_s, 3),
         }
 
 
-Progress = Callable[[str, SourceItem], None]
+@dataclass
+class IngestProgress:
+    """Live counters of a run, shared with whoever watches it (job API, CLI progress bar).
+
+    ``seen``: items discovered so far; ``done`` and ``failed``: items finished; ``chunks``: chunks
+    written. ``listener`` is called after every change with the event name and the item."""
+
+    seen: int = 0
+    done: int = 0
+    failed: int = 0
+    chunks: int = 0
+    current: str | None = None
+    discovering: bool = True
+    started: float = field(default_factory=time.monotonic)
+    listener: Callable[[str, SourceItem | None, IngestProgress], None] | None = None
+
+    def emit(self, event: str, item: SourceItem | None = None) -> None:
+        if self.listener is not None:
+            self.listener(event, item, self)
+
+    def snapshot(self) -> dict[str, Any]:
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        finished = self.done + self.failed
+        rate = finished / elapsed
+        remaining = max(self.seen - finished, 0)
+        eta = None if self.discovering or rate == 0 else round(remaining / rate, 1)
+        return {
+            "seen": self.seen,
+            "done": self.done,
+            "failed": self.failed,
+            "chunks": self.chunks,
+            "current": self.current,
+            "elapsed_s": round(elapsed, 1),
+            "rate_docs_s": round(rate, 3),
+            "rate_chunks_s": round(self.chunks / elapsed, 2),
+            "eta_s": 0.0 if not self.discovering and remaining == 0 else eta,
+        }
+
+
+# Kept for callers of the skeleton's signature; ``IngestProgress.listener`` is the richer form.
+Progress = Callable[[str, SourceItem | None, IngestProgress], None]
 
 
 class IngestionService:
@@ -86,57 +133,99 @@ class IngestionService:
         connector: Connector,
         collection: str,
         acl: Sequence[str] = (),
-        progress: Progress | None = None,
+        progress: IngestProgress | Progress | None = None,
+        cancel: threading.Event | None = None,
+        items: Iterable[SourceItem] | None = None,
+        force: bool = False,
     ) -> IngestReport:
+        """Sync ``connector`` into ``collection``. With ``items``, only those are (re)indexed and
+        nothing is deleted; ``force`` re-parses even when version and content are unchanged."""
         validate_collection_name(collection)
+        if progress is None or not isinstance(progress, IngestProgress):
+            progress = IngestProgress(listener=progress)
         started = time.monotonic()
         self.embedder.start()
         self.store.ensure_collection(collection, self.embedder.dim)
         report = IngestReport()
+        # Discover everything first: a total makes an ETA possible, and only a complete
+        # discovery may conclude that a document is gone from the source.
+        listed: list[SourceItem] = []
+        progress.discovering = True
+        for item in items if items is not None else connector.discover():
+            listed.append(item)
+            progress.seen += 1
+            if progress.seen % 100 == 0:
+                progress.emit("discovering")
+            if cancel is not None and cancel.is_set():
+                break
+        progress.discovering = False
+        progress.emit("discovered")
         seen: set[str] = set()
-        for item in connector.discover():
+        for item in listed:
+            if cancel is not None and cancel.is_set():
+                report.cancelled = True
+                break
             doc_id = document_id(collection, item.uri)
             seen.add(doc_id)
-            if progress:
-                progress("start", item)
+            progress.current = item.uri
+            progress.emit("start", item)
             try:
-                outcome, n = self._ingest_item(connector, item, collection, doc_id, tuple(acl) or item.acl)
+                outcome, n = self._ingest_item(
+                    connector, item, collection, doc_id, tuple(acl) or item.acl, force
+                )
             except ApplianceError as exc:
                 report.failed.append({"uri": item.uri, "error": exc.message})
                 log.warning("failed %s: %s", item.uri, exc.message)
-                if progress:
-                    progress("failed", item)
+                progress.failed += 1
+                progress.emit("failed", item)
                 continue
             except Exception as exc:  # one bad document must not stop the job
                 log.exception("failed %s", item.uri)
-                report.failed.append({"uri": item.uri, "error": f"{type(exc).__name__}: {exc}"})
-                if progress:
-                    progress("failed", item)
+                report.failed.append({"uri": item.uri, "error": f"{type(exc).__name__}: {exc}"[:2000]})
+                progress.failed += 1
+                progress.emit("failed", item)
                 continue
+            if outcome == "reused":
+                report.reused += 1
+                outcome = "added"
             setattr(report, outcome, getattr(report, outcome) + 1)
             report.chunks += n
-            if progress:
-                progress(outcome, item)
-        # Only a complete discovery may conclude that a document is gone from the source.
-        for rec in self.ledger.for_source(collection, connector.root):
-            if rec.id not in seen:
-                self.store.delete(collection, [rec.id])
-                self.store.flush(collection)
-                self.ledger.remove(rec.id)
-                report.deleted += 1
+            progress.done += 1
+            progress.chunks += n
+            progress.emit(outcome, item)
+        progress.current = None
+        if items is None and not report.cancelled:
+            for rec in self.ledger.for_source(collection, connector.root):
+                if rec.id not in seen:
+                    self.remove_document(rec)
+                    report.deleted += 1
         report.elapsed_s = time.monotonic() - started
         return report
 
+    def remove_document(self, rec: DocumentRecord) -> None:
+        # Shard first, ledger last: a crash in between leaves a ledger row whose source is gone,
+        # which the next sync removes again.
+        self.store.delete(rec.collection, [rec.id])
+        self.store.flush(rec.collection)
+        self.ledger.remove(rec.id)
+
     def _ingest_item(
-        self, connector: Connector, item: SourceItem, collection: str, doc_id: str, acl: tuple[str, ...]
+        self,
+        connector: Connector,
+        item: SourceItem,
+        collection: str,
+        doc_id: str,
+        acl: tuple[str, ...],
+        force: bool = False,
     ) -> tuple[str, int]:
         acl_list = sorted(acl) if acl else [EVERYONE]
         old = self.ledger.get(doc_id)
-        if old and old.status == "indexed" and old.version == item.version and old.acl == acl_list:
+        current = bool(old and old.status == "indexed" and old.acl == acl_list and not force)
+        if current and old and old.version == item.version:
             return "unchanged", 0
         data = connector.fetch(item)
         digest = content_hash(data)
-        if old and old.status == "indexed" and old.content_hash == digest and old.acl == acl_list:
+        if current and old and old.content_hash == digest:
             self.ledger.touch_version(doc_id, item.version)
             return "unchanged", 0
 
@@ -155,21 +244,27 @@ class IngestionService:
             "pending",
             None,
         )
-        try:
-            elements = self.parser.parse(data, filename)
-            pieces = chunk_elements(
-                elements,
-                self.embedder.count_tokens,
-                self.chunk_tokens,
-                self.embedder.max_tokens,
-                self.overlap_tokens,
-            )
-            if not pieces:
-                raise ApplianceError("no text could be extracted from this document")
-        except ApplianceError as exc:
-            self.ledger.mark_failed(base, exc.message)
-            raise
-        title = _title(elements, filename)
+        reused = None if force else self._twin_chunks(collection, digest, doc_id, filename)
+        if reused is not None:
+            title, pieces, vectors = reused
+        else:
+            try:
+                elements = self.parser.parse(data, filename)
+                pieces = chunk_elements(
+                    elements,
+                    self.embedder.count_tokens,
+                    self.chunk_tokens,
+                    self.embedder.max_tokens,
+                    self.overlap_tokens,
+                )
+                if not pieces:
+                    raise ParseError("no text could be extracted from this document")
+            except ApplianceError as exc:
+                self._drop_pending(base)
+                self.ledger.mark_failed(base, exc.message)
+                raise
+            title = _title(elements, filename)
+            vectors = None
         chunks = [
             Chunk(
                 id=chunk_id(doc_id, i, content_hash(p.text)),
@@ -184,11 +279,13 @@ class IngestionService:
                 content_hash=digest,
                 version=item.version,
                 acl=tuple(acl_list),
+                section_path=p.section_path,
             )
             for i, p in enumerate(pieces)
         ]
         new_ids = [c.id for c in chunks]
-        vectors = self.embedder.embed_documents([c.text for c in chunks])
+        if vectors is None:
+            vectors = self.embedder.embed_documents([c.text for c in chunks])
 
         self.ledger.begin_write(base, new_ids)
         self.store.upsert(collection, chunks, vectors)
@@ -212,7 +309,38 @@ class IngestionService:
             None,
         )
         self.ledger.commit_write(committed)
+        if reused is not None:
+            return "reused", len(chunks)
         return ("updated" if old and old.chunk_ids else "added"), len(chunks)
+
+    def _drop_pending(self, rec: DocumentRecord) -> None:
+        """A failed attempt must not leave the chunks of an earlier crashed attempt behind."""
+        leftover = set(rec.pending_chunk_ids or ()) - set(rec.chunk_ids)
+        if leftover:
+            self.store.delete_chunks(rec.collection, sorted(leftover))
+            self.store.flush(rec.collection)
+        rec.pending_chunk_ids = None
+
+    def _twin_chunks(
+        self, collection: str, digest: str, doc_id: str, filename: str
+    ) -> tuple[str, list[TextChunk], np.ndarray] | None:
+        """Identical bytes already indexed at another URI: reuse its chunks and vectors instead
+        of parsing and embedding again."""
+        get_vectors = getattr(self.store, "get_with_vectors", None)
+        if get_vectors is None:
+            return None
+        twin = self.ledger.find_indexed(collection, digest, exclude=doc_id)
+        if twin is None or not twin.chunk_ids:
+            return None
+        found = get_vectors(collection, twin.chunk_ids)
+        if len(found) != len(twin.chunk_ids):
+            return None  # the twin is damaged; parse this one from scratch
+        found.sort(key=lambda pair: pair[0].index)
+        pieces = [TextChunk(c.text, c.page, c.section, c.section_path) for c, _ in found]
+        vectors = np.stack([v for _, v in found]).astype(np.float32)
+        twin_name = PurePosixPath(unquote(urlparse(twin.uri).path)).name
+        title = twin.title.replace(twin_name, filename) if twin_name else twin.title
+        return title, pieces, vectors
 
 
 def _title(elements: list[dict[str, Any]], filename: str) -> str:

@@ -7,7 +7,6 @@ from typing import Any
 
 from fastapi import APIRouter
 
-import connectors
 from appliance.api.deps import AdminDep, ContainerDep, PrincipalDep
 from appliance.api.schemas.kb import (
     AskRequest,
@@ -19,7 +18,7 @@ from appliance.api.schemas.kb import (
     SearchResponse,
     citation_models,
 )
-from appliance.ingestion.jobs import run_ingest
+from appliance.domain import ApplianceError
 from appliance.rag.pipeline import citation_dicts
 
 router = APIRouter(prefix="/api/v1", tags=["knowledge base"])
@@ -43,13 +42,12 @@ async def search(req: SearchRequest, container: ContainerDep, principal: Princip
     "/ingest", response_model=IngestResponse, summary="Ingest folders or files on the appliance host"
 )
 async def ingest(req: IngestRequest, container: ContainerDep, principal: AdminDep) -> Any:
-    sources = [
-        connectors.for_source(s, extensions=container.settings.ingestion.extensions) for s in req.sources
-    ]
-    report = await asyncio.to_thread(
-        run_ingest, container, sources, req.collection, req.allow, principal.name
-    )
-    return IngestResponse(**report)
+    # Through the job queue, so this never writes beside a running job; the caller waits for it.
+    job = container.jobs.ingest(principal.name, req.sources, req.collection, req.allow)
+    done = await asyncio.to_thread(container.jobs.manager.wait, job.id)
+    if done["status"] != "succeeded":
+        raise ApplianceError(done["error"] or f"ingest job {job.id} {done['status']}")
+    return IngestResponse(**done["result"])
 
 
 @router.get("/audit/verify", response_model=AuditVerifyResponse, summary="Check the audit hash chain")
