@@ -50,16 +50,35 @@ def chunk_elements(
         multipage_sections=True,
     )
     out: list[TextChunk] = []
+    # chunk_by_title isolates every table, which leaves its heading alone in a chunk of its own:
+    # a chunk of nothing but headings is carried into the next chunk instead.
+    carried = ""
     for chunk in composite:
         text = chunk.text.strip()
         if not text:
             continue
-        page = getattr(chunk.metadata, "page_number", None)
         origin = getattr(chunk.metadata, "orig_elements", None) or ()
+        if origin and all(type(e).__name__ == "Title" for e in origin):
+            carried = f"{carried}\n\n{text}".strip()
+            continue
+        if carried:
+            text, carried = f"{carried}\n\n{text}", ""
+        # A heading at the very end belongs to what follows it, not to this chunk.
+        tail: list[str] = []
+        for element in reversed(origin[1:]):
+            title = (element.text or "").strip()
+            if type(element).__name__ != "Title" or not title or not text.endswith(title):
+                break
+            text = text[: -len(title)].rstrip()
+            tail.insert(0, title)
+        carried = "\n\n".join(tail)
+        page = getattr(chunk.metadata, "page_number", None)
         path = paths.get(origin[0].id, ()) if origin else ()
         section = _section_of(chunk) or (path[-1] if path else None)
         for piece in split_to_tokens(text, count_tokens, target_tokens, overlap_tokens):
             out.append(TextChunk(piece, page, section, path))
+    if carried:
+        out.append(TextChunk(carried, None, carried.splitlines()[-1][:200], ()))
     return out
 
 

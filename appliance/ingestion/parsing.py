@@ -172,9 +172,30 @@ class ParserPool:
                 self._started += 1
 
     def _take(self) -> _Worker:
-        if self._started < self.size:
-            self.start()
-        return self._idle.get()
+        while True:
+            if self._closed:
+                raise ParseError("parser pool is closed")
+            if self._started < self.size:
+                self.start()
+            try:
+                return self._idle.get(timeout=1.0)
+            except queue.Empty:
+                continue  # a replacement is still starting, or failed to and must be retried
+
+    def _replace(self) -> None:
+        """Start a fresh worker for a killed one, off the caller's path: the document that killed
+        it has already failed and its job goes on with the other workers or waits for this one."""
+        try:
+            worker = _Worker(self._ctx, self.spacy_path, self.limits)
+        except ParseError:
+            with self._lock:
+                self._started -= 1
+            log.exception("could not replace a parser worker")
+            return
+        if self._closed:
+            worker.stop()
+        else:
+            self._idle.put(worker)
 
     def parse(self, data: bytes, filename: str) -> list[dict[str, Any]]:
         if self._closed:
@@ -211,14 +232,7 @@ class ParserPool:
         finally:
             if replace:
                 worker.kill()
-                try:
-                    worker = _Worker(self._ctx, self.spacy_path, self.limits)
-                except ParseError:
-                    with self._lock:
-                        self._started -= 1
-                    log.exception("could not replace a parser worker")
-                else:
-                    self._idle.put(worker)
+                threading.Thread(target=self._replace, name="appliance-parser-spawn", daemon=True).start()
             else:
                 self._idle.put(worker)
 
