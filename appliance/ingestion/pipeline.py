@@ -144,6 +144,9 @@ class IngestionService:
         if progress is None or not isinstance(progress, IngestProgress):
             progress = IngestProgress(listener=progress)
         started = time.monotonic()
+        # Warm the parser processes while the embedding model loads: the two overlap.
+        warm = threading.Thread(target=self._warm_parser, name="appliance-parser-warm", daemon=True)
+        warm.start()
         self.embedder.start()
         self.store.ensure_collection(collection, self.embedder.dim)
         report = IngestReport()
@@ -201,6 +204,12 @@ class IngestionService:
                     report.deleted += 1
         report.elapsed_s = time.monotonic() - started
         return report
+
+    def _warm_parser(self) -> None:
+        try:
+            self.parser.start()
+        except ApplianceError:
+            log.exception("parser workers did not start; parsing will retry")
 
     def remove_document(self, rec: DocumentRecord) -> None:
         # Shard first, ledger last: a crash in between leaves a ledger row whose source is gone,
