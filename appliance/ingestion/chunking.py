@@ -16,6 +16,7 @@ from typing import Any
 # Sentence ends: Latin punctuation followed by space, or CJK full stops which need no space.
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|(?<=[。！？；])|\n+")
 CHARS_PER_TOKEN = 4  # a first guess for chunk_by_title; the token pass below has the last word
+MAX_CHARS_PER_TOKEN = 10
 
 
 @dataclass
@@ -58,7 +59,7 @@ def chunk_elements(
         if not text:
             continue
         origin = getattr(chunk.metadata, "orig_elements", None) or ()
-        if origin and all(type(e).__name__ == "Title" for e in origin):
+        if len(text) <= MAX_HEADING_CHARS and origin and all(type(e).__name__ == "Title" for e in origin):
             carried = f"{carried}\n\n{text}".strip()
             continue
         if carried:
@@ -67,7 +68,9 @@ def chunk_elements(
         tail: list[str] = []
         for element in reversed(origin[1:]):
             title = (element.text or "").strip()
-            if type(element).__name__ != "Title" or not title or not text.endswith(title):
+            if type(element).__name__ != "Title" or not title or len(title) > MAX_HEADING_CHARS:
+                break
+            if not text.endswith(title) or len(text) == len(title):
                 break
             text = text[: -len(title)].rstrip()
             tail.insert(0, title)
@@ -80,6 +83,9 @@ def chunk_elements(
     if carried:
         out.append(TextChunk(carried, None, carried.splitlines()[-1][:200], ()))
     return out
+
+
+MAX_HEADING_CHARS = 300  # a longer "Title" is body text unstructured misclassified
 
 
 def section_paths(elements: list[Any]) -> dict[str, tuple[str, ...]]:
@@ -109,7 +115,7 @@ def split_to_tokens(
 ) -> list[str]:
     """Split ``text`` into pieces of at most ``limit`` tokens, repeating up to ``overlap_tokens``
     of trailing sentences between consecutive pieces."""
-    if count_tokens(text) <= limit:
+    if count_tokens(text) <= limit and len(text) // MAX_CHARS_PER_TOKEN <= limit - 2:
         return [text]
     units = _units(text, count_tokens, limit)
     budget = limit - 2  # room for the special tokens the embedder adds to every input
@@ -155,7 +161,9 @@ def _units(text: str, count_tokens: Callable[[str], int], limit: int) -> list[tu
 
 def _bounded(sentence: str, count_tokens: Callable[[str], int], limit: int) -> list[tuple[str, int]]:
     # Special tokens ([CLS]/[SEP]) are counted once per piece, so measure the bare sentence cost.
-    n = max(count_tokens(sentence) - 2, 1)
+    # WordPiece turns any word over 100 characters into one [UNK]: a floor of one token per
+    # MAX_CHARS_PER_TOKEN characters keeps 100k letters without a space from becoming one chunk.
+    n = max(count_tokens(sentence) - 2, len(sentence) // MAX_CHARS_PER_TOKEN, 1)
     if n <= limit - 2:
         return [(sentence, n)]
     words = re.split(r"(?<=\s)", sentence)
