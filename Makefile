@@ -68,7 +68,9 @@ lint: install-test
 	$(BIN)/ruff format --check appliance connectors ui tests bench
 
 bench: install
+	$(PIP) -e '.[bench]'
 	$(BIN)/python bench/skeleton.py
+	$(BIN)/python bench/ingest.py
 
 helm-check:
 	@command -v helm >/dev/null && helm lint helm/appliance && helm template helm/appliance >/dev/null \

@@ -238,6 +238,7 @@ def test_sources_sync_schedule_and_purge(srv: IngestServer, admin: httpx.Client,
         jobs = admin.get("/api/v1/jobs", params={"source_id": scheduled["id"]}).json()["items"]
         time.sleep(0.2)
     assert jobs and jobs[0]["actor"] == "scheduler" and jobs[0]["kind"] == "sync"
+    assert admin.delete(f"/api/v1/sources/{scheduled['id']}").status_code == 204  # stop the schedule
     assert wait_job(admin, jobs[-1]["id"])["status"] == "succeeded"
 
     assert admin.delete(f"/api/v1/sources/{source['id']}", params={"purge": "true"}).status_code == 204
@@ -268,8 +269,9 @@ def test_cli_ingest_beside_the_server_runs_a_job(
 ) -> None:
     report = cli_json(["ingest", str(corpus_dir), "--collection", "cli"], srv.env)
     assert report["added"] == 5 and report["failed"] == []
-    latest = admin.get("/api/v1/jobs", params={"limit": 1}).json()["items"][0]
-    assert latest["collection"] == "cli" and latest["result"]["added"] == 5
+    jobs = admin.get("/api/v1/jobs", params={"limit": 20}).json()["items"]
+    [job] = [j for j in jobs if j["collection"] == "cli"]
+    assert job["kind"] == "ingest" and job["result"]["added"] == 5
 
 
 def test_ledger_and_index_agree_at_the_end(srv: IngestServer, admin: httpx.Client) -> None:
