@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -111,6 +112,23 @@ class IngestProgress:
 Progress = Callable[[str, SourceItem | None, IngestProgress], None]
 
 
+@dataclass
+class _Ready:
+    """A parsed and chunked document waiting for the writer."""
+
+    source: str
+    item: SourceItem
+    collection: str
+    doc_id: str
+    acl: list[str]
+    old: DocumentRecord | None
+    base: DocumentRecord
+    digest: str
+    title: str
+    pieces: list[TextChunk]
+    vectors: np.ndarray | None
+
+
 class IngestionService:
     def __init__(
         self,
@@ -164,38 +182,61 @@ class IngestionService:
         progress.discovering = False
         progress.emit("discovered")
         seen: set[str] = set()
-        for item in listed:
-            if cancel is not None and cancel.is_set():
-                report.cancelled = True
-                break
-            doc_id = document_id(collection, item.uri)
-            seen.add(doc_id)
-            progress.current = item.uri
-            progress.emit("start", item)
-            try:
-                outcome, n = self._ingest_item(
-                    connector, item, collection, doc_id, tuple(acl) or item.acl, force
+        item_acl = tuple(acl)
+        ahead = ThreadPoolExecutor(max_workers=max(1, self.parser.size), thread_name_prefix="ingest-prepare")
+        queued: dict[int, Future[Any]] = {}
+
+        def schedule(index: int) -> None:
+            if index < len(listed) and index not in queued:
+                it = listed[index]
+                queued[index] = ahead.submit(
+                    self._prepare,
+                    connector,
+                    it,
+                    collection,
+                    document_id(collection, it.uri),
+                    item_acl or it.acl,
+                    force,
                 )
-            except ApplianceError as exc:
-                report.failed.append({"uri": item.uri, "error": exc.message})
-                log.warning("failed %s: %s", item.uri, exc.message)
-                progress.failed += 1
-                progress.emit("failed", item)
-                continue
-            except Exception as exc:  # one bad document must not stop the job
-                log.exception("failed %s", item.uri)
-                report.failed.append({"uri": item.uri, "error": f"{type(exc).__name__}: {exc}"[:2000]})
-                progress.failed += 1
-                progress.emit("failed", item)
-                continue
-            if outcome == "reused":
-                report.reused += 1
-                outcome = "added"
-            setattr(report, outcome, getattr(report, outcome) + 1)
-            report.chunks += n
-            progress.done += 1
-            progress.chunks += n
-            progress.emit(outcome, item)
+
+        try:
+            for position, item in enumerate(listed):
+                if cancel is not None and cancel.is_set():
+                    report.cancelled = True
+                    break
+                for lookahead in range(position, position + 1 + max(1, self.parser.size)):
+                    schedule(lookahead)
+                doc_id = document_id(collection, item.uri)
+                seen.add(doc_id)
+                progress.current = item.uri
+                progress.emit("start", item)
+                try:
+                    prepared = queued.pop(position).result()
+                    outcome, n = prepared if isinstance(prepared, tuple) else self._commit(prepared)
+                except ApplianceError as exc:
+                    report.failed.append({"uri": item.uri, "error": exc.message})
+                    log.warning("failed %s: %s", item.uri, exc.message)
+                    progress.failed += 1
+                    progress.emit("failed", item)
+                    continue
+                except Exception as exc:  # one bad document must not stop the job
+                    log.exception("failed %s", item.uri)
+                    report.failed.append({"uri": item.uri, "error": f"{type(exc).__name__}: {exc}"[:2000]})
+                    progress.failed += 1
+                    progress.emit("failed", item)
+                    continue
+                if outcome == "reused":
+                    report.reused += 1
+                    outcome = "added"
+                setattr(report, outcome, getattr(report, outcome) + 1)
+                report.chunks += n
+                progress.done += 1
+                progress.chunks += n
+                progress.emit(outcome, item)
+        finally:
+            for future in queued.values():
+                future.cancel()
+            ahead.shutdown(wait=True)
         progress.current = None
         if items is None and not report.cancelled:
             for rec in self.ledger.for_source(collection, connector.root):
@@ -227,6 +268,20 @@ class IngestionService:
         acl: tuple[str, ...],
         force: bool = False,
     ) -> tuple[str, int]:
+        prepared = self._prepare(connector, item, collection, doc_id, acl, force)
+        return prepared if isinstance(prepared, tuple) else self._commit(prepared)
+
+    def _prepare(
+        self,
+        connector: Connector,
+        item: SourceItem,
+        collection: str,
+        doc_id: str,
+        acl: tuple[str, ...],
+        force: bool = False,
+    ) -> tuple[str, int] | _Ready:
+        """Everything before the write: skip checks, fetch, parse, chunk. Runs ahead of the
+        writer on another thread, so the next document parses while this one is embedded."""
         acl_list = sorted(acl) if acl else [EVERYONE]
         old = self.ledger.get(doc_id)
         current = bool(old and old.status == "indexed" and old.acl == acl_list and not force)
@@ -274,13 +329,27 @@ class IngestionService:
                 raise
             title = _title(elements, filename)
             vectors = None
+        return _Ready(
+            connector.root, item, collection, doc_id, acl_list, old, base, digest, title, pieces, vectors
+        )
+
+    def _commit(self, r: _Ready) -> tuple[str, int]:
+        """Embed and write one prepared document, in the crash-safe order of the module doc."""
+        doc_id, item, collection, digest, acl_list, base = (
+            r.doc_id,
+            r.item,
+            r.collection,
+            r.digest,
+            r.acl,
+            r.base,
+        )
         chunks = [
             Chunk(
                 id=chunk_id(doc_id, i, content_hash(p.text)),
                 document_id=doc_id,
                 collection=collection,
                 uri=item.uri,
-                title=title,
+                title=r.title,
                 text=p.text,
                 index=i,
                 page=p.page,
@@ -290,9 +359,10 @@ class IngestionService:
                 acl=tuple(acl_list),
                 section_path=p.section_path,
             )
-            for i, p in enumerate(pieces)
+            for i, p in enumerate(r.pieces)
         ]
         new_ids = [c.id for c in chunks]
+        vectors = r.vectors
         if vectors is None:
             vectors = self.embedder.embed_documents([c.text for c in chunks])
 
@@ -306,9 +376,9 @@ class IngestionService:
         committed = DocumentRecord(
             doc_id,
             collection,
-            connector.root,
+            r.source,
             item.uri,
-            title,
+            r.title,
             item.version,
             digest,
             acl_list,
@@ -318,9 +388,9 @@ class IngestionService:
             None,
         )
         self.ledger.commit_write(committed)
-        if reused is not None:
+        if r.vectors is not None:
             return "reused", len(chunks)
-        return ("updated" if old and old.chunk_ids else "added"), len(chunks)
+        return ("updated" if r.old and r.old.chunk_ids else "added"), len(chunks)
 
     def _drop_pending(self, rec: DocumentRecord) -> None:
         """A failed attempt must not leave the chunks of an earlier crashed attempt behind."""
