@@ -176,6 +176,9 @@ class Container:
         from appliance.ingestion.service import IngestionJobs
 
         self.acquire()
+        # Built first so they close after the jobs: a job stopping at shutdown must not find
+        # the parser gone and fail its documents for it.
+        self.parser  # noqa: B018
         jobs = IngestionJobs(self)
         self._closers.append(jobs.close)
         return jobs

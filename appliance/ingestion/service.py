@@ -19,6 +19,7 @@ from appliance.domain import (
     PayloadTooLarge,
     Principal,
     SourceItem,
+    document_id,
     validate_collection_name,
 )
 from appliance.ingestion.jobs import Job, JobManager, is_due, run_ingest
@@ -184,8 +185,6 @@ class IngestionJobs:
         except BaseException:
             path.unlink(missing_ok=True)
             raise
-        from appliance.domain import document_id
-
         def work(job: Job) -> dict[str, Any]:
             return run_ingest(
                 self.container, [connector], name, acl, principal.name, job.progress, job.cancel
