@@ -46,6 +46,9 @@ class Connector(Protocol):
     """A source of documents.
 
     ``discover()`` lists what the source holds now; ``fetch(item)`` returns its bytes.
+    ``root`` identifies the source stably across runs (the ledger groups documents by it);
+    ``options()`` is JSON-serialisable and rebuilds it with ``connectors.build(kind, **options)``
+    (secrets such as S3 keys are left out and come from the settings again).
     """
 
     kind: str
@@ -54,6 +57,8 @@ class Connector(Protocol):
     def discover(self) -> Iterator[SourceItem]: ...
 
     def fetch(self, item: SourceItem) -> bytes: ...
+
+    def options(self) -> dict[str, Any]: ...
 
 
 # --- documents and chunks -----------------------------------------------------------------------
@@ -74,6 +79,10 @@ class Chunk:
     version: str = ""
     acl: tuple[str, ...] = (EVERYONE,)
     section_path: tuple[str, ...] = ()  # headings from the outermost down to this chunk's section
+    # Where the document came from (the root a connector walked) and when it last changed (epoch
+    # seconds), so searches can be narrowed by source and by date.
+    source: str = ""
+    modified: float | None = None
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -89,6 +98,8 @@ class Chunk:
             "version": self.version,
             "acl": list(self.acl),
             "section_path": list(self.section_path),
+            "source": self.source,
+            "modified": self.modified,
         }
 
     @classmethod
@@ -107,6 +118,8 @@ class Chunk:
             version=payload.get("version", ""),
             acl=tuple(payload.get("acl", (EVERYONE,))),
             section_path=tuple(payload.get("section_path", ())),
+            source=payload.get("source", ""),
+            modified=payload.get("modified"),
         )
 
 

@@ -61,7 +61,12 @@ class ProgressBar:
 
 
 def ingest_local(
-    container: Any, sources: Sequence[str], collection: str | None, acl: Sequence[str], quiet: bool
+    container: Any,
+    sources: Sequence[str],
+    collection: str | None,
+    acl: Sequence[str],
+    options: dict[str, Any],
+    quiet: bool,
 ) -> dict[str, Any]:
     """Run an ingest job in this process (no server owns the data dir), with a progress bar."""
     from appliance.domain import ApplianceError
@@ -69,7 +74,7 @@ def ingest_local(
 
     jobs = container.jobs
     name = collection or container.settings.rag.default_collection
-    connectors = [jobs.connector("spec", s) for s in sources]
+    connectors = [jobs.connector("spec", s, options) for s in sources]
     with ProgressBar(quiet) as bar:
         last = [0.0]
 
@@ -80,7 +85,11 @@ def ingest_local(
 
         def work(job: Any) -> dict[str, Any]:
             job.progress.listener = listener
-            return run_ingest(container, connectors, name, acl, "admin", job.progress, job.cancel)
+            try:
+                return run_ingest(container, connectors, name, acl, "admin", job.progress, job.cancel)
+            finally:
+                for connector in connectors:
+                    getattr(connector, "close", lambda: None)()
 
         job = jobs.manager.run_inline("ingest", "admin", name, work, detail={"sources": list(sources)})
         bar.update(job.progress.snapshot())
@@ -90,15 +99,25 @@ def ingest_local(
 
 
 def ingest_remote(
-    remote: Any, sources: Sequence[str], collection: str | None, acl: Sequence[str], quiet: bool
+    remote: Any,
+    sources: Sequence[str],
+    kinds: Sequence[str],
+    collection: str | None,
+    acl: Sequence[str],
+    options: dict[str, Any],
+    quiet: bool,
 ) -> dict[str, Any]:
     """Start a job on the running server and follow its progress; Ctrl-C cancels it."""
     from appliance.cli import _fail
 
     body = {
-        "sources": [str(Path(s).resolve()) if "://" not in s else s for s in sources],
+        "sources": [
+            str(Path(s.removeprefix("file://")).resolve()) if k == "filesystem" else s
+            for s, k in zip(sources, kinds, strict=True)
+        ],
         "collection": collection,
         "allow": list(acl),
+        "options": options,
     }
     job = remote.post("/api/v1/jobs", body)
     with ProgressBar(quiet) as bar:

@@ -358,6 +358,8 @@ class IngestionService:
                 version=item.version,
                 acl=tuple(acl_list),
                 section_path=p.section_path,
+                source=r.source,
+                modified=r.item.metadata.get("modified"),
             )
             for i, p in enumerate(r.pieces)
         ]

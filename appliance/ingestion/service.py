@@ -81,17 +81,35 @@ class IngestionJobs:
         opts = dict(options or {})
         if kind == "upload":
             opts["upload_dir"] = str(self.upload_dir)
-        return build_connector(kind, spec, opts, self.extensions)
+        return build_connector(self.container.settings, kind, spec, opts)
+
+    def _run(
+        self, connectors: list[Any], collection: str, acl: Sequence[str], actor: str, job: Job, **kw: Any
+    ) -> dict[str, Any]:
+        try:
+            return run_ingest(
+                self.container, connectors, collection, acl, actor, job.progress, job.cancel, **kw
+            )
+        finally:
+            for connector in connectors:
+                getattr(connector, "close", lambda: None)()
 
     # -- jobs -------------------------------------------------------------------------------------
 
-    def ingest(self, actor: str, specs: Sequence[str], collection: str | None, acl: Sequence[str]) -> Job:
+    def ingest(
+        self,
+        actor: str,
+        specs: Sequence[str],
+        collection: str | None,
+        acl: Sequence[str],
+        options: dict[str, Any] | None = None,
+    ) -> Job:
         """Ingest SOURCE arguments (paths, URLs) as one job; unreachable sources fail now (400)."""
         name = self._collection(collection)
-        connectors = [self.connector("spec", s) for s in specs]
+        connectors = [self.connector("spec", s, options) for s in specs]
 
         def work(job: Job) -> dict[str, Any]:
-            return run_ingest(self.container, connectors, name, acl, actor, job.progress, job.cancel)
+            return self._run(connectors, name, acl, actor, job)
 
         return self.manager.submit(
             "ingest", actor, name, work, detail={"sources": list(specs), "allow": list(acl)}
@@ -139,9 +157,7 @@ class IngestionJobs:
 
         def work(job: Job) -> dict[str, Any]:
             connector = self.connector(source.kind, source.spec, source.options)
-            return run_ingest(
-                self.container, [connector], source.collection, source.acl, actor, job.progress, job.cancel
-            )
+            return self._run([connector], source.collection, source.acl, actor, job)
 
         job = self.manager.submit(
             "sync", actor, source.collection, work, source_id=source.id, detail={"source": source.as_dict()}
@@ -185,10 +201,9 @@ class IngestionJobs:
         except BaseException:
             path.unlink(missing_ok=True)
             raise
+
         def work(job: Job) -> dict[str, Any]:
-            return run_ingest(
-                self.container, [connector], name, acl, principal.name, job.progress, job.cancel
-            )
+            return self._run([connector], name, acl, principal.name, job)
 
         job = self.manager.submit(
             "upload",
@@ -233,16 +248,8 @@ class IngestionJobs:
         def work(job: Job) -> dict[str, Any]:
             connector = self.connector(kind, rec.uri if kind == "upload" else rec.source)
             item = _find(connector, rec.uri)
-            return run_ingest(
-                self.container,
-                [connector],
-                rec.collection,
-                rec.acl,
-                principal.name,
-                job.progress,
-                job.cancel,
-                items=[item],
-                force=True,
+            return self._run(
+                [connector], rec.collection, rec.acl, principal.name, job, items=[item], force=True
             )
 
         return self.manager.submit(

@@ -122,27 +122,16 @@ class SourceStore:
             )
 
 
-def build_connector(
-    kind: str, spec: str | None, options: dict[str, Any], extensions: Sequence[str]
-) -> Connector:
+def build_connector(settings: Any, kind: str, spec: str | None, options: dict[str, Any]) -> Connector:
     """The connector for a stored source (or a SOURCE argument). Raises InvalidRequest when the
     source cannot be reached or the kind is unknown."""
     if kind == "upload" and spec:
         return UploadConnector.from_uri(spec, Path(options["upload_dir"]))
-    import connectors
+    from appliance.ingestion.connect import open_source, rebuild
 
     if spec:
-        return connectors.for_source(spec, extensions=list(extensions))
-    build = getattr(connectors, "build", None)
-    if build is not None:
-        return build(kind, **options)  # type: ignore[no-any-return]
-    factory = connectors.REGISTRY.get(kind)
-    if factory is None:
-        raise InvalidRequest(f"unknown source kind {kind!r}; one of {', '.join(sorted(connectors.REGISTRY))}")
-    try:
-        return factory(**options)
-    except TypeError as exc:
-        raise InvalidRequest(f"bad options for a {kind} source: {exc}") from None
+        return open_source(settings, spec, options)
+    return rebuild(settings, kind, options)
 
 
 # --- uploads --------------------------------------------------------------------------------------

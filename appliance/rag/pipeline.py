@@ -10,12 +10,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from appliance.audit import AuditEvent, AuditLog
-from appliance.domain import Citation, Principal, ScoredChunk, validate_collection_name
+from appliance.domain import Citation, Principal, ScoredChunk
 from appliance.embeddings.base import Embedder
 from appliance.inference.base import GenerationParams
 from appliance.inference.pool import InferencePool
 from appliance.rag.prompts import NO_SOURCES_ANSWER, build_messages
-from appliance.vectorstore.base import SearchFilter, VectorStore
+from appliance.retrieval import Retriever, access_filter  # noqa: F401 - access_filter is re-exported
+from appliance.vectorstore.base import SearchFilter, SearchMode, VectorStore
 
 
 @dataclass
@@ -35,12 +36,6 @@ def citation_dicts(hits: list[ScoredChunk]) -> list[dict[str, Any]]:
     return [asdict(Citation.from_hit(i, h)) for i, h in enumerate(hits, start=1)]
 
 
-def access_filter(principal: Principal) -> SearchFilter | None:
-    """Admins read everything; everyone else reads chunks whose ACL names them, a group of theirs,
-    or every signed-in user."""
-    return None if principal.is_admin else SearchFilter(acl_any=tuple(principal.acl_tokens()))
-
-
 class RagService:
     def __init__(
         self,
@@ -51,7 +46,9 @@ class RagService:
         top_k: int,
         default_collection: str,
         defaults: GenerationParams,
+        retriever: Retriever | None = None,
     ) -> None:
+        self.retriever = retriever or Retriever(embedder, store)
         self.embedder = embedder
         self.store = store
         self.pool = pool
@@ -61,16 +58,18 @@ class RagService:
         self.defaults = defaults
 
     def search(
-        self, query: str, principal: Principal, collection: str | None = None, k: int | None = None
+        self,
+        query: str,
+        principal: Principal,
+        collection: str | None = None,
+        k: int | None = None,
+        filter: SearchFilter | None = None,
+        mode: SearchMode = "hybrid",
     ) -> tuple[list[ScoredChunk], float]:
-        collection = validate_collection_name(collection or self.default_collection)
-        self.embedder.start()  # model loading is not retrieval time
-        started = time.perf_counter()
-        if collection not in self.store.collections():
-            return [], 0.0
-        vec = self.embedder.embed_query(query)
-        hits = self.store.search(collection, vec, query, access_filter(principal), k or self.top_k)
-        return hits, (time.perf_counter() - started) * 1000
+        """Retrieval only; ``filter`` narrows what the principal may read, never widens it."""
+        return self.retriever.search(
+            query, principal, collection or self.default_collection, k or self.top_k, filter, mode
+        )
 
     async def ask_stream(
         self,

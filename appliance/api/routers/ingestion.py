@@ -31,9 +31,11 @@ router = APIRouter(prefix="/api/v1", tags=["ingestion"])
 
 
 @router.post("/jobs", response_model=Job, status_code=202, summary="Start an ingest job")
-def start_job(req: JobRequest, container: ContainerDep, principal: PrincipalDep) -> Any:
+async def start_job(req: JobRequest, container: ContainerDep, principal: PrincipalDep) -> Any:
     require_writer(principal)
-    job = container.jobs.ingest(principal.name, req.sources, req.collection, req.allow)
+    job = await asyncio.to_thread(
+        container.jobs.ingest, principal.name, req.sources, req.collection, req.allow, req.options
+    )
     return job.as_dict()
 
 

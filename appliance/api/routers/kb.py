@@ -32,18 +32,23 @@ async def ask(req: AskRequest, container: ContainerDep, principal: PrincipalDep)
 
 @router.post("/search", response_model=SearchResponse, summary="Retrieval only")
 async def search(req: SearchRequest, container: ContainerDep, principal: PrincipalDep) -> Any:
-    hits, ms = await asyncio.to_thread(container.rag.search, req.query, principal, req.collection, req.k)
+    flt = req.filters.to_filter() if req.filters else None
+    hits, ms = await asyncio.to_thread(
+        container.rag.search, req.query, principal, req.collection, req.k, flt, req.mode
+    )
     return SearchResponse(
         citations=citation_models(citation_dicts(hits)), timings={"retrieval_ms": round(ms, 1)}
     )
 
 
 @router.post(
-    "/ingest", response_model=IngestResponse, summary="Ingest folders or files on the appliance host"
+    "/ingest", response_model=IngestResponse, summary="Ingest sources: host paths, web sites, S3, git, SQL"
 )
 async def ingest(req: IngestRequest, container: ContainerDep, principal: AdminDep) -> Any:
     # Through the job queue, so this never writes beside a running job; the caller waits for it.
-    job = container.jobs.ingest(principal.name, req.sources, req.collection, req.allow)
+    job = await asyncio.to_thread(
+        container.jobs.ingest, principal.name, req.sources, req.collection, req.allow, req.options
+    )
     done = await asyncio.to_thread(container.jobs.manager.wait, job.id)
     if done["status"] != "succeeded":
         raise ApplianceError(done["error"] or f"ingest job {job.id} {done['status']}")

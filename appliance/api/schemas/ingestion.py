@@ -43,6 +43,9 @@ class JobRequest(BaseModel):
     sources: list[str] = Field(min_length=1, description="Paths on the appliance host or URLs.")
     collection: str | None = None
     allow: list[str] = Field(default_factory=list, description="ACL entries: group:NAME, user:NAME.")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Connector options for these sources (e.g. query, max_depth)."
+    )
 
 
 class SourceRequest(BaseModel):
