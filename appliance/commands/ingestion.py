@@ -134,10 +134,10 @@ def ingest_remote(
     return job["result"]  # type: ignore[no-any-return]
 
 
-def _get(remote: Any, path: str) -> Any:
+def _get(remote: Any, path: str, params: dict[str, str] | None = None) -> Any:
     from appliance.cli import _fail
 
-    response = remote.client.get(path)
+    response = remote.client.get(path, params=params)
     if response.status_code >= 400:
         _fail(f"{response.status_code}: {response.text[:500]}")
     return response.json()
@@ -164,8 +164,7 @@ def register(app: typer.Typer) -> None:
         remote = _remote(settings, None)
         if remote:
             params = {"repair": str(repair).lower(), **({"collection": collection} if collection else {})}
-            response = remote.client.get("/api/v1/ingest/verify", params=params)
-            result = response.json()
+            result = _get(remote, "/api/v1/ingest/verify", params)
         else:
             container = _local(settings)
             try:
