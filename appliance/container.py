@@ -75,8 +75,28 @@ class Container:
         return KeyStore(self.engine, fixed.get_secret_value() if fixed else None)
 
     @cached_property
+    def identity(self) -> Any:
+        from appliance.security.identity import IdentityStore
+
+        return IdentityStore(self.engine)
+
+    @cached_property
+    def metering(self) -> Any:
+        from appliance.metering import Metering
+
+        cfg = self.settings.quotas
+        return Metering(self.engine, cfg.tokens_per_day, cfg.requests_per_minute)
+
+    @cached_property
     def audit(self) -> AuditLog:
-        return AuditLog(self.data_dir / "audit" / "audit.jsonl")
+        cfg = self.settings.audit
+        return AuditLog(
+            self.data_dir / "audit" / "audit.jsonl",
+            checkpoint_every=cfg.checkpoint_every,
+            record_queries=cfg.enabled,
+            # The sink needs the DB; resolved on first use so `audit verify` never opens it.
+            usage_sink=lambda principal, tokens: self.metering.sink(principal, tokens),
+        )
 
     @cached_property
     def embedder(self) -> Any:
@@ -210,7 +230,7 @@ class Container:
             self.embedder,
             self.store,
             self.pool,
-            self.audit if cfg.audit.enabled else None,
+            self.audit,  # records only when audit.enabled, but always meters
             cfg.rag.top_k,
             cfg.rag.default_collection,
             GenerationParams(max_tokens=cfg.inference.max_tokens, temperature=cfg.inference.temperature),

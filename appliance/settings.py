@@ -42,6 +42,16 @@ class AuthSettings(Section):
         description="Admin API key to accept instead of the generated one (for automation and "
         "Kubernetes Secrets). Unset: a key is generated on first start and printed once.",
     )
+    secure_cookies: bool = Field(
+        False,
+        description="Behind TLS: mark the UI login cookie Secure and drop Gradio's non-Secure "
+        "fallback cookie. The cookie is always HttpOnly and SameSite=Strict.",
+    )
+    trusted_origins: list[str] = Field(
+        [],
+        description="Extra browser origins (e.g. https://kb.example.com behind a proxy) allowed to "
+        "send state-changing requests to the UI; same-origin requests are always allowed.",
+    )
 
 
 class ModelSettings(Section):
@@ -188,6 +198,31 @@ class RagSettings(Section):
 
 class AuditSettings(Section):
     enabled: bool = Field(True, description="Append a hash-chained record for every answered question.")
+    checkpoint_every: int = Field(
+        100,
+        ge=0,
+        description="Every N records, write a checkpoint (running hash and count) into the chain and "
+        "into audit/checkpoints.jsonl, so a cut-off tail is detected. 0: no checkpoints.",
+    )
+    retention_days: int = Field(
+        0,
+        ge=0,
+        description="Records older than this move to audit/archive/ (as verifiable exports) when "
+        "`appliance audit rotate` runs or the server starts; the live log stays verifiable. 0: keep all.",
+    )
+
+
+class QuotaSettings(Section):
+    tokens_per_day: int = Field(
+        0, ge=0, description="Default prompt+completion tokens per user per UTC day; 0: unlimited."
+    )
+    requests_per_minute: int = Field(
+        0, ge=0, description="Default metered requests per user per minute; 0: unlimited."
+    )
+    metered_routes: list[str] = Field(
+        ["/api/v1/ask", "/api/v1/search", "/api/v1/chat", "/v1/chat/completions"],
+        description="Path prefixes whose requests count against quotas (429 + Retry-After when over).",
+    )
 
 
 class EgressSettings(Section):
@@ -303,6 +338,7 @@ class Settings(BaseSettings):
     ingestion: IngestionSettings = Field(default_factory=IngestionSettings)
     rag: RagSettings = Field(default_factory=RagSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    quotas: QuotaSettings = Field(default_factory=QuotaSettings)
     egress: EgressSettings = Field(default_factory=EgressSettings)
     connectors: ConnectorsSettings = Field(default_factory=ConnectorsSettings)
 

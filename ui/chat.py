@@ -29,6 +29,7 @@ def build_chat(container: Any, sessions: dict[str, Principal]) -> gr.Blocks:
         answer = ""
         citations: list[dict[str, Any]] = []
         try:
+            container.metering.check_quota(principal)
             async for event in container.rag.ask_stream(message, principal):
                 if event["type"] == "citations":
                     citations = event["citations"]

@@ -11,7 +11,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from appliance.api.errors import error_body, install_error_handlers
-from appliance.api.routers import health, kb, openai
+from appliance.api.middleware import install_security
+from appliance.api.routers import health, identity, kb, openai, usage
 from appliance.api.routers import ingestion as ingestion_routes
 
 log = logging.getLogger(__name__)
@@ -55,9 +56,13 @@ def create_app(container: Any, mount_ui: Callable[[FastAPI, Any], Any] | None = 
             )
         return await call_next(request)
 
+    install_security(app, container)
+
     app.include_router(health.router)
     app.include_router(openai.router)
     app.include_router(kb.router)
+    app.include_router(identity.router)
+    app.include_router(usage.router)
     app.include_router(ingestion_routes.router)
     if mount_ui is not None:
         mount_ui(app, container)

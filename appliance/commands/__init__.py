@@ -13,6 +13,8 @@ import typer
 
 MODULES: list[str] = [
     # one line per module, e.g. "appliance.commands.evaluation",
+    "appliance.commands.identity",
+    "appliance.commands.audit",
     "appliance.commands.evaluation",
     "appliance.commands.ingestion",
 ]

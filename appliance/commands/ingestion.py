@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -101,20 +100,17 @@ def ingest_local(
 def ingest_remote(
     remote: Any,
     sources: Sequence[str],
-    kinds: Sequence[str],
     collection: str | None,
     acl: Sequence[str],
     options: dict[str, Any],
     quiet: bool,
 ) -> dict[str, Any]:
-    """Start a job on the running server and follow its progress; Ctrl-C cancels it."""
+    """Start a job on the running server and follow its progress; Ctrl-C cancels it. Local paths
+    in ``sources`` must already be absolute: the server resolves them in its own directory."""
     from appliance.cli import _fail
 
     body = {
-        "sources": [
-            str(Path(s.removeprefix("file://")).resolve()) if k == "filesystem" else s
-            for s, k in zip(sources, kinds, strict=True)
-        ],
+        "sources": list(sources),  # made absolute by the caller
         "collection": collection,
         "allow": list(acl),
         "options": options,

@@ -39,6 +39,9 @@ def require_writer(principal: Principal) -> None:
 
 
 def can_read(principal: Principal, rec: DocumentRecord) -> bool:
+    scoped = getattr(principal, "collections", None)  # an API key limited to some collections
+    if scoped is not None and rec.collection not in scoped:
+        return False
     return principal.is_admin or bool(set(rec.acl or [EVERYONE]) & set(principal.acl_tokens()))
 
 

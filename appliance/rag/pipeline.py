@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from appliance.audit import AuditEvent, AuditLog
+from appliance.audit import AuditLog, audit_query
 from appliance.domain import Citation, Principal, ScoredChunk
 from appliance.embeddings.base import Embedder
 from appliance.inference.base import GenerationParams
@@ -161,22 +160,16 @@ class RagService:
         result: AskResult,
         status: str,
     ) -> None:
-        if self.audit is None:
-            return
-        self.audit.append(
-            AuditEvent(
-                actor=principal.name,
-                action="ask",
-                target=collection,
-                data={
-                    "question": question,
-                    "chunk_ids": [h.chunk.id for h in hits],
-                    "document_versions": sorted({f"{h.chunk.document_id}@{h.chunk.version}" for h in hits}),
-                    "model": result.model,
-                    "answer_sha256": hashlib.sha256(result.answer.encode("utf-8")).hexdigest(),
-                    "usage": result.usage,
-                    "status": status,
-                    "latency_ms": result.timings.get("total_ms"),
-                },
-            )
+        audit_query(
+            self.audit,
+            action="ask",
+            principal=principal,
+            collection=collection,
+            question=question,
+            hits=hits,
+            status=status,
+            latency_ms=result.timings.get("total_ms"),
+            model=result.model,
+            answer=result.answer,
+            usage=result.usage,
         )
