@@ -72,6 +72,7 @@ bench: install
 	$(PIP) -e '.[bench]'
 	$(BIN)/python bench/skeleton.py
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/security.py
 
 helm-check:

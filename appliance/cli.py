@@ -386,57 +386,6 @@ def _as_uri(value: str) -> str:
     return value if "://" in value else Path(value).expanduser().resolve().as_uri()
 
 
-# -- doctor --------------------------------------------------------------------------------------
-
-
-@app.command()
-def doctor(as_json: JsonOpt = False) -> None:
-    """Model files, egress status and the environment the appliance will run with."""
-    import os
-    import platform
-
-    from appliance.domain import ApplianceError
-    from appliance.egress import guard_installed
-    from appliance.models import resolve_embedding, resolve_llm, resolve_spacy
-
-    settings = _settings()
-    data_dir = Path(settings.data_dir).expanduser().resolve()
-    checks: dict[str, Any] = {"python": platform.python_version(), "cpu_count": os.cpu_count(), "models": {}}
-    for label, resolve in (
-        ("llm", lambda: resolve_llm(settings.models.llm, settings.models.llm_name)),
-        (
-            "embedding",
-            lambda: resolve_embedding(
-                settings.models.embedding, settings.models.embedding_name, data_dir / "models"
-            ),
-        ),
-        ("spacy", lambda: resolve_spacy(settings.models.spacy)),
-    ):
-        try:
-            entry = resolve()
-            checks["models"][label] = {"ok": True, "path": str(entry.path), "source": entry.source}
-        except ApplianceError as exc:
-            checks["models"][label] = {"ok": False, "error": exc.message}
-    checks["egress"] = {
-        "guard": guard_installed(),
-        "allow": settings.egress.allow,
-        "offline_env": {
-            k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "DO_NOT_TRACK")
-        },
-    }
-    checks["ok"] = all(m["ok"] for m in checks["models"].values())
-    human = "\n".join(
-        [
-            f"{k:10} {'ok  ' if v['ok'] else 'FAIL'} {v.get('path') or v.get('error')}"
-            for k, v in checks["models"].items()
-        ]
-        + [f"egress     {'blocked except loopback' if checks['egress']['guard'] else 'NOT blocked'}"]
-    )
-    _emit(checks, as_json, human)
-    if not checks["ok"]:
-        raise typer.Exit(1)
-
-
 # -- config --------------------------------------------------------------------------------------
 
 

@@ -102,7 +102,8 @@ class RagService:
                 ttft_ms = (time.perf_counter() - started) * 1000
                 yield {"type": "delta", "content": NO_SOURCES_ANSWER}
             else:
-                async for delta in self.pool.chat(build_messages(question, hits), params, model=backend.name):
+                messages = build_messages(question, hits)
+                async for delta in self.pool.chat(messages, params, model=backend.name, user=principal.name):
                     if delta.content:
                         if not parts:
                             ttft_ms = (time.perf_counter() - started) * 1000
