@@ -69,8 +69,10 @@ lint: install-test
 	$(BIN)/ruff format --check appliance connectors ui tests bench
 
 bench: install
+	$(PIP) -e '.[bench]'
 	$(BIN)/python bench/skeleton.py
 	$(BIN)/python bench/retrieval.py
+	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/security.py
 

@@ -201,11 +201,11 @@ def ingest(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Parse, chunk, embed and index documents. Unchanged files are skipped."""
+    """Parse, chunk, embed and index documents. Unchanged files are skipped. Shows a progress
+    bar on stderr; beside a running server it starts a job there and follows it."""
     import connectors
+    from appliance.commands.ingestion import ingest_local, ingest_remote
     from appliance.domain import ApplianceError
-    from appliance.ingestion.connect import open_source
-    from appliance.ingestion.jobs import run_ingest
 
     settings = _settings()
     acl = allow or []
@@ -221,25 +221,11 @@ def ingest(
             absolute = [connectors.absolute_source(s) for s in sources]
         except ApplianceError as exc:
             _fail(exc.message, 2)
-        summary = remote.post(
-            "/api/v1/ingest",
-            {
-                "sources": absolute,
-                "collection": collection,
-                "allow": acl,
-                "options": options,
-            },
-        )
+        summary = ingest_remote(remote, absolute, collection, acl, options, quiet=as_json)
     else:
         container = _local(settings)
         try:
-            resolved = [open_source(settings, s, options) for s in sources]
-
-            def progress(event: str, item: Any) -> None:
-                if not as_json and event != "start":
-                    typer.echo(f"  {event:9} {item.uri}", err=True)
-
-            summary = run_ingest(container, resolved, collection, acl, "admin", progress)
+            summary = ingest_local(container, sources, collection, acl, options, quiet=as_json)
         except ApplianceError as exc:
             _fail(exc.message)
         finally:

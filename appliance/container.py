@@ -178,6 +178,7 @@ class Container:
 
     @cached_property
     def parser(self) -> Any:
+        from appliance.ingestion.formats import ArchiveLimits, OcrOptions
         from appliance.ingestion.parsing import ParseLimits, ParserPool
         from appliance.models import resolve_spacy
 
@@ -187,6 +188,8 @@ class Container:
             memory_mb=cfg.parse_memory_mb,
             max_file_bytes=int(cfg.max_file_mb * 2**20),
             max_text_bytes=int(cfg.max_text_mb * 2**20),
+            archive=ArchiveLimits(int(cfg.max_archive_mb * 2**20), cfg.max_archive_entries),
+            ocr=OcrOptions(cfg.ocr, cfg.ocr_languages, cfg.ocr_dpi),
         )
         pool = ParserPool(resolve_spacy(self.settings.models.spacy).path, limits, cfg.parse_workers)
         self._closers.append(pool.close)
@@ -351,6 +354,19 @@ class Container:
         return IngestionService(
             self.embedder, self.store, self.ledger, self.parser, cfg.chunk_tokens, cfg.chunk_overlap_tokens
         )
+
+    @cached_property
+    def jobs(self) -> Any:
+        """Ingestion jobs, sources and documents; jobs run on one writer thread of this process."""
+        from appliance.ingestion.service import IngestionJobs
+
+        self.acquire()
+        # Built first so they close after the jobs: a job stopping at shutdown must not find
+        # the parser gone and fail its documents for it.
+        self.parser  # noqa: B018
+        jobs = IngestionJobs(self)
+        self._closers.append(jobs.close)
+        return jobs
 
     def close(self) -> None:
         for closer in reversed(self._closers):

@@ -35,7 +35,7 @@ documents = Table(
     Column("uri", Text, nullable=False),
     Column("title", Text, nullable=False, default=""),
     Column("version", Text, nullable=False, default=""),
-    Column("content_hash", String(64), nullable=False, default=""),
+    Column("content_hash", String(64), nullable=False, default="", index=True),
     Column("acl", JSON, nullable=False, default=list),
     Column("chunk_ids", JSON, nullable=False, default=list),
     # Ids being written by a run that has not committed yet: after a crash they are cleaned up.
@@ -84,6 +84,41 @@ def make_engine(url_or_path: str | Path) -> Engine:
     metadata.create_all(engine)
     return engine
 
+
+# Sources an admin registered (synced on request or on a schedule inside `serve`).
+sources = Table(
+    "sources",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("spec", Text, nullable=True),  # a SOURCE argument as the CLI takes it, or None
+    Column("options", JSON, nullable=False, default=dict),
+    Column("collection", String(64), nullable=False),
+    Column("acl", JSON, nullable=False, default=list),
+    Column("interval_s", Integer, nullable=False, default=0),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_sync_at", DateTime(timezone=True), nullable=True),
+    Column("last_job_id", String(32), nullable=True),
+)
+
+# Ingestion jobs: live progress is in memory; this keeps their outcome across restarts.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("status", String(16), nullable=False, index=True),
+    Column("actor", String(128), nullable=False),
+    Column("collection", String(64), nullable=False),
+    Column("source_id", String(32), nullable=True, index=True),
+    Column("detail", JSON, nullable=False, default=dict),  # what it ingests
+    Column("progress", JSON, nullable=False, default=dict),
+    Column("result", JSON, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+)
 
 # -- identity, metering (issue #7) ---------------------------------------------------------------
 

@@ -78,6 +78,7 @@ class Chunk:
     content_hash: str = ""
     version: str = ""
     acl: tuple[str, ...] = (EVERYONE,)
+    section_path: tuple[str, ...] = ()  # headings from the outermost down to this chunk's section
     # Where the document came from (the root a connector walked) and when it last changed (epoch
     # seconds), so searches can be narrowed by source and by date.
     source: str = ""
@@ -96,6 +97,7 @@ class Chunk:
             "content_hash": self.content_hash,
             "version": self.version,
             "acl": list(self.acl),
+            "section_path": list(self.section_path),
             "source": self.source,
             "modified": self.modified,
         }
@@ -115,6 +117,7 @@ class Chunk:
             content_hash=payload.get("content_hash", ""),
             version=payload.get("version", ""),
             acl=tuple(payload.get("acl", (EVERYONE,))),
+            section_path=tuple(payload.get("section_path", ())),
             source=payload.get("source", ""),
             modified=payload.get("modified"),
         )

@@ -216,8 +216,32 @@ class IngestionSettings(Section):
     max_file_mb: float = Field(100.0, gt=0, description="Files larger than this fail without parsing.")
     max_text_mb: float = Field(20.0, gt=0, description="Documents whose extracted text exceeds this fail.")
     extensions: list[str] = Field(
-        [".md", ".markdown", ".txt", ".text", ".html", ".htm", ".pdf", ".docx"],
-        description="File name extensions picked up when walking a folder.",
+        [".md", ".markdown", ".txt", ".text", ".html", ".htm", ".pdf", ".docx", ".pptx", ".xlsx", ".csv"]
+        + [".eml", ".png", ".jpg", ".jpeg", ".tif", ".tiff"],
+        description="File name extensions picked up when walking a folder (the parser itself goes by "
+        "the content type libmagic detects, not by the extension).",
+    )
+    max_archive_mb: float = Field(
+        256.0,
+        gt=0,
+        description="ZIP-based documents (docx, pptx, xlsx) whose entries declare more uncompressed "
+        "MiB than this fail before parsing (decompression bombs).",
+    )
+    max_archive_entries: int = Field(
+        10000, ge=1, description="ZIP-based documents with more entries than this fail before parsing."
+    )
+    ocr: bool = Field(
+        True, description="OCR images and PDF pages without a text layer with tesseract (local binary)."
+    )
+    ocr_languages: str = Field("eng+chi_sim", description="tesseract languages for OCR, `+`-separated.")
+    ocr_dpi: int = Field(200, ge=72, le=600, description="Resolution PDF pages are rendered at for OCR.")
+    scheduler_tick_s: float = Field(
+        30.0, gt=0, description="How often `serve` checks for sources whose sync interval has passed."
+    )
+    default_sync_interval_s: float = Field(
+        0.0,
+        ge=0,
+        description="Sync interval given to a source created without one; 0 means sync on request only.",
     )
 
 

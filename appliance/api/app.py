@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from appliance.api.errors import error_body, install_error_handlers
 from appliance.api.middleware import install_security
 from appliance.api.routers import embeddings, health, identity, kb, metrics, openai, usage
+from appliance.api.routers import ingestion as ingestion_routes
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ def create_app(container: Any, mount_ui: Callable[[FastAPI, Any], Any] | None = 
         container.store  # noqa: B018 - opens the shard (and takes the data-dir lock)
         container.embedder.start()
         container.pool.start()
+        container.jobs.start_scheduler()
         container.ready = True
         try:
             yield
@@ -63,6 +65,7 @@ def create_app(container: Any, mount_ui: Callable[[FastAPI, Any], Any] | None = 
     app.include_router(metrics.router)
     app.include_router(identity.router)
     app.include_router(usage.router)
+    app.include_router(ingestion_routes.router)
     if mount_ui is not None:
         mount_ui(app, container)
     return app

@@ -17,6 +17,7 @@ MODULES: list[str] = [
     "appliance.commands.identity",
     "appliance.commands.audit",
     "appliance.commands.evaluation",
+    "appliance.commands.ingestion",
 ]
 
 

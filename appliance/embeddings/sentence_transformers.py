@@ -60,8 +60,12 @@ class SentenceTransformerEmbedder:
         return self.embed_documents([text])[0]
 
     def count_tokens(self, text: str) -> int:
-        # Special tokens ([CLS], [SEP]) count against the model's limit too.
-        return len(self.model.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+        # Special tokens ([CLS], [SEP]) count against the model's limit too. Under the model lock:
+        # a fast tokenizer whose truncation setting changes under a concurrent encode() raises
+        # "Already borrowed" (ingestion chunks the next document while this one is embedded).
+        model = self.model
+        with self._lock:
+            return len(model.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
 
     def close(self) -> None:
         self._model = None

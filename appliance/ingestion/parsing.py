@@ -13,7 +13,6 @@ downloader, so a missing model is a loud error instead of an empty document.
 
 from __future__ import annotations
 
-import io
 import logging
 import multiprocessing as mp
 import os
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.domain import ParseError
+from appliance.ingestion.formats import ArchiveLimits, OcrOptions, preflight
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,8 @@ class ParseLimits:
     memory_mb: int = 2048
     max_file_bytes: int = 100 * 2**20
     max_text_bytes: int = 20 * 2**20
+    archive: ArchiveLimits = ArchiveLimits()
+    ocr: OcrOptions = OcrOptions()
 
 
 # --- inside the worker ------------------------------------------------------------------------
@@ -58,22 +60,15 @@ def _use_local_spacy(spacy_path: str) -> None:
     tokenize._install_spacy_model = _refuse_download
 
 
-def partition_bytes(data: bytes, filename: str, max_text_bytes: int) -> list[dict[str, Any]]:
-    from unstructured.partition.auto import partition
+def partition_bytes(data: bytes, kind: str, filename: str, limits: ParseLimits) -> list[dict[str, Any]]:
+    from appliance.ingestion.formats import partition
 
-    # "fast" reads a PDF's text layer with pdfminer; OCR of scanned pages is a separate strategy.
-    elements = partition(
-        file=io.BytesIO(data),
-        metadata_filename=filename,
-        strategy="fast",
-        languages=["eng"],
-    )
     total = 0
     out = []
-    for element in elements:
-        total += len(element.text.encode("utf-8"))
-        if total > max_text_bytes:
-            raise ParseError(f"extracted text exceeds the {max_text_bytes // 2**20} MiB limit")
+    for element in partition(data, kind, filename, limits.ocr):
+        total += len((element.text or "").encode("utf-8"))
+        if total > limits.max_text_bytes:
+            raise ParseError(f"extracted text exceeds the {limits.max_text_bytes / 2**20:g} MiB limit")
         out.append(element.to_dict())
     return out
 
@@ -89,8 +84,8 @@ def _worker_main(conn: Connection, spacy_path: str, limits: ParseLimits) -> None
     prepare_offline_env()
     install_guard()
     try:
-        import unstructured.partition.auto  # noqa: F401 - warm the imports once
-        from unstructured.partition import docx, html, md, pdf, text  # noqa: F401
+        # Warm the imports once per worker, not once per document.
+        from unstructured.partition import csv, docx, email, html, md, pdf, pptx, text, xlsx  # noqa: F401
 
         _use_local_spacy(spacy_path)
     except Exception as exc:  # reported to the parent, which fails loudly
@@ -104,9 +99,9 @@ def _worker_main(conn: Connection, spacy_path: str, limits: ParseLimits) -> None
             return
         if message is None:
             return
-        data, filename = message
+        data, kind, filename = message
         try:
-            conn.send(("ok", partition_bytes(data, filename, limits.max_text_bytes)))
+            conn.send(("ok", partition_bytes(data, kind, filename, limits)))
         except ParseError as exc:
             conn.send(("error", exc.message))
         except MemoryError:
@@ -177,9 +172,30 @@ class ParserPool:
                 self._started += 1
 
     def _take(self) -> _Worker:
-        if self._started < self.size:
-            self.start()
-        return self._idle.get()
+        while True:
+            if self._closed:
+                raise ParseError("parser pool is closed")
+            if self._started < self.size:
+                self.start()
+            try:
+                return self._idle.get(timeout=1.0)
+            except queue.Empty:
+                continue  # a replacement is still starting, or failed to and must be retried
+
+    def _replace(self) -> None:
+        """Start a fresh worker for a killed one, off the caller's path: the document that killed
+        it has already failed and its job goes on with the other workers or waits for this one."""
+        try:
+            worker = _Worker(self._ctx, self.spacy_path, self.limits)
+        except ParseError:
+            with self._lock:
+                self._started -= 1
+            log.exception("could not replace a parser worker")
+            return
+        if self._closed:
+            worker.stop()
+        else:
+            self._idle.put(worker)
 
     def parse(self, data: bytes, filename: str) -> list[dict[str, Any]]:
         if self._closed:
@@ -188,12 +204,11 @@ class ParserPool:
             raise ParseError(
                 f"file is {len(data) / 2**20:.1f} MiB, over the {self.limits.max_file_bytes / 2**20:.0f} MiB limit"
             )
-        if not data:
-            raise ParseError("file is empty")
+        kind = preflight(data, filename, self.limits.archive)
         worker = self._take()
         replace = False
         try:
-            worker.conn.send((data, filename))
+            worker.conn.send((data, kind, filename))
             started = time.monotonic()
             if not worker.conn.poll(self.limits.timeout_s):
                 replace = True
@@ -217,14 +232,7 @@ class ParserPool:
         finally:
             if replace:
                 worker.kill()
-                try:
-                    worker = _Worker(self._ctx, self.spacy_path, self.limits)
-                except ParseError:
-                    with self._lock:
-                        self._started -= 1
-                    log.exception("could not replace a parser worker")
-                else:
-                    self._idle.put(worker)
+                threading.Thread(target=self._replace, name="appliance-parser-spawn", daemon=True).start()
             else:
                 self._idle.put(worker)
 

@@ -24,6 +24,7 @@ class DocumentRecord:
     pending_chunk_ids: list[str] | None
     status: str
     error: str | None
+    updated_at: Any = None
 
     @classmethod
     def from_row(cls, row: Any) -> DocumentRecord:
@@ -41,6 +42,7 @@ class DocumentRecord:
             list(m["pending_chunk_ids"]) if m["pending_chunk_ids"] is not None else None,
             m["status"],
             m["error"],
+            m["updated_at"],
         )
 
 
@@ -66,6 +68,25 @@ class Ledger:
             query = query.where(documents.c.collection == collection)
         with self.engine.connect() as conn:
             return [DocumentRecord.from_row(r) for r in conn.execute(query).all()]
+
+    def find_indexed(self, collection: str, digest: str, exclude: str) -> DocumentRecord | None:
+        """An indexed document of ``collection`` with these exact bytes, other than ``exclude``."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(documents)
+                .where(
+                    documents.c.collection == collection,
+                    documents.c.content_hash == digest,
+                    documents.c.status == "indexed",
+                    documents.c.id != exclude,
+                )
+                .limit(1)
+            ).first()
+        return DocumentRecord.from_row(row) if row else None
+
+    def collections(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return sorted(r[0] for r in conn.execute(select(documents.c.collection).distinct()).all())
 
     def _save(self, doc_id: str, **values: Any) -> None:
         values["updated_at"] = now()
@@ -130,6 +151,10 @@ class Ledger:
 
     def touch_version(self, doc_id: str, version: str) -> None:
         self._save(doc_id, version=version)
+
+    def invalidate(self, doc_id: str) -> None:
+        """Make the next sync parse this document again whatever its version says."""
+        self._save(doc_id, version="", content_hash="")
 
     def remove(self, doc_id: str) -> None:
         with self.engine.begin() as conn:

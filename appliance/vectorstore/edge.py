@@ -225,3 +225,36 @@ class EdgeVectorStore(HybridSearchMixin):
             return 0
         with self._lock:
             return int(self._shard(collection).count(q.CountRequest(exact=True)))
+
+    # -- ingestion bookkeeping (reuse of vectors by content hash, ledger vs shard checks) ---------
+
+    def get_with_vectors(self, collection: str, chunk_ids: Sequence[str]) -> list[tuple[Chunk, np.ndarray]]:
+        with self._lock:
+            records = self._shard(collection).retrieve(list(chunk_ids), with_payload=True, with_vector=True)
+        out = []
+        for r in records:
+            vector = r.vector.get(DENSE) if isinstance(r.vector, dict) else r.vector
+            if vector is None:
+                continue
+            out.append((Chunk.from_payload(str(r.id), r.payload or {}), np.asarray(vector, dtype=np.float32)))
+        return out
+
+    def point_index(self, collection: str, page: int = 1000) -> list[tuple[str, str, int]]:
+        """(point id, document id, position) of every point in the collection."""
+        import qdrant_edge as q
+
+        if collection not in self.collections():
+            return []
+        out: list[tuple[str, str, int]] = []
+        offset = None
+        while True:
+            request = q.ScrollRequest(
+                offset=offset, limit=page, with_payload=["document_id", "index"], with_vector=False
+            )
+            with self._lock:
+                records, offset = self._shard(collection).scroll(request)
+            for r in records:
+                payload = r.payload or {}
+                out.append((str(r.id), str(payload.get("document_id", "")), int(payload.get("index", -1))))
+            if offset is None or not records:
+                return out

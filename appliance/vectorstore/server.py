@@ -285,3 +285,46 @@ class QdrantServerStore(HybridSearchMixin):
         if not self._call("collection_exists", self.client.collection_exists, full):
             return 0
         return int(self._call("count", self.client.count, full, exact=True).count)
+
+    # -- ingestion bookkeeping (reuse of vectors by content hash, ledger vs index checks) ---------
+
+    def get_with_vectors(self, collection: str, chunk_ids: Sequence[str]) -> list[tuple[Chunk, np.ndarray]]:
+        records = self._call(
+            "retrieve",
+            self.client.retrieve,
+            self._require(collection),
+            ids=list(chunk_ids),
+            with_payload=True,
+            with_vectors=True,
+        )
+        out = []
+        for r in records:
+            vector = r.vector.get(DENSE) if isinstance(r.vector, dict) else r.vector
+            if vector is not None:
+                out.append(
+                    (Chunk.from_payload(str(r.id), r.payload or {}), np.asarray(vector, dtype=np.float32))
+                )
+        return out
+
+    def point_index(self, collection: str, page: int = 1000) -> list[tuple[str, str, int]]:
+        """(point id, document id, position) of every point in the collection."""
+        full = self._name(collection)
+        if not self._call("collection_exists", self.client.collection_exists, full):
+            return []
+        out: list[tuple[str, str, int]] = []
+        offset = None
+        while True:
+            records, offset = self._call(
+                "scroll",
+                self.client.scroll,
+                full,
+                limit=page,
+                offset=offset,
+                with_payload=["document_id", "index"],
+                with_vectors=False,
+            )
+            for r in records:
+                payload = r.payload or {}
+                out.append((str(r.id), str(payload.get("document_id", "")), int(payload.get("index", -1))))
+            if offset is None or not records:
+                return out

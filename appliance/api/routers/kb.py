@@ -19,8 +19,7 @@ from appliance.api.schemas.kb import (
     citation_models,
 )
 from appliance.audit import audit_query
-from appliance.ingestion.connect import open_source
-from appliance.ingestion.jobs import run_ingest
+from appliance.domain import ApplianceError
 from appliance.rag.pipeline import citation_dicts
 
 router = APIRouter(prefix="/api/v1", tags=["knowledge base"])
@@ -58,15 +57,14 @@ async def search(req: SearchRequest, container: ContainerDep, principal: Princip
     "/ingest", response_model=IngestResponse, summary="Ingest sources: host paths, web sites, S3, git, SQL"
 )
 async def ingest(req: IngestRequest, container: ContainerDep, principal: AdminDep) -> Any:
-    sources = [open_source(container.settings, s, req.options) for s in req.sources]
-    try:
-        report = await asyncio.to_thread(
-            run_ingest, container, sources, req.collection, req.allow, principal.name
-        )
-    finally:
-        for source in sources:
-            getattr(source, "close", lambda: None)()
-    return IngestResponse(**report)
+    # Through the job queue, so this never writes beside a running job; the caller waits for it.
+    job = await asyncio.to_thread(
+        container.jobs.ingest, principal.name, req.sources, req.collection, req.allow, req.options
+    )
+    done = await asyncio.to_thread(container.jobs.manager.wait, job.id)
+    if done["status"] != "succeeded":
+        raise ApplianceError(done["error"] or f"ingest job {job.id} {done['status']}")
+    return IngestResponse(**done["result"])
 
 
 @router.get("/audit/verify", response_model=AuditVerifyResponse, summary="Check the audit hash chain")

@@ -1,0 +1,179 @@
+"""Ingestion from the CLI: the progress bar of `appliance ingest` (local or through a running
+server's job API) and `appliance verify`, the ledger-vs-index consistency check."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+import typer
+
+POLL_S = 0.5
+
+
+class ProgressBar:
+    """A rich progress bar on stderr, fed with IngestProgress snapshots (or nothing when quiet)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> ProgressBar:
+        if self.quiet:
+            return self
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._bar = Progress(
+            TextColumn("[bold]ingest[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[failed]} failed, {task.fields[chunks]} chunks, {task.fields[rate]}/s"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[current]}"),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self._bar.__enter__()
+        self._task = self._bar.add_task("ingest", total=None, failed=0, chunks=0, rate="0.0", current="")
+        return self
+
+    def update(self, snap: dict[str, Any]) -> None:
+        if self._bar is None:
+            return
+        current = (snap.get("current") or "").rsplit("/", 1)[-1][:40]
+        self._bar.update(
+            self._task,
+            total=snap["seen"] if snap.get("eta_s") is not None or snap["seen"] else None,
+            completed=snap["done"] + snap["failed"],
+            failed=snap["failed"],
+            chunks=snap["chunks"],
+            rate=f"{snap['rate_docs_s']:.1f}",
+            current=current,
+        )
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+
+def ingest_local(
+    container: Any,
+    sources: Sequence[str],
+    collection: str | None,
+    acl: Sequence[str],
+    options: dict[str, Any],
+    quiet: bool,
+) -> dict[str, Any]:
+    """Run an ingest job in this process (no server owns the data dir), with a progress bar."""
+    from appliance.domain import ApplianceError
+    from appliance.ingestion.jobs import run_ingest
+
+    jobs = container.jobs
+    name = collection or container.settings.rag.default_collection
+    connectors = [jobs.connector("spec", s, options) for s in sources]
+    with ProgressBar(quiet) as bar:
+        last = [0.0]
+
+        def listener(event: str, item: Any, state: Any) -> None:
+            if time.monotonic() - last[0] > 0.1 or event in ("discovered",):
+                last[0] = time.monotonic()
+                bar.update(state.snapshot())
+
+        def work(job: Any) -> dict[str, Any]:
+            job.progress.listener = listener
+            try:
+                return run_ingest(container, connectors, name, acl, "admin", job.progress, job.cancel)
+            finally:
+                for connector in connectors:
+                    getattr(connector, "close", lambda: None)()
+
+        job = jobs.manager.run_inline("ingest", "admin", name, work, detail={"sources": list(sources)})
+        bar.update(job.progress.snapshot())
+    if job.status != "succeeded" or job.result is None:
+        raise ApplianceError(job.error or f"ingest job {job.status}")
+    return job.result
+
+
+def ingest_remote(
+    remote: Any,
+    sources: Sequence[str],
+    collection: str | None,
+    acl: Sequence[str],
+    options: dict[str, Any],
+    quiet: bool,
+) -> dict[str, Any]:
+    """Start a job on the running server and follow its progress; Ctrl-C cancels it. Local paths
+    in ``sources`` must already be absolute: the server resolves them in its own directory."""
+    from appliance.cli import _fail
+
+    body = {
+        "sources": list(sources),  # made absolute by the caller
+        "collection": collection,
+        "allow": list(acl),
+        "options": options,
+    }
+    job = remote.post("/api/v1/jobs", body)
+    with ProgressBar(quiet) as bar:
+        try:
+            while job["status"] in ("queued", "running"):
+                time.sleep(POLL_S)  # polling a remote job: the interval is the refresh rate, not a sync
+                job = _get(remote, f"/api/v1/jobs/{job['id']}")
+                bar.update(job["progress"])
+        except KeyboardInterrupt:
+            remote.post(f"/api/v1/jobs/{job['id']}/cancel", {})
+            _fail(f"cancelled job {job['id']}", 130)
+    if job["status"] != "succeeded":
+        _fail(f"ingest job {job['id']} {job['status']}: {job.get('error') or ''}".strip())
+    return job["result"]  # type: ignore[no-any-return]
+
+
+def _get(remote: Any, path: str, params: dict[str, str] | None = None) -> Any:
+    from appliance.cli import _fail
+
+    response = remote.client.get(path, params=params)
+    if response.status_code >= 400:
+        _fail(f"{response.status_code}: {response.text[:500]}")
+    return response.json()
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def verify(
+        collection: Annotated[
+            str | None, typer.Option("--collection", "-c", help="Only this collection.")
+        ] = None,
+        repair: Annotated[
+            bool,
+            typer.Option(
+                "--repair", help="Delete orphan points; mark documents with missing chunks for re-indexing."
+            ),
+        ] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
+    ) -> None:
+        """Check the ingestion ledger against the index: missing, orphan and duplicate chunks."""
+        from appliance.cli import _emit, _local, _remote, _settings
+
+        settings = _settings()
+        remote = _remote(settings, None)
+        if remote:
+            params = {"repair": str(repair).lower(), **({"collection": collection} if collection else {})}
+            result = _get(remote, "/api/v1/ingest/verify", params)
+        else:
+            container = _local(settings)
+            try:
+                result = container.jobs.verify(collection, repair)
+            finally:
+                container.close()
+        lines = []
+        for name, s in result["collections"].items():
+            lines.append(
+                f"{name:20} {'ok ' if s['ok'] else 'BAD'} {s['documents']} documents, {s['ledger_chunks']} "
+                f"chunks in the ledger, {s['shard_points']} points; missing {s['missing']}, orphan "
+                f"{s['orphan']}, duplicate {s['duplicate']}, pending {s['pending']}"
+            )
+        _emit(result, as_json, "\n".join(lines) or "no collections")
+        if not result["ok"]:
+            raise typer.Exit(1)

@@ -1,0 +1,285 @@
+"""What a document is, whether it is safe to open, and how to turn it into elements.
+
+``preflight`` runs in the parent before a document is handed to a parser worker: it decides the
+type from the bytes with libmagic (an extension only picks the dialect of plain text, which
+libmagic cannot tell apart: markdown and CSV are "text/plain" to it), and refuses what would be
+dangerous or pointless to parse — empty files, unknown binary content, password-protected
+documents, ZIP containers whose entries declare too much uncompressed data or too many entries,
+and XML that declares a DTD (XXE, billion laughs: Office Open XML never needs one).
+
+``partition`` runs inside a worker: one ``unstructured`` partitioner per type, plus OCR with the
+local tesseract binary for images and for PDF pages that have no text layer.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+from appliance.domain import ParseError
+
+OOXML = {
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation": "pptx",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
+}
+MIME_KINDS = {
+    **OOXML,
+    "application/pdf": "pdf",
+    "text/html": "html",
+    "application/xhtml+xml": "html",
+    "text/csv": "csv",
+    "text/markdown": "md",
+    "message/rfc822": "eml",
+    "image/png": "image",
+    "image/jpeg": "image",
+    "image/tiff": "image",
+    "image/bmp": "image",
+    "image/gif": "image",
+    "image/webp": "image",
+}
+# Plain text whose dialect only the name can tell.
+TEXT_DIALECTS = {
+    ".md": "md",
+    ".markdown": "md",
+    ".csv": "csv",
+    ".eml": "eml",
+    ".htm": "html",
+    ".html": "html",
+}
+# The part of a ZIP container that says which Office format it is.
+ZIP_MARKERS = (("word/document.xml", "docx"), ("ppt/presentation.xml", "pptx"), ("xl/workbook.xml", "xlsx"))
+ZIP_KINDS = frozenset(OOXML.values())
+_DTD = re.compile(rb"<!(DOCTYPE|ENTITY)", re.IGNORECASE)
+_ENTITY = re.compile(rb"<!ENTITY", re.IGNORECASE)
+XML_PROLOG_BYTES = 64 * 1024  # DTDs live in the prolog, before the root element
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    max_uncompressed_bytes: int = 256 * 2**20
+    max_entries: int = 10000
+
+
+def detect_mime(data: bytes) -> str:
+    import magic
+
+    return str(magic.from_buffer(data, mime=True))
+
+
+def detect_kind(data: bytes, filename: str) -> str:
+    """The parser to use for ``data``; ParseError with the reason when there is none."""
+    if not data:
+        raise ParseError("file is empty")
+    mime = detect_mime(data)
+    suffix = PurePosixPath(filename).suffix.lower()
+    if mime in MIME_KINDS:
+        kind = MIME_KINDS[mime]
+        # libmagic says text/html for markdown or text that merely contains a tag or two.
+        if kind == "html" and suffix in (".md", ".markdown", ".txt", ".text"):
+            return TEXT_DIALECTS.get(suffix, "txt")
+        return kind
+    if mime in ("application/zip", "application/octet-stream") and data[:4] == b"PK\x03\x04":
+        return _zip_kind(data)
+    if mime.startswith("text/") or mime in ("application/json", "application/x-ndjson"):
+        return TEXT_DIALECTS.get(suffix, "txt")
+    if "encrypted" in mime.lower() or mime == "application/x-ole-storage":
+        raise ParseError(f"document is encrypted or an unsupported legacy Office file ({mime})")
+    if mime in ("application/x-empty", "inode/x-empty"):
+        raise ParseError("file is empty")
+    raise ParseError(f"unsupported content type {mime} (detected from the bytes, not the name)")
+
+
+def _zip_kind(data: bytes) -> str:
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            names = set(zf.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ParseError(f"damaged ZIP container: {exc}") from None
+    for marker, kind in ZIP_MARKERS:
+        if marker in names:
+            return kind
+    raise ParseError("unsupported content type application/zip (not a docx, pptx or xlsx)")
+
+
+def check_archive(data: bytes, limits: ArchiveLimits) -> None:
+    """Refuse ZIP bombs by what the central directory declares, before anything inflates; refuse
+    XML parts that declare a DTD. ``zipfile`` never inflates an entry past its declared size, so
+    the declared sizes bound what a parser can be made to read."""
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ParseError(f"damaged ZIP container: {exc}") from None
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > limits.max_entries:
+            raise ParseError(f"archive has {len(infos)} entries, over the limit of {limits.max_entries}")
+        declared = sum(i.file_size for i in infos)
+        if declared > limits.max_uncompressed_bytes:
+            raise ParseError(
+                f"archive declares {declared / 2**20:.0f} MiB uncompressed, over the "
+                f"{limits.max_uncompressed_bytes / 2**20:.0f} MiB limit (decompression bomb?)"
+            )
+        for info in infos:
+            if info.filename.lower().endswith((".xml", ".rels")) and not info.is_dir():
+                try:
+                    with zf.open(info) as fh:
+                        head = fh.read(XML_PROLOG_BYTES)
+                except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, RuntimeError) as exc:
+                    raise ParseError(f"damaged archive entry {info.filename}: {exc}") from None
+                if _DTD.search(head):
+                    raise ParseError(
+                        f"{info.filename} declares a DTD or entities (refused: XXE / entity expansion)"
+                    )
+
+
+def preflight(data: bytes, filename: str, limits: ArchiveLimits) -> str:
+    kind = detect_kind(data, filename)
+    if kind in ZIP_KINDS:
+        check_archive(data, limits)
+    elif kind == "html" and _ENTITY.search(data[:XML_PROLOG_BYTES]):
+        # A doctype is fine in a web page; an internal subset declaring entities is an attack.
+        raise ParseError("document declares XML entities (refused: XXE / entity expansion)")
+    return kind
+
+
+# --- inside a worker -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OcrOptions:
+    enabled: bool = True
+    languages: str = "eng+chi_sim"
+    dpi: int = 200
+
+
+def decode_text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data).best()
+    if best is not None:
+        return str(best)
+    return data.decode("utf-8", errors="replace")
+
+
+def partition(data: bytes, kind: str, filename: str, ocr: OcrOptions) -> list[Any]:
+    """``unstructured`` elements for one document of a known kind."""
+    f = io.BytesIO(data)
+    common: dict[str, Any] = {"metadata_filename": filename}
+    match kind:
+        case "pdf":
+            return _pdf(data, filename, ocr)
+        case "docx":
+            from unstructured.partition.docx import partition_docx
+
+            return list(partition_docx(file=f, **common))
+        case "pptx":
+            from unstructured.partition.pptx import partition_pptx
+
+            return list(partition_pptx(file=f, **common))
+        case "xlsx":
+            from unstructured.partition.xlsx import partition_xlsx
+
+            return list(partition_xlsx(file=f, **common))
+        case "csv":
+            from unstructured.partition.csv import partition_csv
+
+            return list(partition_csv(file=f, **common))
+        case "html":
+            from unstructured.partition.html import partition_html
+
+            return list(partition_html(text=decode_text(data), **common))
+        case "md":
+            from unstructured.partition.md import partition_md
+
+            return list(partition_md(text=decode_text(data), **common))
+        case "eml":
+            from unstructured.partition.email import partition_email
+
+            return list(partition_email(file=f, **common))
+        case "image":
+            return _ocr_image(data, filename, ocr)
+        case _:
+            from unstructured.partition.text import partition_text
+
+            return list(partition_text(text=decode_text(data), **common))
+
+
+def _pdf(data: bytes, filename: str, ocr: OcrOptions) -> list[Any]:
+    import pypdf
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise ParseError("PDF is password-protected")
+        pages = len(reader.pages)
+    except ParseError:
+        raise
+    except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
+        raise ParseError(f"damaged PDF: {exc}"[:300]) from None
+    if pages == 0:
+        raise ParseError("PDF has no pages")
+    from unstructured.partition.pdf import partition_pdf
+
+    # "fast" reads the text layer with pdfminer; pages without one go to tesseract below.
+    elements = list(
+        partition_pdf(file=io.BytesIO(data), metadata_filename=filename, strategy="fast", languages=["eng"])
+    )
+    with_text = {e.metadata.page_number for e in elements if (e.text or "").strip()}
+    missing = [p for p in range(1, pages + 1) if p not in with_text]
+    if not missing or not ocr.enabled:
+        return elements
+    from pdf2image import convert_from_bytes
+
+    by_page: dict[int, list[Any]] = {}
+    for page in missing:
+        images = convert_from_bytes(data, dpi=ocr.dpi, first_page=page, last_page=page)
+        for image in images:
+            by_page.setdefault(page, []).extend(_ocr_elements(image, filename, page, ocr))
+    merged: list[Any] = []
+    for page in range(1, pages + 1):
+        merged.extend(by_page.get(page, ()))
+        merged.extend(e for e in elements if e.metadata.page_number == page)
+    return merged
+
+
+def _ocr_image(data: bytes, filename: str, ocr: OcrOptions) -> list[Any]:
+    if not ocr.enabled:
+        raise ParseError("image needs OCR, which is turned off (ingestion.ocr)")
+    from PIL import Image
+
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except Exception as exc:  # PIL raises many types, DecompressionBombError included
+        raise ParseError(f"unreadable image: {type(exc).__name__}: {exc}"[:300]) from None
+    out: list[Any] = []
+    frames = getattr(image, "n_frames", 1)
+    for frame in range(min(frames, 50)):
+        image.seek(frame)
+        out.extend(_ocr_elements(image.convert("RGB"), filename, frame + 1, ocr))
+    return out
+
+
+def _ocr_elements(image: Any, filename: str, page: int, ocr: OcrOptions) -> list[Any]:
+    import pytesseract
+    from unstructured.partition.text import partition_text
+
+    text = pytesseract.image_to_string(image, lang=ocr.languages)
+    if not text.strip():
+        return []
+    # tesseract separates CJK characters with spaces; they carry no meaning there.
+    text = re.sub(r"(?<=[\u3000-\u9fff\uff00-\uffef]) (?=[\u3000-\u9fff\uff00-\uffef])", "", text)
+    elements = list(partition_text(text=text, metadata_filename=filename))
+    for element in elements:
+        element.metadata.page_number = page
+    return elements

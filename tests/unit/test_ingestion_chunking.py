@@ -1,0 +1,68 @@
+"""Structure-aware chunking: tables and lists stay with their heading, section paths nest."""
+
+from __future__ import annotations
+
+from appliance.ingestion.chunking import chunk_elements, split_to_tokens
+
+
+def tokens(text: str) -> int:
+    # a stand-in tokenizer: one token per word or CJK character, plus [CLS]/[SEP]
+    return sum(len(w) if any("\u4e00" <= c <= "\u9fff" for c in w) else 1 for w in text.split()) + 2
+
+
+def el(kind: str, text: str, i: int, depth: int | None = None, **meta: object) -> dict:
+    metadata: dict = {"page_number": 1, **meta}
+    if depth is not None:
+        metadata["category_depth"] = depth
+    return {"type": kind, "element_id": f"e{i}", "text": text, "metadata": metadata}
+
+
+def test_table_and_list_stay_with_their_heading_and_paths_nest() -> None:
+    filler = " ".join(["Background paragraph about the plant and its many turbines."] * 6)
+    elements = [
+        el("Title", "Operations Manual", 0, depth=0),
+        el("NarrativeText", filler, 1),
+        el("Title", "Spare parts", 2, depth=1),
+        el(
+            "Table",
+            "Part Stock Bearing 12 Gearbox 3",
+            3,
+            text_as_html="<table><tr><td>Bearing</td></tr></table>",
+        ),
+        el("Title", "Checklist", 4, depth=1),
+        el("ListItem", "Check the oil level", 5),
+        el("ListItem", "Inspect the blades", 6),
+        el("Title", "Appendix", 7, depth=0),
+        el("NarrativeText", filler, 8),
+    ]
+    chunks = chunk_elements(elements, tokens, target_tokens=60, max_tokens=128)
+    by_text = {c.text: c for c in chunks}
+    table = next(c for c in chunks if "Gearbox 3" in c.text)
+    assert "Spare parts" in table.text  # the heading travels with its table
+    assert table.section_path == ("Operations Manual", "Spare parts")
+    checklist = next(c for c in chunks if "Inspect the blades" in c.text)
+    assert "Checklist" in checklist.text and "Check the oil level" in checklist.text
+    assert checklist.section_path == ("Operations Manual", "Checklist")
+    appendix = [c for c in chunks if c.text.startswith("Appendix")]
+    assert appendix and appendix[0].section_path == ("Appendix",)
+    assert all(tokens(t) <= 60 for t in by_text)
+
+
+def test_cjk_without_spaces_is_split_at_sentence_ends_under_the_limit() -> None:
+    text = "风力发电机的保修期为七年。" * 40
+    pieces = split_to_tokens(text, tokens, limit=64, overlap_tokens=0)
+    assert len(pieces) > 1
+    assert all(tokens(p) <= 64 for p in pieces)
+    assert all(p.endswith("。") for p in pieces)  # cut at full stops, not mid-word
+    assert "".join(pieces) == text
+
+
+def test_a_long_run_without_spaces_is_cut_into_bounded_pieces() -> None:
+    text = "x" * 100_000
+
+    def chars(t: str) -> int:  # a worst case: every 4 letters a token
+        return len(t) // 4 + 2
+
+    pieces = split_to_tokens(text, chars, limit=256)
+    assert all(chars(p) <= 256 for p in pieces)
+    assert "".join(pieces) == text
