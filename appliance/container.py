@@ -145,9 +145,10 @@ class Container:
     @cached_property
     def rag(self) -> Any:
         from appliance.inference.base import GenerationParams
-        from appliance.rag.pipeline import RagService
+        from appliance.rag.pipeline import RagOptions, RagService
 
         cfg = self.settings
+        r = cfg.rag
         return RagService(
             self.embedder,
             self.store,
@@ -156,7 +157,23 @@ class Container:
             cfg.rag.top_k,
             cfg.rag.default_collection,
             GenerationParams(max_tokens=cfg.inference.max_tokens, temperature=cfg.inference.temperature),
+            RagOptions(
+                r.answer_mode, r.min_relevance, r.min_support, r.condense, r.candidates, r.history_turns
+            ),
+            self.conversations,
         )
+
+    @cached_property
+    def conversations(self) -> Any:
+        from appliance.rag.conversations import ConversationStore
+
+        return ConversationStore(self.engine)
+
+    @cached_property
+    def collections(self) -> Any:
+        from appliance.rag.collections import CollectionService
+
+        return CollectionService(self.engine, self.store, self.embedder, self.ledger)
 
     @cached_property
     def ingestion(self) -> Any:

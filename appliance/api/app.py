@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from appliance.api.errors import error_body, install_error_handlers
-from appliance.api.routers import health, kb, openai
+from appliance.api.routers import ask, collections, conversations, health, kb, openai
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,9 @@ def create_app(container: Any, mount_ui: Callable[[FastAPI, Any], Any] | None = 
     app.include_router(health.router)
     app.include_router(openai.router)
     app.include_router(kb.router)
+    app.include_router(ask.router)
+    app.include_router(conversations.router)
+    app.include_router(collections.router)
     if mount_ui is not None:
         mount_ui(app, container)
     return app

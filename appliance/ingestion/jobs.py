@@ -19,6 +19,7 @@ def run_ingest(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     collection = collection or container.settings.rag.default_collection
+    acl = list(acl) or container.collections.default_acl(collection)  # the collection's default readers
     total = IngestReport()
     for connector in sources:
         report = container.ingestion.ingest(connector, collection, acl=acl, progress=progress)

@@ -95,6 +95,17 @@ class EdgeVectorStore:
             return []
         return sorted(p.name for p in self.root.iterdir() if (p / "edge_config.json").is_file())
 
+    def drop_collection(self, name: str) -> None:
+        """Close the shard and remove its directory."""
+        import shutil
+
+        validate_collection_name(name)
+        with self._lock:
+            shard = self._shards.pop(name, None)
+            if shard is not None:
+                shard.close()
+            shutil.rmtree(self.root / name, ignore_errors=True)
+
     def close(self) -> None:
         with self._lock:
             for shard in self._shards.values():

@@ -9,20 +9,6 @@ from pydantic import BaseModel, Field
 from appliance.api.schemas.openai import Citation
 
 
-class AskRequest(BaseModel):
-    question: str = Field(min_length=1, max_length=8000)
-    collection: str | None = None
-    k: int | None = Field(None, ge=1, le=50)
-
-
-class AskResponse(BaseModel):
-    answer: str
-    citations: list[Citation]
-    model: str
-    usage: dict[str, int]
-    timings: dict[str, float]
-
-
 class SearchRequest(BaseModel):
     query: str = Field(min_length=1, max_length=8000)
     collection: str | None = None
