@@ -158,7 +158,13 @@ class Container:
             cfg.rag.default_collection,
             GenerationParams(max_tokens=cfg.inference.max_tokens, temperature=cfg.inference.temperature),
             RagOptions(
-                r.answer_mode, r.min_relevance, r.min_support, r.condense, r.candidates, r.history_turns
+                answer_mode=r.answer_mode,
+                min_relevance=r.min_relevance,
+                relative_relevance=r.relative_relevance,
+                min_support=r.min_support,
+                condense=r.condense,
+                candidates=r.candidates,
+                history_turns=r.history_turns,
             ),
             self.conversations,
         )

@@ -138,6 +138,13 @@ class RagSettings(Section):
         description="Cosine similarity (query vs chunk, embedder) a retrieved chunk needs to be used; "
         'when none reaches it the answer is "I don\'t know" with no citations.',
     )
+    relative_relevance: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="A retrieved chunk is also dropped when its similarity is below this fraction of "
+        "the best chunk's (a distant runner-up only distracts a small model).",
+    )
     min_support: float = Field(
         0.6,
         ge=0,

@@ -21,7 +21,7 @@ _FOLLOW_UP_START = re.compile(
 )
 _ANAPHORA = re.compile(
     r"\b(?:it|its|it's|they|them|their|theirs|this|that|these|those|he|she|him|her|there|then|"
-    r"the same|one|ones|former|latter|above)\b",
+    r"the same|ones|former|latter)\b",
     re.I,
 )
 

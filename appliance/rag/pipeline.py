@@ -35,6 +35,7 @@ CondenseMode = Literal["heuristic", "llm", "off"]
 class RagOptions:
     answer_mode: AnswerMode = "grounded"
     min_relevance: float = 0.2
+    relative_relevance: float = 0.5
     min_support: float = 0.6
     condense: CondenseMode = "heuristic"
     candidates: int = 8
@@ -117,11 +118,14 @@ class RagService:
         hits, _ = self.search(query, principal, collection, max(k, self.options.candidates))
         started = time.perf_counter()
         scores = self.relevance(query, hits)
+        # Absolute floor ("nothing relevant": don't know) and relative floor (a distant runner-up
+        # only distracts a small model).
+        floor = max(self.options.min_relevance, self.options.relative_relevance * max(scores, default=0.0))
         seen: set[str] = set()
         kept: list[ScoredChunk] = []
         for hit, score in zip(hits, scores, strict=True):
             key = hashlib.sha256(" ".join(hit.chunk.text.split()).lower().encode()).hexdigest()
-            if score < self.options.min_relevance or key in seen or hit.chunk.id in seen:
+            if score < floor or key in seen or hit.chunk.id in seen:
                 continue
             seen.update((key, hit.chunk.id))
             kept.append(hit)

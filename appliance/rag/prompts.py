@@ -45,7 +45,7 @@ _ROLES = {"system": "system", "human": "user", "ai": "assistant"}
 
 # Fence look-alikes (any run of three angle brackets, spaced or full-width) and chat-template
 # control tokens (<|im_start|>, <|eot_id|>, [INST], <s>) lose their meaning when defused.
-_FENCE = re.compile(r"(?:<\s*){3,}|(?:>\s*){3,}|[＜﹤]{3,}|[＞﹥]{3,}")
+_FENCE = re.compile(r"<(?:\s*<){2,}|>(?:\s*>){2,}|[＜﹤]{3,}|[＞﹥]{3,}")
 _CONTROL = re.compile(r"<\|[^|>\n]{0,40}\|>|\[/?INST\]|</?s>|<\|/?[a-z_]{0,20}", re.IGNORECASE)
 _INSTRUCTION = re.compile(
     r"\b(?:ignore|disregard|forget|override)\b[^.!?\n]{0,40}\b(?:instruction|prompt|rule|direction|above|previous|prior)s?\b"

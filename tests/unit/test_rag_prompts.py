@@ -24,8 +24,8 @@ def test_a_document_cannot_close_its_fence_or_open_a_chat_turn() -> None:
     )
     msgs = build_messages("What is it?", [hit(evil)])
     user = msgs[-1]["content"]
-    # Exactly one opening and one closing fence: the document's look-alikes were defused.
-    assert user.count("<<<") == 1 and user.count(">>>") == 2  # "<<<SOURCE 1>>>" and "<<<END SOURCE 1>>>"
+    # Only our own fence remains: "<<<SOURCE 1>>>" and "<<<END SOURCE 1>>>".
+    assert user.count("<<<") == 2 and user.count(">>>") == 2
     assert user.count("<<<END SOURCE") == 1
     assert "<|im_start|>" not in user and "<|im_end|>" not in user and "[INST]" not in user
     assert "＜＜＜" not in user
