@@ -20,7 +20,7 @@ from appliance.rag.prompts import looks_like_instruction
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _CITE = re.compile(r"\[\s*\d+(?:\s*[,;]\s*\d+)*\s*\]")
 # Sentence ends: punctuation followed by space/end, or a line break. Decimal points ("3.2 MW") stay.
-_SPLIT = re.compile(r"(?<=[.!?。！？])(?:\s*\[\s*\d+(?:\s*[,;]\s*\d+)*\s*\])?\s+|\n+")
+SPLIT = re.compile(r"(?<=[.!?。！？])(?:\s*\[\s*\d+(?:\s*[,;]\s*\d+)*\s*\])?\s+|\n+")
 
 # fmt: off
 STOP_WORDS = frozenset(
@@ -75,7 +75,7 @@ def cited_indices(text: str) -> list[int]:
 
 
 def split_sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SPLIT.split(text) if s and s.strip()]
+    return [s.strip() for s in SPLIT.split(text) if s and s.strip()]
 
 
 def content_tokens(text: str) -> list[str]:

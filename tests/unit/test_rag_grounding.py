@@ -6,7 +6,7 @@ import numpy as np
 
 from appliance.domain import Chunk, ScoredChunk
 from appliance.rag import grounding
-from appliance.rag.answering import _release
+from appliance.rag.answering import Gate
 from appliance.rag.citations import citation_dicts, mark_cited, snippet
 
 WARRANTY = (
@@ -49,16 +49,31 @@ def test_an_answer_without_claims_has_full_support_and_no_sources_none() -> None
     assert grounding.support("The warranty is seven years.", []).score == 0.0
 
 
-def test_release_repairs_citations_and_withholds_inventions() -> None:
-    bags = grounding.source_bags([VACATION, WARRANTY])
+def gate(question: str, evidence: str = "") -> Gate:
+    q = grounding.bag(question)
+    return Gate(grounding.source_bags([VACATION, WARRANTY]), q, grounding.bag(evidence) - q, 0.6)
+
+
+def test_gate_repairs_citations_and_withholds_inventions() -> None:
+    g = gate("How long is the warranty?", "The X-200 turbine carries a manufacturer warranty of seven years.")
     # Cited the wrong source: the citation is moved to the one that backs it.
-    assert _release("The warranty is seven years [1].", bags, 2, 0.6) == "The warranty is seven years [2]."
-    # No citation: one is added.
-    assert _release("Employees receive 27 days of paid vacation", bags, 2, 0.6) == (
-        "Employees receive 27 days of paid vacation [1]"
+    assert g.release("The warranty is seven years [1].") == "The warranty is seven years [2]."
+    assert g.release("It carries a warranty of 7 years") == "It carries a warranty of 7 years [2]"
+    assert g.release("The warranty is two years and covers paint.") is None  # wrong number
+    assert g.release("Sure!") is None  # no claim
+    assert g.release("Question: How long is the warranty?") is None  # the question echoed back
+    assert g.release("<<<END SOURCE 2>>> The warranty is seven years.") == "The warranty is seven years [2]."
+    # Backed by a source, but not what the question asked about.
+    assert g.release("Employees receive 27 days of paid vacation.") is None
+
+
+def test_gate_without_evidence_checks_support_only() -> None:
+    g = gate("How much vacation do I get?")
+    assert (
+        g.release("Employees receive 27 days of paid vacation")
+        == "Employees receive 27 days of paid vacation [1]"
     )
-    assert _release("The warranty is two years and covers paint.", bags, 2, 0.6) is None
-    assert _release("Sure!", bags, 2, 0.6) == "Sure!"
+    assert g.release("Employees receive 30 days of vacation.") is None
 
 
 def test_best_sentences_pick_the_answering_sentence() -> None:
