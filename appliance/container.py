@@ -177,7 +177,7 @@ class Container:
 
     @cached_property
     def collections(self) -> Any:
-        from appliance.rag.collections import CollectionService
+        from appliance.collections import CollectionService
 
         return CollectionService(self.engine, self.store, self.embedder, self.ledger)
 
