@@ -78,13 +78,34 @@ def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in SPLIT.split(text) if s and s.strip()]
 
 
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]+")
+
+
+def _cjk_grams(run: str) -> list[str]:
+    # No spaces between CJK words: overlapping character pairs stand in for words.
+    return [run] if len(run) == 1 else [run[i : i + 2] for i in range(len(run) - 1)]
+
+
 def content_tokens(text: str) -> list[str]:
     out = []
     for word in _WORD.findall(strip_citations(text).lower()):
+        if _CJK.search(word):
+            for part in re.split(f"({_CJK.pattern})", word):
+                if part and _CJK.fullmatch(part):
+                    out.extend(_cjk_grams(part))
+                elif part:
+                    out.append(_NUMBERS.get(part, part))
+            continue
         word = _NUMBERS.get(word, word)
         if word not in STOP_WORDS and (len(word) > 1 or word.isdigit()):
             out.append(word)
     return out
+
+
+def coverage(query: str, text: str) -> float:
+    """Share of the query's content words found in ``text``."""
+    q = bag(query)
+    return len(q & bag(text)) / len(q) if q else 0.0
 
 
 def _stem(token: str) -> str:

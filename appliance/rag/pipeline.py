@@ -102,12 +102,19 @@ class RagService:
         return hits, (time.perf_counter() - started) * 1000
 
     def relevance(self, query: str, hits: list[ScoredChunk]) -> list[float]:
-        """Cosine similarity of each hit to the query. RRF scores are ranks, not relevance: they
-        cannot tell "the best of nothing" from a real match, so the threshold uses this instead."""
+        """How well each hit matches the query: the better of the cosine similarity (embedder) and
+        the share of the query's words the chunk contains. RRF scores are ranks, not relevance: they
+        cannot tell "the best of nothing" from a real match, so the threshold uses this instead.
+        The word share keeps exact-term matches (codes, names, languages the embedder handles
+        poorly) from being judged irrelevant."""
         if not hits:
             return []
         vecs = self.embedder.embed_documents([h.chunk.text for h in hits])
-        return [float(x) for x in np.asarray(vecs) @ np.asarray(self.embedder.embed_query(query))]
+        dense = np.asarray(vecs) @ np.asarray(self.embedder.embed_query(query))
+        return [
+            max(float(d), 0.5 * grounding.coverage(query, h.chunk.text))
+            for d, h in zip(dense, hits, strict=True)
+        ]
 
     def retrieve(
         self, query: str, principal: Principal, collection: str | None, k: int | None

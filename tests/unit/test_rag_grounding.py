@@ -110,3 +110,11 @@ def test_citations_carry_document_section_snippet_and_cited_flag() -> None:
     assert mark_cited(cits, "It is seven years [1].")[0]["cited"] is True
     assert mark_cited(cits, "It is seven years.")[0]["cited"] is False
     assert snippet("x" * 500).endswith("…") and len(snippet("x" * 500)) == 240
+
+
+def test_cjk_text_is_compared_by_character_pairs() -> None:
+    source = "公司规定每天九点上班，迟到超过三十分钟按半天事假处理。"
+    assert grounding.support("迟到超过三十分钟按半天事假处理。", [source]).score == 1.0
+    assert grounding.support("迟到会被罚款一百元。", [source]).score < 0.6
+    assert grounding.coverage("公司几点上班？", source) > 0.5
+    assert grounding.coverage("What is the capital of Mongolia?", VACATION) == 0.0
