@@ -69,6 +69,7 @@ lint: install-test
 
 bench: install
 	$(BIN)/python bench/skeleton.py
+	$(BIN)/python bench/answers.py
 
 helm-check:
 	@command -v helm >/dev/null && helm lint helm/appliance && helm template helm/appliance >/dev/null \

@@ -114,6 +114,10 @@ def main() -> None:
                 examples[mode] = []
                 for item in items:
                     r = asyncio.run(rag.ask(item["question"], LOCAL_ADMIN, mode=mode))
+                    print(
+                        f"  {mode:11} {r.timings['total_ms']:7.0f} ms  {item['question'][:60]}",
+                        file=sys.stderr,
+                    )
                     good = contains(r.answer, item["answer_any"])
                     cited = [c for c in r.citations if c.get("cited")]
                     right = any(is_hit(c, item["doc"]) for c in cited)

@@ -209,10 +209,28 @@ def test_conversations_resume_list_rename_delete_and_stay_private(kb: dict) -> N
     follow = ask(kb, "And what parts does it cover?", conversation_id=cid, answer_mode="extractive")
     assert follow["conversation_id"] == cid and "X-200" in follow["query"]
     assert follow["citations"][0]["uri"].endswith("/warranty.pdf")
+    # The OpenAI route appends to the same conversation when given its id (an extension field).
+    chat = sdk(kb).chat.completions.create(
+        model="default",
+        messages=[{"role": "user", "content": "What about the generator?"}],
+        extra_body={"conversation_id": cid, "answer_mode": "extractive"},
+    )
+    assert chat.model_extra["conversation_id"] == cid
+    with pytest.raises(openai.NotFoundError):
+        sdk(kb, kb["bob"]).chat.completions.create(
+            model="default", messages=[{"role": "user", "content": "x"}], extra_body={"conversation_id": cid}
+        )
     with api(kb) as admin, api(kb, kb["bob"]) as bob:
         detail = admin.get(f"/conversations/{cid}").json()
-        assert detail["turns"] == 2 and detail["title"] == WARRANTY_Q
-        assert [t["id"] for t in detail["messages"]["items"]] == [first["id"], follow["id"]]
+        assert detail["turns"] == 3 and detail["title"] == WARRANTY_Q
+        turn_ids = [t["id"] for t in detail["messages"]["items"]]
+        assert turn_ids == [first["id"], follow["id"], chat.model_extra["answer_id"]]
+        assert (
+            admin.get(f"/conversations/{cid}", params={"limit": 1, "offset": 2}).json()["messages"]["items"][
+                0
+            ]["id"]
+            == chat.model_extra["answer_id"]
+        )
         page = admin.get("/conversations", params={"limit": 1}).json()
         assert page["limit"] == 1 and len(page["items"]) == 1 and page["total"] >= 2
         assert page["items"][0]["id"] == cid  # latest first
