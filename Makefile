@@ -49,8 +49,9 @@ $(VENV)/.installed: $(VENV)/.base $(WHEELHOUSE)/.built pyproject.toml constraint
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps -c constraints.txt -r requirements-nodeps.txt
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test-nodeps.txt
 	$(PIP) -e '.[test]'
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps -c constraints.txt -r requirements-test-nodeps.txt
 	touch $@
 
 install: $(VENV)/.installed

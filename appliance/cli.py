@@ -174,34 +174,61 @@ def serve(
 
 @app.command()
 def ingest(
-    sources: Annotated[list[str], typer.Argument(help="Folders or files to ingest.")],
+    sources: Annotated[
+        list[str],
+        typer.Argument(
+            help="Folders or files, http(s):// sites, s3://bucket/prefix, git+URL (#BRANCH optional) or "
+            "git:PATH, SQL URLs (sqlite:///kb.db#table, postgresql://...). See README 'Sources'."
+        ),
+    ],
     collection: CollectionOpt = None,
     allow: Annotated[
         list[str] | None, typer.Option("--allow", help="Who may read: group:NAME or user:NAME (repeatable).")
+    ] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--option", "-o", help="Connector option KEY=VALUE, e.g. query='SELECT ...', max_depth=1."
+        ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Parse, chunk, embed and index documents. Unchanged files are skipped."""
     import connectors
     from appliance.domain import ApplianceError
+    from appliance.ingestion.connect import open_source
     from appliance.ingestion.jobs import run_ingest
 
     settings = _settings()
     acl = allow or []
+    options: dict[str, str] = {}
+    for entry in option or []:
+        key, sep, value = entry.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--option takes KEY=VALUE, got {entry!r}", 2)
+        options[key.strip()] = value
+    try:
+        kinds = [connectors.kind_of(s) for s in sources]
+    except ApplianceError as exc:
+        _fail(exc.message, 2)
     remote = _remote(settings, None)
     if remote:
         summary = remote.post(
             "/api/v1/ingest",
             {
-                "sources": [str(Path(s).resolve()) if "://" not in s else s for s in sources],
+                "sources": [
+                    str(Path(s.removeprefix("file://")).resolve()) if k == "filesystem" else s
+                    for s, k in zip(sources, kinds, strict=True)
+                ],
                 "collection": collection,
                 "allow": acl,
+                "options": options,
             },
         )
     else:
         container = _local(settings)
         try:
-            resolved = [connectors.for_source(s, extensions=settings.ingestion.extensions) for s in sources]
+            resolved = [open_source(settings, s, options) for s in sources]
 
             def progress(event: str, item: Any) -> None:
                 if not as_json and event != "start":
@@ -284,29 +311,75 @@ def search(
     collection: CollectionOpt = None,
     k: Annotated[int, typer.Option("--k", min=1, max=100, help="Results.")] = 5,
     user: UserOpt = None,
+    document_id: Annotated[
+        list[str] | None, typer.Option("--document-id", help="Only these documents (repeatable).")
+    ] = None,
+    uri: Annotated[
+        list[str] | None, typer.Option("--uri", help="Only these document URIs (repeatable).")
+    ] = None,
+    source: Annotated[
+        list[str] | None,
+        typer.Option("--source", help="Only documents ingested from this folder or URI (repeatable)."),
+    ] = None,
+    after: Annotated[
+        str | None, typer.Option("--after", help="Only documents changed at or after this ISO date/time.")
+    ] = None,
+    before: Annotated[
+        str | None, typer.Option("--before", help="Only documents changed at or before this ISO date/time.")
+    ] = None,
+    mode: Annotated[str, typer.Option("--mode", help="hybrid, dense or bm25.")] = "hybrid",
     as_json: JsonOpt = False,
 ) -> None:
     """Retrieval only: the chunks an answer would be built from."""
+    from pydantic import ValidationError
+
+    from appliance.api.schemas.kb import SearchFilters
     from appliance.domain import ApplianceError
     from appliance.rag.pipeline import citation_dicts
 
+    if mode not in ("hybrid", "dense", "bm25"):
+        _fail(f"--mode must be hybrid, dense or bm25, not {mode!r}", 2)
+    try:
+        filters = SearchFilters(
+            document_ids=document_id or [],
+            uris=[_as_uri(u) for u in uri or []],
+            sources=[_as_uri(s) for s in source or []],
+            modified_after=after,  # type: ignore[arg-type]
+            modified_before=before,  # type: ignore[arg-type]
+        )
+    except ValidationError as exc:
+        _fail(f"invalid filter: {exc.errors()[0]['msg']}", 2)
+    narrowing = filters if filters.model_dump(exclude_defaults=True) else None
     settings = _settings()
     remote = _remote(settings, user)
     if remote:
-        citations = remote.post("/api/v1/search", {"query": query, "collection": collection, "k": k})[
-            "citations"
-        ]
+        body: dict[str, Any] = {"query": query, "collection": collection, "k": k, "mode": mode}
+        if narrowing is not None:
+            body["filters"] = narrowing.model_dump(mode="json")
+        citations = remote.post("/api/v1/search", body)["citations"]
     else:
         container = _local(settings)
         try:
             container.embedder.start()
-            hits, _ = container.rag.search(query, _principal(user), collection, k)
+            hits, _ = container.retriever.search(
+                query,
+                _principal(user),
+                collection or settings.rag.default_collection,
+                k,
+                narrowing.to_filter() if narrowing else None,
+                mode,
+            )
         except ApplianceError as exc:
             _fail(exc.message)
         finally:
             container.close()
         citations = citation_dicts(hits)
     _emit({"citations": citations}, as_json, _citations_text(citations) or "no results")
+
+
+def _as_uri(value: str) -> str:
+    """Local paths become the file:// URIs documents are stored under; URIs pass unchanged."""
+    return value if "://" in value else Path(value).expanduser().resolve().as_uri()
 
 
 # -- doctor --------------------------------------------------------------------------------------

@@ -90,23 +90,71 @@ class Container:
             case "sentence_transformers":
                 from appliance.embeddings.sentence_transformers import SentenceTransformerEmbedder
 
-                embedder = SentenceTransformerEmbedder(entry.name, entry.path, cfg.threads, cfg.batch_size)
+                embedder: Any = SentenceTransformerEmbedder(
+                    entry.name, entry.path, cfg.threads, cfg.batch_size
+                )
+            case "onnx":
+                from appliance.embeddings.onnx import OnnxEmbedder
+
+                embedder = OnnxEmbedder(
+                    entry.name,
+                    entry.path,
+                    self.data_dir / "models" / "onnx",
+                    cfg.quantize,
+                    cfg.threads,
+                    cfg.batch_size,
+                )
         self._closers.append(embedder.close)
         return embedder
 
     @cached_property
     def store(self) -> Any:
+        from appliance.vectorstore.hybrid import FusionConfig
+
         cfg = self.settings.vectorstore
+        r = self.settings.retrieval
+        fusion = FusionConfig(
+            prefetch=cfg.prefetch,
+            rrf_k=self.settings.rag.rrf_k,
+            dense_weight=r.dense_weight,
+            bm25_weight=r.bm25_weight,
+            max_per_document=r.max_per_document,
+        )
         match cfg.backend:
             case "edge":
                 from appliance.vectorstore.edge import EdgeVectorStore
 
                 self.acquire()
-                store = EdgeVectorStore(
-                    self.data_dir / "qdrant", prefetch=cfg.prefetch, rrf_k=self.settings.rag.rrf_k
+                store: Any = EdgeVectorStore(self.data_dir / "qdrant", fusion)
+            case "qdrant":
+                from appliance.vectorstore.server import QdrantServerStore
+
+                if not cfg.url:
+                    # Local mode keeps its files under the data dir, owned like the Edge shard.
+                    self.acquire()
+                store = QdrantServerStore(
+                    cfg.url,
+                    cfg.api_key.get_secret_value() if cfg.api_key else None,
+                    path=None if cfg.url else self.data_dir / "qdrant-local",
+                    fusion=fusion,
+                    shards=cfg.shards,
+                    replicas=cfg.replicas,
+                    prefix=cfg.collection_prefix,
                 )
         self._closers.append(store.close)
         return store
+
+    @cached_property
+    def reranker(self) -> Any:
+        """The cross-encoder stage, or None when no model is configured (the default)."""
+        path = self.settings.retrieval.rerank_model
+        if not path:
+            return None
+        from appliance.embeddings.rerank import CrossEncoderReranker
+
+        reranker = CrossEncoderReranker(Path(path).expanduser(), self.settings.embeddings.threads)
+        self._closers.append(reranker.close)
+        return reranker
 
     @cached_property
     def parser(self) -> Any:
@@ -143,6 +191,13 @@ class Container:
         return pool
 
     @cached_property
+    def retriever(self) -> Any:
+        from appliance.retrieval import Retriever
+
+        r = self.settings.retrieval
+        return Retriever(self.embedder, self.store, self.reranker, r.rerank_candidates, r.max_per_document)
+
+    @cached_property
     def rag(self) -> Any:
         from appliance.inference.base import GenerationParams
         from appliance.rag.pipeline import RagOptions, RagService
@@ -167,6 +222,7 @@ class Container:
                 history_turns=r.history_turns,
             ),
             self.conversations,
+            self.retriever,
         )
 
     @cached_property

@@ -46,6 +46,9 @@ class Connector(Protocol):
     """A source of documents.
 
     ``discover()`` lists what the source holds now; ``fetch(item)`` returns its bytes.
+    ``root`` identifies the source stably across runs (the ledger groups documents by it);
+    ``options()`` is JSON-serialisable and rebuilds it with ``connectors.build(kind, **options)``
+    (secrets such as S3 keys are left out and come from the settings again).
     """
 
     kind: str
@@ -54,6 +57,8 @@ class Connector(Protocol):
     def discover(self) -> Iterator[SourceItem]: ...
 
     def fetch(self, item: SourceItem) -> bytes: ...
+
+    def options(self) -> dict[str, Any]: ...
 
 
 # --- documents and chunks -----------------------------------------------------------------------
@@ -73,6 +78,10 @@ class Chunk:
     content_hash: str = ""
     version: str = ""
     acl: tuple[str, ...] = (EVERYONE,)
+    # Where the document came from (the root a connector walked) and when it last changed (epoch
+    # seconds), so searches can be narrowed by source and by date.
+    source: str = ""
+    modified: float | None = None
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -87,6 +96,8 @@ class Chunk:
             "content_hash": self.content_hash,
             "version": self.version,
             "acl": list(self.acl),
+            "source": self.source,
+            "modified": self.modified,
         }
 
     @classmethod
@@ -104,6 +115,8 @@ class Chunk:
             content_hash=payload.get("content_hash", ""),
             version=payload.get("version", ""),
             acl=tuple(payload.get("acl", (EVERYONE,))),
+            source=payload.get("source", ""),
+            modified=payload.get("modified"),
         )
 
 

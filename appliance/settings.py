@@ -65,19 +65,54 @@ class ModelSettings(Section):
 
 
 class EmbeddingSettings(Section):
-    backend: Literal["sentence_transformers"] = Field(
-        "sentence_transformers", description="Embedding backend."
+    backend: Literal["sentence_transformers", "onnx"] = Field(
+        "onnx",
+        description="Embedding backend: `onnx` (onnxruntime; the model is exported once from the "
+        "sentence-transformers folder into the data dir) or `sentence_transformers` (torch).",
+    )
+    quantize: Literal["none", "int8"] = Field(
+        "int8",
+        description="ONNX weights: `int8` (dynamic quantisation, used only if it agrees with fp32 to "
+        "cosine >= 0.99 on a sample, else fp32 with a log line saying why) or `none` (fp32).",
     )
     threads: int = Field(2, ge=1, description="CPU threads the embedder uses.")
     batch_size: int = Field(32, ge=1, description="Chunks embedded per forward pass.")
 
 
 class VectorStoreSettings(Section):
-    backend: Literal["edge"] = Field(
-        "edge", description="`edge`: the in-process Qdrant Edge shard under the data dir."
+    backend: Literal["edge", "qdrant"] = Field(
+        "edge",
+        description="`edge`: the in-process Qdrant Edge shard under the data dir. `qdrant`: a Qdrant "
+        "server or cluster at `url` through qdrant-client (without a URL: qdrant-client's local mode "
+        "under the data dir, for tests and small installs).",
+    )
+    url: str | None = Field(
+        None, description="Qdrant server URL, e.g. `http://qdrant:6333` (backend `qdrant`)."
+    )
+    api_key: SecretStr | None = Field(None, description="Qdrant API key (backend `qdrant`).")
+    shards: int = Field(1, ge=1, description="Shards of each new Qdrant server collection.")
+    replicas: int = Field(1, ge=1, description="Replication factor of each new Qdrant server collection.")
+    collection_prefix: str = Field(
+        "kb_", description="Prefix of the Qdrant server collection names, so a shared server stays tidy."
     )
     prefetch: int = Field(
         30, ge=1, description="Candidates each of dense and BM25 search return before RRF fusion."
+    )
+
+
+class RetrievalSettings(Section):
+    dense_weight: float = Field(1.0, ge=0, description="Weight of the dense (embedding) ranking in RRF.")
+    bm25_weight: float = Field(1.0, ge=0, description="Weight of the BM25 (keyword) ranking in RRF.")
+    max_per_document: int = Field(
+        2, ge=0, description="Most chunks of one document in a search result (0: no cap)."
+    )
+    rerank_model: str | None = Field(
+        None,
+        description="Path to a sentence-transformers cross-encoder folder that re-orders the fused "
+        "candidates. None ships offline, so reranking is off by default.",
+    )
+    rerank_candidates: int = Field(
+        20, ge=1, description="Fused candidates the cross-encoder re-scores when reranking is on."
     )
 
 
@@ -181,6 +216,85 @@ class EgressSettings(Section):
     )
 
 
+class FilesystemConnectorSettings(Section):
+    include: list[str] = Field(
+        [], description="Glob patterns a file's path under the root (or its name) must match; empty: all."
+    )
+    exclude: list[str] = Field([], description="Glob patterns of files and folders to skip.")
+    allow_hardlinks: bool = Field(
+        False,
+        description="Index regular files that have several hard links. Off: skipped, since another "
+        "name of the same file may lie outside the root.",
+    )
+
+
+class WebConnectorSettings(Section):
+    max_pages: int = Field(200, ge=1, description="Most pages fetched per web source and run.")
+    max_depth: int = Field(3, ge=0, description="Links followed from a start URL (0: the start URLs only).")
+    max_bytes: int = Field(
+        10 * 2**20, ge=1024, description="Largest response body in bytes; larger ones fail that page."
+    )
+    timeout_s: float = Field(20.0, gt=0, description="Wall-clock limit for one response, in seconds.")
+    allow_private: list[str] = Field(
+        [],
+        description="Hosts or CIDR ranges a web source may reach although they are loopback, private, "
+        "link-local or cloud-metadata addresses (refused otherwise, after DNS and on every redirect).",
+    )
+    user_agent: str = Field(
+        "kb-appliance-crawler/0.1", description="User-Agent sent, and matched against robots.txt."
+    )
+    sitemap: bool = Field(True, description="Also crawl the URLs listed in sitemap.xml (and robots.txt).")
+
+
+class S3ConnectorSettings(Section):
+    endpoint_url: str | None = Field(
+        None, description="S3 endpoint for MinIO, Ceph and other S3-compatible stores; unset: AWS."
+    )
+    region: str | None = Field(None, description="S3 region; unset: boto3's default chain.")
+    access_key_id: str | None = Field(
+        None, description="S3 access key id; unset: boto3's chain (AWS_ACCESS_KEY_ID, ~/.aws)."
+    )
+    secret_access_key: SecretStr | None = Field(None, description="S3 secret access key.")
+    read_acl_metadata: bool = Field(
+        True,
+        description="Read access rules from each object's `x-amz-meta-acl` metadata (one HEAD per object).",
+    )
+
+
+class GitConnectorSettings(Section):
+    branch: str = Field(
+        "", description="Branch indexed when the source names none (`#branch`); empty: the HEAD branch."
+    )
+    timeout_s: float = Field(600.0, gt=0, description="Limit for one git clone, fetch or read, in seconds.")
+
+
+class SqlConnectorSettings(Section):
+    id_column: str = Field("id", description="Column holding a row's stable id.")
+    title_column: str = Field("title", description="Column holding a row's title.")
+    body_column: str = Field("body", description="Column holding a row's text.")
+    updated_at_column: str = Field(
+        "updated_at", description="Column used as the version when the query returns it; else a row hash."
+    )
+    acl_column: str = Field(
+        "acl", description="Column with per-row access rules (`group:x,user:y`) when the query returns it."
+    )
+    fmt: Literal["md", "txt"] = Field("md", description="Rows become Markdown (`# title`) or plain text.")
+
+
+class ConnectorsSettings(Section):
+    allow_source_hosts: bool = Field(
+        True,
+        description="When an admin ingests a remote source (web, S3, git URL, SQL server), add its own "
+        "hosts to the egress allow-list for that process. Off: such a source fails with a message "
+        "naming `egress.allow`.",
+    )
+    filesystem: FilesystemConnectorSettings = Field(default_factory=FilesystemConnectorSettings)
+    web: WebConnectorSettings = Field(default_factory=WebConnectorSettings)
+    s3: S3ConnectorSettings = Field(default_factory=S3ConnectorSettings)
+    git: GitConnectorSettings = Field(default_factory=GitConnectorSettings)
+    sql: SqlConnectorSettings = Field(default_factory=SqlConnectorSettings)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="APPLIANCE_",
@@ -199,11 +313,13 @@ class Settings(BaseSettings):
     models: ModelSettings = Field(default_factory=ModelSettings)
     embeddings: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     vectorstore: VectorStoreSettings = Field(default_factory=VectorStoreSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
     ingestion: IngestionSettings = Field(default_factory=IngestionSettings)
     rag: RagSettings = Field(default_factory=RagSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     egress: EgressSettings = Field(default_factory=EgressSettings)
+    connectors: ConnectorsSettings = Field(default_factory=ConnectorsSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -1,7 +1,20 @@
-"""Local folders and files. Never leaves its root: symlinks pointing outside are skipped."""
+"""Local folders and files. Never leaves its root.
+
+- Symlinks are resolved and followed only when the target lies inside the root; symlinked folders
+  are never descended into (their files are reached through their real path, if inside).
+- Hard links: a regular file with more than one link may be another name of a file outside the
+  root, and nothing on Linux tells which names an inode has, so such files are skipped unless
+  ``allow_hardlinks`` is set (an admin who knows the tree, e.g. a deduplicated backup).
+- FIFOs, sockets and devices are skipped (reading a FIFO would block forever).
+- ``fetch`` re-checks the path: it must still be a regular file inside the root, opened without
+  following a symlink swapped in since discovery.
+- ``include`` / ``exclude`` are glob patterns (``fnmatch``: ``*`` also matches ``/``) tried on the
+  path relative to the root and on the bare file name; an excluded folder is not walked.
+"""
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import stat
@@ -9,57 +22,120 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from appliance.domain import SourceItem
+from appliance.domain import InvalidRequest, SourceItem
 
 log = logging.getLogger(__name__)
+
+
+def _matches(rel: str, patterns: Sequence[str]) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
 class FilesystemConnector:
     kind = "filesystem"
 
-    def __init__(self, root: Path, extensions: Sequence[str] = (), acl: Sequence[str] = ()) -> None:
-        self.base = Path(root).resolve()
+    def __init__(
+        self,
+        root: Path | str,
+        extensions: Sequence[str] = (),
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        allow_hardlinks: bool = False,
+        acl: Sequence[str] = (),
+    ) -> None:
+        path = Path(str(root).removeprefix("file://")).expanduser()
+        if not path.exists():
+            raise InvalidRequest(f"source not found: {root}")
+        self.base = path.resolve()
         self.root = self.base.as_uri()
         self.extensions = tuple(e.lower() for e in extensions)
+        self.include = tuple(include)
+        self.exclude = tuple(exclude)
+        self.allow_hardlinks = allow_hardlinks
         self.acl = tuple(acl)
 
-    def _wanted(self, path: Path) -> bool:
-        return not self.extensions or path.suffix.lower() in self.extensions
+    def options(self) -> dict[str, object]:
+        return {
+            "root": str(self.base),
+            "extensions": list(self.extensions),
+            "include": list(self.include),
+            "exclude": list(self.exclude),
+            "allow_hardlinks": self.allow_hardlinks,
+            "acl": list(self.acl),
+        }
+
+    def hosts(self) -> list[str]:
+        return []
+
+    def _wanted(self, rel: str) -> bool:
+        if self.extensions and not rel.lower().endswith(self.extensions):
+            return False
+        if self.include and not _matches(rel, self.include):
+            return False
+        return not (self.exclude and _matches(rel, self.exclude))
+
+    def _inside(self, real: Path) -> bool:
+        return real == self.base or real.is_relative_to(self.base)
 
     def _item(self, path: Path) -> SourceItem | None:
         try:
-            real = path.resolve()
+            real = path.resolve(strict=True)
             st = real.stat()
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
             log.warning("skipping %s: %s", path, exc)
             return None
-        if self.base.is_dir() and not real.is_relative_to(self.base):
+        if not self._inside(real):
             log.warning("skipping %s: it points outside %s", path, self.base)
             return None
         if not stat.S_ISREG(st.st_mode):
-            return None  # FIFOs, sockets, devices
+            log.info("skipping %s: not a regular file", path)
+            return None
+        if st.st_nlink > 1 and not self.allow_hardlinks:
+            log.warning(
+                "skipping %s: it has %d hard links and may be a file outside the root "
+                "(connectors.filesystem.allow_hardlinks)",
+                path,
+                st.st_nlink,
+            )
+            return None
         return SourceItem(
             uri=real.as_uri(),
             version=f"{st.st_mtime_ns}-{st.st_size}",
             acl=self.acl,
-            metadata={"filename": real.name, "size": st.st_size},
+            metadata={"filename": real.name, "size": st.st_size, "modified": st.st_mtime},
         )
 
     def discover(self) -> Iterator[SourceItem]:
-        if self.base.is_file():
-            item = self._item(self.base)
-            if item:
+        if not self.base.is_dir():
+            if item := self._item(self.base):
                 yield item
             return
+        yielded: set[str] = set()
         for dirpath, dirnames, filenames in os.walk(self.base, followlinks=False):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            here = Path(dirpath)
+            rel_dir = here.relative_to(self.base).as_posix()
+            prefix = "" if rel_dir == "." else rel_dir + "/"
+            dirnames[:] = sorted(
+                d
+                for d in dirnames
+                if not d.startswith(".") and not (self.exclude and _matches(prefix + d, self.exclude))
+            )
             for name in sorted(filenames):
-                if name.startswith("."):
+                if name.startswith(".") or not self._wanted(prefix + name):
                     continue
-                path = Path(dirpath) / name
-                if self._wanted(path) and (item := self._item(path)):
+                item = self._item(here / name)
+                if item and item.uri not in yielded:  # a symlink and its target are one document
+                    yielded.add(item.uri)
                     yield item
 
     def fetch(self, item: SourceItem) -> bytes:
         path = Path(unquote(urlparse(item.uri).path))
-        return path.read_bytes()
+        if not self._inside(path.resolve()):
+            raise InvalidRequest(f"{item.uri} is outside {self.base}")
+        # O_NOFOLLOW|O_NONBLOCK: a symlink or FIFO swapped in since discovery is refused, not read.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise InvalidRequest(f"{item.uri} is no longer a regular file")
+            return fh.read()

@@ -13,6 +13,7 @@ import typer
 
 MODULES: list[str] = [
     # one line per module, e.g. "appliance.commands.evaluation",
+    "appliance.commands.evaluation",
 ]
 
 

@@ -184,6 +184,8 @@ class IngestionService:
                 content_hash=digest,
                 version=item.version,
                 acl=tuple(acl_list),
+                source=connector.root,
+                modified=item.metadata.get("modified"),
             )
             for i, p in enumerate(pieces)
         ]

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 
 from appliance.audit import AuditEvent, AuditLog
-from appliance.domain import Principal, ScoredChunk, validate_collection_name
+from appliance.domain import Principal, ScoredChunk
 from appliance.embeddings.base import Embedder
 from appliance.inference.base import GenerationParams
 from appliance.inference.pool import InferencePool
@@ -23,7 +23,8 @@ from appliance.rag.citations import citation_dicts, mark_cited
 from appliance.rag.condense import condense_heuristic, condense_llm
 from appliance.rag.conversations import ConversationStore, new_id
 from appliance.rag.prompts import NO_SOURCES_ANSWER, build_messages, format_source
-from appliance.vectorstore.base import SearchFilter, VectorStore
+from appliance.retrieval import Retriever, access_filter
+from appliance.vectorstore.base import SearchFilter, SearchMode, VectorStore
 
 __all__ = ["AskResult", "RagOptions", "RagService", "access_filter", "citation_dicts"]
 
@@ -60,12 +61,6 @@ class AskResult:
         return asdict(self)
 
 
-def access_filter(principal: Principal) -> SearchFilter | None:
-    """Admins read everything; everyone else reads chunks whose ACL names them, a group of theirs,
-    or every signed-in user."""
-    return None if principal.is_admin else SearchFilter(acl_any=tuple(principal.acl_tokens()))
-
-
 class RagService:
     def __init__(
         self,
@@ -78,7 +73,9 @@ class RagService:
         defaults: GenerationParams,
         options: RagOptions | None = None,
         conversations: ConversationStore | None = None,
+        retriever: Retriever | None = None,
     ) -> None:
+        self.retriever = retriever or Retriever(embedder, store)
         self.embedder = embedder
         self.store = store
         self.pool = pool
@@ -90,16 +87,18 @@ class RagService:
         self.conversations = conversations
 
     def search(
-        self, query: str, principal: Principal, collection: str | None = None, k: int | None = None
+        self,
+        query: str,
+        principal: Principal,
+        collection: str | None = None,
+        k: int | None = None,
+        filter: SearchFilter | None = None,
+        mode: SearchMode = "hybrid",
     ) -> tuple[list[ScoredChunk], float]:
-        collection = validate_collection_name(collection or self.default_collection)
-        self.embedder.start()  # model loading is not retrieval time
-        started = time.perf_counter()
-        if collection not in self.store.collections():
-            return [], 0.0
-        vec = self.embedder.embed_query(query)
-        hits = self.store.search(collection, vec, query, access_filter(principal), k or self.top_k)
-        return hits, (time.perf_counter() - started) * 1000
+        """Retrieval only; ``filter`` narrows what the principal may read, never widens it."""
+        return self.retriever.search(
+            query, principal, collection or self.default_collection, k or self.top_k, filter, mode
+        )
 
     def relevance(self, query: str, hits: list[ScoredChunk]) -> list[float]:
         """How well each hit matches the query: the better of the cosine similarity (embedder) and

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -13,14 +13,57 @@ from appliance.domain import Chunk, ScoredChunk
 
 @dataclass(frozen=True)
 class SearchFilter:
-    """Restrictions applied inside the vector query, never after it.
+    """Restrictions applied inside the vector query, never after it. All of them must hold.
 
     ``acl_any``: the chunk must carry at least one of these ACL tokens (None = no ACL restriction,
-    which only admins get). ``document_ids``: restrict to these documents.
+    which only admins get). ``document_ids``, ``uris``, ``sources``: restrict to these documents,
+    document URIs or ingested sources (the root a connector walked). ``modified_after`` /
+    ``modified_before``: bounds on the document's modification time, in epoch seconds.
     """
 
     acl_any: tuple[str, ...] | None = None
     document_ids: tuple[str, ...] = field(default=())
+    uris: tuple[str, ...] = field(default=())
+    sources: tuple[str, ...] = field(default=())
+    modified_after: float | None = None
+    modified_before: float | None = None
+
+    def narrowed(self, other: SearchFilter | None) -> SearchFilter:
+        """This filter AND ``other``'s restrictions, keeping this one's ACL: a client's filter can
+        only narrow what the access rules allow, never widen it."""
+        if other is None:
+            return self
+        return replace(
+            self,
+            document_ids=_intersect(self.document_ids, other.document_ids),
+            uris=_intersect(self.uris, other.uris),
+            sources=_intersect(self.sources, other.sources),
+            modified_after=_bound(max, self.modified_after, other.modified_after),
+            modified_before=_bound(min, self.modified_before, other.modified_before),
+        )
+
+    @property
+    def empty_result(self) -> bool:
+        """True when the restrictions exclude everything (an empty intersection)."""
+        return any(v == (_NOTHING,) for v in (self.document_ids, self.uris, self.sources))
+
+
+# Stands for "no value is allowed" after two non-empty lists had nothing in common.
+_NOTHING = "\x00nothing"
+
+
+def _intersect(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+    if not a or not b:
+        return a or b
+    both = tuple(x for x in a if x in set(b))
+    return both or (_NOTHING,)
+
+
+def _bound(pick: Any, a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else pick(a, b)
+
+
+SearchMode = Literal["hybrid", "dense", "bm25"]
 
 
 class VectorStore(Protocol):
@@ -50,8 +93,10 @@ class VectorStore(Protocol):
         query_text: str,
         filter: SearchFilter | None,
         k: int,
+        mode: SearchMode = "hybrid",
     ) -> list[ScoredChunk]:
-        """Dense + BM25 candidates fused with RRF, best first."""
+        """Dense + BM25 candidates fused with weighted RRF, best first, at most the configured number
+        of chunks per document. ``mode`` ``dense`` or ``bm25`` uses one side only (ablation)."""
         ...
 
     def get(self, collection: str, chunk_ids: Sequence[str]) -> list[Chunk]: ...

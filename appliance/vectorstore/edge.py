@@ -14,21 +14,27 @@ from typing import Any
 
 import numpy as np
 
-from appliance.domain import Chunk, InvalidRequest, ScoredChunk, validate_collection_name
+from appliance.domain import Chunk, InvalidRequest, validate_collection_name
 from appliance.vectorstore.base import SearchFilter
+from appliance.vectorstore.bm25 import encode_document
+from appliance.vectorstore.fusion import Candidate
+from appliance.vectorstore.hybrid import (
+    DENSE,
+    FLOAT_FIELDS,
+    KEYWORD_FIELDS,
+    SPARSE,
+    FusionConfig,
+    HybridSearchMixin,
+    SideQuery,
+)
 
 log = logging.getLogger(__name__)
 
-DENSE = "dense"
-TEXT_FIELD = "text"
-KEYWORD_FIELDS = ("document_id", "collection", "uri", "acl")
 
-
-class EdgeVectorStore:
-    def __init__(self, root: Path, prefetch: int = 30, rrf_k: int = 60) -> None:
+class EdgeVectorStore(HybridSearchMixin):
+    def __init__(self, root: Path, fusion: FusionConfig | None = None) -> None:
         self.root = root
-        self.prefetch = prefetch
-        self.rrf_k = rrf_k
+        self.fusion = fusion or FusionConfig()
         self._shards: dict[str, Any] = {}
         self._lock = threading.RLock()
 
@@ -56,39 +62,46 @@ class EdgeVectorStore:
         with self._lock:
             if (path / "edge_config.json").is_file():
                 self._shard(name)
-                stored = self._dense_size(path)
+                stored, sparse = self._vector_config(path)
                 if stored is not None and stored != dim:
                     raise InvalidRequest(
                         f"collection {name!r} holds {stored}-dimensional vectors, the embedder makes {dim}"
+                    )
+                if not sparse:
+                    raise InvalidRequest(
+                        f"collection {name!r} was created before BM25 sparse vectors; delete "
+                        f"{path} and ingest its documents again"
                     )
                 return
             path.mkdir(parents=True, exist_ok=True)
             config = q.EdgeConfig(
                 vectors={DENSE: q.EdgeVectorParams(size=dim, distance=q.Distance.Cosine)},
+                # BM25: documents carry term-frequency weights, the store applies IDF (see bm25.py).
+                sparse_vectors={SPARSE: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf)},
                 wal_enabled=True,
             )
             shard = q.EdgeShard.create(str(path), config)
-            # BM25 over a full-text index of the chunk text; the multilingual tokenizer splits CJK.
-            shard.update(
-                q.UpdateOperation.create_field_index(
-                    TEXT_FIELD,
-                    q.TextIndexParams(tokenizer=q.TokenizerType.Multilingual, lowercase=True, scoring=True),
-                )
-            )
             for field in KEYWORD_FIELDS:
                 shard.update(q.UpdateOperation.create_field_index(field, q.PayloadSchemaType.Keyword))
+            for field in FLOAT_FIELDS:
+                shard.update(q.UpdateOperation.create_field_index(field, q.PayloadSchemaType.Float))
             shard.flush()
             self._shards[name] = shard
 
     @staticmethod
-    def _dense_size(path: Path) -> int | None:
+    def _vector_config(path: Path) -> tuple[int | None, bool]:
+        """The stored dense size (None if unreadable) and whether the BM25 sparse vector exists."""
         import json
 
         try:
             config = json.loads((path / "edge_config.json").read_text())
-            return int(config["vectors"][DENSE]["size"])
-        except (OSError, KeyError, ValueError, TypeError):
-            return None
+        except (OSError, ValueError):
+            return None, True
+        try:
+            size: int | None = int(config["vectors"][DENSE]["size"])
+        except (KeyError, ValueError, TypeError):
+            size = None
+        return size, SPARSE in (config.get("sparse_vectors") or {})
 
     def collections(self) -> list[str]:
         if not self.root.is_dir():
@@ -96,7 +109,7 @@ class EdgeVectorStore:
         return sorted(p.name for p in self.root.iterdir() if (p / "edge_config.json").is_file())
 
     def drop_collection(self, name: str) -> None:
-        """Close the shard and remove its directory."""
+        """Delete a collection and its files; a missing one is not an error."""
         import shutil
 
         validate_collection_name(name)
@@ -124,10 +137,14 @@ class EdgeVectorStore:
             raise ValueError("one vector per chunk")
         if not chunks:
             return
-        points = [
-            q.Point(id=c.id, vector={DENSE: v.astype(np.float32).tolist()}, payload=c.payload())
-            for c, v in zip(chunks, vectors, strict=True)
-        ]
+        points = []
+        for c, v in zip(chunks, vectors, strict=True):
+            sparse = encode_document(c.text)
+            vector = {
+                DENSE: v.astype(np.float32).tolist(),
+                SPARSE: q.SparseVector(sparse.indices, sparse.values),
+            }
+            points.append(q.Point(id=c.id, vector=vector, payload=c.payload()))
         with self._lock:
             self._shard(collection).update(q.UpdateOperation.upsert_points(points))
 
@@ -161,41 +178,40 @@ class EdgeVectorStore:
         if flt is None:
             return None
         must: list[Any] = []
-        if flt.acl_any is not None:
-            must.append(q.FieldCondition(key="acl", match=q.MatchAny(any=list(flt.acl_any))))
-        if flt.document_ids:
-            must.append(q.FieldCondition(key="document_id", match=q.MatchAny(any=list(flt.document_ids))))
+        for key, values in (
+            ("acl", flt.acl_any),
+            ("document_id", flt.document_ids),
+            ("uri", flt.uris),
+            ("source", flt.sources),
+        ):
+            # acl_any=() is "no token grants access": it must match nothing, not be left out.
+            if values or (key == "acl" and values is not None):
+                must.append(q.FieldCondition(key=key, match=q.MatchAny(any=list(values or ("\x00",)))))
+        if flt.modified_after is not None or flt.modified_before is not None:
+            must.append(
+                q.FieldCondition(
+                    key="modified", range=q.RangeFloat(gte=flt.modified_after, lte=flt.modified_before)
+                )
+            )
         return q.Filter(must=must) if must else None
 
-    def search(
-        self,
-        collection: str,
-        query_vec: np.ndarray,
-        query_text: str,
-        filter: SearchFilter | None,
-        k: int,
-    ) -> list[ScoredChunk]:
+    def _run_queries(
+        self, collection: str, queries: Sequence[SideQuery], filter: SearchFilter | None
+    ) -> list[list[Candidate]]:
         import qdrant_edge as q
 
         flt = self._filter(filter)
-        prefetch = max(self.prefetch, k)
-        prefetches = [
-            q.Prefetch(
-                limit=prefetch,
-                query=q.Query.Nearest(query_vec.astype(np.float32).tolist(), using=DENSE),
-                filter=flt,
-            )
-        ]
-        if query_text.strip():
-            prefetches.append(
-                q.Prefetch(limit=prefetch, query=q.TextQuery(TEXT_FIELD, query_text), filter=flt)
-            )
-        request = q.QueryRequest(
-            limit=k, prefetches=prefetches, query=q.Fusion.Rrf(k=self.rrf_k), filter=flt, with_payload=True
-        )
+        requests = []
+        for side in queries:
+            if side.sparse is not None:
+                sparse = q.SparseVector(side.sparse.indices, side.sparse.values)
+                query: Any = q.Query.Nearest(sparse, using=SPARSE)
+            else:
+                query = q.Query.Nearest(side.dense, using=DENSE)
+            requests.append(q.QueryRequest(limit=side.limit, query=query, filter=flt, with_payload=True))
         with self._lock:
-            points = self._shard(collection).query(request)
-        return [ScoredChunk(Chunk.from_payload(str(p.id), p.payload or {}), float(p.score)) for p in points]
+            results = self._shard(collection).query_batch(q.QueryBatchRequest(requests))
+        return [[Candidate(str(p.id), float(p.score), p.payload or {}) for p in points] for points in results]
 
     def get(self, collection: str, chunk_ids: Sequence[str]) -> list[Chunk]:
         with self._lock:

@@ -7,7 +7,6 @@ from typing import Any
 
 from fastapi import APIRouter
 
-import connectors
 from appliance.api.deps import AdminDep, ContainerDep, PrincipalDep
 from appliance.api.schemas.kb import (
     AuditVerifyResponse,
@@ -17,6 +16,7 @@ from appliance.api.schemas.kb import (
     SearchResponse,
     citation_models,
 )
+from appliance.ingestion.connect import open_source
 from appliance.ingestion.jobs import run_ingest
 from appliance.rag.pipeline import citation_dicts
 
@@ -25,22 +25,27 @@ router = APIRouter(prefix="/api/v1", tags=["knowledge base"])
 
 @router.post("/search", response_model=SearchResponse, summary="Retrieval only")
 async def search(req: SearchRequest, container: ContainerDep, principal: PrincipalDep) -> Any:
-    hits, ms = await asyncio.to_thread(container.rag.search, req.query, principal, req.collection, req.k)
+    flt = req.filters.to_filter() if req.filters else None
+    hits, ms = await asyncio.to_thread(
+        container.rag.search, req.query, principal, req.collection, req.k, flt, req.mode
+    )
     return SearchResponse(
         citations=citation_models(citation_dicts(hits)), timings={"retrieval_ms": round(ms, 1)}
     )
 
 
 @router.post(
-    "/ingest", response_model=IngestResponse, summary="Ingest folders or files on the appliance host"
+    "/ingest", response_model=IngestResponse, summary="Ingest sources: host paths, web sites, S3, git, SQL"
 )
 async def ingest(req: IngestRequest, container: ContainerDep, principal: AdminDep) -> Any:
-    sources = [
-        connectors.for_source(s, extensions=container.settings.ingestion.extensions) for s in req.sources
-    ]
-    report = await asyncio.to_thread(
-        run_ingest, container, sources, req.collection, req.allow, principal.name
-    )
+    sources = [open_source(container.settings, s, req.options) for s in req.sources]
+    try:
+        report = await asyncio.to_thread(
+            run_ingest, container, sources, req.collection, req.allow, principal.name
+        )
+    finally:
+        for source in sources:
+            getattr(source, "close", lambda: None)()
     return IngestResponse(**report)
 
 

@@ -1,0 +1,104 @@
+"""From settings and a SOURCE string to a connector the egress guard lets through.
+
+The one place that turns the ``connectors`` settings into connector options, so the CLI, the REST
+ingest and (later) stored sources all build connectors alike: settings give the defaults, the
+SOURCE string and explicit options override them.
+
+Egress: the process refuses non-loopback connections (``appliance.egress``). A remote source an
+admin names explicitly (ingest on the CLI or through the admin API) is that admin's decision to
+reach its hosts, so with ``connectors.allow_source_hosts`` (default) those hosts are added to the
+allow-list of this process; with it off the source fails with a message naming ``egress.allow``.
+The web connector's own address checks (no private or metadata addresses) apply either way.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import Any
+
+from appliance.domain import Connector, InvalidRequest
+from appliance.egress import guard_installed, install_guard
+from appliance.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def kind_options(settings: Settings, kind: str) -> dict[str, Any]:
+    """Options for a connector of ``kind`` that come from the settings."""
+    cfg = settings.connectors
+    match kind:
+        case "filesystem":
+            return {
+                "extensions": settings.ingestion.extensions,
+                "include": cfg.filesystem.include,
+                "exclude": cfg.filesystem.exclude,
+                "allow_hardlinks": cfg.filesystem.allow_hardlinks,
+            }
+        case "web":
+            return cfg.web.model_dump()
+        case "s3":
+            secret = cfg.s3.secret_access_key
+            return {
+                **cfg.s3.model_dump(exclude={"secret_access_key"}),
+                "secret_access_key": secret.get_secret_value() if secret else None,
+                "extensions": settings.ingestion.extensions,
+            }
+        case "git":
+            return {
+                **cfg.git.model_dump(),
+                "cache_dir": str(settings.data_dir.expanduser().resolve() / "cache" / "git"),
+                "extensions": settings.ingestion.extensions,
+            }
+        case "sql":
+            return cfg.sql.model_dump()
+    return {}
+
+
+def open_source(settings: Settings, spec: str, options: dict[str, Any] | None = None) -> Connector:
+    """The connector for a SOURCE string, ready to discover (egress widened if allowed)."""
+    import connectors
+
+    kind = connectors.kind_of(spec)
+    connector = connectors.for_source(spec, **{**kind_options(settings, kind), **(options or {})})
+    allow_egress(settings, connector)
+    return connector
+
+
+def rebuild(settings: Settings, kind: str, options: dict[str, Any]) -> Connector:
+    """A connector from stored ``options()`` (secrets come from the settings again)."""
+    import connectors
+
+    defaults = kind_options(settings, kind)
+    connector = connectors.build(kind, **{**defaults, **options})
+    allow_egress(settings, connector)
+    return connector
+
+
+def _is_local(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def allow_egress(settings: Settings, connector: Any) -> None:
+    hosts = [h for h in getattr(connector, "hosts", list)() if h and not _is_local(h)]
+    if not hosts or not settings.egress.block:
+        return
+    missing = [h for h in hosts if h not in settings.egress.allow]
+    if not missing:
+        return
+    if not settings.connectors.allow_source_hosts:
+        raise InvalidRequest(
+            f"the {connector.kind} source {connector.root} needs to reach {', '.join(missing)}, which "
+            "egress.block refuses: add them to egress.allow (APPLIANCE_EGRESS__ALLOW) or set "
+            "connectors.allow_source_hosts"
+        )
+    if guard_installed():
+        log.info(
+            "egress: allowing %s for the %s source %s", ", ".join(missing), connector.kind, connector.root
+        )
+        install_guard(missing)

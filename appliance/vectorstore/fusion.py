@@ -1,0 +1,65 @@
+"""Fusion and diversity over candidate lists, the same code for every store adapter.
+
+Qdrant Edge 0.9's ``Fusion.Rrf`` takes no per-source weights, so the adapters fetch the dense and
+the BM25 candidates separately (each filtered inside the store) and fuse them here. Doing it in one
+place is also what makes the adapters congruent: same candidates in, same ranking out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Candidate:
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+def weighted_rrf(
+    ranked_lists: Sequence[Sequence[Candidate]], weights: Sequence[float], rrf_k: int
+) -> list[Candidate]:
+    """Reciprocal-rank fusion: ``score(d) = sum_i w_i / (rrf_k + rank_i(d))``, ranks from 1.
+
+    Ties break by the id so that every adapter returns the same order for the same inputs.
+    """
+    scores: dict[str, float] = {}
+    payloads: dict[str, dict[str, Any]] = {}
+    for ranked, weight in zip(ranked_lists, weights, strict=True):
+        if weight <= 0:
+            continue
+        for rank, cand in enumerate(ranked, start=1):
+            scores[cand.id] = scores.get(cand.id, 0.0) + weight / (rrf_k + rank)
+            payloads.setdefault(cand.id, cand.payload)
+    order = sorted(scores, key=lambda i: (-scores[i], i))
+    return [Candidate(i, scores[i], payloads[i]) for i in order]
+
+
+def cap_per_document(candidates: Sequence[Candidate], k: int, max_per_document: int) -> list[Candidate]:
+    """The best ``k`` candidates with at most ``max_per_document`` from one document (0: no cap).
+
+    When the cap leaves fewer than ``k``, the skipped candidates fill up the rest in rank order:
+    a short list is worse than a repetitive one.
+    """
+    if max_per_document <= 0:
+        return list(candidates[:k])
+    kept: list[Candidate] = []
+    skipped: list[Candidate] = []
+    per_doc: dict[str, int] = {}
+    for cand in candidates:
+        doc = str(cand.payload.get("document_id", cand.id))
+        if per_doc.get(doc, 0) < max_per_document:
+            per_doc[doc] = per_doc.get(doc, 0) + 1
+            kept.append(cand)
+            if len(kept) == k:
+                return kept
+        else:
+            skipped.append(cand)
+    if len(kept) < k:
+        extra = skipped[: k - len(kept)]
+        rank = {c.id: n for n, c in enumerate(candidates)}
+        kept = sorted([*kept, *extra], key=lambda c: rank[c.id])
+    return kept

@@ -1,0 +1,97 @@
+"""The search half every adapter shares: encode BM25, ask the store for both candidate lists in one
+batch, fuse them and cap results per document. Adapters only translate filters and run queries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from appliance.domain import Chunk, ScoredChunk
+from appliance.vectorstore import bm25
+from appliance.vectorstore.base import SearchFilter, SearchMode
+from appliance.vectorstore.fusion import Candidate, cap_per_document, weighted_rrf
+
+DENSE = "dense"
+SPARSE = "bm25"
+# Payload fields with an index: everything a SearchFilter or a delete can name.
+KEYWORD_FIELDS = ("document_id", "collection", "uri", "source", "acl")
+FLOAT_FIELDS = ("modified",)
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """How candidates are gathered and fused. ``prefetch``: candidates per side. ``rrf_k``: RRF
+    constant. ``dense_weight`` / ``bm25_weight``: weights of the two sides in RRF.
+    ``max_per_document``: cap on chunks from one document in a result (0: none)."""
+
+    prefetch: int = 30
+    rrf_k: int = 60
+    dense_weight: float = 1.0
+    bm25_weight: float = 1.0
+    max_per_document: int = 0
+
+
+@dataclass(frozen=True)
+class SideQuery:
+    """One candidate list to fetch: a dense vector or a sparse BM25 vector, under one filter."""
+
+    using: str
+    dense: list[float] | None
+    sparse: bm25.SparseVector | None
+    limit: int
+
+
+def modified_epoch(value: object) -> float | None:
+    """Payload value of ``modified``: epoch seconds, whatever numeric form it came in."""
+    try:
+        return None if value is None else float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+class HybridSearchMixin:
+    fusion: FusionConfig
+
+    def _run_queries(
+        self, collection: str, queries: Sequence[SideQuery], filter: SearchFilter | None
+    ) -> list[list[Candidate]]:
+        """Each query's candidates, best first, filtered inside the store."""
+        raise NotImplementedError
+
+    def search(
+        self,
+        collection: str,
+        query_vec: np.ndarray,
+        query_text: str,
+        filter: SearchFilter | None,
+        k: int,
+        mode: SearchMode = "hybrid",
+    ) -> list[ScoredChunk]:
+        if filter is not None and filter.empty_result:
+            return []
+        cfg = self.fusion
+        # The per-document cap throws candidates away, so fetch more of them.
+        limit = max(cfg.prefetch, k * (3 if cfg.max_per_document else 1))
+        queries: list[SideQuery] = []
+        weights: list[float] = []
+        if mode in ("hybrid", "dense"):
+            queries.append(SideQuery(DENSE, query_vec.astype(np.float32).tolist(), None, limit))
+            weights.append(cfg.dense_weight)
+        sparse = bm25.encode_query(query_text)
+        if mode in ("hybrid", "bm25") and sparse.indices:
+            queries.append(SideQuery(SPARSE, None, sparse, limit))
+            weights.append(cfg.bm25_weight)
+        if not queries:
+            return []
+        # Equal scores may come back in any order (segments differ between stores); ranking them
+        # by id makes RRF ranks, and so results, the same on every adapter.
+        lists = [
+            sorted(side, key=lambda c: (-round(c.score, 4), c.id))
+            for side in self._run_queries(collection, queries, filter)
+        ]
+        # One side alone keeps its own scores (cosine or BM25): more telling than a rank score.
+        fused = lists[0] if len(lists) == 1 else weighted_rrf(lists, weights, cfg.rrf_k)
+        top = cap_per_document(fused, k, cfg.max_per_document)
+        return [ScoredChunk(Chunk.from_payload(c.id, c.payload), c.score) for c in top]

@@ -1,0 +1,287 @@
+"""Qdrant server adapter through qdrant-client: one Qdrant collection per knowledge base.
+
+With a URL it talks to a Qdrant server or cluster (any number of appliance processes may share it).
+Without one it uses qdrant-client's local mode under the data dir: exact search in this process,
+a stand-in for tests and small installs, not for large collections (see bench/retrieval.py).
+Keyword scoring is BM25 over sparse vectors we encode ourselves (see bm25.py), which local mode,
+the server and Qdrant Edge all score identically, so the adapters return the same results.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from appliance.domain import Chunk, InvalidRequest, Unavailable, validate_collection_name
+from appliance.vectorstore.base import SearchFilter
+from appliance.vectorstore.bm25 import encode_document
+from appliance.vectorstore.fusion import Candidate
+from appliance.vectorstore.hybrid import (
+    DENSE,
+    FLOAT_FIELDS,
+    KEYWORD_FIELDS,
+    SPARSE,
+    FusionConfig,
+    HybridSearchMixin,
+    SideQuery,
+)
+
+log = logging.getLogger(__name__)
+
+UPSERT_BATCH = 256
+
+
+class QdrantServerStore(HybridSearchMixin):
+    def __init__(
+        self,
+        url: str | None,
+        api_key: str | None = None,
+        path: Path | None = None,
+        fusion: FusionConfig | None = None,
+        shards: int = 1,
+        replicas: int = 1,
+        prefix: str = "kb_",
+        timeout_s: float = 30.0,
+    ) -> None:
+        if not url and path is None:
+            raise ValueError("a Qdrant URL or a local path is needed")
+        self.url = url
+        self.api_key = api_key
+        self.path = path
+        self.fusion = fusion or FusionConfig()
+        self.shards = shards
+        self.replicas = replicas
+        self.prefix = prefix
+        self.timeout_s = timeout_s
+        self._client: Any = None
+        self._known: set[str] = set()
+        self._lock = threading.RLock()
+
+    @property
+    def client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                from qdrant_client import QdrantClient
+
+                if self.url:
+                    self._client = QdrantClient(
+                        url=self.url, api_key=self.api_key, timeout=int(self.timeout_s)
+                    )
+                else:
+                    assert self.path is not None
+                    self.path.mkdir(parents=True, exist_ok=True)
+                    self._client = QdrantClient(path=str(self.path))
+            return self._client
+
+    def _name(self, collection: str) -> str:
+        return self.prefix + validate_collection_name(collection)
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a client call; a server that cannot be reached is a 503, not a crash."""
+        try:
+            return fn(*args, **kwargs)
+        except (ConnectionError, OSError) as exc:
+            raise Unavailable(f"Qdrant at {self.url or self.path} is unreachable ({what}): {exc}") from exc
+        except Exception as exc:
+            if type(exc).__name__ in ("ResponseHandlingException", "ConnectError", "ConnectTimeout"):
+                raise Unavailable(f"Qdrant at {self.url} is unreachable ({what}): {exc}") from exc
+            raise
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def ensure_collection(self, name: str, dim: int) -> None:
+        from qdrant_client import models
+
+        full = self._name(name)
+        with self._lock:
+            if self._call("collection_exists", self.client.collection_exists, full):
+                info = self._call("get_collection", self.client.get_collection, full)
+                vectors = info.config.params.vectors
+                stored = vectors.get(DENSE) if isinstance(vectors, dict) else None
+                if stored is not None and int(stored.size) != dim:
+                    raise InvalidRequest(
+                        f"collection {name!r} holds {stored.size}-dimensional vectors, the embedder makes {dim}"
+                    )
+                self._known.add(name)
+                return
+            self._call(
+                "create_collection",
+                self.client.create_collection,
+                full,
+                vectors_config={DENSE: models.VectorParams(size=dim, distance=models.Distance.COSINE)},
+                sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+                shard_number=self.shards,
+                replication_factor=self.replicas,
+            )
+            # Local mode has no payload indexes (it scans); on a server they keep filtered search fast.
+            if self.url:
+                for field in KEYWORD_FIELDS:
+                    self.client.create_payload_index(full, field, models.PayloadSchemaType.KEYWORD, wait=True)
+                for field in FLOAT_FIELDS:
+                    self.client.create_payload_index(full, field, models.PayloadSchemaType.FLOAT, wait=True)
+            self._known.add(name)
+
+    def collections(self) -> list[str]:
+        response = self._call("get_collections", self.client.get_collections)
+        names = [c.name for c in response.collections]
+        return sorted(n[len(self.prefix) :] for n in names if n.startswith(self.prefix))
+
+    def _require(self, collection: str) -> str:
+        full = self._name(collection)
+        if collection not in self._known:
+            if not self._call("collection_exists", self.client.collection_exists, full):
+                raise InvalidRequest(f"collection {collection!r} does not exist")
+            self._known.add(collection)
+        return full
+
+    def drop_collection(self, name: str) -> None:
+        """Delete a collection; a missing one is not an error."""
+        full = self._name(name)
+        self._known.discard(name)
+        if self._call("collection_exists", self.client.collection_exists, full):
+            self._call("delete_collection", self.client.delete_collection, full)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                try:
+                    self._client.close()
+                finally:
+                    self._client = None
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def upsert(self, collection: str, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+        from qdrant_client import models
+
+        if len(chunks) != len(vectors):
+            raise ValueError("one vector per chunk")
+        if not chunks:
+            return
+        full = self._require(collection)
+        points = []
+        for c, v in zip(chunks, vectors, strict=True):
+            sparse = encode_document(c.text)
+            points.append(
+                models.PointStruct(
+                    id=c.id,
+                    vector={
+                        DENSE: v.astype(np.float32).tolist(),
+                        SPARSE: models.SparseVector(indices=sparse.indices, values=sparse.values),
+                    },
+                    payload=c.payload(),
+                )
+            )
+        for start in range(0, len(points), UPSERT_BATCH):
+            # wait=True: acknowledged means applied, which is what flush() promises the caller.
+            self._call(
+                "upsert", self.client.upsert, full, points=points[start : start + UPSERT_BATCH], wait=True
+            )
+
+    def delete(self, collection: str, document_ids: Sequence[str]) -> None:
+        from qdrant_client import models
+
+        if not document_ids:
+            return
+        flt = models.Filter(
+            must=[models.FieldCondition(key="document_id", match=models.MatchAny(any=list(document_ids)))]
+        )
+        self._call(
+            "delete",
+            self.client.delete,
+            self._require(collection),
+            points_selector=models.FilterSelector(filter=flt),
+            wait=True,
+        )
+
+    def delete_chunks(self, collection: str, chunk_ids: Sequence[str]) -> None:
+        from qdrant_client import models
+
+        if not chunk_ids:
+            return
+        self._call(
+            "delete",
+            self.client.delete,
+            self._require(collection),
+            points_selector=models.PointIdsList(points=list(chunk_ids)),
+            wait=True,
+        )
+
+    def flush(self, collection: str) -> None:
+        # Every write waited for the server's acknowledgement already.
+        self._require(collection)
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _filter(flt: SearchFilter | None) -> Any:
+        from qdrant_client import models
+
+        if flt is None:
+            return None
+        must: list[Any] = []
+        for key, values in (
+            ("acl", flt.acl_any),
+            ("document_id", flt.document_ids),
+            ("uri", flt.uris),
+            ("source", flt.sources),
+        ):
+            # acl_any=() is "no token grants access": it must match nothing, not be left out.
+            if values or (key == "acl" and values is not None):
+                must.append(
+                    models.FieldCondition(key=key, match=models.MatchAny(any=list(values or ("\x00",))))
+                )
+        if flt.modified_after is not None or flt.modified_before is not None:
+            must.append(
+                models.FieldCondition(
+                    key="modified", range=models.Range(gte=flt.modified_after, lte=flt.modified_before)
+                )
+            )
+        return models.Filter(must=must) if must else None
+
+    def _run_queries(
+        self, collection: str, queries: Sequence[SideQuery], filter: SearchFilter | None
+    ) -> list[list[Candidate]]:
+        from qdrant_client import models
+
+        flt = self._filter(filter)
+        requests = []
+        for side in queries:
+            query: Any = (
+                models.SparseVector(indices=side.sparse.indices, values=side.sparse.values)
+                if side.sparse is not None
+                else side.dense
+            )
+            requests.append(
+                models.QueryRequest(
+                    query=query, using=side.using, filter=flt, limit=side.limit, with_payload=True
+                )
+            )
+        responses = self._call(
+            "query", self.client.query_batch_points, self._require(collection), requests=requests
+        )
+        return [
+            [Candidate(str(p.id), float(p.score), p.payload or {}) for p in response.points]
+            for response in responses
+        ]
+
+    def get(self, collection: str, chunk_ids: Sequence[str]) -> list[Chunk]:
+        records = self._call(
+            "retrieve",
+            self.client.retrieve,
+            self._require(collection),
+            ids=list(chunk_ids),
+            with_payload=True,
+        )
+        return [Chunk.from_payload(str(r.id), r.payload or {}) for r in records]
+
+    def count(self, collection: str) -> int:
+        full = self._name(collection)
+        if not self._call("collection_exists", self.client.collection_exists, full):
+            return 0
+        return int(self._call("count", self.client.count, full, exact=True).count)

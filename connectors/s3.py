@@ -1,0 +1,128 @@
+"""S3-compatible buckets (AWS, MinIO, Ceph RGW, ...): every object under a prefix.
+
+Version is the object's ETag. Access rules may ride on the object itself as user metadata
+``x-amz-meta-acl`` (boto3: ``Metadata={"acl": "group:finance,user:alice"}``): a comma-separated
+list of ``group:NAME`` / ``user:NAME``. Reading it costs one HEAD per object, so it can be turned off
+(``read_acl_metadata``). Credentials come from the options (settings) or boto3's usual chain
+(``AWS_ACCESS_KEY_ID``..., ``~/.aws``); they are never part of ``options()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from appliance.domain import ApplianceError, InvalidRequest, SourceItem
+
+
+class S3Error(ApplianceError):
+    status, code = 502, "s3_error"
+
+
+def parse_acl(value: str) -> tuple[str, ...]:
+    return tuple(sorted({p.strip() for p in value.split(",") if p.strip()}))
+
+
+class S3Connector:
+    kind = "s3"
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        extensions: Sequence[str] = (),
+        read_acl_metadata: bool = True,
+        acl: Sequence[str] = (),
+    ) -> None:
+        if not bucket:
+            raise InvalidRequest("an s3 source needs a bucket: s3://BUCKET/PREFIX")
+        self.bucket = bucket
+        self.prefix = prefix.lstrip("/")
+        self.endpoint_url = endpoint_url or None
+        self.region = region or None
+        self._credentials = (access_key_id or None, secret_access_key or None)
+        self.extensions = tuple(e.lower() for e in extensions)
+        self.read_acl_metadata = read_acl_metadata
+        self.acl = tuple(acl)
+        where = f"@{self.endpoint_url}" if self.endpoint_url else ""
+        self.root = f"s3://{bucket}/{self.prefix}{where}"
+        self._client: Any = None
+
+    def options(self) -> dict[str, object]:
+        return {
+            "bucket": self.bucket,
+            "prefix": self.prefix,
+            "endpoint_url": self.endpoint_url,
+            "region": self.region,
+            "extensions": list(self.extensions),
+            "read_acl_metadata": self.read_acl_metadata,
+            "acl": list(self.acl),
+        }
+
+    def hosts(self) -> list[str]:
+        if self.endpoint_url:
+            return [urlsplit(self.endpoint_url).hostname or ""]
+        region = self.region or "us-east-1"
+        return [f"{self.bucket}.s3.{region}.amazonaws.com", f"s3.{region}.amazonaws.com"]
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            try:
+                import boto3
+                from botocore.config import Config
+            except ImportError as exc:  # pragma: no cover - boto3 is a dependency
+                raise ApplianceError("the s3 connector needs boto3: pip install boto3") from exc
+            key, secret = self._credentials
+            self._client = boto3.session.Session().client(
+                "s3",
+                endpoint_url=self.endpoint_url,
+                region_name=self.region,
+                aws_access_key_id=key,
+                aws_secret_access_key=secret,
+                config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=10),
+            )
+        return self._client
+
+    def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(**kwargs)
+        except ClientError as exc:
+            err = exc.response.get("Error", {})
+            raise S3Error(f"s3 {what}: {err.get('Code')}: {err.get('Message')}") from exc
+        except BotoCoreError as exc:
+            raise S3Error(f"s3 {what}: {exc}") from exc
+
+    def discover(self) -> Iterator[SourceItem]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(Bucket=self.bucket, Prefix=self.prefix)
+        for page in self._call(f"list s3://{self.bucket}/{self.prefix}", lambda: list(pages)):
+            for obj in page.get("Contents", []):
+                key = obj["Key"]
+                if key.endswith("/") or (self.extensions and not key.lower().endswith(self.extensions)):
+                    continue
+                acl = self.acl
+                metadata: dict[str, Any] = {"filename": key.rsplit("/", 1)[-1], "size": obj.get("Size")}
+                if self.read_acl_metadata:
+                    head = self._call(f"head {key}", self.client.head_object, Bucket=self.bucket, Key=key)
+                    if value := head.get("Metadata", {}).get("acl"):
+                        acl = parse_acl(value)
+                        metadata["acl_from"] = "x-amz-meta-acl"
+                yield SourceItem(
+                    uri=f"s3://{self.bucket}/{key}",
+                    version=str(obj.get("ETag", "")).strip('"'),
+                    acl=acl,
+                    metadata=metadata,
+                )
+
+    def fetch(self, item: SourceItem) -> bytes:
+        key = item.uri.removeprefix(f"s3://{self.bucket}/")
+        response = self._call(f"get {key}", self.client.get_object, Bucket=self.bucket, Key=key)
+        return bytes(response["Body"].read())
