@@ -69,6 +69,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--llm", help="GGUF file to use instead of the default model")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "answers.json"))
+    # Answers are one fact; SmolLM2 rambles past it, and 2 shared cores make every token count.
+    parser.add_argument("--max-tokens", type=int, default=96, help="generation limit per answer")
     args = parser.parse_args()
     prepare_offline_env()
     install_guard()
@@ -81,7 +83,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
         docs, items, source = labelled_set(tmpdir)
-        overrides: dict[str, Any] = {"data_dir": tmpdir / "data"}
+        overrides: dict[str, Any] = {
+            "data_dir": tmpdir / "data",
+            "inference": {"max_tokens": args.max_tokens},
+        }
         if args.llm:
             overrides["models"] = {"llm": args.llm, "llm_name": Path(args.llm).stem}
         settings = load_settings(**overrides)
@@ -93,6 +98,7 @@ def main() -> None:
             container.pool.start()
             results["labelled_set"] = {"source": source, "questions": len(items), "chunks": rep.chunks}
             results["model"] = container.pool.backend().name
+            results["max_tokens"] = args.max_tokens
             rag = container.rag
 
             hit1 = hit5 = 0
