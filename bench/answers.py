@@ -71,6 +71,10 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "answers.json"))
     # Answers are one fact; SmolLM2 rambles past it, and 2 shared cores make every token count.
     parser.add_argument("--max-tokens", type=int, default=96, help="generation limit per answer")
+    parser.add_argument(
+        "--sample", type=int, default=0, help="answer only N questions spread over the set (0: all)"
+    )
+    parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0: the setting)")
     args = parser.parse_args()
     prepare_offline_env()
     install_guard()
@@ -112,13 +116,18 @@ def main() -> None:
                 "hit@5": round(hit5 / len(items), 3),
             }
 
+            asked = items
+            if args.sample and args.sample < len(items):
+                step = len(items) / args.sample
+                asked = [items[int(i * step)] for i in range(args.sample)]
+            results["answered_questions"] = len(asked)
             per_mode: dict[str, Any] = {}
             examples: dict[str, list[dict[str, Any]]] = {}
             for mode in MODES:
                 ok = cited_ok = fallbacks = 0
                 supports, totals = [], []
                 examples[mode] = []
-                for item in items:
+                for item in asked:
                     r = asyncio.run(rag.ask(item["question"], LOCAL_ADMIN, mode=mode))
                     print(
                         f"  {mode:11} {r.timings['total_ms']:7.0f} ms  {item['question'][:60]}",
@@ -135,7 +144,7 @@ def main() -> None:
                     examples[mode].append(
                         {"q": item["question"], "answer": r.answer, "contains": good, "cited_right": right}
                     )
-                n = len(items)
+                n = len(asked)
                 per_mode[mode] = {
                     "answer_contains": round(ok / n, 3),
                     "citation_correct": round(cited_ok / n, 3),
@@ -164,7 +173,10 @@ def main() -> None:
         finally:
             container.close()
 
-    print(f"labelled set: {results['labelled_set']}  model: {results['model']}")
+    print(
+        f"labelled set: {results['labelled_set']}  model: {results['model']}  "
+        f"answered: {results['answered_questions']} questions, max_tokens {results['max_tokens']}"
+    )
     print(f"retrieval: {results['retrieval']}")
     print(f"{'mode':12} {'contains':>9} {'cited ok':>9} {'support':>8} {'fallback':>9} {'p50 ms':>8}")
     for mode, m in results["modes"].items():
