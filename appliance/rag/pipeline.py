@@ -34,7 +34,7 @@ CondenseMode = Literal["heuristic", "llm", "off"]
 
 @dataclass(frozen=True)
 class RagOptions:
-    answer_mode: AnswerMode = "grounded"
+    answer_mode: AnswerMode = "extractive"
     min_relevance: float = 0.2
     relative_relevance: float = 0.5
     min_support: float = 0.6
@@ -52,7 +52,7 @@ class AskResult:
     timings: dict[str, float] = field(default_factory=dict)
     id: str = ""
     conversation_id: str | None = None
-    mode: str = "grounded"
+    mode: str = "extractive"
     support: float | None = None  # share of the answer the sources back; None: no sources
     fallback: bool = False  # the generated answer was replaced by quotes from the sources
     query: str = ""  # what was searched (the condensed question)

@@ -72,7 +72,11 @@ def ask(kb: dict, question: str, key: str | None = None, **body: object) -> dict
 
 
 def test_sync_chat_carries_citations_grounding_and_an_answer_id(kb: dict) -> None:
-    r = sdk(kb).chat.completions.create(model="default", messages=[{"role": "user", "content": WARRANTY_Q}])
+    r = sdk(kb).chat.completions.create(
+        model="default",
+        messages=[{"role": "user", "content": WARRANTY_Q}],
+        extra_body={"answer_mode": "grounded"},
+    )
     extra = r.model_extra
     assert r.id == f"chatcmpl-{extra['answer_id']}"
     assert r.choices[0].message.content.strip()
@@ -91,6 +95,7 @@ def test_sync_streaming_ends_with_citations_usage_and_id(kb: dict) -> None:
         model="smollm2-135m-instruct",
         messages=[{"role": "user", "content": "Who must approve travel expenses above 500 euros?"}],
         stream=True,
+        extra_body={"answer_mode": "grounded"},
     )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -163,7 +168,11 @@ def test_langchain_chat_openai_invoke_and_stream(kb: dict) -> None:
     from langchain_openai import ChatOpenAI
 
     llm = ChatOpenAI(
-        base_url=f"{kb['server'].url}/v1", api_key=kb["server"].admin_key, model="default", max_retries=0
+        base_url=f"{kb['server'].url}/v1",
+        api_key=kb["server"].admin_key,
+        model="default",
+        max_retries=0,
+        extra_body={"answer_mode": "grounded"},
     )
     message = llm.invoke("How many days of paid vacation does a permanent employee receive per year?")
     assert message.content.strip()
