@@ -71,6 +71,8 @@ lint: install-test
 bench: install
 	$(BIN)/python bench/skeleton.py
 	$(BIN)/python bench/answers.py
+	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/security.py
 
 helm-check:
 	@command -v helm >/dev/null && helm lint helm/appliance && helm template helm/appliance >/dev/null \

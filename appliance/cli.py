@@ -19,11 +19,7 @@ import typer
 from appliance.egress import install_guard, prepare_offline_env
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="On-premises knowledge-base appliance.")
-audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log.")
-keys_app = typer.Typer(no_args_is_help=True, help="API keys.")
 config_app = typer.Typer(no_args_is_help=True, help="Settings.")
-app.add_typer(audit_app, name="audit")
-app.add_typer(keys_app, name="keys")
 app.add_typer(config_app, name="config")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
@@ -66,10 +62,20 @@ def _emit(data: Any, as_json: bool, human: str) -> None:
     typer.echo(json.dumps(data, ensure_ascii=False, indent=2) if as_json else human)
 
 
-def _principal(user: str | None) -> Any:
-    from appliance.domain import LOCAL_ADMIN, Principal
+def _principal(user: str | None, container: Any = None) -> Any:
+    """The local administrator, or the named user as stored (role and ALL groups); unknown or
+    disabled users are an error. ``container``: one already open (else the metadata DB is opened)."""
+    from appliance.container import Container
+    from appliance.domain import LOCAL_ADMIN, NotFound
 
-    return LOCAL_ADMIN if user is None else Principal(user, "employee")
+    if user is None:
+        return LOCAL_ADMIN
+    if container is None:
+        container = Container(_settings())
+    try:
+        return container.identity.principal(user)
+    except NotFound as exc:
+        _fail(exc.message)
 
 
 class _Remote:
@@ -139,6 +145,8 @@ def serve(
     port = port if port is not None else settings.server.port
     container = _local(settings)
     issued = container.keys.bootstrap_admin()
+    if settings.audit.retention_days:
+        container.audit.rotate(settings.audit.retention_days)
     display_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{display_host}:{port}"
     write_server_info(container.data_dir, url, container.keys.add_ephemeral(LOCAL_ADMIN))
@@ -207,19 +215,16 @@ def ingest(
         if not sep or not key.strip():
             _fail(f"--option takes KEY=VALUE, got {entry!r}", 2)
         options[key.strip()] = value
-    try:
-        kinds = [connectors.kind_of(s) for s in sources]
-    except ApplianceError as exc:
-        _fail(exc.message, 2)
     remote = _remote(settings, None)
     if remote:
+        try:
+            absolute = [connectors.absolute_source(s) for s in sources]
+        except ApplianceError as exc:
+            _fail(exc.message, 2)
         summary = remote.post(
             "/api/v1/ingest",
             {
-                "sources": [
-                    str(Path(s.removeprefix("file://")).resolve()) if k == "filesystem" else s
-                    for s, k in zip(sources, kinds, strict=True)
-                ],
+                "sources": absolute,
                 "collection": collection,
                 "allow": acl,
                 "options": options,
@@ -278,7 +283,8 @@ def ask(
 
         async def run() -> dict[str, Any]:
             out: dict[str, Any] = {}
-            async for event in container.rag.ask_stream(question, _principal(user), collection=collection):
+            principal = _principal(user, container)
+            async for event in container.rag.ask_stream(question, principal, collection=collection):
                 if event["type"] == "delta" and not as_json:
                     sys.stdout.write(event["content"])
                     sys.stdout.flush()
@@ -334,6 +340,7 @@ def search(
     from pydantic import ValidationError
 
     from appliance.api.schemas.kb import SearchFilters
+    from appliance.audit import audit_query
     from appliance.domain import ApplianceError
     from appliance.rag.pipeline import citation_dicts
 
@@ -360,14 +367,25 @@ def search(
     else:
         container = _local(settings)
         try:
+            principal = _principal(user, container)
             container.embedder.start()
-            hits, _ = container.retriever.search(
+            hits, ms = container.retriever.search(
                 query,
-                _principal(user),
+                principal,
                 collection or settings.rag.default_collection,
                 k,
                 narrowing.to_filter() if narrowing else None,
                 mode,
+            )
+            audit_query(
+                container.audit,
+                action="search",
+                principal=principal,
+                collection=collection or settings.rag.default_collection,
+                question=query,
+                hits=hits,
+                status="ok",
+                latency_ms=round(ms, 1),
             )
         except ApplianceError as exc:
             _fail(exc.message)
@@ -382,116 +400,7 @@ def _as_uri(value: str) -> str:
     return value if "://" in value else Path(value).expanduser().resolve().as_uri()
 
 
-# -- doctor --------------------------------------------------------------------------------------
-
-
-@app.command()
-def doctor(as_json: JsonOpt = False) -> None:
-    """Model files, egress status and the environment the appliance will run with."""
-    import os
-    import platform
-
-    from appliance.domain import ApplianceError
-    from appliance.egress import guard_installed
-    from appliance.models import resolve_embedding, resolve_llm, resolve_spacy
-
-    settings = _settings()
-    data_dir = Path(settings.data_dir).expanduser().resolve()
-    checks: dict[str, Any] = {"python": platform.python_version(), "cpu_count": os.cpu_count(), "models": {}}
-    for label, resolve in (
-        ("llm", lambda: resolve_llm(settings.models.llm, settings.models.llm_name)),
-        (
-            "embedding",
-            lambda: resolve_embedding(
-                settings.models.embedding, settings.models.embedding_name, data_dir / "models"
-            ),
-        ),
-        ("spacy", lambda: resolve_spacy(settings.models.spacy)),
-    ):
-        try:
-            entry = resolve()
-            checks["models"][label] = {"ok": True, "path": str(entry.path), "source": entry.source}
-        except ApplianceError as exc:
-            checks["models"][label] = {"ok": False, "error": exc.message}
-    checks["egress"] = {
-        "guard": guard_installed(),
-        "allow": settings.egress.allow,
-        "offline_env": {
-            k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "DO_NOT_TRACK")
-        },
-    }
-    checks["ok"] = all(m["ok"] for m in checks["models"].values())
-    human = "\n".join(
-        [
-            f"{k:10} {'ok  ' if v['ok'] else 'FAIL'} {v.get('path') or v.get('error')}"
-            for k, v in checks["models"].items()
-        ]
-        + [f"egress     {'blocked except loopback' if checks['egress']['guard'] else 'NOT blocked'}"]
-    )
-    _emit(checks, as_json, human)
-    if not checks["ok"]:
-        raise typer.Exit(1)
-
-
-# -- audit ---------------------------------------------------------------------------------------
-
-
-@audit_app.command("verify")
-def audit_verify(
-    file: Annotated[
-        Path | None, typer.Option("--file", help="An exported log instead of the live one.")
-    ] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Check the hash chain; exit 1 and name the first bad record if it was tampered with."""
-    from appliance.audit import AuditLog
-
-    settings = _settings()
-    log = AuditLog(Path(settings.data_dir).expanduser().resolve() / "audit" / "audit.jsonl")
-    result = log.verify(file)
-    human = (
-        f"audit log intact: {result.records} records"
-        if result.ok
-        else f"audit log TAMPERED at line {result.first_bad}: {result.reason} ({result.records} records verified before it)"
-    )
-    _emit(result.as_dict(), as_json, human)
-    if not result.ok:
-        raise typer.Exit(1)
-
-
-@audit_app.command("export")
-def audit_export(
-    out: Annotated[Path | None, typer.Option("--out", help="Write to this file.")] = None,
-) -> None:
-    """Export the audit log as JSON lines (verifiable with `audit verify --file`)."""
-    from appliance.audit import AuditLog
-
-    settings = _settings()
-    data = AuditLog(Path(settings.data_dir).expanduser().resolve() / "audit" / "audit.jsonl").export(out)
-    if out is None:
-        sys.stdout.write(data)
-
-
-# -- keys / config -------------------------------------------------------------------------------
-
-
-@keys_app.command("create")
-def keys_create(
-    user: Annotated[str, typer.Option("--user", help="Owner of the key.")],
-    role: Annotated[str, typer.Option("--role", help="admin, curator, employee or app.")] = "employee",
-    as_json: JsonOpt = False,
-) -> None:
-    """Create an API key. It is printed once and stored only as a hash."""
-    from appliance.container import Container
-    from appliance.domain import ApplianceError
-
-    settings = _settings()
-    container = Container(settings)
-    try:
-        issued = container.keys.create(user, role)  # type: ignore[arg-type]
-    except ApplianceError as exc:
-        _fail(exc.message)
-    _emit({"key": issued.key, "user": issued.user, "role": issued.role}, as_json, issued.key)
+# -- config --------------------------------------------------------------------------------------
 
 
 @config_app.command("show")

@@ -75,8 +75,28 @@ class Container:
         return KeyStore(self.engine, fixed.get_secret_value() if fixed else None)
 
     @cached_property
+    def identity(self) -> Any:
+        from appliance.security.identity import IdentityStore
+
+        return IdentityStore(self.engine)
+
+    @cached_property
+    def metering(self) -> Any:
+        from appliance.metering import Metering
+
+        cfg = self.settings.quotas
+        return Metering(self.engine, cfg.tokens_per_day, cfg.requests_per_minute)
+
+    @cached_property
     def audit(self) -> AuditLog:
-        return AuditLog(self.data_dir / "audit" / "audit.jsonl")
+        cfg = self.settings.audit
+        return AuditLog(
+            self.data_dir / "audit" / "audit.jsonl",
+            checkpoint_every=cfg.checkpoint_every,
+            record_queries=cfg.enabled,
+            # The sink needs the DB; resolved on first use so `audit verify` never opens it.
+            usage_sink=lambda principal, tokens: self.metering.sink(principal, tokens),
+        )
 
     @cached_property
     def embedder(self) -> Any:
@@ -173,20 +193,129 @@ class Container:
         return pool
 
     @cached_property
-    def pool(self) -> Any:
-        from appliance.inference.pool import InferencePool
+    def metrics(self) -> Any:
+        from appliance.observability import Metrics
+
+        return Metrics()
+
+    @cached_property
+    def probes(self) -> Any:
+        from appliance.inference.accelerators import probe_all
+
+        return probe_all()
+
+    def model_plan(self) -> list[tuple[Any, Any, Any]]:
+        """(request, placement, served-model settings) for every chat model: the default one first."""
+        from appliance.inference.placement import ModelRequest, place
         from appliance.models import resolve_llm
+        from appliance.settings import ServedModel
 
         cfg = self.settings.inference
-        entry = resolve_llm(self.settings.models.llm, self.settings.models.llm_name)
-        match cfg.backend:
+        default = ServedModel(
+            name=self.settings.models.llm_name,
+            backend=cfg.backend,
+            path=self.settings.models.llm,
+            url=cfg.url,
+            api_key=cfg.api_key,
+        )
+        plan = []
+        for served in [default, *cfg.models]:
+            replicas = served.replicas or cfg.replicas
+            remote = served.backend == "remote"
+            entry = None if remote else resolve_llm(served.path or "default", served.name)
+            slots = cfg.max_num_seqs if served.backend == "vllm" or (entry and entry.format != "gguf") else 1
+            req = ModelRequest(served.name, entry, served.backend, cfg.context_tokens, replicas * slots)
+            plan.append((req, place(req, self.probes, cfg.gpu_memory_utilization), served))
+        return plan
+
+    def _replicas(self, req: Any, placement: Any, served: Any) -> list[Any]:
+        from appliance.domain import Unavailable
+
+        cfg = self.settings.inference
+        count = served.replicas or cfg.replicas
+        match placement.backend:
             case "llamacpp":
                 from appliance.inference.backends.llamacpp import LlamaCppBackend
 
-                backend = LlamaCppBackend(
-                    entry.name, entry.path, cfg.context_tokens, cfg.threads, cfg.batch_tokens
-                )
-        pool = InferencePool([backend], cfg.max_queue, cfg.queue_timeout_s)
+                logs = self.data_dir / "logs"
+                logs.mkdir(parents=True, exist_ok=True)
+                # The thread budget is shared by the replicas: llama.cpp's threads spin at barriers,
+                # and more threads than cores makes every worker collapse, not just slow down.
+                threads = max(1, cfg.threads // count)
+                return [
+                    LlamaCppBackend(
+                        req.name,
+                        req.entry.path,
+                        cfg.context_tokens,
+                        threads,
+                        cfg.batch_tokens,
+                        start_timeout_s=cfg.worker_start_timeout_s,
+                        request_timeout_s=cfg.request_timeout_s,
+                        warm_messages=_warm_messages() if cfg.warm_prefix else None,
+                        log_file=logs / f"worker-{req.name}-{i}.log",
+                        replica=i,
+                    )
+                    for i in range(count)
+                ]
+            case "vllm":
+                from appliance.inference.backends.vllm import VllmBackend
+
+                return [
+                    VllmBackend(
+                        req.name,
+                        req.entry.path,
+                        req.entry.format,
+                        cfg.context_tokens,
+                        placement.tensor_parallel,
+                        [d.index for d in placement.devices],
+                        placement.platform,
+                        cfg.gpu_memory_utilization,
+                        cfg.max_num_seqs,
+                        cfg.vllm_args,
+                        start_timeout_s=cfg.worker_start_timeout_s,
+                        request_timeout_s=cfg.request_timeout_s,
+                        replica=i,
+                    )
+                    for i in range(count)
+                ]
+            case "remote":
+                from appliance.inference.backends.remote import RemoteBackend
+
+                if not served.url:
+                    raise Unavailable(f"model {req.name!r} is remote but has no url")
+                key = served.api_key.get_secret_value() if served.api_key else None
+                return [
+                    RemoteBackend(
+                        req.name,
+                        served.url,
+                        key,
+                        served.remote_model or None,
+                        cfg.context_tokens,
+                        cfg.max_num_seqs,
+                        cfg.request_timeout_s,
+                        replica=i,
+                    )
+                    for i in range(count)
+                ]
+            case _:
+                raise Unavailable(f"cannot serve model {req.name!r}: {placement.reason}")
+
+    @cached_property
+    def pool(self) -> Any:
+        from appliance.inference.pool import InferencePool
+
+        cfg = self.settings.inference
+        backends = [
+            b for req, placement, served in self.model_plan() for b in self._replicas(req, placement, served)
+        ]
+        pool = InferencePool(
+            backends,
+            cfg.max_queue,
+            cfg.queue_timeout_s,
+            request_timeout_s=cfg.request_timeout_s,
+            health_interval_s=cfg.health_interval_s,
+            metrics=self.metrics,
+        )
         self._closers.append(pool.stop)
         return pool
 
@@ -208,7 +337,7 @@ class Container:
             self.embedder,
             self.store,
             self.pool,
-            self.audit if cfg.audit.enabled else None,
+            self.audit,  # records only when audit.enabled, but always meters
             cfg.rag.top_k,
             cfg.rag.default_collection,
             GenerationParams(max_tokens=cfg.inference.max_tokens, temperature=cfg.inference.temperature),
@@ -256,6 +385,14 @@ class Container:
         if self._lock_fh is not None:
             self._lock_fh.close()
             self._lock_fh = None
+
+
+def _warm_messages() -> list[dict[str, str]]:
+    """The RAG system prompt, for llama.cpp workers to prefill at start (their KV cache keeps it)."""
+    from appliance.rag import prompts
+
+    system = getattr(prompts, "SYSTEM", "")
+    return [{"role": "system", "content": system}, {"role": "user", "content": ""}] if system else []
 
 
 # -- the running server, as seen by local CLI commands -------------------------------------------

@@ -56,6 +56,10 @@ api_keys = Table(
     Column("role", String(16), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+    # Scopes (None: unrestricted) and expiry; see appliance/security/auth.py.
+    Column("collections", JSON, nullable=True),
+    Column("routes", JSON, nullable=True),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
 )
 
 # Conversations belong to one user; every answer (in a conversation or not) is kept so feedback can
@@ -132,3 +136,52 @@ def make_engine(url_or_path: str | Path) -> Engine:
 
     metadata.create_all(engine)
     return engine
+
+
+# -- identity, metering (issue #7) ---------------------------------------------------------------
+
+users = Table(
+    "users",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("password_hash", Text, nullable=True),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+groups = Table(
+    "groups",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Membership edges: a member is a user or a group (departments nest), so resolving a user's groups
+# walks this table transitively.
+group_members = Table(
+    "group_members",
+    metadata,
+    Column("group", String(128), primary_key=True),
+    Column("member_kind", String(8), primary_key=True),  # user | group
+    Column("member", String(128), primary_key=True, index=True),
+)
+
+# One row per (day, subject) where subject is user:NAME, group:NAME or key:ID; counters only grow.
+usage = Table(
+    "usage",
+    metadata,
+    Column("day", String(10), primary_key=True),
+    Column("subject", String(160), primary_key=True),
+    Column("requests", Integer, nullable=False, default=0),
+    Column("prompt_tokens", Integer, nullable=False, default=0),
+    Column("completion_tokens", Integer, nullable=False, default=0),
+)
+
+quotas = Table(
+    "quotas",
+    metadata,
+    Column("subject", String(160), primary_key=True),  # user:NAME | group:NAME
+    Column("tokens_per_day", Integer, nullable=True),
+    Column("requests_per_minute", Integer, nullable=True),
+)

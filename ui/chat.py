@@ -56,6 +56,7 @@ def build_chat(container: Any, sessions: dict[str, Principal]) -> gr.Blocks:
         citations: list[dict[str, Any]] = []
         result = None
         try:
+            container.metering.check_quota(principal)
             async for event in container.rag.ask_stream(
                 message, principal, history=history_messages(history)
             ):

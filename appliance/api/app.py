@@ -11,7 +11,19 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from appliance.api.errors import error_body, install_error_handlers
-from appliance.api.routers import ask, collections, conversations, health, kb, openai
+from appliance.api.middleware import install_security
+from appliance.api.routers import (
+    ask,
+    collections,
+    conversations,
+    embeddings,
+    health,
+    identity,
+    kb,
+    metrics,
+    openai,
+    usage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +65,18 @@ def create_app(container: Any, mount_ui: Callable[[FastAPI, Any], Any] | None = 
             )
         return await call_next(request)
 
+    install_security(app, container)
+
     app.include_router(health.router)
     app.include_router(openai.router)
     app.include_router(kb.router)
     app.include_router(ask.router)
     app.include_router(conversations.router)
     app.include_router(collections.router)
+    app.include_router(embeddings.router)
+    app.include_router(metrics.router)
+    app.include_router(identity.router)
+    app.include_router(usage.router)
     if mount_ui is not None:
         mount_ui(app, container)
     return app

@@ -1,27 +1,85 @@
-"""Request-scoped dependencies: the services (from app.state) and who is asking."""
+"""Request-scoped dependencies: the services (from app.state) and who is asking.
+
+``get_principal`` resolves the caller from the DB on every request (role, disabled state, ALL
+groups), so a membership or ACL change applies to the next query. It also enforces API-key scopes
+(route prefixes, collections) and, on metered routes, quotas (429 + Retry-After).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from appliance.domain import Forbidden, Principal, Unauthenticated
+from appliance.domain import Forbidden, Principal
+from appliance.security.acl import check_collection_scope, check_route_scope
+from appliance.security.auth import resolve_principal
+from appliance.security.identity import ROLE_RANK
 
 
 def get_container(request: Request) -> Any:
     return request.app.state.container
 
 
-def get_principal(request: Request) -> Principal:
+def _bearer(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'")
-    principal = request.app.state.container.keys.authenticate(token.strip())
-    if principal is None:
-        raise Unauthenticated("invalid or revoked API key")
-    return principal  # type: ignore[no-any-return]
+        return None
+    return token.strip()
+
+
+async def _requested_collections(request: Request, container: Any) -> list[str | None]:
+    """Collections a request names: ``collection`` in the query or JSON body, or an OpenAI
+    ``model`` that is a collection name. FastAPI has already read (and cached) the body."""
+    names: list[str | None] = [request.query_params.get("collection")]
+    body: Any = None
+    if request.method in ("POST", "PUT", "PATCH") and "json" in request.headers.get("content-type", ""):
+        try:
+            body = json.loads(await request.body() or b"null")
+        except ValueError:
+            body = None
+    if isinstance(body, dict):
+        names.append(body.get("collection"))
+        model = body.get("model")
+        if isinstance(model, str) and model in container.store.collections():
+            names.append(model)
+    named = [n for n in names if n]
+    return named or [None]
+
+
+async def get_principal(request: Request) -> Principal:
+    container = request.app.state.container
+    # DB lookups: off the event loop (this dependency is async only to read the cached body).
+    principal = await asyncio.to_thread(
+        resolve_principal, container.keys, container.identity, _bearer(request)
+    )
+    request.state.principal = principal
+    check_route_scope(principal, request.url.path)
+    metered = any(request.url.path.startswith(p) for p in container.settings.quotas.metered_routes)
+    if principal.collections is not None and metered:
+        check_collection_scope(
+            principal,
+            await _requested_collections(request, container),
+            container.settings.rag.default_collection,
+        )
+    if metered:
+        await asyncio.to_thread(container.metering.check_quota, principal)
+    return principal
+
+
+def require_role(minimum: str) -> Any:
+    """A dependency that lets through ``minimum`` and higher roles (admin > curator > employee > app)."""
+
+    def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        if ROLE_RANK.get(principal.role, -1) < ROLE_RANK[minimum]:
+            raise Forbidden(f"this operation needs the {minimum} role")
+        return principal
+
+    check.__name__ = f"require_{minimum}"
+    return check
 
 
 def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
@@ -33,3 +91,4 @@ def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Pr
 ContainerDep = Annotated[Any, Depends(get_container)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 AdminDep = Annotated[Principal, Depends(require_admin)]
+CuratorDep = Annotated[Principal, Depends(require_role("curator"))]

@@ -13,6 +13,9 @@ import typer
 
 MODULES: list[str] = [
     # one line per module, e.g. "appliance.commands.evaluation",
+    "appliance.commands.doctor",
+    "appliance.commands.identity",
+    "appliance.commands.audit",
     "appliance.commands.evaluation",
 ]
 

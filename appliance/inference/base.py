@@ -25,10 +25,19 @@ class Delta:
 
 
 class InferenceBackend(Protocol):
+    """One replica of a served model. ``slots``: generations it runs at once (1 for a llama.cpp
+    worker, ``max_num_seqs`` for vLLM); the pool never gives it more."""
+
     name: str  # the model name clients use
+    kind: str  # "llamacpp", "vllm" or "remote"
+    slots: int
 
     def start(self) -> None:
         """Load the model; cheap to call again."""
+        ...
+
+    def ensure_running(self) -> bool:
+        """Restart a crashed worker; True when this call (re)started it. Thread-safe."""
         ...
 
     def health(self) -> dict[str, Any]: ...

@@ -1,67 +1,355 @@
-"""Admission control in front of the inference backends.
+"""The inference pool: replicas per model, admission control, fair queueing, deadlines, health.
 
-A request either gets a model slot, waits in a bounded queue for at most ``queue_timeout_s``, or is
-refused at once with ``Overloaded`` (HTTP 429 + Retry-After). It never hangs.
+- Routing: a request goes to the replica of its model with the fewest outstanding requests that
+  still has a free slot (llama.cpp workers have one slot, vLLM servers ``max_num_seqs``).
+- Admission: with every slot taken a request waits in a bounded queue (``max_queue`` per model)
+  for at most ``queue_timeout_s``; a full queue or a long wait is ``Overloaded`` (429 +
+  Retry-After) at once, never a hang.
+- Fairness: the queue is one FIFO per user, served round-robin, so one user's burst can't starve
+  everyone else.
+- Deadline: a generation that outlives ``request_timeout_s`` is stopped (504) and frees its slot.
+- Cancellation: closing the stream (a client disconnect) closes the backend stream, which stops
+  the worker at its next token, and frees the slot.
+- Health: a checker thread restarts crashed workers; a request that was on a crashed worker ends
+  with a clean 503 and the next one lands on the restarted worker.
+
+State is guarded by a thread lock and waiters are woken through their own event loop, because
+the CLI may drive the pool from several loops in one process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections import deque
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.domain import NotFound, Overloaded
+from appliance.domain import ApplianceError, NotFound, Overloaded
 from appliance.inference.base import Delta, GenerationParams, InferenceBackend
+from appliance.observability import Metrics
+
+log = logging.getLogger(__name__)
+
+ANONYMOUS = "-"
+
+
+class DeadlineExceeded(ApplianceError):
+    status, code = 504, "deadline_exceeded"
+
+
+@dataclass
+class Replica:
+    backend: Any
+    slots: int
+    outstanding: int = 0
+    restarts: int = 0
+
+
+@dataclass
+class _Waiter:
+    user: str
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Replica]
+    replica: Replica | None = None
+
+
+@dataclass
+class _Group:
+    name: str
+    replicas: list[Replica]
+    queues: dict[str, deque[_Waiter]] = field(default_factory=dict)
+    turns: deque[str] = field(default_factory=deque)  # users with waiters, in round-robin order
+    service_s: float = 2.0  # moving average of a generation's duration, for Retry-After
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(q) for q in self.queues.values())
+
+    @property
+    def capacity(self) -> int:
+        return sum(r.slots for r in self.replicas)
 
 
 class InferencePool:
-    def __init__(self, backends: list[InferenceBackend], max_queue: int, queue_timeout_s: float) -> None:
+    def __init__(
+        self,
+        backends: list[InferenceBackend],
+        max_queue: int,
+        queue_timeout_s: float,
+        request_timeout_s: float = 600.0,
+        health_interval_s: float = 5.0,
+        metrics: Metrics | None = None,
+    ) -> None:
         if not backends:
             raise ValueError("at least one backend")
-        self.backends = {b.name: b for b in backends}
+        self._groups: dict[str, _Group] = {}
+        for b in backends:
+            group = self._groups.setdefault(b.name, _Group(b.name, []))
+            group.replicas.append(Replica(b, max(1, int(getattr(b, "slots", 1)))))
         self.default = backends[0].name
         self.max_queue = max_queue
         self.queue_timeout_s = queue_timeout_s
-        # One slot per backend per event loop (the CLI may run several loops in one process).
-        self._slots: dict[tuple[int, str], asyncio.Semaphore] = {}
-        self._waiting: dict[str, int] = dict.fromkeys(self.backends, 0)
+        self.request_timeout_s = request_timeout_s
+        self.health_interval_s = health_interval_s
+        self.metrics = metrics or Metrics()
+        self._mu = threading.Lock()
+        self._stop = threading.Event()
+        self._checker: threading.Thread | None = None
+
+    # -- what the RAG pipeline and the routers use ---------------------------------------------
+
+    @property
+    def backends(self) -> dict[str, InferenceBackend]:
+        """One backend per served model name (its first replica): for names, tokens, context."""
+        return {name: g.replicas[0].backend for name, g in self._groups.items()}
 
     def backend(self, name: str | None = None) -> InferenceBackend:
+        return self._group(name).replicas[0].backend  # type: ignore[no-any-return]
+
+    def _group(self, name: str | None) -> _Group:
         key = name or self.default
-        if key not in self.backends:
+        if key not in self._groups:
             raise NotFound(f"model {key!r} is not served here")
-        return self.backends[key]
+        return self._groups[key]
 
     def start(self) -> None:
-        for backend in self.backends.values():
-            backend.start()
+        replicas = [r for g in self._groups.values() for r in g.replicas]
+        # Workers load in parallel: N replicas should not take N times as long to come up.
+        with ThreadPoolExecutor(max_workers=len(replicas)) as ex:
+            for future in [ex.submit(r.backend.start) for r in replicas]:
+                future.result()
+        if self._checker is None:
+            self._stop.clear()
+            self._checker = threading.Thread(target=self._check_loop, name="pool-health", daemon=True)
+            self._checker.start()
 
     def health(self) -> dict[str, Any]:
-        return {name: b.health() | {"waiting": self._waiting[name]} for name, b in self.backends.items()}
+        out: dict[str, Any] = {}
+        for name, g in self._groups.items():
+            # Backend health may be a network call (remote): never under the dispatch lock.
+            replicas = [r.backend.health() | {"outstanding": r.outstanding} for r in g.replicas]
+            out[name] = {"replicas": replicas, "waiting": g.waiting, "capacity": g.capacity}
+        return out
+
+    def stats(self, model: str | None = None) -> dict[str, int]:
+        g = self._group(model)
+        with self._mu:
+            return {"outstanding": sum(r.outstanding for r in g.replicas), "waiting": g.waiting}
+
+    def check_admission(self, model: str | None = None) -> None:
+        """Raise ``Overloaded`` now if a request for ``model`` would be refused. For streaming
+        endpoints, to answer 429 before the 200 and the first event are sent (``chat`` still
+        decides; this is advisory and never reserves a slot)."""
+        group = self._group(model)
+        with self._mu:
+            if self._free_replica(group) is None and group.waiting >= self.max_queue:
+                raise Overloaded(
+                    f"model {group.name!r} is busy and its queue of {self.max_queue} is full",
+                    retry_after=self._retry_after(group),
+                )
 
     async def chat(
-        self, messages: list[dict[str, str]], params: GenerationParams, model: str | None = None
+        self,
+        messages: list[dict[str, str]],
+        params: GenerationParams,
+        model: str | None = None,
+        user: str | None = None,
     ) -> AsyncIterator[Delta]:
-        backend = self.backend(model)
-        key = (id(asyncio.get_running_loop()), backend.name)
-        slot = self._slots.setdefault(key, asyncio.Semaphore(1))
-        if slot.locked() and self._waiting[backend.name] >= self.max_queue:
-            raise Overloaded(f"model {backend.name!r} is busy and its queue is full", retry_after=2.0)
-        self._waiting[backend.name] += 1
+        group = self._group(model)
+        name = group.name
+        queued_at = time.perf_counter()
+        replica = await self._acquire(group, user or ANONYMOUS)
+        got_slot = time.perf_counter()
+        self.metrics.queue_wait.labels(name).observe(got_slot - queued_at)
+        self.metrics.in_flight.labels(name).inc()
+        outcome, first_at, tokens = "error", 0.0, 0
+        stream = replica.backend.chat(messages, params)
+        deadline = got_slot + self.request_timeout_s
         try:
-            await asyncio.wait_for(slot.acquire(), timeout=self.queue_timeout_s)
-        except TimeoutError:
-            raise Overloaded(
-                f"model {backend.name!r} stayed busy for {self.queue_timeout_s:g} s", retry_after=5.0
-            ) from None
-        finally:
-            self._waiting[backend.name] -= 1
-        try:
-            async for delta in backend.chat(messages, params):
+            while True:
+                remaining = deadline - time.perf_counter()
+                try:
+                    async with asyncio.timeout(max(remaining, 0.001)):
+                        delta = await stream.__anext__()
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise DeadlineExceeded(
+                        f"the answer took longer than {self.request_timeout_s:g} s and was stopped"
+                    ) from None
+                if delta.content:
+                    tokens += 1
+                    if not first_at:
+                        first_at = time.perf_counter()
+                        self.metrics.ttft.labels(name).observe(first_at - got_slot)
+                if delta.usage:
+                    self.metrics.tokens.labels(name, "prompt").inc(delta.usage.get("prompt_tokens", 0))
+                    self.metrics.tokens.labels(name, "completion").inc(
+                        delta.usage.get("completion_tokens", 0)
+                    )
                 yield delta
+            outcome = "ok"
+        except (GeneratorExit, asyncio.CancelledError):
+            outcome = "cancelled"
+            raise
+        except ApplianceError as exc:
+            self.metrics.observe_error(name, exc.code)
+            raise
+        except Exception as exc:
+            self.metrics.observe_error(name, type(exc).__name__)
+            raise
         finally:
-            slot.release()
+            await _close_quietly(stream)
+            ended = time.perf_counter()
+            self.metrics.in_flight.labels(name).dec()
+            self.metrics.requests.labels(name, outcome).inc()
+            if first_at and tokens > 1 and ended > first_at:
+                self.metrics.decode_rate.labels(name).observe((tokens - 1) / (ended - first_at))
+            if outcome == "ok":
+                self.metrics.request_seconds.labels(name).observe(ended - got_slot)
+            self._release(group, replica, ended - got_slot if outcome == "ok" else None)
+
+    # -- admission and fair dispatch --------------------------------------------------------------
+
+    def _free_replica(self, group: _Group) -> Replica | None:
+        free = [r for r in group.replicas if r.outstanding < r.slots]
+        if not free:
+            return None
+        # Least outstanding first; among equals, a live worker before one that must restart.
+        return min(free, key=lambda r: (r.outstanding / r.slots, not _alive(r)))
+
+    def _retry_after(self, group: _Group) -> float:
+        return float(max(1, math.ceil(group.service_s * (group.waiting + 1) / group.capacity)))
+
+    async def _acquire(self, group: _Group, user: str) -> Replica:
+        loop = asyncio.get_running_loop()
+        with self._mu:
+            replica = self._free_replica(group) if not group.turns else None
+            if replica is not None:
+                replica.outstanding += 1
+                return replica
+            if group.waiting >= self.max_queue:
+                self.metrics.requests.labels(group.name, "rejected").inc()
+                self.metrics.observe_error(group.name, "queue_full")
+                raise Overloaded(
+                    f"model {group.name!r} is busy and its queue of {self.max_queue} is full",
+                    retry_after=self._retry_after(group),
+                )
+            waiter = _Waiter(user, loop, loop.create_future())
+            group.queues.setdefault(user, deque()).append(waiter)
+            if user not in group.turns:
+                group.turns.append(user)
+            self.metrics.queued.labels(group.name).set(group.waiting)
+        try:
+            async with asyncio.timeout(self.queue_timeout_s):
+                return await asyncio.shield(waiter.future)
+        except BaseException as exc:
+            with self._mu:
+                assigned = waiter.replica
+                if assigned is None:
+                    self._forget(group, waiter)
+                self.metrics.queued.labels(group.name).set(group.waiting)
+            if assigned is not None:  # the slot came just as we gave up: hand it on
+                self._release(group, assigned, None)
+            if isinstance(exc, TimeoutError):
+                self.metrics.requests.labels(group.name, "rejected").inc()
+                self.metrics.observe_error(group.name, "queue_timeout")
+                raise Overloaded(
+                    f"model {group.name!r} stayed busy for {self.queue_timeout_s:g} s",
+                    retry_after=self._retry_after(group),
+                ) from None
+            raise
+
+    def _forget(self, group: _Group, waiter: _Waiter) -> None:
+        queue = group.queues.get(waiter.user)
+        if queue and waiter in queue:
+            queue.remove(waiter)
+            if not queue:
+                del group.queues[waiter.user]
+                if waiter.user in group.turns:
+                    group.turns.remove(waiter.user)
+
+    def _release(self, group: _Group, replica: Replica, service_s: float | None) -> None:
+        with self._mu:
+            replica.outstanding -= 1
+            if service_s is not None:
+                group.service_s = 0.8 * group.service_s + 0.2 * service_s
+            self._dispatch(group)
+            self.metrics.queued.labels(group.name).set(group.waiting)
+
+    def _dispatch(self, group: _Group) -> None:
+        """Hand free slots to waiters, one user at a time in turn. Called with the lock held."""
+        while group.turns:
+            replica = self._free_replica(group)
+            if replica is None:
+                return
+            user = group.turns.popleft()
+            queue = group.queues[user]
+            waiter = queue.popleft()
+            if queue:
+                group.turns.append(user)  # back of the line: everyone else goes first
+            else:
+                del group.queues[user]
+            if waiter.future.done():  # cancelled while we held the lock
+                continue
+            try:
+                waiter.loop.call_soon_threadsafe(_resolve, waiter)
+            except RuntimeError:  # its event loop is gone (a finished CLI run): nobody to serve
+                continue
+            waiter.replica = replica
+            replica.outstanding += 1
+
+    # -- health ---------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Restart crashed workers now (the checker thread calls this every health interval)."""
+        for group in self._groups.values():
+            for replica in group.replicas:
+                ensure = getattr(replica.backend, "ensure_running", None)
+                if ensure is None:
+                    continue
+                try:
+                    ensure()
+                except Exception:  # noqa: BLE001 - logged; retried at the next interval
+                    log.exception("restarting a worker of %s failed", group.name)
+                # Restarts happen here or on the request path; count them from the worker's starts.
+                starts = getattr(getattr(replica.backend, "worker", None), "starts", 1)
+                if starts - 1 > replica.restarts:
+                    self.metrics.worker_restarts.labels(group.name).inc(starts - 1 - replica.restarts)
+                    replica.restarts = starts - 1
+
+    def _check_loop(self) -> None:
+        while not self._stop.wait(self.health_interval_s):
+            self.check()
 
     def stop(self) -> None:
-        for backend in self.backends.values():
-            backend.stop()
+        self._stop.set()
+        if self._checker is not None:
+            self._checker.join(timeout=self.health_interval_s + 5)
+            self._checker = None
+        for group in self._groups.values():
+            for replica in group.replicas:
+                replica.backend.stop()
+
+
+def _alive(replica: Replica) -> bool:
+    worker = getattr(replica.backend, "worker", None)
+    return worker is None or worker.alive()
+
+
+def _resolve(waiter: _Waiter) -> None:
+    if not waiter.future.done():
+        waiter.future.set_result(waiter.replica)  # type: ignore[arg-type]
+
+
+async def _close_quietly(stream: Any) -> None:
+    # The stream may have failed already; its error was reported where it happened.
+    with contextlib.suppress(Exception):
+        await stream.aclose()

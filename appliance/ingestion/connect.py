@@ -55,9 +55,21 @@ def kind_options(settings: Settings, kind: str) -> dict[str, Any]:
     return {}
 
 
+# Options that widen what a source may reach or write: only the settings (the operator) set them,
+# never a request or a command-line option.
+SETTINGS_ONLY = {
+    "allow_private": "connectors.web.allow_private",
+    "cache_dir": "data_dir",
+    "allow_hardlinks": "connectors.filesystem.allow_hardlinks",
+}
+
+
 def open_source(settings: Settings, spec: str, options: dict[str, Any] | None = None) -> Connector:
     """The connector for a SOURCE string, ready to discover (egress widened if allowed)."""
     import connectors
+
+    for key in set(options or ()) & set(SETTINGS_ONLY):
+        raise InvalidRequest(f"option {key} can only be set in the settings ({SETTINGS_ONLY[key]})")
 
     kind = connectors.kind_of(spec)
     connector = connectors.for_source(spec, **{**kind_options(settings, kind), **(options or {})})
@@ -66,11 +78,13 @@ def open_source(settings: Settings, spec: str, options: dict[str, Any] | None = 
 
 
 def rebuild(settings: Settings, kind: str, options: dict[str, Any]) -> Connector:
-    """A connector from stored ``options()`` (secrets come from the settings again)."""
+    """A connector from stored ``options()``. Secrets and the settings-only options come from the
+    current settings, whatever was stored, so a stored source can't widen its own reach."""
     import connectors
 
     defaults = kind_options(settings, kind)
-    connector = connectors.build(kind, **{**defaults, **options})
+    pinned = {k: v for k, v in defaults.items() if k in SETTINGS_ONLY}
+    connector = connectors.build(kind, **{**defaults, **options, **pinned})
     allow_egress(settings, connector)
     return connector
 

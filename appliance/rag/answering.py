@@ -57,9 +57,14 @@ async def extractive(question: str, hits: list[ScoredChunk], embedder: Any) -> s
 
 
 async def abstractive(
-    pool: Any, model: str, messages: list[dict[str, str]], params: GenerationParams, outcome: Outcome
+    pool: Any,
+    model: str,
+    messages: list[dict[str, str]],
+    params: GenerationParams,
+    outcome: Outcome,
+    user: str | None = None,
 ) -> AsyncIterator[str]:
-    async for delta in pool.chat(messages, params, model=model):
+    async for delta in pool.chat(messages, params, model=model, user=user):
         if delta.content:
             yield delta.content
         if delta.usage:
@@ -115,6 +120,7 @@ async def grounded(
     embedder: Any,
     min_support: float,
     outcome: Outcome,
+    user: str | None = None,
 ) -> AsyncIterator[str]:
     extracts = await evidence(question, hits, embedder)
     q_bag = grounding.bag(question)
@@ -134,7 +140,7 @@ async def grounded(
             return [], text
         return [p for p in parts[:-1] if p.strip()], parts[-1]
 
-    async for piece in abstractive(pool, model, messages, params, outcome):
+    async for piece in abstractive(pool, model, messages, params, outcome, user):
         buffer += piece
         done, buffer = complete(buffer)
         for sentence in done:

@@ -45,7 +45,7 @@ def condense_heuristic(history: list[dict[str, str]], question: str) -> str:
 
 
 async def condense_llm(
-    pool: Any, model: str | None, history: list[dict[str, str]], question: str
+    pool: Any, model: str | None, history: list[dict[str, str]], question: str, user: str | None = None
 ) -> tuple[str, dict[str, int]]:
     """The model's rewrite, or the heuristic's when the model returns nothing usable."""
     if not previous_questions(history):
@@ -53,7 +53,7 @@ async def condense_llm(
     parts: list[str] = []
     usage: dict[str, int] = {}
     params = GenerationParams(max_tokens=48, temperature=0.0, stop=("\n",))
-    async for delta in pool.chat(condense_messages(history, question), params, model=model):
+    async for delta in pool.chat(condense_messages(history, question), params, model=model, user=user):
         parts.append(delta.content)
         usage = delta.usage or usage
     rewritten = "".join(parts).strip().strip('"')

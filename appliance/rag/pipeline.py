@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from appliance.audit import AuditEvent, AuditLog
+from appliance.audit import AuditLog, audit_query
 from appliance.domain import Principal, ScoredChunk
 from appliance.embeddings.base import Embedder
 from appliance.inference.base import GenerationParams
@@ -160,7 +160,7 @@ class RagService:
         return kept
 
     async def condense(
-        self, question: str, history: list[dict[str, str]], model: str | None
+        self, question: str, history: list[dict[str, str]], model: str | None, user: str | None = None
     ) -> tuple[str, dict[str, int]]:
         if not history:
             return question, {}
@@ -170,7 +170,7 @@ class RagService:
             case "heuristic":
                 return condense_heuristic(history, question), {}
             case "llm":
-                return await condense_llm(self.pool, model, history, question)
+                return await condense_llm(self.pool, model, history, question, user)
 
     async def ask_stream(
         self,
@@ -202,7 +202,7 @@ class RagService:
         started = time.perf_counter()
         collection = collection or self.default_collection
         answer_id = new_id()
-        query, condense_usage = await self.condense(question, history, backend.name)
+        query, condense_usage = await self.condense(question, history, backend.name, principal.name)
         t0 = time.perf_counter()
         hits, _ = await asyncio.to_thread(self.retrieve, query, principal, collection, k)
         retrieval_ms = (time.perf_counter() - t0) * 1000
@@ -233,7 +233,9 @@ class RagService:
             else:
                 messages = build_messages(query, hits, prompt_history)
                 if mode == "abstractive":
-                    stream = answering.abstractive(self.pool, backend.name, messages, params, outcome)
+                    stream = answering.abstractive(
+                        self.pool, backend.name, messages, params, outcome, principal.name
+                    )
                 else:
                     stream = answering.grounded(
                         self.pool,
@@ -245,6 +247,7 @@ class RagService:
                         self.embedder,
                         self.options.min_support,
                         outcome,
+                        principal.name,
                     )
             async for piece in stream:
                 if not parts:
@@ -322,29 +325,25 @@ class RagService:
         result: AskResult,
         status: str,
     ) -> None:
-        if self.audit is None:
-            return
-        self.audit.append(
-            AuditEvent(
-                actor=principal.name,
-                action="ask",
-                target=collection,
-                data={
-                    "question": question,
-                    "answer_id": result.id,
-                    "conversation_id": result.conversation_id,
-                    "chunk_ids": [h.chunk.id for h in hits],
-                    "document_versions": sorted({f"{h.chunk.document_id}@{h.chunk.version}" for h in hits}),
-                    "model": result.model,
-                    "answer_sha256": hashlib.sha256(result.answer.encode("utf-8")).hexdigest(),
-                    "mode": result.mode,
-                    "support": result.support,
-                    "fallback": result.fallback,
-                    "usage": result.usage,
-                    "status": status,
-                    "latency_ms": result.timings.get("total_ms"),
-                },
-            )
+        audit_query(
+            self.audit,
+            action="ask",
+            principal=principal,
+            collection=collection,
+            question=question,
+            hits=hits,
+            status=status,
+            latency_ms=result.timings.get("total_ms"),
+            model=result.model,
+            answer=result.answer,
+            usage=result.usage,
+            extra={
+                "answer_id": result.id,
+                "conversation_id": result.conversation_id,
+                "mode": result.mode,
+                "support": result.support,
+                "fallback": result.fallback,
+            },
         )
 
 

@@ -1,24 +1,40 @@
 """API keys: random, shown once, stored as SHA-256 (they carry 256 bits of entropy, so a slow
-password hash adds nothing), checked in constant time."""
+password hash adds nothing), checked in constant time. A key belongs to a user, carries a role no
+higher than that user's, and may be scoped to collections and route prefixes and expire.
+
+``resolve_principal`` turns a bearer token into the Principal the request acts as, reading the
+user's role, state and groups from the DB each time so changes apply to the next request.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, insert, inspect, select, update
 
 from appliance.db import api_keys, now
-from appliance.domain import InvalidRequest, Principal, Role
+from appliance.domain import InvalidRequest, NotFound, Principal, Role, Unauthenticated
+from appliance.security.identity import ROLE_RANK, ROLES, IdentityStore, lower_role, validate_role
 
 KEY_PREFIX = "kb-"
-ROLES: tuple[Role, ...] = ("admin", "curator", "employee", "app")
+__all__ = ["KEY_PREFIX", "ROLES", "IssuedKey", "KeyStore", "issue_key", "resolve_principal"]
 
 
 def _hash(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything is stored in UTC.
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -26,6 +42,21 @@ class IssuedKey:
     key: str
     user: str
     role: Role
+    id: int | None = None
+    collections: tuple[str, ...] | None = None
+    routes: tuple[str, ...] | None = None
+    expires_at: datetime | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "key": self.key,
+            "user": self.user,
+            "role": self.role,
+            "collections": list(self.collections) if self.collections is not None else None,
+            "routes": list(self.routes) if self.routes is not None else None,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+        }
 
 
 class KeyStore:
@@ -33,18 +64,38 @@ class KeyStore:
         self.engine = engine
         self._fixed_admin = _hash(fixed_admin_key) if fixed_admin_key else None
         self._ephemeral: dict[str, Principal] = {}
+        _add_scope_columns(engine)
 
-    def create(self, user: str, role: Role) -> IssuedKey:
-        if role not in ROLES:
-            raise InvalidRequest(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+    def create(
+        self,
+        user: str,
+        role: Role,
+        collections: Sequence[str] | None = None,
+        routes: Sequence[str] | None = None,
+        expires_days: float | None = None,
+    ) -> IssuedKey:
+        validate_role(role)
+        for prefix in routes or ():
+            if not prefix.startswith("/"):
+                raise InvalidRequest(f"route scope {prefix!r} must be a path prefix starting with '/'")
         key = KEY_PREFIX + secrets.token_urlsafe(32)
+        expires = now() + timedelta(days=expires_days) if expires_days else None
+        cols = tuple(collections) if collections else None
+        rts = tuple(routes) if routes else None
         with self.engine.begin() as conn:
-            conn.execute(
+            key_id = conn.execute(
                 insert(api_keys).values(
-                    prefix=key[:10], key_hash=_hash(key), user=user, role=role, created_at=now()
+                    prefix=key[:10],
+                    key_hash=_hash(key),
+                    user=user,
+                    role=role,
+                    created_at=now(),
+                    collections=list(cols) if cols else None,
+                    routes=list(rts) if rts else None,
+                    expires_at=expires,
                 )
-            )
-        return IssuedKey(key, user, role)
+            ).inserted_primary_key[0]
+        return IssuedKey(key, user, role, int(key_id), cols, rts, expires)
 
     def add_ephemeral(self, principal: Principal) -> str:
         """A key valid for this process's lifetime only (the local CLI's token)."""
@@ -62,12 +113,15 @@ class KeyStore:
         return row is not None
 
     def bootstrap_admin(self) -> IssuedKey | None:
-        """On first start, create the admin key and return it (to print once); later, None."""
+        """On first start, create the admin user and its key and return the key (to print once)."""
+        IdentityStore(self.engine).ensure_user("admin", "admin")
         if self.has_admin():
             return None
         return self.create("admin", "admin")
 
     def authenticate(self, key: str | None) -> Principal | None:
+        """The key's owner, role, id and scopes (no groups: see ``resolve_principal``), or None for
+        an unknown, revoked or expired key."""
         if not key:
             return None
         digest = _hash(key)
@@ -78,13 +132,60 @@ class KeyStore:
                 return principal
         with self.engine.connect() as conn:
             row = conn.execute(
-                select(api_keys.c.user, api_keys.c.role, api_keys.c.key_hash).where(
-                    api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None)
-                )
+                select(api_keys).where(api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None))
             ).first()
         if row is None or not hmac.compare_digest(row.key_hash, digest):
             return None
-        return Principal(row.user, row.role)
+        expires = _utc(row.expires_at)
+        if expires is not None and expires <= now():
+            return None
+        return Principal(
+            row.user,
+            row.role,
+            key_id=row.id,
+            collections=tuple(row.collections) if row.collections else None,
+            routes=tuple(row.routes) if row.routes else None,
+        )
+
+    def list(self, user: str | None = None) -> list[dict[str, Any]]:
+        query = select(api_keys).order_by(api_keys.c.id)
+        if user is not None:
+            query = query.where(api_keys.c.user == user)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        current = now()
+        out = []
+        for r in rows:
+            expires, revoked = _utc(r.expires_at), _utc(r.revoked_at)
+            out.append(
+                {
+                    "id": r.id,
+                    "prefix": r.prefix,
+                    "user": r.user,
+                    "role": r.role,
+                    "collections": r.collections,
+                    "routes": r.routes,
+                    "created_at": _utc(r.created_at).isoformat(),  # type: ignore[union-attr]
+                    "expires_at": expires.isoformat() if expires else None,
+                    "revoked_at": revoked.isoformat() if revoked else None,
+                    "active": revoked is None and (expires is None or expires > current),
+                }
+            )
+        return out
+
+    def revoke(self, key_id: int, owner: str | None = None) -> dict[str, Any]:
+        """Revoke one key. With ``owner``, another user's key is indistinguishable from a missing one."""
+        with self.engine.begin() as conn:
+            query = select(api_keys.c.id, api_keys.c.user).where(api_keys.c.id == key_id)
+            row = conn.execute(query).first()
+            if row is None or (owner is not None and row.user != owner):
+                raise NotFound(f"no key {key_id}")
+            conn.execute(
+                update(api_keys)
+                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=now())
+            )
+        return next(k for k in self.list(row.user) if k["id"] == key_id)
 
     def revoke_user(self, user: str) -> int:
         with self.engine.begin() as conn:
@@ -95,3 +196,69 @@ class KeyStore:
                     .values(revoked_at=now())
                 ).rowcount
             )
+
+
+def _add_scope_columns(engine: Engine) -> None:
+    """Data dirs made by the skeleton have api_keys without the scope columns; ``create_all``
+    never alters a table, so add them (all nullable) until migrations move to Alembic."""
+    have = {c["name"] for c in inspect(engine).get_columns("api_keys")}
+    missing = [c for c in ("collections", "routes", "expires_at") if c not in have]
+    if not missing:
+        return
+    with engine.begin() as conn:
+        for name in missing:
+            kind = api_keys.c[name].type.compile(dialect=engine.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE api_keys ADD COLUMN {name} {kind}")
+
+
+def resolve_principal(keys: KeyStore, identity: IdentityStore, token: str | None) -> Principal:
+    """The principal a bearer token acts as, with the user's current role and ALL its groups.
+
+    Raises Unauthenticated for a missing, unknown, revoked or expired key and for a key whose user
+    was disabled or deleted."""
+    if not token:
+        raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'")
+    principal = keys.authenticate(token)
+    if principal is None:
+        raise Unauthenticated("invalid, expired or revoked API key")
+    if principal.key_id is None:
+        return principal  # the configured admin key and the local CLI's token
+    found = identity.lookup(principal.name)
+    if found is None:
+        # A key made with KeyStore.create for a name that is not a user (scripts and tests from
+        # before users existed): it acts with its own role and no groups.
+        return principal
+    user_role, disabled = found
+    if disabled:
+        raise Unauthenticated(f"user {principal.name!r} is disabled")
+    role = lower_role(principal.role, user_role) if user_role in ROLE_RANK else principal.role
+    return Principal(
+        principal.name,
+        role,
+        identity.resolve_groups(principal.name),
+        key_id=principal.key_id,
+        collections=principal.collections,
+        routes=principal.routes,
+    )
+
+
+def issue_key(
+    keys: KeyStore,
+    identity: IdentityStore,
+    user: str,
+    role: str | None = None,
+    collections: Sequence[str] | None = None,
+    routes: Sequence[str] | None = None,
+    expires_days: float | None = None,
+) -> IssuedKey:
+    """A key for an existing, enabled user, with at most that user's role (default: the same)."""
+    found = identity.lookup(user)
+    if found is None:
+        raise NotFound(f"no user {user!r}; create it with `appliance users add`")
+    user_role, disabled = found
+    if disabled:
+        raise InvalidRequest(f"user {user!r} is disabled")
+    role = validate_role(role or user_role)
+    if ROLE_RANK[role] > ROLE_RANK[user_role]:
+        raise InvalidRequest(f"a key of {user!r} (role {user_role}) cannot carry the {role} role")
+    return keys.create(user, role, collections, routes, expires_days)

@@ -142,3 +142,36 @@ def test_egress_is_widened_for_a_named_source_or_refused_with_the_setting_to_use
     local = connectors.for_source("http://127.0.0.1:9/")
     allow_egress(load_settings(), local)  # loopback never needs the allow-list
     assert widened == [["docs.example"]]
+
+
+def test_local_paths_are_made_absolute_for_a_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert connectors.absolute_source("docs") == str(tmp_path / "docs")
+    assert connectors.absolute_source("git:repo#dev") == f"git:{tmp_path / 'repo'}#dev"
+    assert (
+        connectors.absolute_source("sqlite:///kb.db#articles") == f"sqlite:///{tmp_path / 'kb.db'}#articles"
+    )
+    for unchanged in ("sqlite:////abs/kb.db#t", "https://a.example/", "s3://b/p", "git+https://h/r.git"):
+        assert connectors.absolute_source(unchanged) == unchanged
+
+
+def test_options_that_widen_reach_come_only_from_the_settings() -> None:
+    for key in ("allow_private", "cache_dir", "allow_hardlinks"):
+        with pytest.raises(InvalidRequest, match="only be set in the settings"):
+            open_source(load_settings(), "https://docs.example/", {key: "x"})
+
+
+def test_rebuild_takes_settings_only_options_from_the_current_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from appliance.ingestion.connect import rebuild
+
+    stored = connectors.build(
+        "web", start_urls=["https://docs.example/"], allow_private=["10.0.0.0/8"]
+    ).options()  # type: ignore[attr-defined]
+    c = rebuild(load_settings(), "web", stored)
+    assert c.options()["allow_private"] == [] and c.root == "https://docs.example/"  # type: ignore[attr-defined]
+    monkeypatch.setenv("APPLIANCE_CONNECTORS__WEB__ALLOW_PRIVATE", '["intranet.example"]')
+    assert rebuild(load_settings(), "web", stored).options()["allow_private"] == ["intranet.example"]  # type: ignore[attr-defined]

@@ -16,6 +16,7 @@ from appliance.api.schemas.kb import (
     SearchResponse,
     citation_models,
 )
+from appliance.audit import audit_query
 from appliance.ingestion.connect import open_source
 from appliance.ingestion.jobs import run_ingest
 from appliance.rag.pipeline import citation_dicts
@@ -28,6 +29,17 @@ async def search(req: SearchRequest, container: ContainerDep, principal: Princip
     flt = req.filters.to_filter() if req.filters else None
     hits, ms = await asyncio.to_thread(
         container.rag.search, req.query, principal, req.collection, req.k, flt, req.mode
+    )
+    await asyncio.to_thread(
+        audit_query,
+        container.audit,
+        action="search",
+        principal=principal,
+        collection=req.collection or container.settings.rag.default_collection,
+        question=req.query,
+        hits=hits,
+        status="ok",
+        latency_ms=round(ms, 1),
     )
     return SearchResponse(
         citations=citation_models(citation_dicts(hits)), timings={"retrieval_ms": round(ms, 1)}

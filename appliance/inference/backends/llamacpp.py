@@ -1,142 +1,180 @@
-"""llama.cpp backend: a GGUF model through llama-cpp-python, in this process.
+"""llama.cpp backend: a GGUF model in a worker process (see ``llamacpp_worker``), spoken to with
+the same OpenAI protocol client as vLLM and remote servers.
 
-llama.cpp contexts are not re-entrant, so one generation runs at a time per backend; the pool in
-front of it queues and sheds load. Generation runs on a worker thread and is handed to the event
-loop token by token, so the server stays responsive and a disconnect stops it between tokens.
+The parent keeps only the vocabulary (``vocab_only``) to count tokens for prompt fitting. One
+generation runs at a time per worker (llama.cpp contexts are not re-entrant); the pool in front
+queues and sheds load, and runs N workers for N parallel answers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import os
+import secrets
+import shutil
+import sys
+import tempfile
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from appliance.domain import ApplianceError, Unavailable
+from appliance.domain import Unavailable
+from appliance.inference.backends.openai_client import OpenAIChatClient, WorkerLost
+from appliance.inference.backends.process import WorkerProcess, read_ready_line
 from appliance.inference.base import Delta, GenerationParams
 
-_DONE = object()
+log = logging.getLogger(__name__)
 
 
 class LlamaCppBackend:
-    def __init__(self, name: str, path: Path, context_tokens: int, threads: int, batch_tokens: int) -> None:
+    kind = "llamacpp"
+    slots = 1
+
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        context_tokens: int,
+        threads: int,
+        batch_tokens: int,
+        start_timeout_s: float = 180.0,
+        request_timeout_s: float = 600.0,
+        warm_messages: list[dict[str, str]] | None = None,
+        log_file: Path | None = None,
+        replica: int = 0,
+        tcp: bool = False,
+    ) -> None:
+        """``tcp``: listen on a loopback port instead of a private Unix socket (to expose the
+        worker's OpenAI endpoint to other clients, as the tests of the remote backend do)."""
         self.name = name
         self.path = path
         self._context_tokens = context_tokens
         self.threads = threads
         self.batch_tokens = batch_tokens
-        self._llm: Any = None
-        self._formatter: Any = None
-        self._lock = threading.Lock()
+        self.replica = replica
+        self.request_timeout_s = request_timeout_s
+        self._vocab: Any = None
+        self._vocab_lock = threading.Lock()
+        self._token = ""
+        config = {
+            "name": name,
+            "path": str(path),
+            "context_tokens": context_tokens,
+            "threads": threads,
+            "batch_tokens": batch_tokens,
+            "warm_messages": warm_messages or [],
+        }
+        self._sock_dir = None if tcp else tempfile.mkdtemp(prefix="kbw-")  # short: sun_path is 108 bytes
+        if self._sock_dir:
+            config["uds"] = os.path.join(self._sock_dir, "worker.sock")
+        self.uds: str | None = config.get("uds")  # type: ignore[assignment]
+        self._env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_WORKER_")}
+        self._env["APPLIANCE_WORKER_CONFIG"] = json.dumps(config)
+        self.worker = WorkerProcess(
+            f"llama.cpp worker {name}#{replica}",
+            [sys.executable, "-m", "appliance.inference.backends.llamacpp_worker"],
+            self._env,
+            start_timeout_s,
+            self._wait_ready,
+            log_file,
+        )
 
     @property
     def context_tokens(self) -> int:
         return self._context_tokens
 
-    def start(self) -> None:
-        if self._llm is not None:
-            return
+    def _wait_ready(self, proc: Any, deadline: float) -> int | None:
+        line = read_ready_line(proc, deadline)
         try:
-            from llama_cpp import Llama
-        except ImportError as exc:  # pragma: no cover - install problem
-            raise Unavailable(f"llama-cpp-python is not installed ({exc}); run `make install`") from exc
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+            where = json.loads(line)
+            return None if "uds" in where else int(where["port"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise Unavailable(f"the model worker said {line!r} instead of where it listens") from exc
 
-        llm = Llama(
-            model_path=str(self.path),
-            n_ctx=self._context_tokens,
-            n_threads=self.threads,
-            n_batch=self.batch_tokens,
-            verbose=False,
-        )
-        template = llm.metadata.get("tokenizer.chat_template")
-        if not template:
-            raise Unavailable(f"{self.path} has no chat template; use an instruction-tuned GGUF model")
-        eos, bos = llm.token_eos(), llm.token_bos()
-        self._formatter = Jinja2ChatFormatter(
-            template=template,
-            eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
-            bos_token=llm._model.token_get_text(bos) if bos != -1 else "",
-            stop_token_ids=[eos],
-        )
-        self._llm = llm
+    @property
+    def base_url(self) -> str:
+        host = "worker" if self.uds else f"127.0.0.1:{self.worker.port}"
+        return f"http://{host}/v1"
+
+    @property
+    def token(self) -> str:
+        return self._token
+
+    def ensure_running(self) -> bool:
+        # A fresh token per start: a stale client of a dead worker can't talk to its successor.
+        with self.worker._lock:
+            if self.worker.alive():
+                return False
+            if self._sock_dir:
+                os.makedirs(self._sock_dir, mode=0o700, exist_ok=True)
+            self._token = secrets.token_urlsafe(24)
+            self._env["APPLIANCE_WORKER_TOKEN"] = self._token
+            return self.worker.ensure_running()
+
+    def start(self) -> None:
+        self._load_vocab()
+        self.ensure_running()
+
+    def _load_vocab(self) -> Any:
+        with self._vocab_lock:
+            if self._vocab is None:
+                try:
+                    from llama_cpp import Llama
+                except ImportError as exc:  # pragma: no cover - install problem
+                    raise Unavailable(
+                        f"llama-cpp-python is not installed ({exc}); run `make install`"
+                    ) from exc
+                self._vocab = Llama(model_path=str(self.path), vocab_only=True, verbose=False)
+            return self._vocab
+
+    @property
+    def client(self) -> OpenAIChatClient:
+        return OpenAIChatClient(self.base_url, self._token, self.name, self.request_timeout_s, self.uds)
 
     def health(self) -> dict[str, Any]:
-        return {"backend": "llamacpp", "model": self.name, "loaded": self._llm is not None}
+        return {
+            "backend": self.kind,
+            "model": self.name,
+            "replica": self.replica,
+            "alive": self.worker.alive(),
+            "pid": self.worker.pid,
+            "starts": self.worker.starts,
+        }
 
     def count_tokens(self, text: str) -> int:
-        self.start()
-        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+        vocab = self._load_vocab()
+        with self._vocab_lock:
+            return len(vocab.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
     async def chat(self, messages: list[dict[str, str]], params: GenerationParams) -> AsyncIterator[Delta]:
-        self.start()
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        cancelled = threading.Event()
-
-        def produce() -> None:
-            try:
-                # We apply the model's chat template ourselves so the prompt's token count is exact.
-                formatted = self._formatter(messages=messages)
-                template_stop = formatted.stop or []
-                if isinstance(template_stop, str):
-                    template_stop = [template_stop]
-                stop = [*template_stop, *params.stop]
-                with self._lock:
-                    prompt = self._llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=False, special=True)
-                    if len(prompt) + params.max_tokens > self._context_tokens:
-                        raise Unavailable(
-                            f"prompt of {len(prompt)} tokens plus {params.max_tokens} to generate exceeds the "
-                            f"{self._context_tokens}-token context"
-                        )
-                    stream = self._llm.create_completion(
-                        prompt=prompt,
-                        max_tokens=params.max_tokens,
-                        temperature=params.temperature,
-                        top_p=params.top_p,
-                        stop=stop or None,
-                        stream=True,
-                    )
-                    completion = 0
-                    finish = None
-                    for chunk in stream:
-                        if cancelled.is_set():
-                            finish = "cancelled"
-                            break
-                        choice = chunk["choices"][0]
-                        text = choice.get("text") or ""
-                        if text:
-                            completion += 1
-                            loop.call_soon_threadsafe(queue.put_nowait, Delta(content=text))
-                        if choice.get("finish_reason"):
-                            finish = choice["finish_reason"]
-                    usage = {"prompt_tokens": len(prompt), "completion_tokens": completion}
-                    loop.call_soon_threadsafe(
-                        queue.put_nowait, Delta(finish_reason=finish or "stop", usage=usage)
-                    )
-            except Exception as exc:  # surfaced to the awaiting side
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
-            finally:
-                loop.call_soon_threadsafe(queue.put_nowait, _DONE)
-
-        worker = loop.run_in_executor(None, produce)
+        await asyncio.to_thread(self.ensure_running)
+        client = self.client
         try:
-            while True:
-                item = await queue.get()
-                if item is _DONE:
-                    break
-                if isinstance(item, ApplianceError):
-                    raise item
-                if isinstance(item, Exception):
-                    raise Unavailable(f"generation failed: {type(item).__name__}: {item}")
-                yield item
-        finally:
-            cancelled.set()
-            await asyncio.shield(worker)
+            async for delta in client.chat(messages, params):
+                yield delta
+        except WorkerLost as exc:
+            if await asyncio.to_thread(self.worker.exited, 1.0):
+                # Bring it back now rather than on the next request; this answer is lost either way.
+                threading.Thread(target=self._restart_quietly, daemon=True).start()
+                raise WorkerLost(
+                    "the model worker crashed during the answer; it is restarting, retry"
+                ) from exc
+            raise
+
+    def _restart_quietly(self) -> None:
+        try:
+            self.ensure_running()
+        except Exception:  # noqa: BLE001 - the health checker tries again
+            log.exception("restarting %s failed", self.worker.label)
 
     def stop(self) -> None:
-        with self._lock:
-            if self._llm is not None:
-                self._llm.close()
-                self._llm = None
+        self.worker.stop()
+        if self._sock_dir:
+            shutil.rmtree(self._sock_dir, ignore_errors=True)
+        with self._vocab_lock:
+            if self._vocab is not None:
+                self._vocab.close()
+                self._vocab = None

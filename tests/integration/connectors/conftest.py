@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -288,7 +289,12 @@ def postgres() -> Iterator[Postgres]:
                 time.sleep(0.2)
         yield Postgres(f"postgresql+psycopg://kb@127.0.0.1:{port}/postgres")
     finally:
-        proc.terminate()
+        # SIGINT is PostgreSQL's "fast" shutdown (SIGTERM waits for clients); sent to the postmaster
+        # itself, since runuser does not pass it on.
+        try:
+            os.kill(int((data / "postmaster.pid").read_text().split()[0]), signal.SIGINT)
+        except (OSError, ValueError, IndexError):
+            proc.terminate()
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:

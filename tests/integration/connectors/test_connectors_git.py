@@ -80,3 +80,14 @@ def test_a_dot_git_path_is_a_git_source(repo: Path, tmp_path: Path) -> None:
     git(tmp_path, "clone", "-q", "--bare", str(repo), str(bare))
     c = connectors.for_source(str(bare))
     assert c.kind == "git" and "hr/leave.md" in listing(c)
+
+
+def test_a_command_transport_url_is_refused(tmp_path: Path) -> None:
+    from appliance.domain import InvalidRequest
+
+    marker = tmp_path / "pwned"
+    for spec in (f"git+ext::sh -c touch% {marker}", f"git+ext::sh -c touch% {marker}://x"):
+        with pytest.raises((InvalidRequest, GitError)):
+            c = connectors.for_source(spec, cache_dir=str(tmp_path / "cache"))
+            list(c.discover())
+    assert not marker.exists()

@@ -148,6 +148,13 @@ def test_names_resolving_to_private_addresses_are_refused_after_dns() -> None:
         client.check("http://intranet.example/")
     with pytest.raises(FetchRefused, match="metadata"):
         client.check("https://mixed.example/")
+
+    def guarded_dns(host: str, port: int) -> list[str]:
+        raise PermissionError(f"name lookup of {host!r} refused: the appliance runs offline")
+
+    guarded = SafeClient(AllowList.parse([]), 1000, 1.0, "t", resolver=guarded_dns)
+    with pytest.raises(FetchRefused, match="egress.allow"):
+        guarded.check("https://docs.intranet.example/")
     allowed = SafeClient(AllowList.parse(["intranet.example"]), 1000, 1.0, "t", resolver=fake_dns)
     target, host = allowed.check("http://intranet.example:8080/x?y=1")
     assert (str(target), host) == ("http://10.1.2.3:8080/x?y=1", "intranet.example")

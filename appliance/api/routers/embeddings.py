@@ -1,0 +1,59 @@
+"""``POST /v1/embeddings``: the appliance's embedder in the OpenAI format."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import numpy as np
+from fastapi import APIRouter
+
+from appliance.api.deps import ContainerDep, PrincipalDep
+from appliance.api.schemas.embeddings import (
+    EmbeddingData,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    EmbeddingUsage,
+)
+from appliance.domain import InvalidRequest, NotFound
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+MAX_INPUTS = 2048  # OpenAI's own limit per request
+
+
+@router.post(
+    "/embeddings", response_model=EmbeddingResponse, summary="Embed texts with the appliance's model"
+)
+async def embeddings(req: EmbeddingRequest, container: ContainerDep, _: PrincipalDep) -> EmbeddingResponse:
+    embedder = container.embedder
+    if req.model not in (None, "", "default", embedder.name):
+        raise NotFound(
+            f"embedding model {req.model!r} is not served here; this appliance serves {embedder.name!r}"
+        )
+    texts = [req.input] if isinstance(req.input, str) else req.input
+    if not texts:
+        raise InvalidRequest("input must hold at least one text")
+    if len(texts) > MAX_INPUTS:
+        raise InvalidRequest(f"at most {MAX_INPUTS} inputs per request")
+    if any(not isinstance(t, str) or not t for t in texts):
+        raise InvalidRequest("every input must be a non-empty string")
+
+    def run() -> tuple[np.ndarray, int]:
+        embedder.start()
+        return embedder.embed_documents(texts), sum(embedder.count_tokens(t) for t in texts)
+
+    vectors, tokens = await asyncio.to_thread(run)
+    container.metrics.embedded_texts.labels(embedder.name).inc(len(texts))
+    data = [
+        EmbeddingData(
+            index=i,
+            embedding=base64.b64encode(v.astype(np.float32).tobytes()).decode()
+            if req.encoding_format == "base64"
+            else v.astype(float).tolist(),
+        )
+        for i, v in enumerate(vectors)
+    ]
+    return EmbeddingResponse(
+        data=data, model=embedder.name, usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens)
+    )

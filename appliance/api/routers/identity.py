@@ -1,0 +1,156 @@
+"""Users, groups and API keys. Admin only, except that every user may read themselves (`/me`,
+`/users/{own name}`), change their own password, and list and revoke their own
+keys (another user's key id answers 404)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from appliance.api.deps import AdminDep, ContainerDep, PrincipalDep
+from appliance.api.schemas.identity import (
+    Group,
+    GroupCreate,
+    GroupList,
+    IssuedKey,
+    Key,
+    KeyCreate,
+    KeyList,
+    Me,
+    MemberAdd,
+    User,
+    UserCreate,
+    UserList,
+    UserUpdate,
+)
+from appliance.domain import Forbidden, NotFound, Principal
+from appliance.security.auth import issue_key
+
+router = APIRouter(prefix="/api/v1", tags=["identity"])
+
+
+# -- users ---------------------------------------------------------------------------------------
+
+
+@router.get("/users", response_model=UserList, summary="List users")
+def list_users(container: ContainerDep, _: AdminDep) -> Any:
+    return UserList(data=container.identity.list_users())
+
+
+@router.post("/users", response_model=User, status_code=201, summary="Create a user")
+def create_user(req: UserCreate, request: Request, container: ContainerDep, _: AdminDep) -> Any:
+    request.state.audit = {"user": req.name, "role": req.role, "groups": req.groups}
+    return container.identity.add_user(req.name, req.role, req.groups, req.password)
+
+
+@router.get("/me", response_model=Me, summary="Who the caller is: role, all groups, key scopes")
+def me(principal: PrincipalDep) -> Any:
+    return Me(
+        name=principal.name,
+        role=principal.role,
+        groups=list(principal.groups),
+        key_id=principal.key_id,
+        collections=list(principal.collections) if principal.collections is not None else None,
+        routes=list(principal.routes) if principal.routes is not None else None,
+    )
+
+
+def _own_or_404(principal: Principal, name: str) -> None:
+    # Non-admins learn nothing about other users, not even whether they exist.
+    if not principal.is_admin and principal.name != name:
+        raise NotFound(f"no user {name!r}")
+
+
+@router.get("/users/{name}", response_model=User, summary="One user (non-admins: themselves only)")
+def get_user(name: str, container: ContainerDep, principal: PrincipalDep) -> Any:
+    _own_or_404(principal, name)
+    return container.identity.get_user(name)
+
+
+@router.patch(
+    "/users/{name}",
+    response_model=User,
+    summary="Change role, password or disable (non-admins: their own password only)",
+)
+def update_user(
+    name: str, req: UserUpdate, request: Request, container: ContainerDep, principal: PrincipalDep
+) -> Any:
+    _own_or_404(principal, name)
+    request.state.audit = {
+        "role": req.role,
+        "disabled": req.disabled,
+        "password_changed": req.password is not None,
+    }
+    if not principal.is_admin and (req.role is not None or req.disabled is not None):
+        raise Forbidden("only an admin changes roles or disables users")
+    user = container.identity.update_user(name, req.role, req.disabled, req.password)
+    if req.disabled:
+        container.keys.revoke_user(name)
+    return user
+
+
+@router.delete("/users/{name}", response_model=User, summary="Disable a user and revoke their keys")
+def disable_user(name: str, container: ContainerDep, _: AdminDep) -> Any:
+    user = container.identity.update_user(name, disabled=True)
+    container.keys.revoke_user(name)
+    return user
+
+
+# -- groups --------------------------------------------------------------------------------------
+
+
+@router.get("/groups", response_model=GroupList, summary="List groups")
+def list_groups(container: ContainerDep, _: AdminDep) -> Any:
+    return GroupList(data=container.identity.list_groups())
+
+
+@router.post("/groups", response_model=Group, status_code=201, summary="Create a group")
+def create_group(req: GroupCreate, request: Request, container: ContainerDep, _: AdminDep) -> Any:
+    request.state.audit = {"group": req.name, "parent": req.parent}
+    return container.identity.add_group(req.name, req.parent)
+
+
+@router.get("/groups/{name}", response_model=Group, summary="One group")
+def get_group(name: str, container: ContainerDep, _: AdminDep) -> Any:
+    return container.identity.get_group(name)
+
+
+@router.delete("/groups/{name}", status_code=204, summary="Delete a group")
+def delete_group(name: str, container: ContainerDep, _: AdminDep) -> None:
+    container.identity.delete_group(name)
+
+
+@router.post("/groups/{name}/members", response_model=Group, summary="Add a user or a group")
+def add_member(name: str, req: MemberAdd, request: Request, container: ContainerDep, _: AdminDep) -> Any:
+    request.state.audit = {"member": f"{req.kind}:{req.member}"}
+    return container.identity.add_member(name, req.member, req.kind)
+
+
+@router.delete("/groups/{name}/members/{kind}/{member}", response_model=Group, summary="Remove a member")
+def remove_member(name: str, kind: str, member: str, container: ContainerDep, _: AdminDep) -> Any:
+    return container.identity.remove_member(name, member, kind)
+
+
+# -- keys ----------------------------------------------------------------------------------------
+
+
+@router.get("/keys", response_model=KeyList, summary="API keys (admins: all; others: their own)")
+def list_keys(container: ContainerDep, principal: PrincipalDep) -> Any:
+    return KeyList(data=container.keys.list(None if principal.is_admin else principal.name))
+
+
+@router.post("/keys", response_model=IssuedKey, status_code=201, summary="Create an API key (shown once)")
+def create_key(req: KeyCreate, request: Request, container: ContainerDep, _: AdminDep) -> Any:
+    issued = issue_key(
+        container.keys, container.identity, req.user, req.role, req.collections, req.routes, req.expires_days
+    )
+    request.state.audit = {k: v for k, v in issued.as_dict().items() if k != "key"}
+    return issued.as_dict()
+
+
+@router.delete("/keys/{key_id}", response_model=Key, summary="Revoke an API key")
+async def revoke_key(key_id: int, container: ContainerDep, principal: PrincipalDep) -> Any:
+    owner = None if principal.is_admin else principal.name
+    return await asyncio.to_thread(container.keys.revoke, key_id, owner)

@@ -1,0 +1,21 @@
+"""``GET /metrics`` in the Prometheus text format.
+
+Metrics name models and show load, so by default they need an admin key like the rest of the
+admin API; ``observability.metrics_public`` opens them for a scraper on a trusted network.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from appliance.api.deps import ContainerDep, get_principal, require_admin
+
+router = APIRouter(tags=["observability"])
+
+
+@router.get("/metrics", summary="Prometheus metrics (admin key unless observability.metrics_public)")
+async def metrics(request: Request, container: ContainerDep) -> Response:
+    if not container.settings.observability.metrics_public:
+        require_admin(await get_principal(request))
+    return Response(container.metrics.render(), media_type=container.metrics.content_type)

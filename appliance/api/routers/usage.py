@@ -1,0 +1,63 @@
+"""Usage reports (JSON or CSV), quotas, and the audit export."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import PlainTextResponse
+
+from appliance.api.deps import AdminDep, ContainerDep, PrincipalDep
+from appliance.api.schemas.usage import Quota, QuotaList, UsageReport
+from appliance.metering import to_csv
+
+router = APIRouter(prefix="/api/v1", tags=["usage and audit"])
+
+
+@router.get(
+    "/usage",
+    response_model=UsageReport,
+    summary="Tokens and requests per user, group and key per day (admins: all; others: their own)",
+    responses={200: {"content": {"text/csv": {}}}},
+)
+def usage_report(
+    container: ContainerDep,
+    principal: PrincipalDep,
+    since: Annotated[str | None, Query(description="First day, YYYY-MM-DD.")] = None,
+    until: Annotated[str | None, Query(description="Last day, YYYY-MM-DD.")] = None,
+    kind: Annotated[Literal["user", "group", "key"] | None, Query(description="Only these subjects.")] = None,
+    format: Annotated[Literal["json", "csv"], Query(description="json or csv.")] = "json",
+) -> Any:
+    own = None
+    if not principal.is_admin:
+        own = [f"user:{principal.name}"] + [f"key:{k['id']}" for k in container.keys.list(principal.name)]
+    rows = container.metering.report(since, until, own, kind)
+    if format == "csv":
+        return PlainTextResponse(to_csv(rows), media_type="text/csv")
+    return UsageReport(data=rows)
+
+
+@router.get("/quotas", response_model=QuotaList, summary="Quotas per user and group")
+def list_quotas(container: ContainerDep, _: AdminDep) -> Any:
+    return QuotaList(data=container.metering.list_quotas())
+
+
+@router.put("/quotas", response_model=Quota, summary="Set the quota of user:NAME or group:NAME")
+def set_quota(req: Quota, container: ContainerDep, _: AdminDep) -> Any:
+    return container.metering.set_quota(req.subject, req.tokens_per_day, req.requests_per_minute)
+
+
+@router.delete("/quotas/{subject}", status_code=204, summary="Remove a quota (defaults apply again)")
+def delete_quota(subject: str, container: ContainerDep, _: AdminDep) -> None:
+    container.metering.delete_quota(subject)
+
+
+@router.get(
+    "/audit/export",
+    summary="The audit log as JSON lines with a trailer (verify with `appliance audit verify --file`)",
+    response_class=PlainTextResponse,
+)
+async def audit_export(container: ContainerDep, _: AdminDep) -> Any:
+    text = await asyncio.to_thread(container.audit.export)
+    return PlainTextResponse(text, media_type="application/x-ndjson")

@@ -1,0 +1,64 @@
+"""Remote backend: any OpenAI-compatible server (another appliance node, MindIE, a vLLM router).
+
+The egress guard still applies: add the host to ``egress.allow``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from typing import Any
+
+from appliance.inference.backends.openai_client import OpenAIChatClient
+from appliance.inference.base import Delta, GenerationParams
+
+
+class RemoteBackend:
+    kind = "remote"
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        api_key: str | None,
+        remote_model: str | None = None,
+        context_tokens: int = 4096,
+        slots: int = 16,
+        request_timeout_s: float = 600.0,
+        replica: int = 0,
+    ) -> None:
+        self.name = name
+        self.replica = replica
+        self.slots = slots
+        self._context_tokens = context_tokens
+        self.client = OpenAIChatClient(url, api_key, remote_model or name, request_timeout_s)
+
+    @property
+    def context_tokens(self) -> int:
+        return self._context_tokens
+
+    def start(self) -> None:
+        """Nothing to load; reachability shows in ``health()``."""
+
+    def ensure_running(self) -> bool:
+        return False
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "backend": self.kind,
+            "model": self.name,
+            "replica": self.replica,
+            "url": self.client.base_url,
+            "alive": self.client.health(),
+        }
+
+    def count_tokens(self, text: str) -> int:
+        # No tokenizer here; three characters a token over-counts English, which errs on the safe side.
+        return math.ceil(len(text) / 3)
+
+    async def chat(self, messages: list[dict[str, str]], params: GenerationParams) -> AsyncIterator[Delta]:
+        async for delta in self.client.chat(messages, params):
+            yield delta
+
+    def stop(self) -> None:
+        """Nothing to release."""

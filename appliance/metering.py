@@ -1,0 +1,231 @@
+"""Token metering per user, group and API key per day, and quotas enforced with 429.
+
+Usage lands in the ``usage`` table as one counter row per (UTC day, subject), subject being
+``user:NAME``, ``group:NAME`` (every group of the user, transitively, at the time of the request)
+or ``key:ID``. Quotas: tokens per day (checked against today's counters before a request runs; the
+request that crosses the line finishes) and requests per minute (a sliding window kept in this
+process: with several API replicas each enforces its own window).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import threading
+import time
+from collections import deque
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, delete, func, insert, select
+
+from appliance.db import quotas, usage
+from appliance.domain import InvalidRequest, NotFound, Overloaded, Principal
+
+REPORT_FIELDS = ("day", "subject", "requests", "prompt_tokens", "completion_tokens", "total_tokens")
+
+
+def today() -> str:
+    return datetime.now(UTC).date().isoformat()
+
+
+def seconds_to_midnight() -> float:
+    current = datetime.now(UTC)
+    tomorrow = datetime.combine(current.date() + timedelta(days=1), datetime.min.time(), UTC)
+    return max(1.0, (tomorrow - current).total_seconds())
+
+
+def subjects_of(principal: Principal) -> list[str]:
+    out = [f"user:{principal.name}", *(f"group:{g}" for g in principal.groups)]
+    if principal.key_id is not None:
+        out.append(f"key:{principal.key_id}")
+    return out
+
+
+def _check_subject(subject: str) -> str:
+    kind, _, name = subject.partition(":")
+    if kind not in ("user", "group") or not name:
+        raise InvalidRequest(f"quota subject must be user:NAME or group:NAME, not {subject!r}")
+    return subject
+
+
+class Metering:
+    def __init__(self, engine: Engine, default_tokens_per_day: int = 0, default_rpm: int = 0) -> None:
+        self.engine = engine
+        self.default_tokens_per_day = default_tokens_per_day
+        self.default_rpm = default_rpm
+        self._windows: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    # -- recording --------------------------------------------------------------------------------
+
+    def record_usage(
+        self,
+        principal: Principal,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        requests: int = 1,
+        day: str | None = None,
+    ) -> None:
+        """Add one finished request's tokens to the user's, each group's and the key's counters."""
+        day = day or today()
+        match self.engine.dialect.name:
+            case "postgresql":
+                from sqlalchemy.dialects.postgresql import insert as upsert
+            case _:
+                from sqlalchemy.dialects.sqlite import insert as upsert
+        rows = [
+            {
+                "day": day,
+                "subject": subject,
+                "requests": requests,
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+            }
+            for subject in subjects_of(principal)
+        ]
+        stmt = upsert(usage).values(rows)
+        # One statement, atomic under concurrency on both SQLite and PostgreSQL.
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[usage.c.day, usage.c.subject],
+            set_={
+                "requests": usage.c.requests + stmt.excluded.requests,
+                "prompt_tokens": usage.c.prompt_tokens + stmt.excluded.prompt_tokens,
+                "completion_tokens": usage.c.completion_tokens + stmt.excluded.completion_tokens,
+            },
+        )
+        with self.engine.begin() as conn:
+            conn.execute(stmt)
+
+    def sink(self, principal: Principal, tokens: dict[str, int]) -> None:
+        """The audit hook's signature (see ``AuditLog.usage_sink``)."""
+        self.record_usage(
+            principal, int(tokens.get("prompt_tokens", 0)), int(tokens.get("completion_tokens", 0))
+        )
+
+    # -- quotas -----------------------------------------------------------------------------------
+
+    def set_quota(
+        self, subject: str, tokens_per_day: int | None = None, requests_per_minute: int | None = None
+    ) -> dict[str, Any]:
+        _check_subject(subject)
+        with self.engine.begin() as conn:
+            conn.execute(delete(quotas).where(quotas.c.subject == subject))
+            conn.execute(
+                insert(quotas).values(
+                    subject=subject, tokens_per_day=tokens_per_day, requests_per_minute=requests_per_minute
+                )
+            )
+        return {
+            "subject": subject,
+            "tokens_per_day": tokens_per_day,
+            "requests_per_minute": requests_per_minute,
+        }
+
+    def delete_quota(self, subject: str) -> None:
+        with self.engine.begin() as conn:
+            if not conn.execute(delete(quotas).where(quotas.c.subject == subject)).rowcount:
+                raise NotFound(f"no quota for {subject!r}")
+
+    def list_quotas(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(quotas).order_by(quotas.c.subject)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def check_quota(self, principal: Principal) -> None:
+        """Raise Overloaded (429 + Retry-After) when the caller is over a quota; otherwise count
+        this request in the per-minute windows. Admins are never limited."""
+        if principal.is_admin:
+            return
+        subjects = [f"user:{principal.name}", *(f"group:{g}" for g in principal.groups)]
+        with self.engine.connect() as conn:
+            limits = {
+                r.subject: r for r in conn.execute(select(quotas).where(quotas.c.subject.in_(subjects)))
+            }
+            spent = {
+                r.subject: int(r.tokens)
+                for r in conn.execute(
+                    select(
+                        usage.c.subject,
+                        (usage.c.prompt_tokens + usage.c.completion_tokens).label("tokens"),
+                    ).where(usage.c.day == today(), usage.c.subject.in_(subjects))
+                )
+            }
+        rpm_limits: dict[str, int] = {}
+        for subject in subjects:
+            row = limits.get(subject)
+            is_user = subject.startswith("user:")
+            tpd = (
+                row.tokens_per_day if row is not None else (self.default_tokens_per_day if is_user else None)
+            )
+            rpm = row.requests_per_minute if row is not None else (self.default_rpm if is_user else None)
+            if tpd and spent.get(subject, 0) >= tpd:
+                raise Overloaded(
+                    f"daily token quota of {subject} used up ({spent[subject]} of {tpd}); resets at 00:00 UTC",
+                    retry_after=seconds_to_midnight(),
+                )
+            if rpm:
+                rpm_limits[subject] = rpm
+        now = time.monotonic()
+        with self._lock:
+            for subject, rpm in rpm_limits.items():
+                window = self._windows.setdefault(subject, deque())
+                while window and window[0] <= now - 60:
+                    window.popleft()
+                if len(window) >= rpm:
+                    raise Overloaded(
+                        f"request rate quota of {subject} reached ({rpm} per minute)",
+                        retry_after=window[0] + 60 - now,
+                    )
+            for subject in rpm_limits:
+                self._windows[subject].append(now)
+
+    # -- reports ----------------------------------------------------------------------------------
+
+    def report(
+        self,
+        since: str | None = None,
+        until: str | None = None,
+        subjects: list[str] | None = None,
+        kind: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Counter rows, oldest day first. ``subjects`` limits to those (a user's own report)."""
+        query = select(usage).order_by(usage.c.day, usage.c.subject)
+        if since:
+            query = query.where(usage.c.day >= since)
+        if until:
+            query = query.where(usage.c.day <= until)
+        if subjects is not None:
+            query = query.where(usage.c.subject.in_(subjects))
+        if kind:
+            query = query.where(usage.c.subject.like(f"{kind}:%"))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            {
+                "day": r.day,
+                "subject": r.subject,
+                "requests": r.requests,
+                "prompt_tokens": r.prompt_tokens,
+                "completion_tokens": r.completion_tokens,
+                "total_tokens": r.prompt_tokens + r.completion_tokens,
+            }
+            for r in rows
+        ]
+
+    def tokens_today(self, subject: str) -> int:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(func.coalesce(func.sum(usage.c.prompt_tokens + usage.c.completion_tokens), 0)).where(
+                    usage.c.day == today(), usage.c.subject == subject
+                )
+            ).scalar_one()
+        return int(value)
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=REPORT_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()

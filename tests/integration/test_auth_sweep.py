@@ -1,0 +1,245 @@
+"""Auth sweep over every route in the OpenAPI schema, generated at test time so routes added by
+other areas are covered: unauthenticated -> 401 (health excepted), a key scoped away from the
+route -> 403, an employee on an admin route -> 403. Also: identity REST, own-keys rules, audit of
+admin actions and auth failures. No lifespan: nothing heavy is loaded, auth fails first."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+
+from appliance.api.app import create_app
+from appliance.container import Container
+from appliance.security.auth import issue_key
+from appliance.settings import load_settings
+
+PUBLIC = {"/healthz", "/readyz"}
+ADMIN_KEY = "kb-sweep-admin-0123456789"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    data_dir = tmp_path_factory.mktemp("sweep")
+    container = Container(load_settings(data_dir=data_dir, auth={"admin_key": ADMIN_KEY}))
+    container.keys.bootstrap_admin()
+    container.identity.add_group("staff")
+    container.identity.add_user("emp", "employee", ["staff"])
+    container.identity.add_user("emp2", "employee", ["staff"])
+    container.identity.add_user("svc", "app")
+    app = create_app(container)
+    keys = {
+        "employee": issue_key(container.keys, container.identity, "emp").key,
+        "employee2": issue_key(container.keys, container.identity, "emp2").key,
+        "scoped_away": issue_key(container.keys, container.identity, "svc", routes=["/nowhere"]).key,
+    }
+    client = TestClient(app, raise_server_exceptions=False)  # no `with`: no lifespan, no models
+    try:
+        yield {"client": client, "app": app, "container": container, "keys": keys}
+    finally:
+        container.close()
+
+
+def _api_routes(routes: list[Any]) -> Iterator[APIRoute]:
+    for r in routes:
+        if isinstance(r, APIRoute):
+            yield r
+        elif hasattr(r, "original_router"):  # FastAPI >= 0.16x keeps included routers nested
+            yield from _api_routes(list(r.original_router.routes))
+        elif hasattr(r, "routes"):
+            yield from _api_routes(list(r.routes))
+
+
+def _routes(app: Any) -> list[tuple[str, str, APIRoute | None]]:
+    """(method, path, route) for every operation in the OpenAPI schema; the route object (found
+    by operationId, whatever the router nesting) tells which role dependencies guard it."""
+    by_id = {r.unique_id: r for r in _api_routes(list(app.routes))}
+    out = []
+    for path, item in app.openapi()["paths"].items():
+        for method, op in item.items():
+            out.append((method.upper(), path, by_id.get(op.get("operationId", ""))))
+    return out
+
+
+def _url(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "1", path)
+
+
+def _calls(route: APIRoute | None) -> set[str]:
+    names: set[str] = set()
+    todo = list(route.dependant.dependencies) if route else []
+    while todo:
+        dep = todo.pop()
+        names.add(getattr(dep.call, "__name__", ""))
+        todo.extend(dep.dependencies)
+    return names
+
+
+def _send(client: TestClient, method: str, path: str, key: str | None) -> Any:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    body = None if method in ("GET", "DELETE", "HEAD") else json.dumps({})
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    return client.request(method, _url(path), headers=headers, content=body)
+
+
+def test_schema_has_the_routes_we_expect(env: dict[str, Any]) -> None:
+    paths = {p for _, p, _ in _routes(env["app"])}
+    for expected in ("/api/v1/users", "/api/v1/groups", "/api/v1/keys", "/api/v1/usage", "/api/v1/search"):
+        assert expected in paths
+
+
+def test_every_route_needs_authentication(env: dict[str, Any]) -> None:
+    wrong = []
+    for method, path, _ in _routes(env["app"]):
+        if path in PUBLIC:
+            continue
+        for key in (None, "kb-not-a-real-key"):
+            r = _send(env["client"], method, path, key)
+            if r.status_code != 401 or r.json().get("error", {}).get("code") != "unauthenticated":
+                wrong.append((method, path, key, r.status_code, r.text[:120]))
+    assert not wrong, wrong
+
+
+def test_key_scoped_to_other_routes_gets_403_everywhere(env: dict[str, Any]) -> None:
+    wrong = []
+    for method, path, _ in _routes(env["app"]):
+        if path in PUBLIC:
+            continue
+        r = _send(env["client"], method, path, env["keys"]["scoped_away"])
+        if r.status_code != 403:
+            wrong.append((method, path, r.status_code, r.text[:120]))
+    assert not wrong, wrong
+
+
+def test_employee_gets_403_on_every_admin_or_curator_route(env: dict[str, Any]) -> None:
+    guarded = [
+        (m, p) for m, p, route in _routes(env["app"]) if _calls(route) & {"require_admin", "require_curator"}
+    ]
+    assert all(route is not None for _, _, route in _routes(env["app"]))
+    assert ("POST", "/api/v1/users") in guarded and ("GET", "/api/v1/audit/verify") in guarded
+    wrong = []
+    for method, path in guarded:
+        r = _send(env["client"], method, path, env["keys"]["employee"])
+        if r.status_code != 403 or r.json()["error"]["code"] != "forbidden":
+            wrong.append((method, path, r.status_code, r.text[:120]))
+    assert not wrong, wrong
+
+
+def test_health_is_public(env: dict[str, Any]) -> None:
+    assert env["client"].get("/healthz").status_code == 200
+
+
+def test_identity_rest_and_own_keys(env: dict[str, Any]) -> None:
+    c: TestClient = env["client"]
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    r = c.post("/api/v1/groups", json={"name": "sales"}, headers=admin)
+    assert r.status_code == 201, r.text
+    r = c.post("/api/v1/groups", json={"name": "emea-sales", "parent": "sales"}, headers=admin)
+    assert r.status_code == 201
+    r = c.post(
+        "/api/v1/users",
+        json={"name": "zoe", "groups": ["emea-sales"], "password": "longenough"},
+        headers=admin,
+    )
+    assert r.status_code == 201 and r.json()["all_groups"] == ["emea-sales", "sales"], r.text
+    assert c.post("/api/v1/users", json={"name": "zoe"}, headers=admin).status_code == 409
+    r = c.post("/api/v1/groups/emea-sales/members", json={"member": "sales", "kind": "group"}, headers=admin)
+    assert r.status_code == 409 and "cycle" in r.json()["error"]["message"]
+    issued = c.post("/api/v1/keys", json={"user": "zoe", "expires_days": 30}, headers=admin).json()
+    assert issued["key"].startswith("kb-") and issued["expires_at"]
+    zoe = {"Authorization": f"Bearer {issued['key']}"}
+    mine = c.get("/api/v1/keys", headers=zoe).json()["data"]
+    assert [k["id"] for k in mine] == [issued["id"]] and "key" not in mine[0]
+    # Another user's key id answers 404, not 403.
+    other = c.get("/api/v1/keys", headers={"Authorization": f"Bearer {env['keys']['employee2']}"}).json()[
+        "data"
+    ]
+    r = c.delete(f"/api/v1/keys/{other[0]['id']}", headers=zoe)
+    assert r.status_code == 404
+    # Users: non-admins see and change only themselves (their password), others answer 404.
+    assert c.get("/api/v1/users/zoe", headers=zoe).json()["all_groups"] == ["emea-sales", "sales"]
+    assert c.get("/api/v1/users/emp", headers=zoe).status_code == 404
+    assert c.get("/api/v1/users/nobody-at-all", headers=zoe).status_code == 404
+    assert c.patch("/api/v1/users/emp", json={"password": "x" * 12}, headers=zoe).status_code == 404
+    assert c.patch("/api/v1/users/zoe", json={"role": "admin"}, headers=zoe).status_code == 403
+    assert c.patch("/api/v1/users/zoe", json={"password": "new-password"}, headers=zoe).status_code == 200
+    assert env["container"].identity.check_password("zoe", "new-password")
+    me = c.get("/api/v1/me", headers=zoe).json()
+    assert (me["name"], me["role"], me["groups"], me["key_id"]) == (
+        "zoe",
+        "employee",
+        ["emea-sales", "sales"],
+        issued["id"],
+    )
+    assert c.get("/api/v1/users", headers=zoe).status_code == 403
+    assert c.delete(f"/api/v1/keys/{issued['id']}", headers=zoe).status_code == 200
+    assert c.get("/api/v1/keys", headers=zoe).status_code == 401  # revoked: next request fails
+    # Disabling a user revokes their keys at once.
+    k2 = c.post("/api/v1/keys", json={"user": "zoe"}, headers=admin).json()["key"]
+    assert c.get("/api/v1/keys", headers={"Authorization": f"Bearer {k2}"}).status_code == 200
+    assert c.delete("/api/v1/users/zoe", headers=admin).json()["disabled"] is True
+    assert c.get("/api/v1/keys", headers={"Authorization": f"Bearer {k2}"}).status_code == 401
+
+
+def test_admin_actions_and_auth_failures_are_audited(env: dict[str, Any]) -> None:
+    c: TestClient = env["client"]
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    assert c.post("/api/v1/groups", json={"name": "audited-group"}, headers=admin).status_code == 201
+    assert c.get("/api/v1/users", headers={"Authorization": "Bearer kb-wrong"}).status_code == 401
+    assert (
+        c.get("/api/v1/users", headers={"Authorization": f"Bearer {env['keys']['employee']}"}).status_code
+        == 403
+    )
+    records = [json.loads(line) for line in Path(env["container"].audit.path).read_text().splitlines()]
+    actions = [(r["actor"], r["action"], r["target"], r["data"].get("status")) for r in records]
+    assert ("admin", "POST /api/v1/groups", "/api/v1/groups", 201) in actions
+    created = [r for r in records if r["action"] == "POST /api/v1/keys"]
+    assert created and created[0]["data"]["user"] == "zoe" and "key" not in created[0]["data"]
+    assert not any(r["data"].get("password") for r in records)
+    assert ("anonymous", "auth.denied", "/api/v1/users", 401) in actions
+    assert ("emp", "auth.denied", "/api/v1/users", 403) in actions
+    assert env["container"].audit.verify().ok
+
+
+def test_cross_origin_ui_post_is_refused(env: dict[str, Any]) -> None:
+    c: TestClient = env["client"]
+    r = c.post("/login", data={"username": "a", "password": "b"}, headers={"Origin": "https://evil.example"})
+    assert r.status_code == 403
+
+
+def test_usage_report_shows_others_only_to_admins(env: dict[str, Any]) -> None:
+    from appliance.domain import Principal
+
+    c: TestClient = env["client"]
+    metering = env["container"].metering
+    metering.record_usage(Principal("emp", "employee", ("staff",)), 40, 2)
+    metering.record_usage(Principal("emp2", "employee", ("staff",)), 7, 1)
+    own = c.get("/api/v1/usage", headers={"Authorization": f"Bearer {env['keys']['employee']}"}).json()[
+        "data"
+    ]
+    assert {r["subject"] for r in own} == {"user:emp"} and own[0]["total_tokens"] == 42
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    everything = c.get("/api/v1/usage", headers=admin).json()["data"]
+    assert {"user:emp", "user:emp2", "group:staff"} <= {r["subject"] for r in everything}
+    text = c.get("/api/v1/usage", params={"format": "csv", "kind": "group"}, headers=admin)
+    assert text.headers["content-type"].startswith("text/csv")
+    assert text.text.splitlines()[0].startswith("day,subject,") and "group:staff" in text.text
+    assert "user:emp" not in text.text
+
+
+def test_audit_export_over_rest_verifies(env: dict[str, Any], tmp_path: Path) -> None:
+    from appliance.audit import verify_file
+
+    r = env["client"].get("/api/v1/audit/export", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    assert r.status_code == 200
+    out = tmp_path / "export.jsonl"
+    out.write_text(r.text)
+    result = verify_file(out, require_trailer=True)
+    assert result.ok and result.records >= 3

@@ -1,0 +1,164 @@
+"""Users, nested groups, passwords, scoped keys and principal resolution against a real SQLite DB."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from appliance.db import make_engine
+from appliance.domain import Conflict, InvalidRequest, NotFound, Unauthenticated
+from appliance.security.acl import check_collection_scope, check_route_scope, filter_hash
+from appliance.security.auth import KeyStore, issue_key, resolve_principal
+from appliance.security.identity import IdentityStore
+
+
+@pytest.fixture()
+def stores(tmp_path: Path) -> tuple[IdentityStore, KeyStore]:
+    engine = make_engine(tmp_path / "app.db")
+    ids = IdentityStore(engine)
+    ids.add_group("company")
+    ids.add_group("engineering", parent="company")
+    ids.add_group("platform", parent="engineering")
+    ids.add_group("finance", parent="company")
+    return ids, KeyStore(engine)
+
+
+def test_groups_resolve_transitively(stores: tuple[IdentityStore, KeyStore]) -> None:
+    ids, _ = stores
+    ids.add_user("alice", "employee", ["platform"])
+    assert ids.resolve_groups("alice") == ("company", "engineering", "platform")
+    assert ids.principal("alice").acl_tokens() == [
+        "*",
+        "user:alice",
+        "group:company",
+        "group:engineering",
+        "group:platform",
+    ]
+
+
+def test_cycles_are_refused(stores: tuple[IdentityStore, KeyStore]) -> None:
+    ids, _ = stores
+    with pytest.raises(Conflict, match="cycle"):
+        ids.add_member("platform", "company", kind="group")
+    with pytest.raises(Conflict, match="cycle"):
+        ids.add_member("finance", "finance", kind="group")
+    ids.add_member("finance", "platform", kind="group")  # a DAG with two parents is fine
+    assert ids.get_group("platform")["parents"] == ["engineering", "finance"]
+
+
+def test_membership_change_applies_to_next_resolution(stores: tuple[IdentityStore, KeyStore]) -> None:
+    ids, keys = stores
+    ids.add_user("bob", "employee", ["finance"])
+    key = issue_key(keys, ids, "bob").key
+    assert "group:finance" in resolve_principal(keys, ids, key).acl_tokens()
+    ids.remove_member("finance", "bob")
+    ids.add_member("platform", "bob")
+    tokens = resolve_principal(keys, ids, key).acl_tokens()
+    assert "group:finance" not in tokens and "group:engineering" in tokens
+
+
+def test_passwords_are_argon2_and_checked(stores: tuple[IdentityStore, KeyStore]) -> None:
+    ids, _ = stores
+    ids.add_user("carol", "curator", password="correct horse")
+    with ids.engine.connect() as conn:
+        stored = conn.exec_driver_sql("select password_hash from users where name='carol'").scalar()
+    assert stored.startswith("$argon2id$") and "correct horse" not in stored
+    assert ids.check_password("carol", "correct horse")
+    assert not ids.check_password("carol", "wrong horse")
+    assert not ids.check_password("nobody", "correct horse")
+    ids.update_user("carol", disabled=True)
+    assert not ids.check_password("carol", "correct horse")
+    with pytest.raises(InvalidRequest, match="too short"):
+        ids.add_user("dave", "employee", password="short")
+
+
+def test_unknown_or_invalid_names(stores: tuple[IdentityStore, KeyStore]) -> None:
+    ids, _ = stores
+    with pytest.raises(NotFound):
+        ids.add_user("erin", "employee", ["no-such-group"])
+    with pytest.raises(InvalidRequest):
+        ids.add_user("bad name", "employee")
+    with pytest.raises(InvalidRequest):
+        ids.add_user("frank", "root")
+    with pytest.raises(NotFound):
+        ids.principal("ghost")
+
+
+def test_keys_hashed_scoped_expiring_revocable(stores: tuple[IdentityStore, KeyStore]) -> None:
+    ids, keys = stores
+    ids.add_user("app1", "app")
+    ids.add_user("emp", "employee", ["finance"])
+    issued = issue_key(keys, ids, "app1", collections=["hr"], routes=["/api/v1/search"])
+    with keys.engine.connect() as conn:
+        rows = conn.exec_driver_sql("select key_hash, prefix from api_keys").all()
+    assert all(issued.key != r.key_hash and issued.key not in r.key_hash for r in rows)
+    p = resolve_principal(keys, ids, issued.key)
+    assert (p.role, p.collections, p.routes) == ("app", ("hr",), ("/api/v1/search",))
+    check_route_scope(p, "/api/v1/search")
+    with pytest.raises(Exception, match="may call only"):
+        check_route_scope(p, "/api/v1/ask")
+    with pytest.raises(Exception, match="may call only"):
+        check_route_scope(p, "/api/v1/searchx")
+    check_collection_scope(p, ["hr"], "default")
+    with pytest.raises(Exception, match="collection 'default'"):
+        check_collection_scope(p, [None], "default")
+
+    with pytest.raises(InvalidRequest, match="cannot carry"):
+        issue_key(keys, ids, "emp", role="admin")
+    expired = issue_key(keys, ids, "emp", expires_days=1)
+    with keys.engine.begin() as conn:
+        conn.exec_driver_sql(f"update api_keys set expires_at='2000-01-01 00:00:00' where id={expired.id}")
+    with pytest.raises(Unauthenticated):
+        resolve_principal(keys, ids, expired.key)
+
+    emp_key = issue_key(keys, ids, "emp")
+    assert resolve_principal(keys, ids, emp_key.key).name == "emp"
+    with pytest.raises(NotFound):  # another user's key id looks like a missing one
+        keys.revoke(emp_key.id, owner="app1")
+    keys.revoke(emp_key.id, owner="emp")
+    with pytest.raises(Unauthenticated):
+        resolve_principal(keys, ids, emp_key.key)
+
+
+def test_disabled_user_and_lowered_role_apply_to_existing_keys(
+    stores: tuple[IdentityStore, KeyStore],
+) -> None:
+    ids, keys = stores
+    ids.add_user("cur", "curator", ["engineering"])
+    key = issue_key(keys, ids, "cur").key
+    assert resolve_principal(keys, ids, key).role == "curator"
+    ids.update_user("cur", role="employee")
+    assert resolve_principal(keys, ids, key).role == "employee"
+    ids.update_user("cur", disabled=True)
+    with pytest.raises(Unauthenticated, match="disabled"):
+        resolve_principal(keys, ids, key)
+
+
+def test_filter_hash_tracks_rights(stores: tuple[IdentityStore, KeyStore]) -> None:
+    ids, _ = stores
+    ids.add_user("h1", "employee", ["finance"])
+    ids.add_user("h2", "employee", ["finance"])
+    a, b = ids.principal("h1"), ids.principal("h2")
+    assert filter_hash(a, "default") != filter_hash(b, "default")  # user:h1 vs user:h2
+    before = filter_hash(a, "default")
+    ids.add_member("platform", "h1")
+    assert filter_hash(ids.principal("h1"), "default") != before
+    assert filter_hash(ids.principal("h1"), "other") != filter_hash(ids.principal("h1"), "default")
+
+
+def test_skeleton_key_table_gains_the_scope_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    with sqlite3.connect(db) as conn:  # the walking skeleton's api_keys table
+        conn.execute(
+            "CREATE TABLE api_keys (id INTEGER PRIMARY KEY AUTOINCREMENT, prefix VARCHAR(16) NOT NULL, "
+            "key_hash VARCHAR(64) NOT NULL UNIQUE, user VARCHAR(128) NOT NULL, role VARCHAR(16) NOT NULL, "
+            "created_at DATETIME NOT NULL, revoked_at DATETIME)"
+        )
+    engine = make_engine(db)
+    keys = KeyStore(engine)
+    IdentityStore(engine).add_user("old", "employee")
+    issued = keys.create("old", "employee", collections=["a"], expires_days=1)
+    assert keys.authenticate(issued.key).collections == ("a",)

@@ -1,0 +1,79 @@
+"""Usage counters per user, group and key per day; quotas answer 429 with Retry-After."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+
+from appliance.db import make_engine
+from appliance.domain import Overloaded, Principal
+from appliance.metering import Metering, to_csv
+
+
+@pytest.fixture()
+def metering(tmp_path: Path) -> Metering:
+    return Metering(make_engine(tmp_path / "app.db"))
+
+
+ALICE = Principal("alice", "employee", ("eng", "company"), key_id=7)
+BOB = Principal("bob", "employee", ("company",))
+
+
+def test_usage_is_counted_per_user_group_and_key(metering: Metering) -> None:
+    metering.record_usage(ALICE, 100, 20)
+    metering.record_usage(ALICE, 50, 5)
+    metering.record_usage(BOB, 10, 1)
+    rows = {r["subject"]: r for r in metering.report()}
+    assert rows["user:alice"]["requests"] == 2
+    assert (rows["user:alice"]["prompt_tokens"], rows["user:alice"]["completion_tokens"]) == (150, 25)
+    assert rows["key:7"]["total_tokens"] == 175
+    assert rows["group:eng"]["total_tokens"] == 175
+    assert rows["group:company"]["total_tokens"] == 186 and rows["group:company"]["requests"] == 3
+    assert "user:bob" in rows and "key:None" not in rows
+    only_bob = metering.report(subjects=["user:bob"])
+    assert [r["subject"] for r in only_bob] == ["user:bob"]
+    assert {r["subject"] for r in metering.report(kind="group")} == {"group:eng", "group:company"}
+    parsed = list(csv.DictReader(io.StringIO(to_csv(metering.report()))))
+    assert {r["subject"] for r in parsed} == set(rows) and parsed[0].keys() >= {"day", "total_tokens"}
+
+
+def test_daily_token_quota_of_a_group_blocks_its_members(metering: Metering) -> None:
+    metering.set_quota("group:eng", tokens_per_day=100)
+    metering.check_quota(ALICE)  # nothing spent yet
+    metering.record_usage(ALICE, 90, 20)
+    with pytest.raises(Overloaded) as err:
+        metering.check_quota(ALICE)
+    assert "group:eng" in err.value.message and err.value.retry_after >= 1
+    metering.check_quota(BOB)  # not in eng
+    metering.check_quota(Principal("root", "admin"))  # admins are never limited
+
+
+def test_requests_per_minute(metering: Metering) -> None:
+    metering.set_quota("user:bob", requests_per_minute=3)
+    for _ in range(3):
+        metering.check_quota(BOB)
+    with pytest.raises(Overloaded) as err:
+        metering.check_quota(BOB)
+    assert 0 < err.value.retry_after <= 60
+    metering.check_quota(ALICE)
+
+
+def test_default_user_quota_from_settings(tmp_path: Path) -> None:
+    m = Metering(make_engine(tmp_path / "x.db"), default_tokens_per_day=10)
+    m.record_usage(BOB, 10, 0)
+    with pytest.raises(Overloaded):
+        m.check_quota(BOB)
+    m.set_quota("user:bob", tokens_per_day=1000)  # an explicit quota overrides the default
+    m.check_quota(BOB)
+
+
+def test_concurrent_recording_loses_nothing(metering: Metering) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: metering.record_usage(ALICE, 3, 1), range(40)))
+    rows = {r["subject"]: r for r in metering.report()}
+    assert rows["user:alice"]["requests"] == 40 and rows["group:eng"]["total_tokens"] == 160
