@@ -73,6 +73,7 @@ bench: install
 	$(BIN)/python bench/skeleton.py
 	$(BIN)/python bench/retrieval.py
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/answers.py
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/security.py
 

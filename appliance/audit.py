@@ -262,6 +262,7 @@ def audit_query(
     model: str | None = None,
     answer: str | None = None,
     usage: dict[str, int] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     """Record one chat, ask or search (what was asked, which chunks at which document versions
     came back, under which access filter) and meter its tokens. Called by the RAG pipeline and
@@ -289,6 +290,7 @@ def audit_query(
         data["model"] = model
         data["answer_sha256"] = hashlib.sha256(answer.encode("utf-8")).hexdigest()
         data["usage"] = usage
+    data.update(extra or {})
     audit.append(AuditEvent(principal.name, action, collection, data))
 
 

@@ -332,9 +332,10 @@ class Container:
     @cached_property
     def rag(self) -> Any:
         from appliance.inference.base import GenerationParams
-        from appliance.rag.pipeline import RagService
+        from appliance.rag.pipeline import RagOptions, RagService
 
         cfg = self.settings
+        r = cfg.rag
         return RagService(
             self.embedder,
             self.store,
@@ -343,8 +344,30 @@ class Container:
             cfg.rag.top_k,
             cfg.rag.default_collection,
             GenerationParams(max_tokens=cfg.inference.max_tokens, temperature=cfg.inference.temperature),
+            RagOptions(
+                answer_mode=r.answer_mode,
+                min_relevance=r.min_relevance,
+                relative_relevance=r.relative_relevance,
+                min_support=r.min_support,
+                condense=r.condense,
+                candidates=r.candidates,
+                history_turns=r.history_turns,
+            ),
+            self.conversations,
             self.retriever,
         )
+
+    @cached_property
+    def conversations(self) -> Any:
+        from appliance.rag.conversations import ConversationStore
+
+        return ConversationStore(self.engine)
+
+    @cached_property
+    def collections(self) -> Any:
+        from appliance.collections import CollectionService
+
+        return CollectionService(self.engine, self.store, self.embedder, self.ledger)
 
     @cached_property
     def ingestion(self) -> Any:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Engine,
+    Float,
     Integer,
     MetaData,
     String,
@@ -59,6 +60,58 @@ api_keys = Table(
     Column("collections", JSON, nullable=True),
     Column("routes", JSON, nullable=True),
     Column("expires_at", DateTime(timezone=True), nullable=True),
+)
+
+# Conversations belong to one user; every answer (in a conversation or not) is kept so feedback can
+# point at it and a conversation can be resumed.
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user", String(128), nullable=False, index=True),
+    Column("title", Text, nullable=False, default=""),
+    Column("collection", String(64), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+answers = Table(
+    "answers",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("conversation_id", String(32), nullable=True, index=True),
+    Column("user", String(128), nullable=False, index=True),
+    Column("collection", String(64), nullable=True),
+    Column("question", Text, nullable=False),
+    Column("query", Text, nullable=False),  # what was searched (the condensed question)
+    Column("answer", Text, nullable=False),
+    Column("citations", JSON, nullable=False, default=list),
+    Column("support", Float, nullable=True),
+    Column("mode", String(16), nullable=False),
+    Column("fallback", Boolean, nullable=False, default=False),
+    Column("model", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("answer_id", String(32), nullable=False, index=True),
+    Column("user", String(128), nullable=False),
+    Column("rating", String(8), nullable=False),  # up | down
+    Column("comment", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# A collection's default readers, used for documents ingested without --allow.
+collections = Table(
+    "collections",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("default_acl", JSON, nullable=False, default=list),
+    Column("description", Text, nullable=False, default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
 

@@ -138,11 +138,25 @@ class Citation:
     chunk_id: str
     score: float
     text: str
+    document_id: str = ""
+    section: str | None = None
+    snippet: str = ""  # the part of ``text`` that best matches the question (or its opening)
 
     @classmethod
-    def from_hit(cls, index: int, hit: ScoredChunk) -> Citation:
+    def from_hit(cls, index: int, hit: ScoredChunk, snippet: str = "") -> Citation:
         c = hit.chunk
-        return cls(index, c.title, c.uri, c.page, c.id, round(hit.score, 6), c.text)
+        return cls(
+            index,
+            c.title,
+            c.uri,
+            c.page,
+            c.id,
+            round(hit.score, 6),
+            c.text,
+            c.document_id,
+            c.section,
+            snippet or c.text[:240],
+        )
 
 
 # --- who is asking ------------------------------------------------------------------------------

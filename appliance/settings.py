@@ -249,6 +249,46 @@ class RagSettings(Section):
     top_k: int = Field(3, ge=1, description="Retrieved chunks placed in the prompt and cited.")
     rrf_k: int = Field(60, ge=1, description="RRF constant: score = sum(1 / (rrf_k + rank)).")
     default_collection: str = Field("default", description="Collection used when none is named.")
+    answer_mode: Literal["abstractive", "extractive", "grounded"] = Field(
+        "extractive",
+        description="`abstractive`: the model's answer as generated; `extractive`: the source sentences "
+        "that best answer the question, cited, no model; `grounded`: the model's sentences that the "
+        "sources back, else the extractive answer with a notice. `extractive` is the default: it measured "
+        "best with the default 135M model (bench/answers.py); try `grounded` with a larger model.",
+    )
+    min_relevance: float = Field(
+        0.2,
+        ge=-1,
+        le=1,
+        description="Cosine similarity (query vs chunk, embedder) a retrieved chunk needs to be used; "
+        'when none reaches it the answer is "I don\'t know" with no citations.',
+    )
+    relative_relevance: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="A retrieved chunk is also dropped when its similarity is below this fraction of "
+        "the best chunk's (a distant runner-up only distracts a small model).",
+    )
+    min_support: float = Field(
+        0.6,
+        ge=0,
+        le=1,
+        description="Share of an answer sentence's content words a source must contain for the "
+        "sentence to count as supported (grounded mode).",
+    )
+    condense: Literal["heuristic", "llm", "off"] = Field(
+        "heuristic",
+        description="How a follow-up question is made standalone before retrieval: `heuristic` "
+        "(searched with the previous question when it reads like a follow-up), `llm` (the chat model "
+        "rewrites it), `off`.",
+    )
+    candidates: int = Field(
+        8, ge=1, description="Chunks retrieved before the relevance threshold, de-duplication and packing."
+    )
+    history_turns: int = Field(
+        3, ge=0, description="Earlier turns of a conversation used to understand a follow-up question."
+    )
 
 
 class AuditSettings(Section):

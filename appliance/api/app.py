@@ -12,7 +12,18 @@ from fastapi.responses import JSONResponse
 
 from appliance.api.errors import error_body, install_error_handlers
 from appliance.api.middleware import install_security
-from appliance.api.routers import embeddings, health, identity, kb, metrics, openai, usage
+from appliance.api.routers import (
+    ask,
+    collections,
+    conversations,
+    embeddings,
+    health,
+    identity,
+    kb,
+    metrics,
+    openai,
+    usage,
+)
 from appliance.api.routers import ingestion as ingestion_routes
 
 log = logging.getLogger(__name__)
@@ -61,6 +72,9 @@ def create_app(container: Any, mount_ui: Callable[[FastAPI, Any], Any] | None = 
     app.include_router(health.router)
     app.include_router(openai.router)
     app.include_router(kb.router)
+    app.include_router(ask.router)
+    app.include_router(conversations.router)
+    app.include_router(collections.router)
     app.include_router(embeddings.router)
     app.include_router(metrics.router)
     app.include_router(identity.router)

@@ -48,6 +48,7 @@ def run_ingest(
     collection = collection or container.settings.rag.default_collection
     if progress is None or not isinstance(progress, IngestProgress):
         progress = IngestProgress(listener=progress)
+    acl = list(acl) or container.collections.default_acl(collection)  # the collection's default readers
     total = IngestReport()
     for connector in sources:
         report = container.ingestion.ingest(

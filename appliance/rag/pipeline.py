@@ -1,21 +1,46 @@
-"""Retrieval-augmented answering: retrieve (hybrid, access-filtered) -> prompt -> stream -> cite -> audit."""
+"""Retrieval-augmented answering: condense -> retrieve (hybrid, access-filtered) -> keep what is
+relevant -> pack to the window -> answer (abstractive / extractive / grounded) -> cite -> record
+-> audit. Everything streams: ``citations`` first, then ``delta`` events, then ``done``."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+import numpy as np
 
 from appliance.audit import AuditLog, audit_query
-from appliance.domain import Citation, Principal, ScoredChunk
+from appliance.domain import Principal, ScoredChunk
 from appliance.embeddings.base import Embedder
 from appliance.inference.base import GenerationParams
 from appliance.inference.pool import InferencePool
-from appliance.rag.prompts import NO_SOURCES_ANSWER, build_messages
-from appliance.retrieval import Retriever, access_filter  # noqa: F401 - access_filter is re-exported
+from appliance.rag import answering, grounding
+from appliance.rag.citations import citation_dicts, mark_cited
+from appliance.rag.condense import condense_heuristic, condense_llm
+from appliance.rag.conversations import ConversationStore, new_id
+from appliance.rag.prompts import NO_SOURCES_ANSWER, build_messages, format_source
+from appliance.retrieval import Retriever, access_filter
 from appliance.vectorstore.base import SearchFilter, SearchMode, VectorStore
+
+__all__ = ["AskResult", "RagOptions", "RagService", "access_filter", "citation_dicts"]
+
+AnswerMode = Literal["abstractive", "extractive", "grounded"]
+CondenseMode = Literal["heuristic", "llm", "off"]
+
+
+@dataclass(frozen=True)
+class RagOptions:
+    answer_mode: AnswerMode = "extractive"
+    min_relevance: float = 0.2
+    relative_relevance: float = 0.5
+    min_support: float = 0.6
+    condense: CondenseMode = "heuristic"
+    candidates: int = 8
+    history_turns: int = 3
 
 
 @dataclass
@@ -25,14 +50,15 @@ class AskResult:
     model: str
     usage: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    id: str = ""
+    conversation_id: str | None = None
+    mode: str = "extractive"
+    support: float | None = None  # share of the answer the sources back; None: no sources
+    fallback: bool = False  # the generated answer was replaced by quotes from the sources
+    query: str = ""  # what was searched (the condensed question)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def citation_dicts(hits: list[ScoredChunk]) -> list[dict[str, Any]]:
-    """Hits as citation objects, numbered from 1 in rank order (the numbering the prompt uses)."""
-    return [asdict(Citation.from_hit(i, h)) for i, h in enumerate(hits, start=1)]
 
 
 class RagService:
@@ -45,6 +71,8 @@ class RagService:
         top_k: int,
         default_collection: str,
         defaults: GenerationParams,
+        options: RagOptions | None = None,
+        conversations: ConversationStore | None = None,
         retriever: Retriever | None = None,
     ) -> None:
         self.retriever = retriever or Retriever(embedder, store)
@@ -55,6 +83,8 @@ class RagService:
         self.top_k = top_k
         self.default_collection = default_collection
         self.defaults = defaults
+        self.options = options or RagOptions()
+        self.conversations = conversations
 
     def search(
         self,
@@ -70,6 +100,78 @@ class RagService:
             query, principal, collection or self.default_collection, k or self.top_k, filter, mode
         )
 
+    def relevance(self, query: str, hits: list[ScoredChunk]) -> list[float]:
+        """How well each hit matches the query: the better of the cosine similarity (embedder) and
+        the share of the query's words the chunk contains. RRF scores are ranks, not relevance: they
+        cannot tell "the best of nothing" from a real match, so the threshold uses this instead.
+        The word share keeps exact-term matches (codes, names, languages the embedder handles
+        poorly) from being judged irrelevant."""
+        if not hits:
+            return []
+        vecs = self.embedder.embed_documents([h.chunk.text for h in hits])
+        dense = np.asarray(vecs) @ np.asarray(self.embedder.embed_query(query))
+        return [
+            max(float(d), 0.5 * grounding.coverage(query, h.chunk.text))
+            for d, h in zip(dense, hits, strict=True)
+        ]
+
+    def retrieve(
+        self, query: str, principal: Principal, collection: str | None, k: int | None
+    ) -> tuple[list[ScoredChunk], float]:
+        """Relevant, distinct hits, best first: more candidates than needed, then threshold and
+        dedupe, then the best ``k``."""
+        k = k or self.top_k
+        hits, _ = self.search(query, principal, collection, max(k, self.options.candidates))
+        started = time.perf_counter()
+        scores = self.relevance(query, hits)
+        # Absolute floor ("nothing relevant": don't know) and relative floor (a distant runner-up
+        # only distracts a small model).
+        floor = max(self.options.min_relevance, self.options.relative_relevance * max(scores, default=0.0))
+        seen: set[str] = set()
+        kept: list[ScoredChunk] = []
+        for hit, score in zip(hits, scores, strict=True):
+            key = hashlib.sha256(" ".join(hit.chunk.text.split()).lower().encode()).hexdigest()
+            if score < floor or key in seen or hit.chunk.id in seen:
+                continue
+            seen.update((key, hit.chunk.id))
+            kept.append(hit)
+        ms = (time.perf_counter() - started) * 1000
+        return kept[:k], ms
+
+    @staticmethod
+    def pack(
+        question: str,
+        hits: list[ScoredChunk],
+        history: list[dict[str, str]],
+        count: Any,
+        context: int,
+        max_tokens: int,
+    ) -> list[ScoredChunk]:
+        """The best-ranked sources that fit the window with room left for the answer."""
+        fixed = count("\n".join(m["content"] for m in build_messages(question, [], history)))
+        budget = context - max_tokens - 64 - fixed  # 64: chat-template tokens
+        kept = []
+        for i, hit in enumerate(hits, start=1):
+            cost = count(format_source(i, hit)) + 2
+            if cost > budget:
+                break
+            budget -= cost
+            kept.append(hit)
+        return kept
+
+    async def condense(
+        self, question: str, history: list[dict[str, str]], model: str | None, user: str | None = None
+    ) -> tuple[str, dict[str, int]]:
+        if not history:
+            return question, {}
+        match self.options.condense:
+            case "off":
+                return question, {}
+            case "heuristic":
+                return condense_heuristic(history, question), {}
+            case "llm":
+                return await condense_llm(self.pool, model, history, question, user)
+
     async def ask_stream(
         self,
         question: str,
@@ -78,56 +180,111 @@ class RagService:
         k: int | None = None,
         params: GenerationParams | None = None,
         model: str | None = None,
+        history: list[dict[str, str]] | None = None,
+        conversation_id: str | None = None,
+        mode: AnswerMode | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
-        """Events: ``citations`` (first), ``delta`` (many), ``done`` (last, with the full result)."""
+        """Events: ``citations`` (first, with the answer ``id``), ``delta`` (many), ``done`` (last,
+        with the full result). ``history``: earlier turns as chat messages (the conversation's, when
+        ``conversation_id`` names one and no history is given)."""
         backend = self.pool.backend(model)
-        await asyncio.to_thread(backend.start)  # loading the model is not time to first token
+        mode = mode or self.options.answer_mode
+        if conversation_id and self.conversations is not None:
+            stored = await asyncio.to_thread(
+                self.conversations.history, conversation_id, principal.name, self.options.history_turns
+            )
+            history = history if history is not None else stored
+        history = [t for t in (history or []) if t.get("role") in ("user", "assistant")][
+            -2 * self.options.history_turns :
+        ]
+        if mode != "extractive":
+            await asyncio.to_thread(backend.start)  # loading the model is not time to first token
         started = time.perf_counter()
         collection = collection or self.default_collection
-        hits, retrieval_ms = await asyncio.to_thread(self.search, question, principal, collection, k)
+        answer_id = new_id()
+        query, condense_usage = await self.condense(question, history, backend.name, principal.name)
+        t0 = time.perf_counter()
+        hits, _ = await asyncio.to_thread(self.retrieve, query, principal, collection, k)
+        retrieval_ms = (time.perf_counter() - t0) * 1000
         params = params or self.defaults
-        # The citations are exactly the sources the model is shown, numbered as in the prompt.
-        hits = await asyncio.to_thread(
-            self._fit, question, hits, backend.count_tokens, backend.context_tokens, params.max_tokens
-        )
-        citations = citation_dicts(hits)
-        yield {"type": "citations", "citations": citations}
+        prompt_history = history if query == question else []  # a condensed query carries the context
+        if mode != "extractive":
+            # The citations are exactly the sources the model is shown, numbered as in the prompt.
+            hits = await asyncio.to_thread(
+                self.pack,
+                query,
+                hits,
+                prompt_history,
+                backend.count_tokens,
+                backend.context_tokens,
+                params.max_tokens,
+            )
+        citations = citation_dicts(hits, query)
+        yield {"type": "citations", "citations": citations, "id": answer_id}
         parts: list[str] = []
-        usage = {"prompt_tokens": 0, "completion_tokens": 0}
+        outcome = answering.Outcome()
         ttft_ms = 0.0
         status = "ok"
         try:
             if not hits:
-                parts.append(NO_SOURCES_ANSWER)
-                ttft_ms = (time.perf_counter() - started) * 1000
-                yield {"type": "delta", "content": NO_SOURCES_ANSWER}
+                stream: AsyncIterator[str] = _once(NO_SOURCES_ANSWER)
+            elif mode == "extractive":
+                stream = _once(await answering.extractive(query, hits, self.embedder))
             else:
-                messages = build_messages(question, hits)
-                async for delta in self.pool.chat(messages, params, model=backend.name, user=principal.name):
-                    if delta.content:
-                        if not parts:
-                            ttft_ms = (time.perf_counter() - started) * 1000
-                        parts.append(delta.content)
-                        yield {"type": "delta", "content": delta.content}
-                    if delta.usage:
-                        usage = delta.usage
+                messages = build_messages(query, hits, prompt_history)
+                if mode == "abstractive":
+                    stream = answering.abstractive(
+                        self.pool, backend.name, messages, params, outcome, principal.name
+                    )
+                else:
+                    stream = answering.grounded(
+                        self.pool,
+                        backend.name,
+                        messages,
+                        params,
+                        query,
+                        hits,
+                        self.embedder,
+                        self.options.min_support,
+                        outcome,
+                        principal.name,
+                    )
+            async for piece in stream:
+                if not parts:
+                    ttft_ms = (time.perf_counter() - started) * 1000
+                parts.append(piece)
+                yield {"type": "delta", "content": piece}
         except BaseException:
             status = "error"
             raise
         finally:
             answer = "".join(parts).strip()
-            total_ms = (time.perf_counter() - started) * 1000
+            usage = dict(outcome.usage)
+            for key, value in condense_usage.items():
+                usage[key] = usage.get(key, 0) + value
+            score = None
+            if hits:
+                body = answer.removeprefix(answering.FALLBACK_NOTICE)
+                score = round(grounding.support(body, [h.chunk.text for h in hits]).score, 4)
             result = AskResult(
                 answer=answer,
-                citations=citations,
+                citations=mark_cited(citations, answer),
                 model=backend.name,
                 usage=usage,
                 timings={
                     "retrieval_ms": round(retrieval_ms, 1),
                     "ttft_ms": round(ttft_ms, 1),
-                    "total_ms": round(total_ms, 1),
+                    "total_ms": round((time.perf_counter() - started) * 1000, 1),
                 },
+                id=answer_id,
+                conversation_id=conversation_id,
+                mode=mode,
+                support=score,
+                fallback=outcome.fallback,
+                query=query,
             )
+            if status == "ok":
+                self._record(principal, collection, question, result)
             self._audit(principal, collection, question, hits, result, status)
         yield {"type": "done", "result": result}
 
@@ -139,18 +296,25 @@ class RagService:
         assert result is not None
         return result
 
-    @staticmethod
-    def _fit(
-        question: str, hits: list[ScoredChunk], count: Any, context: int, max_tokens: int
-    ) -> list[ScoredChunk]:
-        """Drop the lowest-ranked sources until the prompt leaves room for the answer."""
-        kept = list(hits)
-        while kept:
-            prompt = "\n".join(m["content"] for m in build_messages(question, kept))
-            if count(prompt) + max_tokens + 64 <= context:  # 64: chat-template tokens
-                break
-            kept.pop()
-        return kept
+    def _record(self, principal: Principal, collection: str, question: str, result: AskResult) -> None:
+        if self.conversations is None:
+            return
+        self.conversations.record(
+            principal.name,
+            {
+                "id": result.id,
+                "conversation_id": result.conversation_id,
+                "collection": collection,
+                "question": question,
+                "query": result.query,
+                "answer": result.answer,
+                "citations": result.citations,
+                "support": result.support,
+                "mode": result.mode,
+                "fallback": result.fallback,
+                "model": result.model,
+            },
+        )
 
     def _audit(
         self,
@@ -173,4 +337,15 @@ class RagService:
             model=result.model,
             answer=result.answer,
             usage=result.usage,
+            extra={
+                "answer_id": result.id,
+                "conversation_id": result.conversation_id,
+                "mode": result.mode,
+                "support": result.support,
+                "fallback": result.fallback,
+            },
         )
+
+
+async def _once(text: str) -> AsyncIterator[str]:
+    yield text

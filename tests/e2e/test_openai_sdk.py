@@ -46,6 +46,7 @@ def test_chat_non_streaming_has_citations_and_usage(loaded: Server) -> None:
     response = client(loaded).chat.completions.create(
         model="smollm2-135m-instruct",
         messages=[{"role": "user", "content": "Who must approve travel expenses above 500 euros?"}],
+        extra_body={"answer_mode": "grounded"},  # the model generates: usage is counted
     )
     assert response.choices[0].message.content.strip()
     citations = response.model_extra["citations"]

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def kb(tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path) -> dict:
     data_dir = tmp_path_factory.mktemp("kb") / "data"
-    env = base_env(data_dir)
+    # The generation path (usage, time to first token from the model) is what this checks.
+    env = base_env(data_dir, APPLIANCE_RAG__ANSWER_MODE="grounded")
     report = cli_json(["ingest", str(corpus_dir)], env, offline=True)
     return {"env": env, "data_dir": data_dir, "report": report}
 

@@ -1,4 +1,4 @@
-"""Knowledge-base API: ask, search, ingest, audit."""
+"""Knowledge-base API: search, ingest, audit (ask lives in routers/ask.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ from fastapi import APIRouter
 
 from appliance.api.deps import AdminDep, ContainerDep, PrincipalDep
 from appliance.api.schemas.kb import (
-    AskRequest,
-    AskResponse,
     AuditVerifyResponse,
     IngestRequest,
     IngestResponse,
@@ -23,12 +21,6 @@ from appliance.domain import ApplianceError
 from appliance.rag.pipeline import citation_dicts
 
 router = APIRouter(prefix="/api/v1", tags=["knowledge base"])
-
-
-@router.post("/ask", response_model=AskResponse, summary="Answer a question with citations")
-async def ask(req: AskRequest, container: ContainerDep, principal: PrincipalDep) -> Any:
-    result = await container.rag.ask(req.question, principal, collection=req.collection, k=req.k)
-    return AskResponse(**{**result.as_dict(), "citations": citation_models(result.citations)})
 
 
 @router.post("/search", response_model=SearchResponse, summary="Retrieval only")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,7 +11,7 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from appliance.api.deps import ContainerDep, PrincipalDep
-from appliance.api.schemas.kb import citation_models
+from appliance.api.schemas.common import COMMON_ERRORS, error_responses
 from appliance.api.schemas.openai import (
     ChatChoice,
     ChatCompletionRequest,
@@ -24,7 +23,7 @@ from appliance.api.schemas.openai import (
 from appliance.domain import ApplianceError, InvalidRequest
 from appliance.inference.base import GenerationParams
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], responses=COMMON_ERRORS)
 
 
 @router.get("/models", response_model=ModelList, summary="Served models and knowledge bases")
@@ -36,10 +35,20 @@ def list_models(container: ContainerDep, _: PrincipalDep) -> ModelList:
 
 def _resolve(
     container: Any, req: ChatCompletionRequest
-) -> tuple[str | None, str | None, GenerationParams, str]:
-    question = next((m.text() for m in reversed(req.messages) if m.role == "user"), "").strip()
+) -> tuple[str | None, str | None, GenerationParams, str, list[dict[str, str]]]:
+    last_user = next(
+        (i for i in range(len(req.messages) - 1, -1, -1) if req.messages[i].role == "user"), None
+    )
+    question = req.messages[last_user].text().strip() if last_user is not None else ""
     if not question:
         raise InvalidRequest("messages must contain a user message with text")
+    # Earlier user/assistant turns condense a follow-up; client system prompts are not passed on
+    # (the appliance's own instructions keep the sources in their place).
+    history = [
+        {"role": m.role, "content": m.text()}
+        for m in req.messages[:last_user]
+        if m.role in ("user", "assistant") and m.text().strip()
+    ]
     model: str | None = None
     collection: str | None = None
     if req.model and req.model in container.pool.backends:
@@ -56,19 +65,42 @@ def _resolve(
         top_p=req.top_p or defaults.top_p,
         stop=stop,
     )
-    return model, collection, params, question
+    return model, collection, params, question, history
+
+
+def _usage(u: dict[str, int]) -> dict[str, int]:
+    prompt, completion = u.get("prompt_tokens", 0), u.get("completion_tokens", 0)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 @router.post(
-    "/chat/completions", response_model=ChatCompletionResponse, summary="Chat over the knowledge base"
+    "/chat/completions",
+    response_model=ChatCompletionResponse,
+    summary="Chat over the knowledge base",
+    description="OpenAI-compatible. `model` is a served model (GET /v1/models) or a collection name. "
+    "The answer cites sources as [n]; the response carries `citations` (in a stream: on the first "
+    "and the last chunk), `answer_id` for feedback, and the grounding `support` score. Earlier "
+    "`messages` are used to understand a follow-up question.",
+    responses={
+        **error_responses(400, 404, 429, 503),
+        200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE chunks when `stream`"},
+    },
 )
 async def chat_completions(
     req: ChatCompletionRequest, container: ContainerDep, principal: PrincipalDep
 ) -> Any:
-    model, collection, params, question = _resolve(container, req)
-    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    model, collection, params, question, history = _resolve(container, req)
     created = int(time.time())
-    events = container.rag.ask_stream(question, principal, collection=collection, params=params, model=model)
+    events = container.rag.ask_stream(
+        question,
+        principal,
+        collection=collection,
+        params=params,
+        model=model,
+        history=history or None,
+        conversation_id=req.conversation_id,
+        mode=req.answer_mode,
+    )
     served = container.pool.backend(model).name
 
     if not req.stream:
@@ -77,18 +109,23 @@ async def chat_completions(
             if event["type"] == "done":
                 result = event["result"]
         assert result is not None
-        usage = Usage(**result.usage, total_tokens=sum(result.usage.values()))
         return ChatCompletionResponse(
-            id=completion_id,
+            id=f"chatcmpl-{result.id}",
             created=created,
             model=result.model,
             choices=[ChatChoice(message={"role": "assistant", "content": result.answer})],
-            usage=usage,
-            citations=citation_models(result.citations),
+            usage=Usage(**_usage(result.usage)),
+            citations=result.citations,
+            answer_id=result.id,
+            conversation_id=result.conversation_id,
+            support=result.support,
+            answer_mode=result.mode,
+            fallback=result.fallback,
         )
 
     # Fail before the 200 is sent when we can (queue full, bad collection): take the first event now.
     first = await anext(events)
+    completion_id = f"chatcmpl-{first['id']}"
 
     async def sse() -> AsyncIterator[bytes]:
         def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
@@ -108,9 +145,18 @@ async def chat_completions(
                 if event["type"] == "delta":
                     yield chunk({"content": event["content"]})
                 elif event["type"] == "done":
-                    u = event["result"].usage
-                    usage = {**u, "total_tokens": sum(u.values())}
-                    yield chunk({}, "stop", usage=usage, citations=event["result"].citations)
+                    r = event["result"]
+                    yield chunk(
+                        {},
+                        "stop",
+                        usage=_usage(r.usage),
+                        citations=r.citations,
+                        answer_id=r.id,
+                        conversation_id=r.conversation_id,
+                        support=r.support,
+                        answer_mode=r.mode,
+                        fallback=r.fallback,
+                    )
         except ApplianceError as exc:
             yield f"data: {json.dumps({'error': {'code': exc.code, 'message': exc.message}})}\n\n".encode()
         yield b"data: [DONE]\n\n"

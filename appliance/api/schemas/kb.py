@@ -11,20 +11,6 @@ from appliance.api.schemas.openai import Citation
 from appliance.vectorstore.base import SearchFilter
 
 
-class AskRequest(BaseModel):
-    question: str = Field(min_length=1, max_length=8000)
-    collection: str | None = None
-    k: int | None = Field(None, ge=1, le=50)
-
-
-class AskResponse(BaseModel):
-    answer: str
-    citations: list[Citation]
-    model: str
-    usage: dict[str, int]
-    timings: dict[str, float]
-
-
 class SearchFilters(BaseModel):
     """Narrow a search; every given field must hold. Access rules always apply on top."""
 

@@ -27,6 +27,12 @@ class ChatCompletionRequest(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1)
     stop: str | list[str] | None = None
     user: str | None = None
+    conversation_id: str | None = Field(
+        None, description="Extension: record this turn in one of your conversations (and use its history)."
+    )
+    answer_mode: Literal["abstractive", "extractive", "grounded"] | None = Field(
+        None, description="Extension: override the appliance's answer mode for this request."
+    )
 
     model_config = {"extra": "allow"}
 
@@ -38,13 +44,17 @@ class Usage(BaseModel):
 
 
 class Citation(BaseModel):
-    index: int
+    index: int = Field(description="The n of [n] in the answer.")
     title: str
     uri: str
     page: int | None = None
     chunk_id: str
-    score: float
-    text: str
+    score: float = Field(description="Retrieval score (RRF of dense and BM25 ranks).")
+    text: str = Field(description="The chunk's full text, as the model was shown it.")
+    document_id: str = ""
+    section: str | None = None
+    snippet: str = Field("", description="The sentence of the chunk that best matches the question.")
+    cited: bool = Field(False, description="The answer refers to this source.")
 
 
 class ChatChoice(BaseModel):
@@ -61,6 +71,11 @@ class ChatCompletionResponse(BaseModel):
     choices: list[ChatChoice]
     usage: Usage
     citations: list[Citation] = []
+    answer_id: str = Field("", description="Id for POST /api/v1/feedback.")
+    conversation_id: str | None = None
+    support: float | None = Field(None, description="Share of the answer its sources back (0-1).")
+    answer_mode: str = ""
+    fallback: bool = Field(False, description="The generated answer was replaced by quotes from the sources.")
 
 
 class ModelCard(BaseModel):

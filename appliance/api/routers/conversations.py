@@ -1,0 +1,110 @@
+"""Conversations (per user: list, get, rename, delete) and feedback on answers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Response
+
+from appliance.api.deps import AdminDep, ContainerDep, PrincipalDep
+from appliance.api.schemas.common import COMMON_ERRORS, PageOf, error_responses
+from appliance.api.schemas.conversations import (
+    Conversation,
+    ConversationCreate,
+    ConversationDetail,
+    ConversationRename,
+    Feedback,
+    FeedbackCreate,
+)
+
+router = APIRouter(prefix="/api/v1", tags=["conversations"], responses=COMMON_ERRORS)
+
+Limit = Annotated[int, Query(ge=1, le=200, description="Page size.")]
+Offset = Annotated[int, Query(ge=0, description="Items to skip.")]
+NOT_FOUND = error_responses(404)
+
+
+@router.post("/conversations", status_code=201, response_model=Conversation, summary="Start a conversation")
+def create_conversation(req: ConversationCreate, container: ContainerDep, principal: PrincipalDep) -> Any:
+    return container.conversations.create(principal.name, req.title, req.collection)
+
+
+@router.get("/conversations", response_model=PageOf[Conversation], summary="Your conversations, latest first")
+def list_conversations(
+    container: ContainerDep, principal: PrincipalDep, limit: Limit = 20, offset: Offset = 0
+) -> Any:
+    return container.conversations.list(principal.name, limit, offset).as_dict()
+
+
+@router.get(
+    "/conversations/{conversation_id}",
+    response_model=ConversationDetail,
+    summary="One of your conversations with its turns",
+    responses=NOT_FOUND,
+)
+def get_conversation(
+    conversation_id: str,
+    container: ContainerDep,
+    principal: PrincipalDep,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> Any:
+    store = container.conversations
+    conversation = store.get(conversation_id, principal.name)
+    return {**conversation, "messages": store.turns(conversation_id, principal.name, limit, offset).as_dict()}
+
+
+@router.patch(
+    "/conversations/{conversation_id}",
+    response_model=Conversation,
+    summary="Rename a conversation",
+    responses=NOT_FOUND,
+)
+def rename_conversation(
+    conversation_id: str, req: ConversationRename, container: ContainerDep, principal: PrincipalDep
+) -> Any:
+    return container.conversations.rename(conversation_id, principal.name, req.title)
+
+
+@router.delete(
+    "/conversations/{conversation_id}",
+    status_code=204,
+    summary="Delete a conversation, its turns and their feedback",
+    responses=NOT_FOUND,
+)
+def delete_conversation(conversation_id: str, container: ContainerDep, principal: PrincipalDep) -> Response:
+    container.conversations.delete(conversation_id, principal.name)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/feedback",
+    status_code=201,
+    response_model=Feedback,
+    summary="Thumbs up or down, with a comment, on one of your answers",
+    responses=NOT_FOUND,
+    tags=["feedback"],
+)
+async def add_feedback(req: FeedbackCreate, container: ContainerDep, principal: PrincipalDep) -> Any:
+    answer_id = req.answer_id.removeprefix("chatcmpl-")
+    return await asyncio.to_thread(
+        container.conversations.add_feedback, answer_id, principal.name, req.rating, req.comment
+    )
+
+
+@router.get(
+    "/feedback",
+    response_model=PageOf[Feedback],
+    summary="Admin: feedback with the rated answers, latest first",
+    responses=error_responses(403),
+    tags=["feedback"],
+)
+def list_feedback(
+    container: ContainerDep,
+    _: AdminDep,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    rating: Literal["up", "down"] | None = None,
+) -> Any:
+    return container.conversations.list_feedback(limit, offset, rating).as_dict()

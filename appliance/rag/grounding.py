@@ -1,0 +1,216 @@
+"""How much of an answer its sources back, and an extractive answer when they don't back enough.
+
+Support is lexical: for each answer sentence, the share of its content words (stop words removed,
+number words folded to digits, citation markers dropped) found in one source it was shown. A small
+model's inventions are mostly new words or wrong numbers, which this catches; paraphrase with
+synonyms is under-credited, which errs on the safe side (the fallback quotes the sources). It is
+deterministic and costs microseconds, so it runs on every answer and on every streamed sentence.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from appliance.rag.prompts import looks_like_instruction
+
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_CITE = re.compile(r"\[\s*\d+(?:\s*[,;]\s*\d+)*\s*\]")
+# Sentence ends: punctuation followed by space/end, or a line break. Decimal points ("3.2 MW") stay.
+SPLIT = re.compile(r"(?<=[.!?。！？])(?:\s*\[\s*\d+(?:\s*[,;]\s*\d+)*\s*\])?\s+|\n+")
+
+# fmt: off
+STOP_WORDS = frozenset(
+    """
+    a an the and or but if then else of to in on at by for with from as into onto about over under
+    is are was were be been being am do does did doing have has had having it its this that these
+    those there here which who whom whose what when where why how i you he she we they me him her us
+    them my your his our their mine yours not no nor so than too very can could should would may
+    might must shall will just also only any all each every some such both either neither one per up
+    down out off again further once s t don according source sources document documents answer
+    question based provided text information sure yes ok okay hello hi thanks thank please well
+    """.split()  # noqa: SIM905
+)
+# fmt: on
+_NUMBERS = {
+    "zero": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+    "ten": "10",
+    "eleven": "11",
+    "twelve": "12",
+    "thirteen": "13",
+    "fourteen": "14",
+    "fifteen": "15",
+    "twenty": "20",
+    "thirty": "30",
+    "forty": "40",
+    "fifty": "50",
+    "hundred": "100",
+}  # fmt: skip
+
+
+def strip_citations(text: str) -> str:
+    return re.sub(r"[ \t]+([.!?,;:])", r"\1", _CITE.sub("", text)).replace("  ", " ")
+
+
+def cited_indices(text: str) -> list[int]:
+    """Source numbers an answer cites, in first-mention order: "[1]", "[1, 3]", "[2][3]"."""
+    seen: list[int] = []
+    for marker in _CITE.findall(text):
+        for n in re.findall(r"\d+", marker):
+            if int(n) not in seen:
+                seen.append(int(n))
+    return seen
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in SPLIT.split(text) if s and s.strip()]
+
+
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]+")
+
+
+def _cjk_grams(run: str) -> list[str]:
+    # No spaces between CJK words: overlapping character pairs stand in for words.
+    return [run] if len(run) == 1 else [run[i : i + 2] for i in range(len(run) - 1)]
+
+
+def content_tokens(text: str) -> list[str]:
+    out = []
+    for word in _WORD.findall(strip_citations(text).lower()):
+        if _CJK.search(word):
+            for part in re.split(f"({_CJK.pattern})", word):
+                if part and _CJK.fullmatch(part):
+                    out.extend(_cjk_grams(part))
+                elif part:
+                    out.append(_NUMBERS.get(part, part))
+            continue
+        word = _NUMBERS.get(word, word)
+        if word not in STOP_WORDS and (len(word) > 1 or word.isdigit()):
+            out.append(word)
+    return out
+
+
+def coverage(query: str, text: str) -> float:
+    """Share of the query's content words found in ``text``."""
+    q = bag(query)
+    return len(q & bag(text)) / len(q) if q else 0.0
+
+
+def _stem(token: str) -> str:
+    # Plural and verb endings only: enough to match "approves" with "approval"'s sentence mates.
+    for suffix in ("ies", "es", "s", "ed", "ing"):
+        if len(token) > len(suffix) + 3 and token.endswith(suffix):
+            return token[: -len(suffix)]
+    return token
+
+
+def bag(text: str) -> set[str]:
+    return {_stem(t) for t in content_tokens(text)}
+
+
+@dataclass
+class SentenceSupport:
+    sentence: str
+    support: float  # share of its content words found in the best source
+    source: int | None  # 1-based index of that source
+    weight: int  # content words: long sentences count more
+
+
+@dataclass
+class Support:
+    score: float  # weighted mean of sentence supports, 0..1; 1.0 for an answer with no claims
+    sentences: list[SentenceSupport]
+
+    def unsupported(self, threshold: float) -> list[SentenceSupport]:
+        return [s for s in self.sentences if s.support < threshold]
+
+
+def sentence_support(sentence: str, source_bags: Sequence[set[str]]) -> SentenceSupport:
+    tokens = [_stem(t) for t in content_tokens(sentence)]
+    if not tokens or not source_bags:
+        return SentenceSupport(sentence, 1.0 if not tokens else 0.0, None, len(tokens))
+    best, best_i = -1.0, 0
+    numbers = [t for t in tokens if t.isdigit()]
+    for i, bag in enumerate(source_bags):
+        share = sum(t in bag for t in tokens) / len(tokens)
+        if any(n not in bag for n in numbers):
+            share /= 2  # a wrong number is the typical invention, however many words match
+        if share > best:
+            best, best_i = share, i
+    return SentenceSupport(sentence, best, best_i + 1, len(tokens))
+
+
+def source_bags(texts: Sequence[str]) -> list[set[str]]:
+    return [bag(t) for t in texts]
+
+
+def support(answer: str, sources: Sequence[str]) -> Support:
+    bags = source_bags(sources)
+    sentences = [sentence_support(s, bags) for s in split_sentences(answer)]
+    weight = sum(s.weight for s in sentences)
+    if weight == 0:
+        return Support(1.0, sentences)
+    return Support(sum(s.support * s.weight for s in sentences) / weight, sentences)
+
+
+@dataclass
+class Extract:
+    sentence: str
+    source: int  # 1-based
+    score: float
+
+
+def candidate_sentences(sources: Sequence[str]) -> list[tuple[int, str]]:
+    """Sentences worth quoting: not headings, not text addressed to the assistant."""
+    out = []
+    for i, text in enumerate(sources, start=1):
+        for sentence in split_sentences(text):
+            if len(content_tokens(sentence)) >= 3 and not looks_like_instruction(sentence):
+                out.append((i, sentence))
+    return out
+
+
+def best_sentences(
+    question: str,
+    sources: Sequence[str],
+    question_vec: np.ndarray | None = None,
+    sentence_vecs: np.ndarray | None = None,
+    limit: int = 2,
+) -> list[Extract]:
+    """The sentences that answer ``question`` best: embedding similarity (when given) plus the
+    share of the question's words they contain, with a small bonus for higher-ranked sources."""
+    candidates = candidate_sentences(sources)
+    if not candidates:
+        return []
+    q_bag = bag(question)
+    scored = []
+    for j, (src, sentence) in enumerate(candidates):
+        lexical = len(q_bag & bag(sentence)) / max(1, len(q_bag))
+        semantic = float(sentence_vecs[j] @ question_vec) if sentence_vecs is not None else 0.0
+        prior = 0.05 / src
+        scored.append(Extract(sentence, src, semantic + lexical + prior))
+    scored.sort(key=lambda e: e.score, reverse=True)
+    picked = scored[:1]
+    # A second sentence only when it is nearly as good: more text is more to read, not more truth.
+    for extra in scored[1:]:
+        if len(picked) >= limit:
+            break
+        if extra.score >= 0.8 * picked[0].score and extra.sentence != picked[0].sentence:
+            picked.append(extra)
+    return picked
+
+
+def format_extract(extracts: Sequence[Extract]) -> str:
+    return " ".join(f"{e.sentence.rstrip()} [{e.source}]" for e in extracts)
