@@ -47,6 +47,24 @@ class SearchFilter:
         """True when the restrictions exclude everything (an empty intersection)."""
         return any(v == (_NOTHING,) for v in (self.document_ids, self.uris, self.sources))
 
+    def keyword_matches(self) -> list[tuple[str, list[str]]]:
+        """(payload field, allowed values) pairs every chunk must match; adapters translate them."""
+        out: list[tuple[str, list[str]]] = []
+        for key, values in (
+            ("acl", self.acl_any),
+            ("document_id", self.document_ids),
+            ("uri", self.uris),
+            ("source", self.sources),
+        ):
+            # acl_any=() is "no token grants access": it must match nothing, not be left out.
+            if values or (key == "acl" and values is not None):
+                out.append((key, list(values or ("\x00",))))
+        return out
+
+    @property
+    def has_modified_range(self) -> bool:
+        return self.modified_after is not None or self.modified_before is not None
+
 
 # Stands for "no value is allowed" after two non-empty lists had nothing in common.
 _NOTHING = "\x00nothing"

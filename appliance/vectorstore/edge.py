@@ -177,17 +177,10 @@ class EdgeVectorStore(HybridSearchMixin):
 
         if flt is None:
             return None
-        must: list[Any] = []
-        for key, values in (
-            ("acl", flt.acl_any),
-            ("document_id", flt.document_ids),
-            ("uri", flt.uris),
-            ("source", flt.sources),
-        ):
-            # acl_any=() is "no token grants access": it must match nothing, not be left out.
-            if values or (key == "acl" and values is not None):
-                must.append(q.FieldCondition(key=key, match=q.MatchAny(any=list(values or ("\x00",)))))
-        if flt.modified_after is not None or flt.modified_before is not None:
+        must: list[Any] = [
+            q.FieldCondition(key=key, match=q.MatchAny(any=values)) for key, values in flt.keyword_matches()
+        ]
+        if flt.has_modified_range:
             must.append(
                 q.FieldCondition(
                     key="modified", range=q.RangeFloat(gte=flt.modified_after, lte=flt.modified_before)
