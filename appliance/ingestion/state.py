@@ -99,7 +99,12 @@ class Ledger:
 
     def begin_write(self, rec: DocumentRecord, pending: list[str]) -> None:
         """Record the ids about to be written, before writing them (crash recovery needs them).
-        ``rec`` is the document's last committed state (status "pending" when it has none)."""
+        ``rec`` is the document's last committed state (status "pending" when it has none).
+
+        Ids an earlier crashed attempt announced stay announced: that attempt may have written
+        them, and when the content changed since, the new ids differ and would not overwrite them.
+        Forgetting them here would leave orphans if this attempt crashes too."""
+        announced = list(dict.fromkeys([*(rec.pending_chunk_ids or ()), *pending]))
         self._save(
             rec.id,
             collection=rec.collection,
@@ -110,7 +115,7 @@ class Ledger:
             content_hash=rec.content_hash,
             acl=rec.acl,
             chunk_ids=rec.chunk_ids,
-            pending_chunk_ids=pending,
+            pending_chunk_ids=announced,
             status=rec.status,
             error=rec.error,
         )
