@@ -104,6 +104,11 @@ class VectorStore(Protocol):
         """Commit point of a batch: everything upserted before is durable after this returns."""
         ...
 
+    def optimize(self, collection: str) -> None:
+        """Build search indexes (HNSW) over what was written and vacuum deleted points; called
+        after an ingest run that changed something. A no-op where the store does it by itself."""
+        ...
+
     def search(
         self,
         collection: str,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,18 @@ class EdgeVectorStore(HybridSearchMixin):
     def flush(self, collection: str) -> None:
         with self._lock:
             self._shard(collection).flush()
+
+    def optimize(self, collection: str) -> None:
+        # Edge has no background optimiser: without this call every point stays in the plain
+        # appendable segment and search is brute force (7.7 ms at 40k x 384 here, 1.2 ms after).
+        # It is incremental (~1.1 ms per new vector, nothing below the indexing threshold) but
+        # holds the GIL while it runs, so a serving process stalls for that long; it is done once
+        # at the end of an ingest run, not per batch.
+        with self._lock:
+            started = time.monotonic()
+            changed = self._shard(collection).optimize()
+        if changed:
+            log.info("optimised collection %s in %.1f s", collection, time.monotonic() - started)
 
     # -- reads -----------------------------------------------------------------------------------
 

@@ -216,6 +216,10 @@ class QdrantServerStore(HybridSearchMixin):
         # Every write waited for the server's acknowledgement already.
         self._require(collection)
 
+    def optimize(self, collection: str) -> None:
+        # A Qdrant server (and local mode) runs its optimisers by itself.
+        self._require(collection)
+
     # -- reads -----------------------------------------------------------------------------------
 
     @staticmethod

@@ -295,3 +295,53 @@ def test_adapters_return_the_same_top_k_as_edge(other, data, tmp_path: Path) -> 
     finally:
         for s in stores:
             s.close()
+
+
+def test_optimize_keeps_every_answer(store, scratch) -> None:  # type: ignore[no-untyped-def]
+    name, subset = scratch
+    query = subset[0][1]
+    before = store.search(name, query, subset[0][0].text, None, 5)
+    store.delete_chunks(name, [subset[-1][0].id])
+    store.flush(name)
+    store.optimize(name)
+    after = store.search(name, query, subset[0][0].text, None, 5)
+    assert store.count(name) == len(subset) - 1
+    assert [h.chunk.id for h in after if h.chunk.id != subset[-1][0].id][:3] == [
+        h.chunk.id for h in before if h.chunk.id != subset[-1][0].id
+    ][:3]
+
+
+def test_edge_optimize_builds_the_vector_index(tmp_path: Path) -> None:
+    """Edge has no background optimiser: until `optimize` runs, nothing is indexed (brute force).
+    8,000 x 384-d vectors are above its default indexing threshold."""
+    dim, n = 384, 8000
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(n, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    chunks = [
+        Chunk(
+            id=chunk_id("d", i, str(i)),
+            document_id="d",
+            collection="big",
+            uri="file:///d",
+            title="d",
+            text=f"t{i}",
+            index=i,
+        )
+        for i in range(n)
+    ]
+    store = EdgeVectorStore(tmp_path / "edge")
+    try:
+        store.ensure_collection("big", dim)
+        for start in range(0, n, 1000):
+            store.upsert("big", chunks[start : start + 1000], vectors[start : start + 1000])
+        store.flush("big")
+        # Sparse (BM25) vectors are always indexed; the dense ones only once optimised.
+        before = store._shard("big").info().indexed_vectors_count
+        exact = store.search("big", vectors[17], "", None, 1, mode="dense")
+        store.optimize("big")
+        assert store._shard("big").info().indexed_vectors_count - before == n
+        (top,) = store.search("big", vectors[17], "", None, 1, mode="dense")
+        assert top.chunk.id == exact[0].chunk.id == chunks[17].id
+    finally:
+        store.close()
