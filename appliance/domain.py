@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -34,21 +34,28 @@ def content_hash(data: bytes | str) -> str:
 
 @dataclass(frozen=True)
 class SourceItem:
-    """One document a connector can fetch. ``version`` changes whenever the content may have."""
+    """One document a connector can fetch. ``version`` changes whenever the content may have.
+
+    ``refused``: the reason a connector will not read this entry at all (a symlink out of its
+    root, a FIFO); the pipeline reports it as failed with that reason and never fetches it."""
 
     uri: str
     version: str
     acl: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
+    refused: str | None = None
 
 
 class Connector(Protocol):
     """A source of documents.
 
-    ``discover()`` lists what the source holds now; ``fetch(item)`` returns its bytes.
+    ``discover()`` lists what the source holds now, including entries it refuses to read
+    (``SourceItem.refused`` set), so that every entry ends with a reason; ``fetch(item)`` returns
+    the bytes of an item that is not refused. A connector built with ``max_file_bytes`` checks the
+    size its source declares before reading and reads at most that much, raising ``FileTooLarge``.
     ``root`` identifies the source stably across runs (the ledger groups documents by it);
     ``options()`` is JSON-serialisable and rebuilds it with ``connectors.build(kind, **options)``
-    (secrets such as S3 keys are left out and come from the settings again).
+    (secrets such as S3 keys, and ``max_file_bytes``, are left out and come from the settings again).
     """
 
     kind: str
@@ -223,6 +230,39 @@ class Conflict(ApplianceError):
 
 class PayloadTooLarge(ApplianceError):
     status, code = 413, "payload_too_large"
+
+
+MAX_FILE_SETTING = "ingestion.max_file_mb"
+
+
+class FileTooLarge(PayloadTooLarge):
+    """A document over the file size limit, refused before (or while) it is read.
+
+    ``size``: what the source declares, or None when it only showed while reading."""
+
+    def __init__(self, limit: int, size: int | None = None) -> None:
+        found = f"is {size / 2**20:.1f} MiB" if size is not None else "grew past the limit while being read"
+        super().__init__(
+            f"file {found}, over the {round(limit / 2**20, 3):g} MiB limit ({MAX_FILE_SETTING}); not read"
+        )
+        self.limit = limit
+        self.size = size
+
+
+def read_capped(read: Callable[[int], bytes], limit: int | None, block: int = 2**20) -> bytes:
+    """Read a stream to its end with ``read(n)``, but never more than ``limit`` bytes: one byte
+    past it raises ``FileTooLarge``. For sources whose declared size may be stale or a lie."""
+    parts: list[bytes] = []
+    total = 0
+    while True:
+        want = block if limit is None else min(block, limit + 1 - total)
+        part = read(want)
+        if not part:
+            return b"".join(parts)
+        total += len(part)
+        if limit is not None and total > limit:
+            raise FileTooLarge(limit)
+        parts.append(part)
 
 
 class Overloaded(ApplianceError):

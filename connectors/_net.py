@@ -130,9 +130,11 @@ class SafeClient:
         user_agent: str,
         max_redirects: int = 5,
         resolver: Resolver = system_resolver,
+        limit_setting: str = "connectors.web.max_bytes",
     ) -> None:
         self.allow = allow
         self.max_bytes = max_bytes
+        self.limit_setting = limit_setting  # named in the message when a response is over the cap
         self.timeout_s = timeout_s
         self.max_redirects = max_redirects
         self.resolver = resolver
@@ -225,7 +227,7 @@ class SafeClient:
             if declared.isdigit() and int(declared) > self.max_bytes:
                 raise FetchFailed(
                     f"{url}: {int(declared)} bytes declared, over the {self.max_bytes}-byte limit "
-                    "(connectors.web.max_bytes)"
+                    f"({self.limit_setting})"
                 )
             if request.method == "HEAD":
                 return response.status_code, response.headers, b""
@@ -235,7 +237,7 @@ class SafeClient:
                 size += len(chunk)
                 if size > self.max_bytes:
                     raise FetchFailed(
-                        f"{url}: response over the {self.max_bytes}-byte limit (connectors.web.max_bytes)"
+                        f"{url}: response over the {self.max_bytes}-byte limit ({self.limit_setting})"
                     )
                 if time.monotonic() > deadline:
                     raise FetchFailed(

@@ -6,6 +6,10 @@ on first use and fetched on every discovery. Uses the ``git`` command line: no n
 ``GIT_TERMINAL_PROMPT=0`` plus a timeout mean a credential prompt or a dead server fails instead of
 hanging. Symlinks and submodules in the tree are skipped (neither is a document, and a symlink's
 target may lie outside the repository).
+
+With ``max_file_bytes``, ``fetch`` asks git for the blob's size first and fails an oversized one
+without reading it. The size is exact: a blob is addressed by its content, so it can't change
+between the check and the read.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from appliance.domain import ApplianceError, InvalidRequest, SourceItem
+from appliance.domain import ApplianceError, FileTooLarge, InvalidRequest, SourceItem
 
 
 class GitError(ApplianceError):
@@ -43,6 +47,7 @@ class GitConnector:
         extensions: Sequence[str] = (),
         timeout_s: float = 600.0,
         acl: Sequence[str] = (),
+        max_file_bytes: int | None = None,
     ) -> None:
         if shutil.which("git") is None:
             raise ApplianceError("the git connector needs the git command line (apt-get install git)")
@@ -64,6 +69,7 @@ class GitConnector:
         self.extensions = tuple(e.lower() for e in extensions)
         self.timeout_s = timeout_s
         self.acl = tuple(acl)
+        self.max_file_bytes = max_file_bytes
         shown = self.repo if self.remote else Path(self.repo).as_uri()
         self.root = f"git+{shown}#{branch or 'HEAD'}"
 
@@ -158,4 +164,8 @@ class GitConnector:
             )
 
     def fetch(self, item: SourceItem) -> bytes:
+        if self.max_file_bytes is not None:
+            size = int(self._git("cat-file", "-s", item.version, cwd=self.git_dir))
+            if size > self.max_file_bytes:
+                raise FileTooLarge(self.max_file_bytes, size)
         return self._git("cat-file", "blob", item.version, cwd=self.git_dir)

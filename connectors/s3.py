@@ -5,6 +5,9 @@ Version is the object's ETag. Access rules may ride on the object itself as user
 list of ``group:NAME`` / ``user:NAME``. Reading it costs one HEAD per object, so it can be turned off
 (``read_acl_metadata``). Credentials come from the options (settings) or boto3's usual chain
 (``AWS_ACCESS_KEY_ID``..., ``~/.aws``); they are never part of ``options()``.
+
+With ``max_file_bytes``, an object whose listed size or ``ContentLength`` is over it fails before
+its body is read, and the body is read with that cap (a size can change between list and get).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from appliance.domain import ApplianceError, InvalidRequest, SourceItem
+from appliance.domain import ApplianceError, FileTooLarge, InvalidRequest, SourceItem, read_capped
 
 
 class S3Error(ApplianceError):
@@ -38,6 +41,7 @@ class S3Connector:
         extensions: Sequence[str] = (),
         read_acl_metadata: bool = True,
         acl: Sequence[str] = (),
+        max_file_bytes: int | None = None,
     ) -> None:
         if not bucket:
             raise InvalidRequest("an s3 source needs a bucket: s3://BUCKET/PREFIX")
@@ -49,6 +53,7 @@ class S3Connector:
         self.extensions = tuple(e.lower() for e in extensions)
         self.read_acl_metadata = read_acl_metadata
         self.acl = tuple(acl)
+        self.max_file_bytes = max_file_bytes
         where = f"@{self.endpoint_url}" if self.endpoint_url else ""
         self.root = f"s3://{bucket}/{self.prefix}{where}"
         self._client: Any = None
@@ -124,5 +129,17 @@ class S3Connector:
 
     def fetch(self, item: SourceItem) -> bytes:
         key = item.uri.removeprefix(f"s3://{self.bucket}/")
+        limit = self.max_file_bytes
+        listed = item.metadata.get("size")
+        if limit is not None and isinstance(listed, int) and listed > limit:
+            raise FileTooLarge(limit, listed)  # not even a GET
         response = self._call(f"get {key}", self.client.get_object, Bucket=self.bucket, Key=key)
-        return bytes(response["Body"].read())
+        body = response["Body"]
+        try:
+            declared = response.get("ContentLength")
+            if limit is not None and isinstance(declared, int) and declared > limit:
+                raise FileTooLarge(limit, declared)
+            data: bytes = self._call(f"read {key}", read_capped, read=body.read, limit=limit)
+            return data
+        finally:
+            body.close()  # a refused body is dropped with its connection, not downloaded

@@ -7,7 +7,8 @@ so the parser finds its title; ``fmt="txt"`` gives plain text instead.
 
 The root is the database URL with the password hidden, plus a hash of the query: a different query
 is a different source. ``fetch`` takes the body read during discovery (up to ``CACHE_BYTES``) or
-re-reads the one row with ``SELECT * FROM (query) WHERE id = :id``.
+re-reads the one row with ``SELECT * FROM (query) WHERE id = :id``. A row's document over
+``max_file_bytes`` fails in ``fetch`` (the driver has already read the row; it is not kept).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from appliance.domain import ApplianceError, InvalidRequest, SourceItem
+from appliance.domain import ApplianceError, FileTooLarge, InvalidRequest, SourceItem
 
 CACHE_BYTES = 64 * 2**20
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
@@ -46,6 +47,7 @@ class SqlConnector:
         acl_column: str = "acl",
         fmt: str = "md",
         acl: Sequence[str] = (),
+        max_file_bytes: int | None = None,
     ) -> None:
         from sqlalchemy.engine import make_url
         from sqlalchemy.exc import ArgumentError
@@ -77,6 +79,7 @@ class SqlConnector:
         }
         self.fmt = fmt
         self.acl = tuple(acl)
+        self.max_file_bytes = max_file_bytes
         shown = self._url.render_as_string(hide_password=True)
         if self._url.drivername == "postgresql":
             # SQLAlchemy's default PostgreSQL driver is psycopg2; the appliance ships psycopg 3.
@@ -160,7 +163,7 @@ class SqlConnector:
             if raw_acl := row.get(self.columns["acl"]):
                 acl = tuple(sorted({p.strip() for p in str(raw_acl).split(",") if p.strip()}))
             uri = f"{self.root}#{row_id}"
-            if cached + len(data) <= CACHE_BYTES:
+            if cached + len(data) <= CACHE_BYTES and not self._too_large(data):
                 self._cache[uri] = data
                 cached += len(data)
             name = _slug(title) or _slug(row_id) or "row"
@@ -171,6 +174,9 @@ class SqlConnector:
                 metadata={"filename": f"{name}.{self.fmt}", "title": title, "row_id": row[id_col]},
             )
 
+    def _too_large(self, data: bytes) -> bool:
+        return self.max_file_bytes is not None and len(data) > self.max_file_bytes
+
     def fetch(self, item: SourceItem) -> bytes:
         if (data := self._cache.pop(item.uri, None)) is not None:
             return data
@@ -178,5 +184,8 @@ class SqlConnector:
         row_id = item.metadata.get("row_id", item.uri.rsplit("#", 1)[-1])
         sql = f"SELECT * FROM ({self.query}) AS kb_source WHERE kb_source.{id_col} = :row_id"
         for row in self._rows(sql, {"row_id": row_id}):
-            return self._document(row)[1]
+            data = self._document(row)[1]
+            if self._too_large(data):
+                raise FileTooLarge(self.max_file_bytes or 0, len(data))
+            return data
         raise SqlError(f"row {row_id} is no longer returned by the query")

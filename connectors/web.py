@@ -21,7 +21,7 @@ from pathlib import PurePosixPath
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 from urllib.robotparser import RobotFileParser
 
-from appliance.domain import InvalidRequest, SourceItem
+from appliance.domain import MAX_FILE_SETTING, InvalidRequest, SourceItem
 from connectors._net import AllowList, FetchFailed, FetchRefused, Response, SafeClient
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ class WebConnector:
         user_agent: str = "kb-appliance-crawler/0.1",
         sitemap: bool = True,
         acl: Sequence[str] = (),
+        max_file_bytes: int | None = None,
     ) -> None:
         urls = [start_urls] if isinstance(start_urls, str) else list(start_urls)
         if not urls:
@@ -100,6 +101,7 @@ class WebConnector:
         self.user_agent = user_agent
         self.sitemap = sitemap
         self.acl = tuple(acl)
+        self.max_file_bytes = max_file_bytes
         self.root = " ".join(sorted(self.start_urls))
         self._cache: dict[str, Response] = {}
         self._cached_bytes = 0
@@ -210,8 +212,16 @@ class WebConnector:
     @property
     def client(self) -> SafeClient:
         if self._client is None:
+            # The ingestion's file size limit caps responses too when it is the lower one.
+            cap, setting = self.max_bytes, "connectors.web.max_bytes"
+            if self.max_file_bytes is not None and self.max_file_bytes < cap:
+                cap, setting = self.max_file_bytes, MAX_FILE_SETTING
             self._client = SafeClient(
-                AllowList.parse(self.allow_private), self.max_bytes, self.timeout_s, self.user_agent
+                AllowList.parse(self.allow_private),
+                cap,
+                self.timeout_s,
+                self.user_agent,
+                limit_setting=setting,
             )
         return self._client
 

@@ -1,21 +1,29 @@
 """What a document is, whether it is safe to open, and how to turn it into elements.
 
-``preflight`` runs in the parent before a document is handed to a parser worker: it decides the
-type from the bytes with libmagic (an extension only picks the dialect of plain text, which
-libmagic cannot tell apart: markdown and CSV are "text/plain" to it), and refuses what would be
-dangerous or pointless to parse — empty files, unknown binary content, password-protected
-documents, ZIP containers whose entries declare too much uncompressed data or too many entries,
-and XML that declares a DTD (XXE, billion laughs: Office Open XML never needs one).
+Both halves run inside a parser worker, under its memory cap and wall-clock limit.
 
-``partition`` runs inside a worker: one ``unstructured`` partitioner per type, plus OCR with the
-local tesseract binary for images and for PDF pages that have no text layer.
+``preflight`` comes first: it decides the type from the bytes with libmagic (an extension only
+picks the dialect of plain text, which libmagic cannot tell apart: markdown and CSV are
+"text/plain" to it), and refuses what would be dangerous or pointless to parse — empty files,
+unknown binary content, password-protected documents, ZIP containers whose entries declare too
+much uncompressed data or too many entries, and XML that declares a DTD (XXE, billion laughs:
+Office Open XML never needs one). It is not run in the parent because it is not strictly bounded
+there: libmagic and ``zipfile`` parse hostile bytes in C and Python, ``zipfile`` builds an object
+per central-directory entry (a 100 MiB file can declare millions), and the DTD scan inflates the
+head of every XML entry (up to ``max_entries`` x 64 KiB).
+
+``partition`` then yields elements: one ``unstructured`` partitioner per type, plus OCR with the
+local tesseract binary for images and for PDF pages that have no text layer, page by page, so a
+caller that stops at the text limit stops the OCR too.
 """
 
 from __future__ import annotations
 
 import io
 import re
+import struct
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -106,10 +114,36 @@ def _zip_kind(data: bytes) -> str:
     raise ParseError("unsupported content type application/zip (not a docx, pptx or xlsx)")
 
 
+def declared_entries(data: bytes) -> int | None:
+    """The entry count the end-of-central-directory record declares (ZIP64 too), read without
+    parsing the directory itself; None when there is no such record."""
+    at = data.rfind(b"PK\x05\x06", max(0, len(data) - 22 - 65535))
+    if at < 0 or len(data) < at + 22:
+        return None
+    count = int(struct.unpack_from("<H", data, at + 10)[0])
+    locator = at - 20
+    if count == 0xFFFF and locator >= 0 and data[locator : locator + 4] == b"PK\x06\x07":
+        record = int(struct.unpack_from("<Q", data, locator + 8)[0])
+        if data[record : record + 4] == b"PK\x06\x06" and len(data) >= record + 40:
+            return int(struct.unpack_from("<Q", data, record + 32)[0])
+    return count
+
+
+def _check_declared_entries(data: bytes, limits: ArchiveLimits) -> None:
+    entries = declared_entries(data)
+    if entries is not None and entries > limits.max_entries:
+        raise ParseError(
+            f"archive has {entries} entries, over the limit of {limits.max_entries} "
+            "(ingestion.max_archive_entries)"
+        )
+
+
 def check_archive(data: bytes, limits: ArchiveLimits) -> None:
     """Refuse ZIP bombs by what the central directory declares, before anything inflates; refuse
     XML parts that declare a DTD. ``zipfile`` never inflates an entry past its declared size, so
-    the declared sizes bound what a parser can be made to read."""
+    the declared sizes bound what a parser can be made to read. The entry count is taken from the
+    end record first, before ``zipfile`` spends memory on every entry of a hostile directory."""
+    _check_declared_entries(data, limits)
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
@@ -117,12 +151,16 @@ def check_archive(data: bytes, limits: ArchiveLimits) -> None:
     with zf:
         infos = zf.infolist()
         if len(infos) > limits.max_entries:
-            raise ParseError(f"archive has {len(infos)} entries, over the limit of {limits.max_entries}")
+            raise ParseError(
+                f"archive has {len(infos)} entries, over the limit of {limits.max_entries} "
+                "(ingestion.max_archive_entries)"
+            )
         declared = sum(i.file_size for i in infos)
         if declared > limits.max_uncompressed_bytes:
             raise ParseError(
                 f"archive declares {declared / 2**20:.0f} MiB uncompressed, over the "
-                f"{limits.max_uncompressed_bytes / 2**20:.0f} MiB limit (decompression bomb?)"
+                f"{limits.max_uncompressed_bytes / 2**20:.0f} MiB limit (ingestion.max_archive_mb; "
+                "decompression bomb?)"
             )
         for info in infos:
             if info.filename.lower().endswith((".xml", ".rels")) and not info.is_dir():
@@ -138,6 +176,9 @@ def check_archive(data: bytes, limits: ArchiveLimits) -> None:
 
 
 def preflight(data: bytes, filename: str, limits: ArchiveLimits) -> str:
+    """The kind of ``data``, or ParseError with the reason it must not be parsed."""
+    if data[:4] == b"PK\x03\x04":
+        _check_declared_entries(data, limits)  # before zipfile reads the directory to tell the kind
     kind = detect_kind(data, filename)
     if kind in ZIP_KINDS:
         check_archive(data, limits)
@@ -147,7 +188,7 @@ def preflight(data: bytes, filename: str, limits: ArchiveLimits) -> str:
     return kind
 
 
-# --- inside a worker -------------------------------------------------------------------------
+# --- partitioning -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -170,8 +211,9 @@ def decode_text(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def partition(data: bytes, kind: str, filename: str, ocr: OcrOptions) -> list[Any]:
-    """``unstructured`` elements for one document of a known kind."""
+def partition(data: bytes, kind: str, filename: str, ocr: OcrOptions) -> Iterator[Any]:
+    """``unstructured`` elements for one document of a known kind, in document order. OCR output
+    comes page by page (frame by frame), each page only when the one before has been taken."""
     f = io.BytesIO(data)
     common: dict[str, Any] = {"metadata_filename": filename}
     match kind:
@@ -180,40 +222,40 @@ def partition(data: bytes, kind: str, filename: str, ocr: OcrOptions) -> list[An
         case "docx":
             from unstructured.partition.docx import partition_docx
 
-            return list(partition_docx(file=f, **common))
+            return iter(partition_docx(file=f, **common))
         case "pptx":
             from unstructured.partition.pptx import partition_pptx
 
-            return list(partition_pptx(file=f, **common))
+            return iter(partition_pptx(file=f, **common))
         case "xlsx":
             from unstructured.partition.xlsx import partition_xlsx
 
-            return list(partition_xlsx(file=f, **common))
+            return iter(partition_xlsx(file=f, **common))
         case "csv":
             from unstructured.partition.csv import partition_csv
 
-            return list(partition_csv(file=f, **common))
+            return iter(partition_csv(file=f, **common))
         case "html":
             from unstructured.partition.html import partition_html
 
-            return list(partition_html(text=decode_text(data), **common))
+            return iter(partition_html(text=decode_text(data), **common))
         case "md":
             from unstructured.partition.md import partition_md
 
-            return list(partition_md(text=decode_text(data), **common))
+            return iter(partition_md(text=decode_text(data), **common))
         case "eml":
             from unstructured.partition.email import partition_email
 
-            return list(partition_email(file=f, **common))
+            return iter(partition_email(file=f, **common))
         case "image":
             return _ocr_image(data, filename, ocr)
         case _:
             from unstructured.partition.text import partition_text
 
-            return list(partition_text(text=decode_text(data), **common))
+            return iter(partition_text(text=decode_text(data), **common))
 
 
-def _pdf(data: bytes, filename: str, ocr: OcrOptions) -> list[Any]:
+def _pdf(data: bytes, filename: str, ocr: OcrOptions) -> Iterator[Any]:
     import pypdf
     from pypdf.errors import PdfReadError
 
@@ -235,24 +277,25 @@ def _pdf(data: bytes, filename: str, ocr: OcrOptions) -> list[Any]:
         partition_pdf(file=io.BytesIO(data), metadata_filename=filename, strategy="fast", languages=["eng"])
     )
     with_text = {e.metadata.page_number for e in elements if (e.text or "").strip()}
-    missing = [p for p in range(1, pages + 1) if p not in with_text]
+    missing = {p for p in range(1, pages + 1) if p not in with_text}
     if not missing or not ocr.enabled:
-        return elements
+        return iter(elements)
+    return _pdf_with_ocr(data, filename, ocr, pages, missing, elements)
+
+
+def _pdf_with_ocr(
+    data: bytes, filename: str, ocr: OcrOptions, pages: int, missing: set[int], elements: list[Any]
+) -> Iterator[Any]:
     from pdf2image import convert_from_bytes
 
-    by_page: dict[int, list[Any]] = {}
-    for page in missing:
-        images = convert_from_bytes(data, dpi=ocr.dpi, first_page=page, last_page=page)
-        for image in images:
-            by_page.setdefault(page, []).extend(_ocr_elements(image, filename, page, ocr))
-    merged: list[Any] = []
     for page in range(1, pages + 1):
-        merged.extend(by_page.get(page, ()))
-        merged.extend(e for e in elements if e.metadata.page_number == page)
-    return merged
+        if page in missing:
+            for image in convert_from_bytes(data, dpi=ocr.dpi, first_page=page, last_page=page):
+                yield from _ocr_elements(image, filename, page, ocr)
+        yield from (e for e in elements if e.metadata.page_number == page)
 
 
-def _ocr_image(data: bytes, filename: str, ocr: OcrOptions) -> list[Any]:
+def _ocr_image(data: bytes, filename: str, ocr: OcrOptions) -> Iterator[Any]:
     if not ocr.enabled:
         raise ParseError("image needs OCR, which is turned off (ingestion.ocr)")
     from PIL import Image
@@ -260,14 +303,18 @@ def _ocr_image(data: bytes, filename: str, ocr: OcrOptions) -> list[Any]:
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
+    except MemoryError:
+        raise  # the memory cap: the worker reports it and is replaced
     except Exception as exc:  # PIL raises many types, DecompressionBombError included
         raise ParseError(f"unreadable image: {type(exc).__name__}: {exc}"[:300]) from None
-    out: list[Any] = []
+    return _ocr_frames(image, filename, ocr)
+
+
+def _ocr_frames(image: Any, filename: str, ocr: OcrOptions) -> Iterator[Any]:
     frames = getattr(image, "n_frames", 1)
     for frame in range(min(frames, 50)):
         image.seek(frame)
-        out.extend(_ocr_elements(image.convert("RGB"), filename, frame + 1, ocr))
-    return out
+        yield from _ocr_elements(image.convert("RGB"), filename, frame + 1, ocr)
 
 
 def _ocr_elements(image: Any, filename: str, page: int, ocr: OcrOptions) -> list[Any]:

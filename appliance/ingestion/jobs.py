@@ -48,11 +48,20 @@ def run_ingest(
     collection = collection or container.settings.rag.default_collection
     if progress is None or not isinstance(progress, IngestProgress):
         progress = IngestProgress(listener=progress)
-    acl = list(acl) or container.collections.default_acl(collection)  # the collection's default readers
+    # Readers, most specific first: --allow for the whole run, then what the source says of an item
+    # (S3 object metadata, an ACL column), then the collection's default readers.
+    default_acl = container.collections.default_acl(collection)
     total = IngestReport()
     for connector in sources:
         report = container.ingestion.ingest(
-            connector, collection, acl=acl, progress=progress, cancel=cancel, items=items, force=force
+            connector,
+            collection,
+            acl=acl,
+            default_acl=default_acl,
+            progress=progress,
+            cancel=cancel,
+            items=items,
+            force=force,
         )
         for name in ("added", "updated", "unchanged", "deleted", "chunks", "reused"):
             setattr(total, name, getattr(total, name) + getattr(report, name))

@@ -1,9 +1,13 @@
 """Parsing with ``unstructured`` in warm worker processes that can be killed.
 
 Each worker is a spawned process in its own process group, with an address-space cap, that pays
-its import cost once (≈3-5 s) and then parses documents one at a time. The parent enforces the
-wall-clock limit: a document that overruns gets its worker's whole group killed, the document
-fails with the reason, and a fresh worker takes the slot. Elements come back as plain dicts.
+its import cost once (≈3-5 s) and then parses documents one at a time: the checks of
+``formats.preflight`` first (type, ZIP declarations, DTDs), then partitioning, both under the
+worker's limits. The parent only refuses a file over the size limit and enforces the wall-clock
+limit. A document that overruns the clock or the memory cap (or kills its worker) gets the
+worker's whole group killed, fails with the reason, and a fresh worker takes the slot. Extracted
+text is counted as elements arrive and partitioning stops at the limit. Elements come back as
+plain dicts.
 
 Offline: ``unstructured`` ≥ 0.27 downloads spaCy's en_core_web_sm on first use and, when it can't,
 silently returns no elements for PDFs. Workers load the spaCy model from a local folder (by
@@ -13,6 +17,7 @@ downloader, so a missing model is a loud error instead of an empty document.
 
 from __future__ import annotations
 
+import errno
 import logging
 import multiprocessing as mp
 import os
@@ -25,7 +30,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from appliance.domain import ParseError
+from appliance.domain import MAX_FILE_SETTING, ParseError
 from appliance.ingestion.formats import ArchiveLimits, OcrOptions, preflight
 
 log = logging.getLogger(__name__)
@@ -61,6 +66,8 @@ def _use_local_spacy(spacy_path: str) -> None:
 
 
 def partition_bytes(data: bytes, kind: str, filename: str, limits: ParseLimits) -> list[dict[str, Any]]:
+    """Elements of one document as dicts, stopping as soon as their text passes the limit (OCR
+    then stops before the next page)."""
     from appliance.ingestion.formats import partition
 
     total = 0
@@ -68,9 +75,43 @@ def partition_bytes(data: bytes, kind: str, filename: str, limits: ParseLimits) 
     for element in partition(data, kind, filename, limits.ocr):
         total += len((element.text or "").encode("utf-8"))
         if total > limits.max_text_bytes:
-            raise ParseError(f"extracted text exceeds the {limits.max_text_bytes / 2**20:g} MiB limit")
+            raise ParseError(
+                f"extracted text exceeds the {round(limits.max_text_bytes / 2**20, 3):g} MiB limit (ingestion.max_text_mb)"
+            )
         out.append(element.to_dict())
     return out
+
+
+def parse_document(data: bytes, filename: str, limits: ParseLimits) -> list[dict[str, Any]]:
+    """What a worker does with one document: the safety checks, then partitioning."""
+    kind = preflight(data, filename, limits.archive)
+    return partition_bytes(data, kind, filename, limits)
+
+
+_MEMORY_WORDS = ("cannot allocate memory", "out of memory", "bad_alloc", "memoryerror")
+
+
+def is_memory_error(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it was raised from) is the address-space cap being hit. Besides
+    MemoryError, C libraries and helper processes report it as ENOMEM or in their message."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, MemoryError):
+            return True
+        if isinstance(current, OSError) and current.errno == errno.ENOMEM:
+            return True
+        if any(word in str(current).lower() for word in _MEMORY_WORDS):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def memory_message(limits: ParseLimits) -> str:
+    return (
+        f"parser exceeded the {limits.memory_mb} MiB memory limit (ingestion.parse_memory_mb) and was stopped"
+    )
 
 
 def _worker_main(conn: Connection, spacy_path: str, limits: ParseLimits) -> None:
@@ -99,15 +140,33 @@ def _worker_main(conn: Connection, spacy_path: str, limits: ParseLimits) -> None
             return
         if message is None:
             return
-        data, kind, filename = message
+        data, filename = message
         try:
-            conn.send(("ok", partition_bytes(data, kind, filename, limits)))
-        except ParseError as exc:
-            conn.send(("error", exc.message))
-        except MemoryError:
-            conn.send(("error", f"parser exceeded the {limits.memory_mb} MiB memory limit"))
+            elements = parse_document(data, filename, limits)
         except Exception as exc:
-            conn.send(("error", f"{type(exc).__name__}: {exc}"[:500]))
+            if is_memory_error(exc):
+                # The heap, and any helper process, may be in any state now: the parent kills
+                # this worker's group and starts a fresh one.
+                _reply(conn, ("memory", memory_message(limits)))
+            elif isinstance(exc, ParseError):
+                _reply(conn, ("error", exc.message))
+            else:
+                _reply(conn, ("error", f"{type(exc).__name__}: {exc}"[:500]))
+            continue
+        finally:
+            del data
+        try:
+            conn.send(("ok", elements))
+        except MemoryError:  # pickling happens before anything is written to the pipe
+            del elements
+            _reply(conn, ("memory", memory_message(limits)))
+
+
+def _reply(conn: Connection, message: tuple[str, str]) -> None:
+    try:
+        conn.send(message)
+    except Exception:  # can't even say why: exit, and the parent reports a dead worker
+        os._exit(70)
 
 
 # --- in the parent ----------------------------------------------------------------------------
@@ -135,10 +194,14 @@ class _Worker:
 
     def kill(self) -> None:
         pid = self.process.pid
-        if pid is not None and self.process.is_alive():
+        if pid is not None:
+            # The group even when the worker itself has exited: a helper it started may live on.
+            # Its id can't be reused while any member is alive, so this never hits a stranger.
             try:
                 os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
+            except ProcessLookupError:
+                pass
+            except PermissionError:
                 self.process.kill()
         self.process.join(timeout=5)
         self.conn.close()
@@ -202,17 +265,22 @@ class ParserPool:
             raise ParseError("parser pool is closed")
         if len(data) > self.limits.max_file_bytes:
             raise ParseError(
-                f"file is {len(data) / 2**20:.1f} MiB, over the {self.limits.max_file_bytes / 2**20:.0f} MiB limit"
+                f"file is {len(data) / 2**20:.1f} MiB, over the {round(self.limits.max_file_bytes / 2**20, 3):g} MiB "
+                f"limit ({MAX_FILE_SETTING}); not parsed"
             )
-        kind = preflight(data, filename, self.limits.archive)
+        # Everything else about the bytes (type, ZIP declarations, DTDs) is decided in the worker,
+        # under its memory cap and the clock: see formats.py for why not here.
         worker = self._take()
         replace = False
         try:
-            worker.conn.send((data, kind, filename))
+            worker.conn.send((data, filename))
             started = time.monotonic()
             if not worker.conn.poll(self.limits.timeout_s):
                 replace = True
-                raise ParseError(f"parsing took longer than {self.limits.timeout_s:g} s and was stopped")
+                raise ParseError(
+                    f"parsing took longer than {self.limits.timeout_s:g} s (ingestion.parse_timeout_s) "
+                    "and was stopped"
+                )
             try:
                 status, payload = worker.conn.recv()
             except EOFError:
@@ -220,9 +288,11 @@ class ParserPool:
                 code = worker.process.exitcode
                 raise ParseError(
                     f"parser process died (exit code {code}); the file may exceed the "
-                    f"{self.limits.memory_mb} MiB memory limit"
+                    f"{self.limits.memory_mb} MiB memory limit (ingestion.parse_memory_mb)"
                 ) from None
             log.debug("parsed %s in %.2f s", filename, time.monotonic() - started)
+            if status == "memory":
+                replace = True
             if status != "ok":
                 raise ParseError(str(payload))
             return payload  # type: ignore[no-any-return]

@@ -173,9 +173,13 @@ class IngestionService:
         cancel: threading.Event | None = None,
         items: Iterable[SourceItem] | None = None,
         force: bool = False,
+        default_acl: Sequence[str] = (),
     ) -> IngestReport:
         """Sync ``connector`` into ``collection``. With ``items``, only those are (re)indexed and
-        nothing is deleted; ``force`` re-parses even when version and content are unchanged."""
+        nothing is deleted; ``force`` re-parses even when version and content are unchanged.
+
+        An item's readers: ``acl`` when given (the whole run), else the item's own (source
+        metadata), else ``default_acl`` (the collection's), else every signed-in user."""
         validate_collection_name(collection)
         if progress is None or not isinstance(progress, IngestProgress):
             progress = IngestProgress(listener=progress)
@@ -189,9 +193,10 @@ class IngestionService:
         # Discover everything first: a total makes an ETA possible, and only a complete
         # discovery may conclude that a document is gone from the source.
         listed: list[SourceItem] = []
+        refused: list[SourceItem] = []  # entries the connector will not read: reported, never fetched
         progress.discovering = True
         for item in items if items is not None else connector.discover():
-            listed.append(item)
+            (refused if item.refused else listed).append(item)
             progress.seen += 1
             if progress.seen % 100 == 0:
                 progress.emit("discovering")
@@ -201,6 +206,7 @@ class IngestionService:
         progress.emit("discovered")
         seen: set[str] = set()
         item_acl = tuple(acl)
+        fallback_acl = tuple(default_acl)
         ahead = ThreadPoolExecutor(max_workers=max(1, self.parser.size), thread_name_prefix="ingest-prepare")
         queued: dict[int, Future[Any]] = {}
 
@@ -213,7 +219,7 @@ class IngestionService:
                     it,
                     collection,
                     document_id(collection, it.uri),
-                    item_acl or it.acl,
+                    item_acl or tuple(it.acl) or fallback_acl,
                     force,
                 )
 
@@ -240,6 +246,10 @@ class IngestionService:
             report.failed.append({"uri": item.uri, "error": reason})
             progress.failed += 1
             progress.emit("failed", item)
+
+        for item in refused:
+            seen.add(document_id(collection, item.uri))  # an indexed copy stays, as for any failure
+            failed(item, ApplianceError(item.refused or "refused by its source"))
 
         def commit_group() -> None:
             staged = list(group)
@@ -291,6 +301,8 @@ class IngestionService:
                 if rec.id not in seen:
                     self.remove_document(rec)
                     report.deleted += 1
+        if report.added or report.updated or report.deleted:
+            self.store.optimize(collection)
         report.elapsed_s = time.monotonic() - started
         return report
 

@@ -91,3 +91,17 @@ def test_a_command_transport_url_is_refused(tmp_path: Path) -> None:
             c = connectors.for_source(spec, cache_dir=str(tmp_path / "cache"))
             list(c.discover())
     assert not marker.exists()
+
+
+def test_a_blob_over_the_size_limit_is_refused_by_its_size(repo: Path) -> None:
+    from appliance.domain import FileTooLarge
+
+    (repo / "big.md").write_bytes(b"x" * (2**20 + 1))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "big")
+    c = connectors.for_source(f"git:{repo}", extensions=[".md"], max_file_bytes=2**20)
+    items = {i.metadata["path"]: i for i in c.discover()}
+    with pytest.raises(FileTooLarge, match=r"over the 1 MiB limit \(ingestion.max_file_mb\); not read"):
+        c.fetch(items["big.md"])
+    assert c.fetch(items["hr/leave.md"]) == b"30 days\n"
+    assert "max_file_bytes" not in c.options(), "the limit comes from the settings, not a stored source"  # type: ignore[attr-defined]

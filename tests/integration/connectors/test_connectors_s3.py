@@ -59,3 +59,23 @@ def test_missing_bucket_is_a_clear_error(s3_server: S3) -> None:
     c = connectors.for_source("s3://no-such-bucket-kb/", **s3_server.options)
     with pytest.raises(S3Error, match="NoSuchBucket"):
         list(c.discover())
+
+
+def test_an_object_over_the_size_limit_is_refused_before_its_body_is_read(s3_server: S3, bucket: str) -> None:
+    from appliance.domain import FileTooLarge, SourceItem
+
+    s3_server.client().put_object(Bucket=bucket, Key="docs/big.md", Body=b"z" * (2 * 2**20))
+    c = connectors.for_source(
+        f"s3://{bucket}/docs/", extensions=[".md"], max_file_bytes=2**20, **s3_server.options
+    )
+    items = {i.uri: i for i in c.discover()}
+    big = items[f"s3://{bucket}/docs/big.md"]
+    assert big.metadata["size"] == 2 * 2**20
+    with pytest.raises(
+        FileTooLarge, match=r"file is 2.0 MiB, over the 1 MiB limit \(ingestion.max_file_mb\)"
+    ):
+        c.fetch(big)  # from the listed size: no GET at all
+    # Without a listed size (an item from elsewhere), the GET's ContentLength decides.
+    with pytest.raises(FileTooLarge, match="file is 2.0 MiB"):
+        c.fetch(SourceItem(uri=big.uri, version=big.version))
+    assert c.fetch(items[f"s3://{bucket}/docs/leave.md"]) == b"# Leave\n30 days"

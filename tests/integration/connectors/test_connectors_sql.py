@@ -99,3 +99,14 @@ def test_postgresql(postgres: Postgres) -> None:
     # A plain postgresql:// URL works: the connector picks the psycopg (3) driver the appliance ships.
     check_source(postgres.url.replace("postgresql+psycopg://", "postgresql://"), engine, "kb_articles")
     engine.dispose()
+
+
+def test_a_row_over_the_size_limit_fails_alone(tmp_path: Path) -> None:
+    from appliance.domain import FileTooLarge
+
+    db = make_sqlite(tmp_path / "kb.db", [*ROWS, (4, "Huge", "y" * 3000, None, None)])
+    c = connectors.for_source(f"sqlite:///{db}#articles", max_file_bytes=2000)
+    items = {i.metadata["title"]: i for i in c.discover()}
+    with pytest.raises(FileTooLarge, match="ingestion.max_file_mb"):
+        c.fetch(items["Huge"])
+    assert c.fetch(items["Payroll"]) == b"# Payroll\n\nSalaries are paid monthly.\n"

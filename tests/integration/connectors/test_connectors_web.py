@@ -103,6 +103,19 @@ def test_crawl_limits_robots_sitemap_and_refusals(site: Site) -> None:
     assert found["/"].metadata["filename"] == "index.html"  # type: ignore[union-attr]
 
 
+def test_the_ingestion_file_limit_caps_responses_when_it_is_lower(site: Site) -> None:
+    build_site(site)
+    found = crawl(site, max_depth=1, sitemap=False, max_file_bytes=200_000)
+    c: WebConnector = found.pop("_c")  # type: ignore[assignment]
+    with pytest.raises(FetchFailed, match=r"over the 100000-byte limit \(connectors.web.max_bytes\)"):
+        c.fetch(found["/big.html"])  # type: ignore[arg-type]
+    found = crawl(site, max_depth=1, sitemap=False, max_file_bytes=50_000, max_bytes=10**6)
+    c = found.pop("_c")  # type: ignore[assignment]
+    with pytest.raises(FetchFailed, match=r"over the 50000-byte limit \(ingestion.max_file_mb\)"):
+        c.fetch(found["/big.html"])  # type: ignore[arg-type]
+    assert b"30 vacation days" in c.fetch(found["/a.html"])  # type: ignore[arg-type]
+
+
 def test_page_limit_and_depth_zero(site: Site) -> None:
     build_site(site)
     found = crawl(site, max_pages=3, sitemap=False)

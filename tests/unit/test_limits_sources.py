@@ -1,0 +1,102 @@
+"""Size limits applied before a document is read: the capped reader, the limit every connector
+gets from ``ingestion.max_file_mb``, uploads, and ZIP entry counts read from the end record."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from appliance.domain import FileTooLarge, InvalidRequest, ParseError, read_capped
+from appliance.ingestion.formats import ArchiveLimits, declared_entries, preflight
+from appliance.ingestion.sources import UploadConnector, build_connector
+from appliance.settings import load_settings
+from tests.fixtures import hostile
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("APPLIANCE_"):
+            monkeypatch.delenv(key)
+
+
+def bytes_read() -> int:
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")
+
+
+def test_read_capped_stops_one_byte_past_the_limit() -> None:
+    assert read_capped(io.BytesIO(b"x" * 100).read, 100, block=7) == b"x" * 100
+    assert read_capped(io.BytesIO(b"").read, 0) == b""
+    stream = io.BytesIO(b"x" * 10_000)
+    with pytest.raises(FileTooLarge, match="grew past the limit while being read"):
+        read_capped(stream.read, 100, block=64)
+    assert stream.tell() == 101, "read no further than one byte past the limit"
+    assert read_capped(io.BytesIO(b"y" * 5000).read, None, block=64) == b"y" * 5000
+
+
+def test_every_connector_gets_the_file_limit_from_the_settings_only(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path / "data", ingestion={"max_file_mb": 0.5})
+    (tmp_path / "docs").mkdir()
+    spec = build_connector(settings, "spec", str(tmp_path / "docs"), {})
+    assert spec.max_file_bytes == 2**19  # type: ignore[attr-defined]
+    stored = build_connector(settings, "filesystem", None, spec.options())
+    assert stored.max_file_bytes == 2**19  # type: ignore[attr-defined]
+    assert "max_file_bytes" not in spec.options(), "a stored source can't carry its own limit"
+    with pytest.raises(InvalidRequest, match=r"only be set in the settings \(ingestion.max_file_mb\)"):
+        build_connector(settings, "spec", str(tmp_path / "docs"), {"max_file_bytes": "999999999"})
+
+
+def test_an_oversized_upload_is_refused_without_being_read(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path / "data", ingestion={"max_file_mb": 1})
+    connector, path = UploadConnector.store(tmp_path / "uploads", "default", "huge.txt")
+    with open(path, "wb") as fh:
+        fh.truncate(3 * 2**30)  # sparse
+    again = build_connector(settings, "upload", connector.root, {"upload_dir": str(tmp_path / "uploads")})
+    [item] = list(again.discover())
+    before = bytes_read()
+    with pytest.raises(
+        FileTooLarge, match=r"file is 3072.0 MiB, over the 1 MiB limit \(ingestion.max_file_mb\)"
+    ):
+        again.fetch(item)
+    assert bytes_read() - before < 2**20
+    path.write_bytes(b"small enough")
+    assert again.fetch(item) == b"small enough"
+
+
+def _many_entries(n: int) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("[Content_Types].xml", hostile.CONTENT_TYPES)
+        zf.writestr("xl/workbook.xml", "<workbook/>")
+        for i in range(n):
+            zf.writestr(f"x/{i}", b"")
+    return buf.getvalue()
+
+
+def test_the_entry_count_is_read_from_the_end_record_before_the_directory() -> None:
+    data = _many_entries(10)
+    assert declared_entries(data) == 12
+    assert declared_entries(b"not a zip") is None
+    # A directory that declares far more entries than it holds is refused by what it declares.
+    at = data.rfind(b"PK\x05\x06")
+    forged = data[: at + 8] + struct.pack("<HH", 0xFFFE, 0xFFFE) + data[at + 12 :]
+    with pytest.raises(
+        ParseError, match=r"65534 entries, over the limit of 20 \(ingestion.max_archive_entries\)"
+    ):
+        preflight(forged, "a.xlsx", ArchiveLimits(max_entries=20))
+
+
+def test_zip64_entry_counts_are_read_too() -> None:
+    data = _many_entries(70_000)  # more than 65535: zipfile writes a ZIP64 end record
+    assert declared_entries(data) == 70_002
+    with pytest.raises(ParseError, match="70002 entries"):
+        preflight(data, "a.xlsx", ArchiveLimits(max_entries=10_000))
