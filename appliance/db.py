@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    inspect,
 )
 
 metadata = MetaData()
@@ -104,7 +105,9 @@ feedback = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
-# A collection's default readers, used for documents ingested without --allow.
+# A collection's default readers, used for documents ingested without --allow, and its owners:
+# the groups whose curators manage it (None or empty: admins only). Owners are kept apart from
+# the readers on purpose: who may read a knowledge base and who may change it differ.
 collections = Table(
     "collections",
     metadata,
@@ -112,6 +115,7 @@ collections = Table(
     Column("default_acl", JSON, nullable=False, default=list),
     Column("description", Text, nullable=False, default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("owners", JSON, nullable=True),
 )
 
 
@@ -135,7 +139,23 @@ def make_engine(url_or_path: str | Path) -> Engine:
             cur.close()
 
     metadata.create_all(engine)
+    add_missing_columns(engine, collections)
     return engine
+
+
+def add_missing_columns(engine: Engine, table: Table) -> None:
+    """``create_all`` never alters an existing table: add the nullable columns that data dirs made
+    by an older version lack, until migrations move to Alembic."""
+    have = {c["name"] for c in inspect(engine).get_columns(table.name)}
+    missing = [c for c in table.columns if c.name not in have]
+    if not missing:
+        return
+    with engine.begin() as conn:
+        for column in missing:
+            if not column.nullable:
+                raise RuntimeError(f"cannot add NOT NULL column {table.name}.{column.name} in place")
+            kind = column.type.compile(dialect=engine.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}")
 
 
 # Sources an admin registered (synced on request or on a schedule inside `serve`).

@@ -212,7 +212,12 @@ class IngestionSettings(Section):
     parse_timeout_s: float = Field(
         60.0, gt=0, description="Wall-clock limit for parsing one document; the worker is killed past it."
     )
-    parse_memory_mb: int = Field(2048, ge=256, description="Address-space cap of a parser process in MiB.")
+    parse_memory_mb: int = Field(
+        4096,
+        ge=256,
+        description="Address-space cap of a parser process in MiB. A warm worker maps ~1.75 GiB before "
+        "it parses anything (unstructured, onnxruntime, spaCy), so the cap leaves ~2.3 GiB per document.",
+    )
     max_file_mb: float = Field(100.0, gt=0, description="Files larger than this fail without parsing.")
     max_text_mb: float = Field(20.0, gt=0, description="Documents whose extracted text exceeds this fail.")
     extensions: list[str] = Field(
@@ -409,6 +414,12 @@ class ConnectorsSettings(Section):
         description="When an admin ingests a remote source (web, S3, git URL, SQL server), add its own "
         "hosts to the egress allow-list for that process. Off: such a source fails with a message "
         "naming `egress.allow`.",
+    )
+    local_roots: list[Path] = Field(
+        [],
+        description="Folders under which a curator (not an admin) may register local sources through "
+        "the API: filesystem paths, local git repositories, SQLite files. Empty: curators may register "
+        "remote sources and uploads only. No source, whoever asks, may lie inside the data directory.",
     )
     filesystem: FilesystemConnectorSettings = Field(default_factory=FilesystemConnectorSettings)
     web: WebConnectorSettings = Field(default_factory=WebConnectorSettings)

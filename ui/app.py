@@ -1,86 +1,181 @@
 """Mount the Gradio UI on the FastAPI app.
 
 Sign-in: user name and password (argon2-verified), or user name and one of that user's API keys
-(the bootstrap admin has no password until one is set: it signs in with the printed key). The
-chat acts as the user as stored NOW (role, groups, disabled), resolved on every message, so a
-membership change or a disabled account applies to the next question. Cookie and CSRF
-hardening around Gradio's login is in appliance/api/middleware.py.
+(the bootstrap admin has no password until one is set: it signs in with the printed key). A
+session acts as the user as stored NOW (role, groups, disabled), resolved on every request, so a
+membership change or a disabled account applies to the next question. A session signed in with
+a key is that key's session: its role cap and collection and route scopes apply, and once the key
+is revoked or expires the session ends at its next request. Cookie and CSRF hardening around
+Gradio's login is in appliance/api/middleware.py.
+
+How the key reaches each request: Gradio keeps its sessions in ``App.tokens`` (cookie token ->
+user name), assigns it right after our ``auth`` callback said yes, and reads it with ``.get`` on
+every request. We replace that dict with ``SessionTokens``, which remembers how each token signed
+in and re-checks it on every ``get``; the user name it hands Gradio is a ``SessionUser`` (a str
+carrying the key id), which is what chat handlers then receive as ``request.username``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from contextvars import ContextVar
 from typing import Any
 
 import gradio as gr
 from fastapi import FastAPI
+from gradio.routes import App as GradioApp
+from starlette.routing import Mount
 
 from appliance.audit import AuditEvent
-from appliance.domain import NotFound, Principal
+from appliance.domain import Forbidden, NotFound, Principal, Unauthenticated
+from appliance.security.acl import check_collection_scope, check_route_scope
+from appliance.security.auth import resolve_key_session
 from ui.chat import build_chat
 
 log = logging.getLogger(__name__)
 
 
-class LiveSessions(dict):  # type: ignore[type-arg]
-    """Signed-in user names; ``get`` returns the user's principal as it is in the DB right now,
-    or None once the user was disabled or deleted."""
+class SessionUser(str):
+    """A signed-in user name as Gradio passes it around, with the id of the API key the session
+    signed in with (None: a password, or the configured admin key / CLI token, which cannot be
+    revoked one by one and last as long as the process)."""
 
-    def __init__(self, container: Any) -> None:
+    key_id: int | None
+
+    def __new__(cls, name: str, key_id: int | None = None) -> SessionUser:
+        user = super().__new__(cls, name)
+        user.key_id = key_id
+        return user
+
+
+# How the sign-in in progress authenticated: set by the auth callback, read when Gradio stores the
+# new token in the same request. A context variable, not a dict by user name, so two concurrent
+# sign-ins of one user (a password here, a scoped key there) cannot swap their grants.
+_signing_in: ContextVar[SessionUser | None] = ContextVar("appliance_ui_signing_in", default=None)
+
+
+def session_principal(container: Any, user: SessionUser, ui_path: str = "/") -> Principal | None:
+    """Who a UI session acts as now, or None when it must end: the user is gone, disabled or an
+    app, the key was revoked or expired, or the key's scopes do not cover the UI (its path, the
+    default collection the chat asks)."""
+    try:
+        if user.key_id is None:
+            principal: Principal = container.identity.principal(str(user))
+        else:
+            principal = resolve_key_session(container.identity, container.keys, user.key_id, str(user))
+        if principal.role == "app":
+            return None  # service accounts use the API, never the UI
+        check_route_scope(principal, ui_path)
+        check_collection_scope(principal, [None], container.settings.rag.default_collection)
+    except (NotFound, Unauthenticated, Forbidden):  # identity's Disabled is a NotFound
+        return None
+    return principal
+
+
+class SessionTokens(dict):  # type: ignore[type-arg]
+    """Gradio's session table (token -> user name) that checks each session on every lookup and
+    forgets the ones that must end."""
+
+    def __init__(self, container: Any, ui_path: str) -> None:
         super().__init__()
         self.container = container
+        self.ui_path = ui_path
 
-    def get(self, name: str, default: Any = None) -> Principal | None:  # type: ignore[override]
-        if name not in self:
+    def __setitem__(self, token: str, username: str) -> None:
+        user = _signing_in.get()
+        _signing_in.set(None)
+        if user is None or user != username:
+            # Not a sign-in our auth callback approved in this request: store nothing (fail closed).
+            log.warning("refusing a UI session for %r that no sign-in approved", username)
+            return
+        super().__setitem__(token, user)
+
+    def get(self, token: Any, default: Any = None) -> Any:
+        user = super().get(token)
+        if user is None:
             return default
-        try:
-            return self.container.identity.principal(name)  # type: ignore[no-any-return]
-        except NotFound:
+        # A few indexed DB reads per UI request, on the event loop: Gradio's lookup is synchronous.
+        if session_principal(self.container, user, self.ui_path) is None:
+            self.pop(token, None)
+            _audit(self.container, user, "auth.session_ended", {"key_id": user.key_id})
             return default
+        return user
 
 
-def make_login(container: Any, sessions: dict[str, Any]) -> Any:
-    def login_sync(username: str, password: str) -> bool:
-        ok = _check(container, username, password)
-        try:
-            container.audit.append(
-                AuditEvent(username, "auth.login" if ok else "auth.denied", "ui", {"via": "ui"})
-            )
-        except Exception:
-            log.exception("could not audit a UI sign-in")
-        if ok:
-            sessions[username] = True
-        return ok
+class LiveSessions:
+    """What the chat asks for each message: the principal of the session's user as it is now, or
+    None once the session must end. Only names that came from ``SessionTokens`` are sessions."""
+
+    def __init__(self, container: Any, ui_path: str = "/") -> None:
+        self.container = container
+        self.ui_path = ui_path
+
+    def get(self, name: Any, default: Any = None) -> Principal | None:
+        if not isinstance(name, SessionUser):
+            return default
+        return session_principal(self.container, name, self.ui_path) or default
+
+
+def _audit(container: Any, actor: str, action: str, data: dict[str, Any]) -> None:
+    try:
+        container.audit.append(AuditEvent(str(actor), action, "ui", {"via": "ui", **data}))
+    except Exception:
+        log.exception("could not audit a UI %s", action)
+
+
+def make_login(container: Any, ui_path: str = "/") -> Any:
+    def login_sync(username: str, password: str) -> SessionUser | None:
+        user = _check(container, username, password, ui_path)
+        data = {"key_id": user.key_id} if user is not None and user.key_id is not None else {}
+        _audit(container, username, "auth.login" if user is not None else "auth.denied", data)
+        return user
 
     async def login(username: str, password: str) -> bool:
-        # argon2 takes tens of milliseconds on purpose: keep it off the event loop.
-        return await asyncio.to_thread(login_sync, username, password)
+        # argon2 takes tens of milliseconds on purpose: keep it off the event loop. The result is
+        # set here, in the request's own context, for SessionTokens to pick up right after.
+        user = await asyncio.to_thread(login_sync, username, password)
+        _signing_in.set(user)
+        return user is not None
 
     return login
 
 
-def _check(container: Any, username: str, password: str) -> bool:
+def _check(container: Any, username: str, password: str, ui_path: str) -> SessionUser | None:
     if not username or not password:
-        return False
+        return None
     if container.identity.check_password(username, password):
-        return container.identity.lookup(username)[0] != "app"  # type: ignore[index]
-    principal = container.keys.authenticate(password)
-    if principal is None or principal.name != username or principal.role == "app":
-        return False
-    found = container.identity.lookup(username)
-    return found is not None and not found[1]
+        user = SessionUser(username)
+    else:
+        key = container.keys.authenticate(password)
+        if key is None or key.name != username:
+            return None
+        user = SessionUser(username, key.key_id)
+    return user if session_principal(container, user, ui_path) is not None else None
+
+
+def _gradio_app(app: FastAPI, path: str) -> GradioApp:
+    mount_path = path.rstrip("/")
+    for route in reversed(app.routes):
+        if isinstance(route, Mount) and route.path == mount_path and isinstance(route.app, GradioApp):
+            return route.app
+    raise RuntimeError(f"the Gradio app mounted at {path!r} was not found")
 
 
 def mount_ui(app: FastAPI, container: Any, path: str = "/") -> FastAPI:
-    sessions = LiveSessions(container)
-    blocks = build_chat(container, sessions)
-    return gr.mount_gradio_app(
+    blocks = build_chat(container, LiveSessions(container, path))  # type: ignore[arg-type]
+    mounted = gr.mount_gradio_app(
         app,
         blocks,
         path=path,
-        auth=make_login(container, sessions),
+        auth=make_login(container, path),
         auth_message="Sign in with your user name and password (or an API key of yours).",
         ssr_mode=False,
         footer_links=[],
     )
+    # Without this the sessions would never be re-checked: fail at start if Gradio changed.
+    gradio_app = _gradio_app(mounted, path)
+    if not isinstance(gradio_app.tokens, dict) or gradio_app.tokens:
+        raise RuntimeError("unexpected Gradio session table; ui/app.py needs updating")
+    gradio_app.tokens = SessionTokens(container, path)
+    return mounted

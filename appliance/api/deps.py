@@ -2,7 +2,9 @@
 
 ``get_principal`` resolves the caller from the DB on every request (role, disabled state, ALL
 groups), so a membership or ACL change applies to the next query. It also enforces API-key scopes
-(route prefixes, collections) and, on metered routes, quotas (429 + Retry-After).
+(route prefixes; collections named by any route; on metered routes, where no collection means the
+default one, that one too) and, on metered routes, quotas (429 + Retry-After). Collections named
+only in a path or by an object's id are checked by the services, which know them.
 """
 
 from __future__ import annotations
@@ -31,23 +33,26 @@ def _bearer(request: Request) -> str | None:
     return token.strip()
 
 
-async def _requested_collections(request: Request, container: Any) -> list[str | None]:
-    """Collections a request names: ``collection`` in the query or JSON body, or an OpenAI
-    ``model`` that is a collection name. FastAPI has already read (and cached) the body."""
-    names: list[str | None] = [request.query_params.get("collection")]
-    body: Any = None
-    if request.method in ("POST", "PUT", "PATCH") and "json" in request.headers.get("content-type", ""):
-        try:
-            body = json.loads(await request.body() or b"null")
-        except ValueError:
-            body = None
-    if isinstance(body, dict):
-        names.append(body.get("collection"))
-        model = body.get("model")
-        if isinstance(model, str) and model in container.store.collections():
-            names.append(model)
-    named = [n for n in names if n]
-    return named or [None]
+async def _requested_collections(request: Request, container: Any) -> list[str]:
+    """Collections a request names: ``collection`` in the query, the JSON body or the form (an
+    upload), or an OpenAI ``model`` that is a collection name. FastAPI has already read (and
+    cached) the body or the form by the time dependencies run."""
+    names: list[Any] = request.query_params.getlist("collection")
+    ctype = request.headers.get("content-type", "").lower()
+    if request.method in ("POST", "PUT", "PATCH"):
+        if "json" in ctype:
+            try:
+                body = json.loads(await request.body() or b"null")
+            except ValueError:
+                body = None  # the route answers 422
+            if isinstance(body, dict):
+                names.append(body.get("collection"))
+                model = body.get("model")
+                if isinstance(model, str) and model in container.store.collections():
+                    names.append(model)
+        elif ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+            names += (await request.form()).getlist("collection")
+    return [n for n in names if isinstance(n, str) and n]
 
 
 async def get_principal(request: Request) -> Principal:
@@ -59,10 +64,13 @@ async def get_principal(request: Request) -> Principal:
     request.state.principal = principal
     check_route_scope(principal, request.url.path)
     metered = any(request.url.path.startswith(p) for p in container.settings.quotas.metered_routes)
-    if principal.collections is not None and metered:
+    if principal.collections is not None:
+        named = await _requested_collections(request, container)
+        # A question naming no collection asks the default one; elsewhere naming none means "all I
+        # may see" (lists) or the service picks the default and checks it itself.
         check_collection_scope(
             principal,
-            await _requested_collections(request, container),
+            named or ([None] if metered else []),
             container.settings.rag.default_collection,
         )
     if metered:

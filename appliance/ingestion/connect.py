@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from pathlib import Path
 from typing import Any
 
-from appliance.domain import Connector, InvalidRequest
+from appliance.domain import Connector, Forbidden, InvalidRequest
 from appliance.egress import guard_installed, install_guard
 from appliance.settings import Settings
 
@@ -61,6 +62,7 @@ SETTINGS_ONLY = {
     "allow_private": "connectors.web.allow_private",
     "cache_dir": "data_dir",
     "allow_hardlinks": "connectors.filesystem.allow_hardlinks",
+    "max_bytes": "connectors.web.max_bytes",
 }
 
 
@@ -116,3 +118,48 @@ def allow_egress(settings: Settings, connector: Any) -> None:
             "egress: allowing %s for the %s source %s", ", ".join(missing), connector.kind, connector.root
         )
         install_guard(missing)
+
+
+def local_paths(connector: Any) -> list[Path]:
+    """The files or folders on this host a connector reads (none for remote sources, uploads)."""
+    match getattr(connector, "kind", ""):
+        case "filesystem":
+            return [Path(connector.base)]
+        case "git" if not connector.remote:
+            return [Path(connector.repo)]
+        case "sql":
+            url = connector._url
+            if url.drivername.startswith("sqlite") and url.database not in (None, "", ":memory:"):
+                return [Path(url.database).expanduser().resolve()]
+    return []
+
+
+def check_reach(settings: Settings, connector: Any, admin: bool) -> None:
+    """Where a source may point. The data directory holds the metadata DB, the audit log and the
+    key hashes: indexing it would let its readers search them, so no source may lie in it. A
+    curator may name local paths only under ``connectors.local_roots``: without that, anyone who
+    curates a collection could index any file the appliance's account can read."""
+    data_dir = Path(settings.data_dir).expanduser().resolve()
+    for path in local_paths(connector):
+        real = path.resolve()
+        if real == data_dir or real.is_relative_to(data_dir) or _walks_into(real, data_dir):
+            raise Forbidden(
+                f"{path} is, or contains, the appliance's data directory ({data_dir}); it can't be a "
+                "source (move the data directory, or name a folder beside it)"
+            )
+        if admin:
+            continue
+        roots = [Path(r).expanduser().resolve() for r in settings.connectors.local_roots]
+        if not any(real == r or real.is_relative_to(r) for r in roots):
+            raise Forbidden(
+                f"{path} is not under a folder curators may index (connectors.local_roots, "
+                "APPLIANCE_CONNECTORS__LOCAL_ROOTS); ask an admin to add it or to register the source"
+            )
+
+
+def _walks_into(source: Path, data_dir: Path) -> bool:
+    # The filesystem connector skips hidden folders, so the default ./.appliance under an ingested
+    # folder is never read; a visible data directory under it would be.
+    if not data_dir.is_relative_to(source):
+        return False
+    return not any(part.startswith(".") for part in data_dir.relative_to(source).parts)

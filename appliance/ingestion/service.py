@@ -2,6 +2,10 @@
 
 Writes go through the job queue (one writer); reads come straight from the ledger. Document
 reads respect access rules: a document the caller may not read does not exist for them (404).
+
+Writes, sources and jobs belong to collections, and only admins and the curators of a collection's
+owner groups manage them (``CollectionService.require_curator``): naming a collection one may not
+curate is 403 (404 when one cannot even see it), and another collection's source or job id is 404.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from appliance.domain import (
-    EVERYONE,
     Forbidden,
     InvalidRequest,
     NotFound,
@@ -22,27 +25,28 @@ from appliance.domain import (
     document_id,
     validate_collection_name,
 )
+from appliance.ingestion.connect import check_reach
 from appliance.ingestion.jobs import Job, JobManager, is_due, run_ingest
 from appliance.ingestion.sources import Source, SourceStore, UploadConnector, build_connector
 from appliance.ingestion.state import DocumentRecord
 from appliance.ingestion.verify import verify
+from appliance.security.acl import can_read as acl_allows
+from appliance.security.acl import is_curator
 
 log = logging.getLogger(__name__)
 
-WRITER_ROLES = ("admin", "curator")
 COPY_CHUNK = 1 << 20
-
-
-def require_writer(principal: Principal) -> None:
-    if principal.role not in WRITER_ROLES:
-        raise Forbidden("this operation needs the admin or curator role")
+# JobManager.list has no collection filter: a curator's page is filled from ever wider windows.
+_JOB_WINDOW_GROWTH = 4
 
 
 def can_read(principal: Principal, rec: DocumentRecord) -> bool:
-    scoped = getattr(principal, "collections", None)  # an API key limited to some collections
-    if scoped is not None and rec.collection not in scoped:
-        return False
-    return principal.is_admin or bool(set(rec.acl or [EVERYONE]) & set(principal.acl_tokens()))
+    return acl_allows(principal, rec.collection, rec.acl)
+
+
+def _require_curator_role(principal: Principal) -> None:
+    if not is_curator(principal):
+        raise Forbidden("this operation needs the curator or admin role")
 
 
 def document_dict(rec: DocumentRecord) -> dict[str, Any]:
@@ -80,11 +84,35 @@ class IngestionJobs:
     def _collection(self, name: str | None) -> str:
         return validate_collection_name(name or self.container.settings.rag.default_collection)
 
-    def connector(self, kind: str, spec: str | None, options: dict[str, Any] | None = None) -> Any:
+    def _curated(self, principal: Principal, name: str | None) -> str:
+        """The effective collection name, once the principal may curate it (403/404 otherwise)."""
+        collection = self._collection(name)
+        self.container.collections.require_curator(principal, collection)
+        return collection
+
+    def _source(self, principal: Principal, source_id: str) -> Source:
+        _require_curator_role(principal)
+        source = self.sources.get(source_id)
+        if not self.container.collections.curates(principal, source.collection):
+            raise NotFound(f"no source {source_id!r}")  # another collection's source: none of theirs
+        return source
+
+    def connector(
+        self,
+        kind: str,
+        spec: str | None,
+        options: dict[str, Any] | None = None,
+        principal: Principal | None = None,
+    ) -> Any:
+        """A connector for a source; with ``principal``, also where that caller may point one
+        (``connect.check_reach``). Without, the caller is the local admin (CLI) or a stored source."""
         opts = dict(options or {})
         if kind == "upload":
             opts["upload_dir"] = str(self.upload_dir)
-        return build_connector(self.container.settings, kind, spec, opts)
+        connector = build_connector(self.container.settings, kind, spec, opts)
+        if kind != "upload":
+            check_reach(self.container.settings, connector, admin=principal is None or principal.is_admin)
+        return connector
 
     def _run(
         self, connectors: list[Any], collection: str, acl: Sequence[str], actor: str, job: Job, **kw: Any
@@ -106,10 +134,12 @@ class IngestionJobs:
         collection: str | None,
         acl: Sequence[str],
         options: dict[str, Any] | None = None,
+        principal: Principal | None = None,
     ) -> Job:
-        """Ingest SOURCE arguments (paths, URLs) as one job; unreachable sources fail now (400)."""
+        """Ingest SOURCE arguments (paths, URLs) as one job; unreachable sources fail now (400),
+        and so do sources ``principal`` may not point at (403)."""
         name = self._collection(collection)
-        connectors = [self.connector("spec", s, options) for s in specs]
+        connectors = [self.connector("spec", s, options, principal) for s in specs]
 
         def work(job: Job) -> dict[str, Any]:
             return self._run(connectors, name, acl, actor, job)
@@ -117,6 +147,45 @@ class IngestionJobs:
         return self.manager.submit(
             "ingest", actor, name, work, detail={"sources": list(specs), "allow": list(acl)}
         )
+
+    def start_job(
+        self,
+        principal: Principal,
+        specs: Sequence[str],
+        collection: str | None,
+        acl: Sequence[str],
+        options: dict[str, Any] | None = None,
+    ) -> Job:
+        """``ingest`` on behalf of a caller, who must curate the collection."""
+        name = self._curated(principal, collection)
+        return self.ingest(principal.name, specs, name, acl, options, principal=principal)
+
+    def list_jobs(
+        self, principal: Principal, limit: int, status: str | None = None, source_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Newest first; a curator sees the jobs of the collections it curates only."""
+        _require_curator_role(principal)
+        if principal.is_admin and principal.collections is None:
+            return self.manager.list(limit, status, source_id)
+        curates = self.container.collections.curates_any(principal)
+        window = limit
+        while True:
+            rows = self.manager.list(window, status, source_id)
+            mine = [j for j in rows if curates(j["collection"])]
+            if len(mine) >= limit or len(rows) < window:
+                return mine[:limit]
+            window *= _JOB_WINDOW_GROWTH
+
+    def get_job(self, principal: Principal, job_id: str) -> dict[str, Any]:
+        _require_curator_role(principal)
+        job = self.manager.get(job_id)
+        if not self.container.collections.curates(principal, job["collection"]):
+            raise NotFound(f"no job {job_id!r}")  # another collection's job: none of theirs
+        return job
+
+    def cancel_job(self, principal: Principal, job_id: str) -> dict[str, Any]:
+        self.get_job(principal, job_id)
+        return self.manager.cancel(job_id)
 
     def start_scheduler(self) -> None:
         self.manager.start_scheduler(self.run_due)
@@ -142,20 +211,32 @@ class IngestionJobs:
         acl: Sequence[str],
         interval_s: int | None,
     ) -> Source:
-        require_writer(principal)
+        name = self._curated(principal, collection)
         if not spec and not kind:
             raise InvalidRequest("give either `spec` (a path or URL) or `kind` with `options`")
-        connector = self.connector(kind or "spec", spec, options)  # fails now if unreachable
+        connector = self.connector(kind or "spec", spec, options, principal)  # fails now if unreachable
         return self.sources.add(
             kind or getattr(connector, "kind", "filesystem"),
             spec,
             options,
-            self._collection(collection),
+            name,
             acl,
             self.default_interval_s if interval_s is None else interval_s,
         )
 
+    def list_sources(self, principal: Principal) -> list[Source]:
+        _require_curator_role(principal)
+        curates = self.container.collections.curates_any(principal)
+        return [s for s in self.sources.list() if curates(s.collection)]
+
+    def source(self, principal: Principal, source_id: str) -> Source:
+        return self._source(principal, source_id)
+
+    def sync_source(self, principal: Principal, source_id: str) -> Job:
+        return self.sync(self._source(principal, source_id).id, principal.name)
+
     def sync(self, source_id: str, actor: str) -> Job:
+        """Sync now, as ``actor`` (the scheduler, or a caller already let through)."""
         source = self.sources.get(source_id)
 
         def work(job: Job) -> dict[str, Any]:
@@ -170,8 +251,7 @@ class IngestionJobs:
 
     def remove_source(self, principal: Principal, source_id: str, purge: bool = False) -> None:
         """Forget a source; with ``purge`` its documents leave the index too."""
-        require_writer(principal)
-        source = self.sources.get(source_id)
+        source = self._source(principal, source_id)
         if purge:
             connector = self.connector(source.kind, source.spec, source.options)
             for rec in self.ledger.for_source(source.collection, connector.root):
@@ -188,8 +268,7 @@ class IngestionJobs:
         collection: str | None,
         acl: Sequence[str],
     ) -> tuple[str, Job]:
-        require_writer(principal)
-        name = self._collection(collection)
+        name = self._curated(principal, collection)
         connector, path = UploadConnector.store(self.upload_dir, name, filename)
         size = 0
         try:
@@ -232,9 +311,15 @@ class IngestionJobs:
     def document(self, principal: Principal, doc_id: str) -> dict[str, Any]:
         return document_dict(self._readable(principal, doc_id))
 
-    def delete_document(self, principal: Principal, doc_id: str) -> dict[str, Any]:
-        require_writer(principal)
+    def _managed(self, principal: Principal, doc_id: str) -> DocumentRecord:
+        """A document the principal may read (404 otherwise) in a collection it curates (403)."""
+        _require_curator_role(principal)
         rec = self._readable(principal, doc_id)
+        self.container.collections.require_curator(principal, rec.collection)
+        return rec
+
+    def delete_document(self, principal: Principal, doc_id: str) -> dict[str, Any]:
+        rec = self._managed(principal, doc_id)
         self.container.ingestion.remove_document(rec)
         if rec.uri.startswith("upload://"):
             try:
@@ -244,8 +329,7 @@ class IngestionJobs:
         return document_dict(rec)
 
     def reindex(self, principal: Principal, doc_id: str) -> Job:
-        require_writer(principal)
-        rec = self._readable(principal, doc_id)
+        rec = self._managed(principal, doc_id)
         kind = "upload" if rec.uri.startswith("upload://") else "spec"
 
         def work(job: Job) -> dict[str, Any]:

@@ -3,6 +3,11 @@
 Every answer gets an id and a row (feedback points at it); an answer given inside a conversation is
 a turn of it. Another user's conversation or answer is reported as missing (404), never as
 forbidden, so ids do not leak whether they exist.
+
+A stored turn keeps its citations with their chunk text, and its answer may quote them. Access
+can be lost after the answer was given (a group left, an ACL narrowed, a document deleted, a key
+scoped to other collections), so turns handed back to a ``reader`` are filtered by what the reader
+may read NOW: citations of other documents are dropped, and an answer that cited one is withheld.
 """
 
 from __future__ import annotations
@@ -13,10 +18,12 @@ from typing import Any, Literal
 
 from sqlalchemy import Engine, delete, func, insert, select, update
 
-from appliance.db import answers, conversations, feedback, now
-from appliance.domain import NotFound
+from appliance.db import answers, conversations, documents, feedback, now
+from appliance.domain import NotFound, Principal, document_id
+from appliance.security.acl import can_read
 
 Rating = Literal["up", "down"]
+WITHHELD = "[withheld: this answer cited documents you may no longer read]"
 
 
 def new_id() -> str:
@@ -125,7 +132,16 @@ class ConversationStore:
             conn.execute(delete(answers).where(answers.c.conversation_id == conversation_id))
             conn.execute(delete(conversations).where(conversations.c.id == conversation_id))
 
-    def turns(self, conversation_id: str, user: str, limit: int = 50, offset: int = 0) -> Page:
+    def turns(
+        self,
+        conversation_id: str,
+        user: str,
+        limit: int = 50,
+        offset: int = 0,
+        reader: Principal | None = None,
+    ) -> Page:
+        """The turns, oldest first. With ``reader`` (the API always passes the caller), filtered by
+        what the reader may read now; without, as stored."""
         with self.engine.connect() as conn:
             self._owned(conn, conversation_id, user)
             where = answers.c.conversation_id == conversation_id
@@ -137,21 +153,35 @@ class ConversationStore:
                 .limit(limit)
                 .offset(offset)
             ).all()
-        return Page([self._answer(r._mapping) for r in rows], int(total), limit, offset)
+            items = [self._answer(r._mapping) for r in rows]
+            if reader is not None:
+                items = _readable_now(conn, items, [r.collection for r in rows], reader)
+        return Page(items, int(total), limit, offset)
 
-    def history(self, conversation_id: str, user: str, turns: int = 3) -> list[dict[str, str]]:
-        """The last turns as chat messages, oldest first (for condensing a follow-up)."""
+    def history(
+        self, conversation_id: str, user: str, turns: int = 3, reader: Principal | None = None
+    ) -> list[dict[str, str]]:
+        """The last turns as chat messages, oldest first (for condensing a follow-up). With
+        ``reader``, an answer that cited what the reader may no longer read is withheld, so it
+        does not reach the model's prompt either."""
         with self.engine.connect() as conn:
             self._owned(conn, conversation_id, user)
             rows = conn.execute(
-                select(answers.c.question, answers.c.answer)
+                select(answers)
                 .where(answers.c.conversation_id == conversation_id)
                 .order_by(answers.c.created_at.desc(), answers.c.id.desc())
                 .limit(turns)
             ).all()
+            rows = list(reversed(rows))
+            items = [self._answer(r._mapping) for r in rows]
+            if reader is not None:
+                items = _readable_now(conn, items, [r.collection for r in rows], reader)
         out: list[dict[str, str]] = []
-        for row in reversed(rows):
-            out += [{"role": "user", "content": row.question}, {"role": "assistant", "content": row.answer}]
+        for item in items:
+            out += [
+                {"role": "user", "content": item["question"]},
+                {"role": "assistant", "content": item["answer"]},
+            ]
         return out
 
     # -- answers ---------------------------------------------------------------------------------
@@ -244,3 +274,39 @@ class ConversationStore:
             for r in rows
         ]
         return Page(items, int(total), limit, offset)
+
+
+def _cited_document(citation: dict[str, Any], collection: str | None) -> str:
+    # Citations stored before they carried a document id name it by collection and URI.
+    return str(citation.get("document_id") or document_id(collection or "", str(citation.get("uri", ""))))
+
+
+def _readable_now(
+    conn: Any, items: list[dict[str, Any]], collections: list[str | None], reader: Principal
+) -> list[dict[str, Any]]:
+    """``items`` (answers, given in ``collections``) with the citations of documents ``reader`` may
+    not read now removed, and the answer text withheld where one of those was cited (or is not
+    marked either way): the text of an extractive answer IS the cited chunks'. Kept citations keep
+    their numbers, so the [n] of an answer still point at the right source. A document gone from
+    the ledger counts as unreadable."""
+    docs = [
+        [_cited_document(c, where) if isinstance(c, dict) else None for c in item["citations"]]
+        for item, where in zip(items, collections, strict=True)
+    ]
+    wanted = {d for ids in docs for d in ids if d}
+    readable: set[str] = set()
+    if wanted:
+        rows = conn.execute(
+            select(documents.c.id, documents.c.collection, documents.c.acl).where(documents.c.id.in_(wanted))
+        ).all()
+        readable = {r.id for r in rows if can_read(reader, r.collection, r.acl)}
+    out = []
+    for item, ids in zip(items, docs, strict=True):
+        kept = [c for c, d in zip(item["citations"], ids, strict=True) if d in readable]
+        dropped = [c for c, d in zip(item["citations"], ids, strict=True) if d not in readable]
+        if dropped:
+            item = {**item, "citations": kept}
+            if any(not isinstance(c, dict) or c.get("cited", True) for c in dropped):
+                item["answer"] = WITHHELD
+        out.append(item)
+    return out

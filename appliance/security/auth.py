@@ -16,14 +16,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, insert, inspect, select, update
+from sqlalchemy import Engine, insert, select, update
 
-from appliance.db import api_keys, now
+from appliance.db import add_missing_columns, api_keys, now
 from appliance.domain import InvalidRequest, NotFound, Principal, Role, Unauthenticated
 from appliance.security.identity import ROLE_RANK, ROLES, IdentityStore, lower_role, validate_role
 
 KEY_PREFIX = "kb-"
-__all__ = ["KEY_PREFIX", "ROLES", "IssuedKey", "KeyStore", "issue_key", "resolve_principal"]
+__all__ = [
+    "KEY_PREFIX",
+    "ROLES",
+    "IssuedKey",
+    "KeyStore",
+    "issue_key",
+    "resolve_key_session",
+    "resolve_principal",
+]
 
 
 def _hash(key: str) -> str:
@@ -64,7 +72,8 @@ class KeyStore:
         self.engine = engine
         self._fixed_admin = _hash(fixed_admin_key) if fixed_admin_key else None
         self._ephemeral: dict[str, Principal] = {}
-        _add_scope_columns(engine)
+        # Data dirs made by the skeleton have api_keys without the scope columns.
+        add_missing_columns(engine, api_keys)
 
     def create(
         self,
@@ -136,16 +145,16 @@ class KeyStore:
             ).first()
         if row is None or not hmac.compare_digest(row.key_hash, digest):
             return None
-        expires = _utc(row.expires_at)
-        if expires is not None and expires <= now():
-            return None
-        return Principal(
-            row.user,
-            row.role,
-            key_id=row.id,
-            collections=tuple(row.collections) if row.collections else None,
-            routes=tuple(row.routes) if row.routes else None,
-        )
+        return _active(row)
+
+    def by_id(self, key_id: int) -> Principal | None:
+        """Like ``authenticate`` for a key already checked once: a UI session signed in with a key
+        keeps only its id, and asks again on every request whether it was revoked or expired."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+            ).first()
+        return None if row is None else _active(row)
 
     def list(self, user: str | None = None) -> list[dict[str, Any]]:
         query = select(api_keys).order_by(api_keys.c.id)
@@ -198,17 +207,17 @@ class KeyStore:
             )
 
 
-def _add_scope_columns(engine: Engine) -> None:
-    """Data dirs made by the skeleton have api_keys without the scope columns; ``create_all``
-    never alters a table, so add them (all nullable) until migrations move to Alembic."""
-    have = {c["name"] for c in inspect(engine).get_columns("api_keys")}
-    missing = [c for c in ("collections", "routes", "expires_at") if c not in have]
-    if not missing:
-        return
-    with engine.begin() as conn:
-        for name in missing:
-            kind = api_keys.c[name].type.compile(dialect=engine.dialect)
-            conn.exec_driver_sql(f"ALTER TABLE api_keys ADD COLUMN {name} {kind}")
+def _active(row: Any) -> Principal | None:
+    expires = _utc(row.expires_at)
+    if expires is not None and expires <= now():
+        return None
+    return Principal(
+        row.user,
+        row.role,
+        key_id=row.id,
+        collections=tuple(row.collections) if row.collections else None,
+        routes=tuple(row.routes) if row.routes else None,
+    )
 
 
 def resolve_principal(keys: KeyStore, identity: IdentityStore, token: str | None) -> Principal:
@@ -223,7 +232,25 @@ def resolve_principal(keys: KeyStore, identity: IdentityStore, token: str | None
         raise Unauthenticated("invalid, expired or revoked API key")
     if principal.key_id is None:
         return principal  # the configured admin key and the local CLI's token
+    return _as_user(identity, principal)
+
+
+def resolve_key_session(identity: IdentityStore, keys: KeyStore, key_id: int, user: str) -> Principal:
+    """The principal a UI session signed in with key ``key_id`` acts as now: the key's scopes and
+    role cap, the user's current role and groups. Raises Unauthenticated once the key is revoked or
+    expired, or its user disabled, deleted or not ``user``."""
+    principal = keys.by_id(key_id)
+    if principal is None or principal.name != user:
+        raise Unauthenticated("the API key this session signed in with was revoked or has expired")
+    return _as_user(identity, principal, require_user=True)
+
+
+def _as_user(identity: IdentityStore, principal: Principal, require_user: bool = False) -> Principal:
+    """A key's principal with its user's current state: disabled refuses, a lowered role lowers the
+    key, and ALL the user's groups."""
     found = identity.lookup(principal.name)
+    if found is None and require_user:
+        raise Unauthenticated(f"no user {principal.name!r}")
     if found is None:
         # A key made with KeyStore.create for a name that is not a user (scripts and tests from
         # before users existed): it acts with its own role and no groups.

@@ -33,11 +33,13 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     container.identity.add_user("emp", "employee", ["staff"])
     container.identity.add_user("emp2", "employee", ["staff"])
     container.identity.add_user("svc", "app")
+    container.identity.add_user("cur", "curator", ["staff"])
     app = create_app(container)
     keys = {
         "employee": issue_key(container.keys, container.identity, "emp").key,
         "employee2": issue_key(container.keys, container.identity, "emp2").key,
         "scoped_away": issue_key(container.keys, container.identity, "svc", routes=["/nowhere"]).key,
+        "curator_in_kb": issue_key(container.keys, container.identity, "cur", collections=["kb"]).key,
     }
     client = TestClient(app, raise_server_exceptions=False)  # no `with`: no lifespan, no models
     try:
@@ -124,12 +126,65 @@ def test_employee_gets_403_on_every_admin_or_curator_route(env: dict[str, Any]) 
     ]
     assert all(route is not None for _, _, route in _routes(env["app"]))
     assert ("POST", "/api/v1/users") in guarded and ("GET", "/api/v1/audit/verify") in guarded
+    # Every write and every job or source route needs at least the curator role.
+    for op in (
+        ("POST", "/api/v1/collections"),
+        ("DELETE", "/api/v1/collections/{name}"),
+        ("PATCH", "/api/v1/collections/{name}"),
+        ("POST", "/api/v1/jobs"),
+        ("GET", "/api/v1/jobs"),
+        ("GET", "/api/v1/jobs/{job_id}"),
+        ("POST", "/api/v1/jobs/{job_id}/cancel"),
+        ("POST", "/api/v1/sources"),
+        ("GET", "/api/v1/sources"),
+        ("DELETE", "/api/v1/sources/{source_id}"),
+        ("POST", "/api/v1/sources/{source_id}/sync"),
+        ("POST", "/api/v1/documents"),
+        ("DELETE", "/api/v1/documents/{doc_id}"),
+        ("POST", "/api/v1/documents/{doc_id}/reindex"),
+    ):
+        assert op in guarded, op
     wrong = []
     for method, path in guarded:
         r = _send(env["client"], method, path, env["keys"]["employee"])
         if r.status_code != 403 or r.json()["error"]["code"] != "forbidden":
             wrong.append((method, path, r.status_code, r.text[:120]))
     assert not wrong, wrong
+
+
+def test_collection_scoped_key_is_checked_on_every_route_naming_one(env: dict[str, Any]) -> None:
+    """Not only on the metered routes: a key scoped to `kb` that names another collection in a
+    query, a JSON body or an upload form is refused before anything runs."""
+    c: TestClient = env["client"]
+    headers = {"Authorization": f"Bearer {env['keys']['curator_in_kb']}"}
+    refused = [
+        c.get("/api/v1/documents", params={"collection": "other"}, headers=headers),
+        c.post("/api/v1/jobs", json={"sources": ["/srv/x"], "collection": "other"}, headers=headers),
+        c.post("/api/v1/sources", json={"spec": "/srv/x", "collection": "other"}, headers=headers),
+        c.post("/api/v1/conversations", json={"collection": "other"}, headers=headers),
+        c.post(
+            "/api/v1/documents",
+            files={"file": ("a.md", b"# A\n\ntext\n", "text/markdown")},
+            data={"collection": "other"},
+            headers=headers,
+        ),
+        # Named in the path: the collections service checks it.
+        c.delete("/api/v1/collections/other", headers=headers),
+    ]
+    wrong = [
+        (r.request.method, str(r.request.url), r.status_code, r.text[:120])
+        for r in refused
+        if r.status_code != 403
+    ]
+    assert not wrong, wrong
+    assert all("may not use collection 'other'" in r.json()["error"]["message"] for r in refused)
+    # Writes naming no collection mean the default one, which this key may not use either.
+    r = c.post("/api/v1/jobs", json={"sources": ["/srv/x"]}, headers=headers)
+    assert r.status_code == 403 and "collection 'default'" in r.json()["error"]["message"]
+    # Reads naming none list what the key may see instead of being refused.
+    r = c.get("/api/v1/documents", headers=headers)
+    assert r.status_code == 200 and r.json()["items"] == []
+    assert c.get("/api/v1/collections", headers=headers).json()["items"] == []
 
 
 def test_health_is_public(env: dict[str, Any]) -> None:

@@ -1,6 +1,7 @@
 """UI sign-in on the real Gradio mount: password (argon2) or an API key of that user; the session
 cookie comes back SameSite=Strict (and Secure, without the non-Secure twin, when configured);
-cross-origin POSTs are refused; failed sign-ins are audited."""
+cross-origin POSTs are refused; failed sign-ins are audited. A session signed in with a key is
+that key's: its role cap and scopes apply, and revoking or expiring it ends the session."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from appliance.api.app import create_app
 from appliance.container import Container
 from appliance.security.auth import issue_key
 from appliance.settings import load_settings
-from ui.app import mount_ui
+from ui.app import LiveSessions, SessionUser, mount_ui
 
 
 def _client(tmp: Path, **auth: Any) -> tuple[TestClient, Container]:
@@ -98,16 +99,75 @@ def test_secure_cookies_behind_tls(tmp_path: Path) -> None:
 
 
 def test_chat_session_follows_the_user_as_stored_now(ui: dict[str, Any]) -> None:
-    from ui.app import LiveSessions
-
     ids = ui["container"].identity
     ids.add_group("ui-team")
     ids.add_user("dora", "employee", password="dora-password")
     sessions = LiveSessions(ui["container"])
-    assert sessions.get("dora") is None  # not signed in
-    sessions["dora"] = True
-    assert sessions.get("dora").groups == ()
+    assert sessions.get("dora") is None  # a bare name is no session: only Gradio's table makes one
+    dora = SessionUser("dora")
+    assert sessions.get(dora).groups == ()
     ids.add_member("ui-team", "dora")
-    assert sessions.get("dora").groups == ("ui-team",)
+    assert sessions.get(dora).groups == ("ui-team",)
     ids.update_user("dora", disabled=True)
-    assert sessions.get("dora") is None
+    assert sessions.get(dora) is None
+
+
+def _session_user(client: TestClient) -> SessionUser:
+    """The user name Gradio hands the chat for this client's session cookie."""
+    from ui.app import _gradio_app
+
+    gradio = _gradio_app(client.app, "/")  # type: ignore[arg-type]
+    token = next(v for k, v in client.cookies.items() if k.startswith("access-token-unsecure"))
+    user = gradio.tokens.get(token)
+    assert isinstance(user, SessionUser)
+    return user
+
+
+def test_key_session_carries_the_keys_scopes_and_role_cap(ui: dict[str, Any]) -> None:
+    c, container = ui["client"], ui["container"]
+    ids = container.identity
+    ids.add_group("editors")
+    ids.add_user("erik", "curator", ["editors"], password="erik-password")
+    key = issue_key(container.keys, ids, "erik", role="employee", collections=["default"])
+    assert _login(c, "erik", key.key).status_code == 200
+    principal = LiveSessions(container).get(_session_user(c))
+    assert (principal.role, principal.key_id, principal.collections) == ("employee", key.id, ("default",))
+    assert principal.groups == ("editors",)
+    assert _login(c, "erik", "erik-password").status_code == 200  # a password session: full rights
+    principal = LiveSessions(container).get(_session_user(c))
+    assert (principal.role, principal.key_id, principal.collections) == ("curator", None, None)
+    # Keys whose scopes leave out the UI (its routes, the default collection the chat asks) or
+    # whose role is `app` do not sign in at all.
+    for scoped in (
+        issue_key(container.keys, ids, "erik", routes=["/v1"]),
+        issue_key(container.keys, ids, "erik", collections=["other"]),
+        issue_key(container.keys, ids, "erik", role="app"),
+    ):
+        assert _login(c, "erik", scoped.key).status_code == 400
+
+
+def test_revoking_or_expiring_the_key_ends_the_session(ui: dict[str, Any]) -> None:
+    c, container = ui["client"], ui["container"]
+    ids = container.identity
+    ids.add_user("fay", "employee", password="fay-password")
+    for end in ("revoke", "expire"):
+        key = issue_key(container.keys, ids, "fay")
+        assert _login(c, "fay", key.key).status_code == 200
+        user = _session_user(c)
+        assert c.get("/gradio_api/login_check").status_code == 200
+        if end == "revoke":
+            container.keys.revoke(key.id)
+        else:
+            with container.engine.begin() as conn:
+                conn.exec_driver_sql(
+                    f"update api_keys set expires_at='2000-01-01 00:00:00' where id={key.id}"
+                )
+        assert LiveSessions(container).get(user) is None  # the next chat message is refused
+        assert c.get("/gradio_api/login_check").status_code == 401  # and the session is gone
+        assert _login(c, "fay", key.key).status_code == 400
+    # A password session of the same user is not a key's and lives on.
+    assert _login(c, "fay", "fay-password").status_code == 200
+    container.keys.revoke_user("fay")
+    assert c.get("/gradio_api/login_check").status_code == 200
+    records = [json.loads(x) for x in container.audit.path.read_text().splitlines()]
+    assert ("fay", "auth.session_ended") in [(r["actor"], r["action"]) for r in records]

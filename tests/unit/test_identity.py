@@ -162,3 +162,130 @@ def test_skeleton_key_table_gains_the_scope_columns(tmp_path: Path) -> None:
     IdentityStore(engine).add_user("old", "employee")
     issued = keys.create("old", "employee", collections=["a"], expires_days=1)
     assert keys.authenticate(issued.key).collections == ("a",)
+
+
+def test_curating_follows_owner_groups_nested_and_the_key_scope(
+    stores: tuple[IdentityStore, KeyStore],
+) -> None:
+    from appliance.domain import Principal
+    from appliance.security.acl import can_curate, can_read
+
+    ids, keys = stores
+    ids.add_user("cur", "curator", ["platform"])  # platform < engineering < company
+    ids.add_user("emp", "employee", ["engineering"])
+    cur = resolve_principal(keys, ids, issue_key(keys, ids, "cur").key)
+    assert can_curate(cur, ["engineering"], "eng")  # a parent group's collection: nested counts
+    assert not can_curate(cur, ["finance"], "fin") and not can_curate(cur, [], "orphan")
+    assert not can_curate(ids.principal("emp"), ["engineering"], "eng")  # readers are not curators
+    assert can_curate(Principal("root", "admin"), [], "anything")
+    scoped = resolve_principal(keys, ids, issue_key(keys, ids, "cur", collections=["docs"]).key)
+    assert can_curate(scoped, ["engineering"], "docs") and not can_curate(scoped, ["engineering"], "eng")
+    capped = resolve_principal(keys, ids, issue_key(keys, ids, "cur", role="employee").key)
+    assert not can_curate(capped, ["engineering"], "eng")  # a key's role cap applies to curating
+    # Reading a ledger row: the vector filter's rule plus the key's collection scope.
+    assert can_read(cur, "eng", []) and can_read(cur, "eng", ["group:company"])
+    assert not can_read(cur, "eng", ["group:finance"]) and not can_read(scoped, "eng", [])
+
+
+def test_a_key_session_is_rechecked_by_id(stores: tuple[IdentityStore, KeyStore]) -> None:
+    from appliance.security.auth import resolve_key_session
+
+    ids, keys = stores
+    ids.add_user("cur2", "curator", ["finance"])
+    issued = issue_key(keys, ids, "cur2", role="employee", collections=["fin"], routes=["/"])
+    p = resolve_key_session(ids, keys, issued.id, "cur2")
+    assert (p.role, p.groups, p.key_id, p.collections) == (
+        "employee",
+        ("company", "finance"),
+        issued.id,
+        ("fin",),
+    )
+    with pytest.raises(Unauthenticated):  # the id of another user's key is no session of this one
+        resolve_key_session(ids, keys, issued.id, "someone-else")
+    with keys.engine.begin() as conn:
+        conn.exec_driver_sql(f"update api_keys set expires_at='2000-01-01 00:00:00' where id={issued.id}")
+    with pytest.raises(Unauthenticated):
+        resolve_key_session(ids, keys, issued.id, "cur2")
+    other = issue_key(keys, ids, "cur2")
+    assert resolve_key_session(ids, keys, other.id, "cur2").role == "curator"
+    keys.revoke(other.id)
+    with pytest.raises(Unauthenticated):
+        resolve_key_session(ids, keys, other.id, "cur2")
+
+
+def test_skeleton_collections_table_gains_the_owners_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    with sqlite3.connect(db) as conn:  # the collections table before owners existed
+        conn.execute(
+            "CREATE TABLE collections (name VARCHAR(64) PRIMARY KEY, default_acl JSON NOT NULL, "
+            "description TEXT NOT NULL, created_at DATETIME NOT NULL)"
+        )
+        conn.execute("INSERT INTO collections VALUES ('old', '[]', '', '2024-01-01 00:00:00')")
+    engine = make_engine(db)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("select owners from collections where name='old'").scalar() is None
+
+
+def test_conversation_turns_follow_current_read_access(tmp_path: Path) -> None:
+    """A turn keeps its citations' chunk text; handed back, it shows only what the caller may read
+    now, and an answer that cited a lost document is withheld."""
+    from appliance.db import documents, now
+    from appliance.rag.conversations import WITHHELD, ConversationStore, new_id
+
+    engine = make_engine(tmp_path / "c.db")
+    ids = IdentityStore(engine)
+    ids.add_group("hr")
+    ids.add_user("ann", "employee", ["hr"])
+    with engine.begin() as conn:
+        for doc, acl in (("d-public", []), ("d-hr", ["group:hr"])):
+            conn.execute(
+                documents.insert().values(
+                    id=doc,
+                    collection="default",
+                    source="s",
+                    uri=f"/{doc}",
+                    title=doc,
+                    version="1",
+                    content_hash="",
+                    acl=acl,
+                    chunk_ids=["c"],
+                    status="indexed",
+                    updated_at=now(),
+                )
+            )
+    store = ConversationStore(engine)
+    conv = store.create("ann")
+    cite = [
+        {"index": 1, "uri": "/d-public", "document_id": "d-public", "text": "PUBLICTEXT", "cited": True},
+        {"index": 2, "uri": "/d-hr", "document_id": "d-hr", "text": "HRSECRET", "cited": True},
+    ]
+    for n, citations in enumerate((cite, cite[:1])):
+        store.record(
+            "ann",
+            {
+                "id": new_id(),
+                "conversation_id": conv["id"],
+                "collection": "default",
+                "question": f"q{n}",
+                "query": f"q{n}",
+                "answer": "HRSECRET [2]" if n == 0 else "PUBLICTEXT [1]",
+                "citations": citations,
+                "support": 1.0,
+                "mode": "extractive",
+                "fallback": False,
+                "model": "m",
+            },
+        )
+    seen = store.turns(conv["id"], "ann", reader=ids.principal("ann")).items
+    assert [len(t["citations"]) for t in seen] == [2, 1] and seen[0]["answer"] == "HRSECRET [2]"
+    ids.remove_member("hr", "ann")
+    now_seen = store.turns(conv["id"], "ann", reader=ids.principal("ann")).items
+    assert "HRSECRET" not in repr(now_seen)
+    assert [c["index"] for c in now_seen[0]["citations"]] == [1] and now_seen[0]["answer"] == WITHHELD
+    assert now_seen[1]["answer"] == "PUBLICTEXT [1]"  # untouched: it cited nothing lost
+    assert "HRSECRET" not in repr(store.history(conv["id"], "ann", reader=ids.principal("ann")))
+    with engine.begin() as conn:  # a deleted document is no longer readable either
+        conn.execute(documents.delete().where(documents.c.id == "d-public"))
+    assert store.turns(conv["id"], "ann", reader=ids.principal("ann")).items[1]["citations"] == []

@@ -1,4 +1,6 @@
-"""Knowledge bases: create (with default readers), list, get, delete."""
+"""Knowledge bases: create (with default readers and owner groups), list, get, hand over to
+curators, delete. Who may see or manage which one is decided by ``CollectionService``: a
+collection the caller can neither read in nor curate answers 404."""
 
 from __future__ import annotations
 
@@ -7,8 +9,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from appliance.api.deps import AdminDep, ContainerDep, PrincipalDep
-from appliance.api.schemas.collections import Collection, CollectionCreate
+from appliance.api.deps import AdminDep, ContainerDep, CuratorDep, PrincipalDep
+from appliance.api.schemas.collections import Collection, CollectionCreate, CollectionUpdate
 from appliance.api.schemas.common import COMMON_ERRORS, PageOf, error_responses
 
 router = APIRouter(prefix="/api/v1/collections", tags=["collections"], responses=COMMON_ERRORS)
@@ -18,37 +20,54 @@ router = APIRouter(prefix="/api/v1/collections", tags=["collections"], responses
     "",
     status_code=201,
     response_model=Collection,
-    summary="Admin: create a collection with its default readers",
-    responses=error_responses(400, 403, 409),
+    summary="Curator: create a collection owned by your groups, with its default readers",
+    responses=error_responses(400, 403, 404, 409),
 )
-async def create_collection(req: CollectionCreate, container: ContainerDep, _: AdminDep) -> Any:
-    return await asyncio.to_thread(container.collections.create, req.name, req.default_acl, req.description)
+async def create_collection(req: CollectionCreate, container: ContainerDep, principal: CuratorDep) -> Any:
+    return await asyncio.to_thread(
+        container.collections.create,
+        req.name,
+        req.default_acl,
+        req.description,
+        req.owners,
+        principal=principal,
+    )
 
 
-@router.get("", response_model=PageOf[Collection], summary="Collections, by name")
+@router.get("", response_model=PageOf[Collection], summary="Collections you may read in or curate, by name")
 def list_collections(
     container: ContainerDep,
-    _: PrincipalDep,
+    principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Any:
-    items, total = container.collections.list(limit, offset)
+    items, total = container.collections.list(limit, offset, principal)
     return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 
 @router.get(
     "/{name}", response_model=Collection, summary="One collection", responses=error_responses(400, 404)
 )
-def get_collection(name: str, container: ContainerDep, _: PrincipalDep) -> Any:
-    return container.collections.get(name)
+def get_collection(name: str, container: ContainerDep, principal: PrincipalDep) -> Any:
+    return container.collections.get(name, principal)
+
+
+@router.patch(
+    "/{name}",
+    response_model=Collection,
+    summary="Admin: set a collection's owner groups or description",
+    responses=error_responses(400, 403, 404),
+)
+def update_collection(name: str, req: CollectionUpdate, container: ContainerDep, principal: AdminDep) -> Any:
+    return container.collections.update(name, req.owners, req.description, principal=principal)
 
 
 @router.delete(
     "/{name}",
     status_code=204,
-    summary="Admin: delete a collection: its shard directory and its ledger rows",
+    summary="Curator: delete a collection you curate: its shard directory and its ledger rows",
     responses=error_responses(400, 403, 404),
 )
-async def delete_collection(name: str, container: ContainerDep, _: AdminDep) -> Response:
-    await asyncio.to_thread(container.collections.delete, name)
+async def delete_collection(name: str, container: ContainerDep, principal: CuratorDep) -> Response:
+    await asyncio.to_thread(container.collections.delete, name, principal)
     return Response(status_code=204)

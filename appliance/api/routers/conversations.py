@@ -1,4 +1,5 @@
-"""Conversations (per user: list, get, rename, delete) and feedback on answers."""
+"""Conversations (per user: list, get, rename, delete) and feedback on answers. Turns come back
+filtered by what the caller may read now, not by what they could read when they asked."""
 
 from __future__ import annotations
 
@@ -52,7 +53,9 @@ def get_conversation(
 ) -> Any:
     store = container.conversations
     conversation = store.get(conversation_id, principal.name)
-    return {**conversation, "messages": store.turns(conversation_id, principal.name, limit, offset).as_dict()}
+    # Citations (with their chunk text) are re-checked against what the caller may read now.
+    turns = store.turns(conversation_id, principal.name, limit, offset, reader=principal)
+    return {**conversation, "messages": turns.as_dict()}
 
 
 @router.patch(

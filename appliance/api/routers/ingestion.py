@@ -1,6 +1,7 @@
 """Ingestion API: jobs (progress, cancel), sources (+ sync), documents (upload, list, delete,
-reindex) and the ledger-vs-index check. Writes need the admin or curator role; document reads
-answer only what the caller may read."""
+reindex) and the ledger-vs-index check. Jobs, sources and writes need the curator role and are
+scoped by the service to the collections the caller curates (admins: all); document reads answer
+only what the caller may read."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
 
-from appliance.api.deps import AdminDep, ContainerDep, PrincipalDep
+from appliance.api.deps import AdminDep, ContainerDep, CuratorDep, PrincipalDep
+from appliance.api.schemas.common import COMMON_ERRORS, error_responses
 from appliance.api.schemas.ingestion import (
     Document,
     DocumentList,
@@ -22,52 +24,56 @@ from appliance.api.schemas.ingestion import (
     UploadResponse,
     VerifyResponse,
 )
-from appliance.ingestion.service import require_writer
 
-router = APIRouter(prefix="/api/v1", tags=["ingestion"])
+router = APIRouter(prefix="/api/v1", tags=["ingestion"], responses=COMMON_ERRORS)
+# 403: a role that may not curate, or a collection of another group; 404: an id or collection
+# the caller cannot see.
+CURATED = error_responses(400, 403, 404)
 
 
 # -- jobs ------------------------------------------------------------------------------------------
 
 
-@router.post("/jobs", response_model=Job, status_code=202, summary="Start an ingest job")
-async def start_job(req: JobRequest, container: ContainerDep, principal: PrincipalDep) -> Any:
-    require_writer(principal)
+@router.post("/jobs", response_model=Job, status_code=202, summary="Start an ingest job", responses=CURATED)
+async def start_job(req: JobRequest, container: ContainerDep, principal: CuratorDep) -> Any:
     job = await asyncio.to_thread(
-        container.jobs.ingest, principal.name, req.sources, req.collection, req.allow, req.options
+        container.jobs.start_job, principal, req.sources, req.collection, req.allow, req.options
     )
     return job.as_dict()
 
 
-@router.get("/jobs", response_model=JobList, summary="Recent jobs, newest first")
+@router.get(
+    "/jobs", response_model=JobList, summary="Recent jobs of the collections you curate, newest first"
+)
 def list_jobs(
     container: ContainerDep,
-    principal: PrincipalDep,
+    principal: CuratorDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     status: str | None = None,
     source_id: str | None = None,
 ) -> Any:
-    require_writer(principal)
-    return {"items": container.jobs.manager.list(limit, status, source_id)}
+    return {"items": container.jobs.list_jobs(principal, limit, status, source_id)}
 
 
-@router.get("/jobs/{job_id}", response_model=Job, summary="A job with its live progress")
-def get_job(job_id: str, container: ContainerDep, principal: PrincipalDep) -> Any:
-    require_writer(principal)
-    return container.jobs.manager.get(job_id)
+@router.get("/jobs/{job_id}", response_model=Job, summary="A job with its live progress", responses=CURATED)
+def get_job(job_id: str, container: ContainerDep, principal: CuratorDep) -> Any:
+    return container.jobs.get_job(principal, job_id)
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=Job, summary="Cancel a queued or running job")
-def cancel_job(job_id: str, container: ContainerDep, principal: PrincipalDep) -> Any:
-    require_writer(principal)
-    return container.jobs.manager.cancel(job_id)
+@router.post(
+    "/jobs/{job_id}/cancel", response_model=Job, summary="Cancel a queued or running job", responses=CURATED
+)
+def cancel_job(job_id: str, container: ContainerDep, principal: CuratorDep) -> Any:
+    return container.jobs.cancel_job(principal, job_id)
 
 
 # -- sources ---------------------------------------------------------------------------------------
 
 
-@router.post("/sources", response_model=Source, status_code=201, summary="Register a source")
-async def add_source(req: SourceRequest, container: ContainerDep, principal: PrincipalDep) -> Any:
+@router.post(
+    "/sources", response_model=Source, status_code=201, summary="Register a source", responses=CURATED
+)
+async def add_source(req: SourceRequest, container: ContainerDep, principal: CuratorDep) -> Any:
     source = await asyncio.to_thread(
         container.jobs.add_source,
         principal,
@@ -81,46 +87,54 @@ async def add_source(req: SourceRequest, container: ContainerDep, principal: Pri
     return source.as_dict()
 
 
-@router.get("/sources", response_model=SourceList, summary="Registered sources")
-def list_sources(container: ContainerDep, principal: PrincipalDep) -> Any:
-    require_writer(principal)
-    return {"items": [s.as_dict() for s in container.jobs.sources.list()]}
+@router.get("/sources", response_model=SourceList, summary="Registered sources of the collections you curate")
+def list_sources(container: ContainerDep, principal: CuratorDep) -> Any:
+    return {"items": [s.as_dict() for s in container.jobs.list_sources(principal)]}
 
 
-@router.get("/sources/{source_id}", response_model=Source, summary="One source")
-def get_source(source_id: str, container: ContainerDep, principal: PrincipalDep) -> Any:
-    require_writer(principal)
-    return container.jobs.sources.get(source_id).as_dict()
+@router.get("/sources/{source_id}", response_model=Source, summary="One source", responses=CURATED)
+def get_source(source_id: str, container: ContainerDep, principal: CuratorDep) -> Any:
+    return container.jobs.source(principal, source_id).as_dict()
 
 
-@router.delete("/sources/{source_id}", status_code=204, summary="Forget a source")
+@router.delete("/sources/{source_id}", status_code=204, summary="Forget a source", responses=CURATED)
 def delete_source(
     source_id: str,
     container: ContainerDep,
-    principal: PrincipalDep,
+    principal: CuratorDep,
     purge: Annotated[bool, Query(description="Also remove its documents from the index.")] = False,
 ) -> None:
     container.jobs.remove_source(principal, source_id, purge)
 
 
-@router.post("/sources/{source_id}/sync", response_model=Job, status_code=202, summary="Sync a source now")
-def sync_source(source_id: str, container: ContainerDep, principal: PrincipalDep) -> Any:
-    require_writer(principal)
-    return container.jobs.sync(source_id, principal.name).as_dict()
+@router.post(
+    "/sources/{source_id}/sync",
+    response_model=Job,
+    status_code=202,
+    summary="Sync a source now",
+    responses=CURATED,
+)
+def sync_source(source_id: str, container: ContainerDep, principal: CuratorDep) -> Any:
+    return container.jobs.sync_source(principal, source_id).as_dict()
 
 
 # -- documents -------------------------------------------------------------------------------------
 
 
-@router.post("/documents", response_model=UploadResponse, status_code=202, summary="Upload a document")
+@router.post(
+    "/documents",
+    response_model=UploadResponse,
+    status_code=202,
+    summary="Upload a document",
+    responses={**CURATED, **error_responses(413)},
+)
 async def upload_document(
     container: ContainerDep,
-    principal: PrincipalDep,
+    principal: CuratorDep,
     file: Annotated[UploadFile, File(description="The document.")],
     collection: Annotated[str | None, Form()] = None,
     allow: Annotated[list[str] | None, Form(description="ACL entries: group:NAME, user:NAME.")] = None,
 ) -> Any:
-    require_writer(principal)
     doc_id, job = await asyncio.to_thread(
         container.jobs.upload, principal, file.file, file.filename, collection, allow or []
     )
@@ -139,20 +153,31 @@ def list_documents(
     return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 
-@router.get("/documents/{doc_id}", response_model=Document, summary="One document")
+@router.get(
+    "/documents/{doc_id}", response_model=Document, summary="One document", responses=error_responses(404)
+)
 def get_document(doc_id: str, container: ContainerDep, principal: PrincipalDep) -> Any:
     return container.jobs.document(principal, doc_id)
 
 
-@router.delete("/documents/{doc_id}", response_model=Document, summary="Remove a document from the index")
-def delete_document(doc_id: str, container: ContainerDep, principal: PrincipalDep) -> Any:
+@router.delete(
+    "/documents/{doc_id}",
+    response_model=Document,
+    summary="Remove a document from the index",
+    responses=CURATED,
+)
+def delete_document(doc_id: str, container: ContainerDep, principal: CuratorDep) -> Any:
     return container.jobs.delete_document(principal, doc_id)
 
 
 @router.post(
-    "/documents/{doc_id}/reindex", response_model=Job, status_code=202, summary="Parse a document again"
+    "/documents/{doc_id}/reindex",
+    response_model=Job,
+    status_code=202,
+    summary="Parse a document again",
+    responses=CURATED,
 )
-def reindex_document(doc_id: str, container: ContainerDep, principal: PrincipalDep) -> Any:
+def reindex_document(doc_id: str, container: ContainerDep, principal: CuratorDep) -> Any:
     return container.jobs.reindex(principal, doc_id).as_dict()
 
 

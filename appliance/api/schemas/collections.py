@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+_OWNERS = (
+    "Groups (names, e.g. `hr`) whose curators manage the collection: its sources, uploads, ingests "
+    "and jobs. Curators of a sub-group count. Empty: admins only."
+)
+
 
 class CollectionCreate(BaseModel):
     name: str = Field(min_length=1, max_length=64, description="Letters, digits, '-' and '_'.")
@@ -13,12 +18,21 @@ class CollectionCreate(BaseModel):
         "`group:NAME`, `user:NAME`. Empty: every signed-in user.",
     )
     description: str = Field("", max_length=2000)
+    owners: list[str] = Field(
+        default_factory=list, description=_OWNERS + " A curator must name one or more of its groups."
+    )
+
+
+class CollectionUpdate(BaseModel):
+    owners: list[str] | None = Field(None, description=_OWNERS + " Null: unchanged.")
+    description: str | None = Field(None, max_length=2000)
 
 
 class Collection(BaseModel):
     name: str
     default_acl: list[str]
+    owners: list[str] = Field(description=_OWNERS)
     description: str
     created_at: str | None = Field(description="Null for a collection created by an ingest.")
-    documents: int
-    chunks: int
+    documents: int = Field(description="Documents (that you may read, unless you curate it).")
+    chunks: int = Field(description="Chunks (of documents you may read, unless you curate it).")

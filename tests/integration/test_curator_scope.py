@@ -1,0 +1,276 @@
+"""Curators manage the sources and collections of their groups, and only those: over HTTP, with real
+ingestion (unstructured parsing, all-MiniLM-L6-v2, the Qdrant Edge shard) behind the jobs.
+
+Departments: company > engineering > platform, company > hr. `pat` curates through platform what
+engineering owns (nested groups count); `hana` curates hr's; `emma` is an employee. A collection
+a curator cannot even see answers 404; one it sees (it reads a document there) but does not
+curate answers 403; so does every curator route for an employee."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+import connectors
+from appliance.api.app import create_app
+from appliance.container import Container
+from appliance.ingestion.jobs import run_ingest
+from appliance.security.auth import issue_key
+from appliance.settings import load_settings
+
+pytestmark = pytest.mark.slow
+
+ADMIN_KEY = "kb-curator-admin-0123456789"
+
+
+def _folder(root: Path, name: str) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / f"{name}.md").write_text(
+        f"# {name.title()}\n\nNotes of the {name} team about the quarterly plan.\n", encoding="utf-8"
+    )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def kb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("curators")
+    container = Container(
+        load_settings(
+            data_dir=root / "data",
+            auth={"admin_key": ADMIN_KEY},
+            # Curators may register local folders under new/ only (see the reach test).
+            connectors={"local_roots": [str(root / "new")]},
+            log_level="WARNING",
+        )
+    )
+    ids = container.identity
+    container.keys.bootstrap_admin()
+    ids.add_group("company")
+    ids.add_group("engineering", parent="company")
+    ids.add_group("platform", parent="engineering")
+    ids.add_group("hr", parent="company")
+    ids.add_user("pat", "curator", ["platform"])
+    ids.add_user("hana", "curator", ["hr"])
+    ids.add_user("emma", "employee", ["platform"])
+    cols = container.collections
+    cols.create("eng-kb", [], owners=["engineering"])
+    cols.create("hr-kb", ["group:hr"], owners=["hr"])  # hr readers only
+    cols.create("hr-news", [], owners=["hr"])  # everyone reads it, hr curates it
+    docs = {}
+    for collection in ("eng-kb", "hr-kb", "hr-news"):
+        folder = _folder(root / "src", collection)
+        report = run_ingest(container, [connectors.for_source(str(folder))], collection, [], "admin")
+        assert report["added"] == 1 and report["failed"] == [], report
+        docs[collection] = container.ledger.list(collection)[0].id
+    keys = {u: issue_key(container.keys, ids, u).key for u in ("pat", "hana", "emma")}
+    keys["admin"] = ADMIN_KEY
+    client = TestClient(create_app(container), raise_server_exceptions=False)
+    try:
+        yield {"container": container, "client": client, "keys": keys, "docs": docs, "root": root}
+    finally:
+        container.close()
+
+
+def _h(kb: dict[str, Any], who: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {kb['keys'][who]}"}
+
+
+def _code(r: Any) -> tuple[int, str | None]:
+    body = r.json()
+    return r.status_code, body.get("error", {}).get("code") if isinstance(body, dict) else None
+
+
+def _wait(kb: dict[str, Any], job_id: str) -> dict[str, Any]:
+    return kb["container"].jobs.manager.wait(job_id, timeout=300)  # type: ignore[no-any-return]
+
+
+def test_a_curator_writes_only_into_collections_of_its_groups(kb: dict[str, Any]) -> None:
+    c: TestClient = kb["client"]
+    src = str(_folder(kb["root"] / "new", "pat-notes"))
+    r = c.post("/api/v1/jobs", json={"sources": [src], "collection": "eng-kb"}, headers=_h(kb, "pat"))
+    assert r.status_code == 202, r.text
+    assert _wait(kb, r.json()["id"])["status"] == "succeeded"
+    expected = {"hr-news": (403, "forbidden"), "hr-kb": (404, "not_found"), None: (404, "not_found")}
+    for collection, answer in expected.items():
+        body = {"sources": [src], **({"collection": collection} if collection else {})}
+        assert _code(c.post("/api/v1/jobs", json=body, headers=_h(kb, "pat"))) == answer, collection
+        r = c.post("/api/v1/sources", json={**body, "spec": src}, headers=_h(kb, "pat"))
+        assert _code(r) == answer, collection
+        r = c.post(
+            "/api/v1/documents",
+            files={"file": ("up.md", b"# Up\n\nAn uploaded note.\n", "text/markdown")},
+            data={"collection": collection} if collection else {},
+            headers=_h(kb, "pat"),
+        )
+        assert _code(r) == answer, collection
+    r = c.post(
+        "/api/v1/documents",
+        files={"file": ("up.md", b"# Up\n\nAn uploaded note.\n", "text/markdown")},
+        data={"collection": "eng-kb"},
+        headers=_h(kb, "pat"),
+    )
+    assert r.status_code == 202, r.text
+    assert _wait(kb, r.json()["job"]["id"])["status"] == "succeeded"
+    r = c.post("/api/v1/sources", json={"spec": src, "collection": "eng-kb"}, headers=_h(kb, "pat"))
+    assert r.status_code == 201, r.text
+    # An employee curates nothing, whatever its groups own.
+    for method, path, body in (
+        ("POST", "/api/v1/jobs", {"sources": [src], "collection": "eng-kb"}),
+        ("GET", "/api/v1/jobs", None),
+        ("GET", "/api/v1/sources", None),
+        ("POST", "/api/v1/collections", {"name": "emma-kb", "owners": ["platform"]}),
+        ("DELETE", "/api/v1/collections/eng-kb", None),
+        ("DELETE", f"/api/v1/documents/{kb['docs']['eng-kb']}", None),
+    ):
+        r = c.request(method, path, json=body, headers=_h(kb, "emma"))
+        assert _code(r) == (403, "forbidden"), (method, path, r.text)
+
+
+def test_another_groups_sources_and_jobs_are_not_found(kb: dict[str, Any]) -> None:
+    c: TestClient = kb["client"]
+    src = str(_folder(kb["root"] / "admin", "hr-feed"))
+    source = c.post("/api/v1/sources", json={"spec": src, "collection": "hr-news"}, headers=_h(kb, "admin"))
+    assert source.status_code == 201, source.text
+    sid = source.json()["id"]
+    job = c.post("/api/v1/jobs", json={"sources": [src], "collection": "hr-kb"}, headers=_h(kb, "admin"))
+    assert job.status_code == 202, job.text
+    jid = job.json()["id"]
+    _wait(kb, jid)
+    # hana curates hr: she sees both.
+    assert c.get(f"/api/v1/sources/{sid}", headers=_h(kb, "hana")).status_code == 200
+    assert c.get(f"/api/v1/jobs/{jid}", headers=_h(kb, "hana")).status_code == 200
+    assert sid in {s["id"] for s in c.get("/api/v1/sources", headers=_h(kb, "hana")).json()["items"]}
+    # pat does not: another group's ids do not exist for him.
+    for method, path in (
+        ("GET", f"/api/v1/sources/{sid}"),
+        ("POST", f"/api/v1/sources/{sid}/sync"),
+        ("DELETE", f"/api/v1/sources/{sid}"),
+        ("GET", f"/api/v1/jobs/{jid}"),
+        ("POST", f"/api/v1/jobs/{jid}/cancel"),
+    ):
+        assert _code(c.request(method, path, headers=_h(kb, "pat"))) == (404, "not_found"), path
+    jobs = c.get("/api/v1/jobs", params={"limit": 500}, headers=_h(kb, "pat")).json()["items"]
+    assert jobs and {j["collection"] for j in jobs} == {"eng-kb"}
+    sources = c.get("/api/v1/sources", headers=_h(kb, "pat")).json()["items"]
+    assert {s["collection"] for s in sources} == {"eng-kb"}
+    everything = c.get("/api/v1/jobs", params={"limit": 500}, headers=_h(kb, "admin")).json()["items"]
+    assert {"eng-kb", "hr-kb"} <= {j["collection"] for j in everything}
+    assert c.get(f"/api/v1/sources/{sid}", headers=_h(kb, "admin")).status_code == 200
+
+
+def test_a_curator_creates_and_deletes_collections_of_its_groups(kb: dict[str, Any]) -> None:
+    c: TestClient = kb["client"]
+    pat = _h(kb, "pat")
+    r = c.post("/api/v1/collections", json={"name": "eng-notes", "owners": ["engineering"]}, headers=pat)
+    assert r.status_code == 201 and r.json()["owners"] == ["engineering"], r.text
+    assert _code(c.post("/api/v1/collections", json={"name": "x1", "owners": ["hr"]}, headers=pat)) == (
+        403,
+        "forbidden",
+    )
+    assert c.post("/api/v1/collections", json={"name": "x2"}, headers=pat).status_code == 400
+    assert (
+        c.post("/api/v1/collections", json={"name": "x3", "owners": ["nope"]}, headers=pat).status_code == 404
+    )
+    assert _code(c.delete("/api/v1/collections/hr-news", headers=pat)) == (403, "forbidden")
+    assert _code(c.delete("/api/v1/collections/hr-kb", headers=pat)) == (404, "not_found")
+    assert c.delete("/api/v1/collections/eng-notes", headers=pat).status_code == 204
+    assert "eng-notes" not in kb["container"].collections.names()
+    # An admin hands a collection to another group's curators, and takes it back.
+    assert _code(c.patch("/api/v1/collections/hr-news", json={"owners": ["engineering"]}, headers=pat)) == (
+        403,
+        "forbidden",
+    )
+    r = c.patch(
+        "/api/v1/collections/hr-news", json={"owners": ["hr", "engineering"]}, headers=_h(kb, "admin")
+    )
+    assert r.status_code == 200 and r.json()["owners"] == ["engineering", "hr"], r.text
+    src = str(_folder(kb["root"] / "new", "handed"))
+    r = c.post("/api/v1/sources", json={"spec": src, "collection": "hr-news"}, headers=pat)
+    assert r.status_code == 201, r.text
+    c.patch("/api/v1/collections/hr-news", json={"owners": ["hr"]}, headers=_h(kb, "admin"))
+    assert _code(c.get(f"/api/v1/sources/{r.json()['id']}", headers=pat)) == (404, "not_found")
+
+
+def test_documents_of_another_groups_collections(kb: dict[str, Any]) -> None:
+    c: TestClient = kb["client"]
+    docs = kb["docs"]
+    for action in ("delete", "reindex"):
+        method, suffix = ("DELETE", "") if action == "delete" else ("POST", "/reindex")
+        # pat may read the hr-news document, so it exists for him, but it is not his to manage.
+        r = c.request(method, f"/api/v1/documents/{docs['hr-news']}{suffix}", headers=_h(kb, "pat"))
+        assert _code(r) == (403, "forbidden"), r.text
+        r = c.request(method, f"/api/v1/documents/{docs['hr-kb']}{suffix}", headers=_h(kb, "pat"))
+        assert _code(r) == (404, "not_found"), r.text
+    r = c.post(f"/api/v1/documents/{docs['eng-kb']}/reindex", headers=_h(kb, "pat"))
+    assert r.status_code == 202, r.text
+    assert _wait(kb, r.json()["id"])["status"] == "succeeded"
+    assert kb["container"].ledger.get(docs["hr-news"]) is not None
+
+
+def test_collections_list_shows_what_one_reads_in_or_curates(kb: dict[str, Any]) -> None:
+    c: TestClient = kb["client"]
+
+    def listed(who: str, **params: Any) -> dict[str, dict[str, Any]]:
+        r = c.get("/api/v1/collections", params={"limit": 200, **params}, headers=_h(kb, who))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["total"] == len(body["items"])
+        return {i["name"]: i for i in body["items"]}
+
+    emma, pat, hana = listed("emma"), listed("pat"), listed("hana")
+    assert {"eng-kb", "hr-news"} <= set(emma) and "hr-kb" not in emma
+    assert "hr-kb" not in pat and "hr-kb" in hana
+    assert {"eng-kb", "hr-kb", "hr-news"} <= set(listed("admin"))
+    # Counts of a collection one only reads in are of what one may read.
+    assert (emma["hr-news"]["documents"], hana["hr-news"]["documents"]) == (
+        1,
+        len(kb["container"].ledger.list("hr-news")),
+    )
+    for who in ("emma", "pat"):
+        assert _code(c.get("/api/v1/collections/hr-kb", headers=_h(kb, who))) == (404, "not_found")
+    assert c.get("/api/v1/collections/hr-kb", headers=_h(kb, "hana")).status_code == 200
+    scoped = issue_key(kb["container"].keys, kb["container"].identity, "emma", collections=["eng-kb"]).key
+    r = c.get("/api/v1/collections", headers={"Authorization": f"Bearer {scoped}"})
+    assert [i["name"] for i in r.json()["items"]] == ["eng-kb"]
+
+
+def test_where_a_source_may_point(kb: dict[str, Any]) -> None:
+    """Curators: local paths only under connectors.local_roots. Nobody: the data directory, which
+    holds the metadata DB, the audit log and the key hashes."""
+    c: TestClient = kb["client"]
+    outside = str(_folder(kb["root"] / "elsewhere", "pat-private"))
+    inside = str(_folder(kb["root"] / "new", "pat-allowed"))
+    pat, admin = _h(kb, "pat"), _h(kb, "admin")
+    for route, body in (
+        ("/api/v1/jobs", {"sources": [outside], "collection": "eng-kb"}),
+        ("/api/v1/sources", {"spec": outside, "collection": "eng-kb"}),
+        (
+            "/api/v1/sources",
+            {"spec": f"sqlite:///{kb['root'] / 'data' / 'appliance.db'}#documents", "collection": "eng-kb"},
+        ),
+    ):
+        r = c.post(route, json=body, headers=pat)
+        assert _code(r) == (403, "forbidden"), (route, r.text)
+        assert (
+            "local_roots" in r.json()["error"]["message"] or "data directory" in r.json()["error"]["message"]
+        )
+    r = c.post("/api/v1/jobs", json={"sources": [inside], "collection": "eng-kb"}, headers=pat)
+    assert r.status_code == 202, r.text
+    assert _wait(kb, r.json()["id"])["status"] == "succeeded"
+    # An admin may name any folder but the data directory, or a SQLite file inside it.
+    r = c.post("/api/v1/jobs", json={"sources": [outside], "collection": "eng-kb"}, headers=admin)
+    assert r.status_code == 202, r.text
+    assert _wait(kb, r.json()["id"])["status"] == "succeeded"
+    data_dir = kb["root"] / "data"
+    for spec in (str(data_dir), str(data_dir / "audit"), f"sqlite:///{data_dir / 'appliance.db'}#documents"):
+        r = c.post("/api/v1/jobs", json={"sources": [spec], "collection": "eng-kb"}, headers=admin)
+        assert _code(r) == (403, "forbidden"), (spec, r.text)
+        assert "data directory" in r.json()["error"]["message"]
+    # A folder that contains a visible data directory would be walked into: refused too.
+    r = c.post("/api/v1/jobs", json={"sources": [str(kb["root"])], "collection": "eng-kb"}, headers=admin)
+    assert _code(r) == (403, "forbidden"), r.text
