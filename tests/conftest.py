@@ -27,6 +27,22 @@ def _can_unshare_net() -> bool:
 UNSHARE_NET = _can_unshare_net()
 
 
+@pytest.fixture()
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No APPLIANCE_* variable of the caller's shell leaks into settings built in-process."""
+    for key in list(os.environ):
+        if key.startswith("APPLIANCE_"):
+            monkeypatch.delenv(key)
+
+
+def bytes_read() -> int:
+    """Bytes this process has read so far (``rchar``): proves a file was refused unread."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")
+
+
 def base_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
     env.update(

@@ -9,21 +9,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+from tests.conftest import bytes_read
 
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in list(os.environ):
-        if key.startswith("APPLIANCE_"):
-            monkeypatch.delenv(key)
-
-
-def bytes_read() -> int:
-    for line in Path("/proc/self/io").read_text().splitlines():
-        if line.startswith("rchar:"):
-            return int(line.split()[1])
-    raise AssertionError("no rchar in /proc/self/io")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("clean_env")]
 
 
 def test_refused_and_oversized_files_fail_with_reasons_and_are_never_read(tmp_path: Path) -> None:

@@ -16,14 +16,7 @@ from appliance.domain import ParseError
 from appliance.ingestion.parsing import ParseLimits, ParserPool, partition_bytes
 from tests.fixtures import hostile
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in list(os.environ):
-        if key.startswith("APPLIANCE_"):
-            monkeypatch.delenv(key)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("clean_env")]
 
 
 def texts(elements: list[dict]) -> str:

@@ -13,14 +13,7 @@ from appliance.ingestion.connect import allow_egress, kind_options, open_source
 from appliance.settings import load_settings
 from connectors._net import address_problem
 
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    for key in list(os.environ):
-        if key.startswith("APPLIANCE_"):
-            monkeypatch.delenv(key)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 @pytest.mark.parametrize(

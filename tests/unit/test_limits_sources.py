@@ -14,23 +14,10 @@ from appliance.domain import FileTooLarge, InvalidRequest, ParseError, read_capp
 from appliance.ingestion.formats import ArchiveLimits, declared_entries, preflight
 from appliance.ingestion.sources import UploadConnector, build_connector
 from appliance.settings import load_settings
+from tests.conftest import bytes_read
 from tests.fixtures import hostile
 
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    for key in list(os.environ):
-        if key.startswith("APPLIANCE_"):
-            monkeypatch.delenv(key)
-
-
-def bytes_read() -> int:
-    for line in Path("/proc/self/io").read_text().splitlines():
-        if line.startswith("rchar:"):
-            return int(line.split()[1])
-    raise AssertionError("no rchar in /proc/self/io")
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def test_read_capped_stops_one_byte_past_the_limit() -> None:

@@ -9,14 +9,7 @@ from appliance.settings import DEFAULTS_FILE, defaults_yaml, iter_setting_names,
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    for key in list(os.environ):
-        if key.startswith("APPLIANCE_"):
-            monkeypatch.delenv(key)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def test_defaults_are_safe() -> None:
