@@ -257,6 +257,7 @@ class Container:
                         warm_messages=_warm_messages() if cfg.warm_prefix else None,
                         log_file=logs / f"worker-{req.name}-{i}.log",
                         replica=i,
+                        platform=placement.platform,  # mps: layers offloaded to Metal
                     )
                     for i in range(count)
                 ]

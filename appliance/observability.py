@@ -58,8 +58,17 @@ class Metrics:
         self.in_flight = Gauge("appliance_in_flight", "Generations holding a slot.", ["model"], registry=r)
         self.queued = Gauge("appliance_queued", "Requests waiting for a slot.", ["model"], registry=r)
         self.worker_restarts = Counter(
-            "appliance_worker_restarts", "Model workers restarted after a crash.", ["model"], registry=r
-        )
+            "appliance_worker_restarts", "Model workers restarted after a crash or a hang.", ["model"],
+            registry=r,
+        )  # fmt: skip
+        self.health_failures = Counter(
+            "appliance_health_check_failures", "Replica health probes that failed or timed out.", ["model"],
+            registry=r,
+        )  # fmt: skip
+        self.healthy_replicas = Gauge(
+            "appliance_healthy_replicas", "Replicas that passed their last health probe (in routing).",
+            ["model"], registry=r,
+        )  # fmt: skip
         self.embedded_texts = Counter(
             "appliance_embedded_texts", "Texts embedded through /v1/embeddings.", ["model"], registry=r
         )

@@ -176,7 +176,11 @@ class InferenceSettings(Section):
         description="Deadline of one generation once it has a slot; past it the request fails (504).",
     )
     health_interval_s: float = Field(
-        5.0, gt=0, description="How often the pool checks its workers and restarts crashed ones."
+        5.0,
+        gt=0,
+        description="How often the pool probes every replica (2 s timeout): a failing one leaves the "
+        "routing until it passes again; a local worker that is alive but fails 3 probes in a row is "
+        "killed and restarted, as is a crashed one.",
     )
     worker_start_timeout_s: float = Field(
         180.0,

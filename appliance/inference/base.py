@@ -26,7 +26,10 @@ class Delta:
 
 class InferenceBackend(Protocol):
     """One replica of a served model. ``slots``: generations it runs at once (1 for a llama.cpp
-    worker, ``max_num_seqs`` for vLLM); the pool never gives it more."""
+    worker, ``max_num_seqs`` for vLLM); the pool never gives it more.
+
+    Backends that own a process (llama.cpp, vLLM) also have ``restart()``: kill and start it again,
+    which the pool's health checker calls when the process is alive but stopped answering."""
 
     name: str  # the model name clients use
     kind: str  # "llamacpp", "vllm" or "remote"
@@ -41,6 +44,12 @@ class InferenceBackend(Protocol):
         ...
 
     def health(self) -> dict[str, Any]: ...
+
+    def probe(self, timeout_s: float) -> bool:
+        """Whether the model server answers its health endpoint within ``timeout_s``: one cheap
+        request, made by the pool's health checker every interval (a hung process is alive but
+        fails this)."""
+        ...
 
     def chat(self, messages: list[dict[str, str]], params: GenerationParams) -> AsyncIterator[Delta]:
         """Stream the assistant's reply to ``messages`` (OpenAI roles: system, user, assistant)."""

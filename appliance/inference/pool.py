@@ -1,17 +1,21 @@
 """The inference pool: replicas per model, admission control, fair queueing, deadlines, health.
 
-- Routing: a request goes to the replica of its model with the fewest outstanding requests that
-  still has a free slot (llama.cpp workers have one slot, vLLM servers ``max_num_seqs``).
+- Routing: a request goes to a live replica of its model with a free slot (llama.cpp workers have
+  one slot, vLLM servers ``max_num_seqs``), the least loaded first; a replica failing its health
+  checks is out of routing while another one can serve.
 - Admission: with every slot taken a request waits in a bounded queue (``max_queue`` per model)
   for at most ``queue_timeout_s``; a full queue or a long wait is ``Overloaded`` (429 +
-  Retry-After) at once, never a hang.
+  Retry-After) at once, never a hang. ``reserve()`` takes the slot (or the place in the queue)
+  ahead of the generation, so a streaming endpoint can answer 429 before it sends its 200.
 - Fairness: the queue is one FIFO per user, served round-robin, so one user's burst can't starve
   everyone else.
 - Deadline: a generation that outlives ``request_timeout_s`` is stopped (504) and frees its slot.
 - Cancellation: closing the stream (a client disconnect) closes the backend stream, which stops
   the worker at its next token, and frees the slot.
-- Health: a checker thread restarts crashed workers; a request that was on a crashed worker ends
-  with a clean 503 and the next one lands on the restarted worker.
+- Health: a checker thread restarts crashed workers and probes every replica's health endpoint
+  (one short request each interval); a replica that fails is out of routing until it passes, and
+  a local worker that stops answering (alive but hung) is killed and restarted. A request that was
+  on a crashed worker ends with a clean 503 and the next one lands on the restarted worker.
 
 State is guarded by a thread lock and waiters are woken through their own event loop, because
 the CLI may drive the pool from several loops in one process.
@@ -38,6 +42,12 @@ from appliance.observability import Metrics
 log = logging.getLogger(__name__)
 
 ANONYMOUS = "-"
+# A health probe is one small request; a replica that can't answer it in this long is not going
+# to answer a user either. Short, because the checker probes the replicas one after another.
+PROBE_TIMEOUT_S = 2.0
+# Probes a local worker may fail in a row, alive, before it counts as hung and is restarted. One
+# miss could be a long prefill starving the worker's event loop; restarting costs a model load.
+HUNG_AFTER = 3
 
 
 class DeadlineExceeded(ApplianceError):
@@ -50,6 +60,8 @@ class Replica:
     slots: int
     outstanding: int = 0
     restarts: int = 0
+    healthy: bool = True  # the last health probe passed (no probe yet counts as passed)
+    failures: int = 0  # health probes failed in a row
 
 
 @dataclass
@@ -75,6 +87,52 @@ class _Group:
     @property
     def capacity(self) -> int:
         return sum(r.slots for r in self.replicas)
+
+
+class Lease:
+    """One slot of a model, taken by ``InferencePool.reserve`` before the generation that uses it.
+
+    It stands in for the pool in ``chat`` (the answering code takes any object with the pool's
+    ``chat``), so the code that reserved can hand it down unchanged: the first generation runs on
+    the held slot, a further one queues like any other request. ``release()`` gives the slot back
+    when no generation started on it (an answer that needed no model after all, an error before
+    it); once one started, the generation frees the slot when it ends. Calling it twice is harmless.
+    """
+
+    def __init__(self, pool: InferencePool, group: _Group, replica: Replica) -> None:
+        self._pool = pool
+        self._group = group
+        self._replica = replica
+        self._held = True
+        self._claimed = False  # chat() was called
+        self._started = False  # a generation began on the slot and now owns it
+
+    @property
+    def model(self) -> str:
+        return self._group.name
+
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        params: GenerationParams,
+        model: str | None = None,
+        user: str | None = None,
+    ) -> AsyncIterator[Delta]:
+        if self._claimed or not self._held or (model is not None and model != self._group.name):
+            return self._pool.chat(messages, params, model or self._group.name, user)
+        self._claimed = True
+        return self._pool._generate(self, messages, params)
+
+    def release(self) -> None:
+        if not self._started:
+            self._free(None)
+
+    def _free(self, service_s: float | None) -> None:
+        with self._pool._mu:
+            if not self._held:
+                return
+            self._held = False
+        self._pool._release(self._group, self._replica, service_s)
 
 
 class InferencePool:
@@ -134,7 +192,9 @@ class InferencePool:
         out: dict[str, Any] = {}
         for name, g in self._groups.items():
             # Backend health may be a network call (remote): never under the dispatch lock.
-            replicas = [r.backend.health() | {"outstanding": r.outstanding} for r in g.replicas]
+            replicas = [
+                r.backend.health() | {"outstanding": r.outstanding, "healthy": r.healthy} for r in g.replicas
+            ]
             out[name] = {"replicas": replicas, "waiting": g.waiting, "capacity": g.capacity}
         return out
 
@@ -143,17 +203,16 @@ class InferencePool:
         with self._mu:
             return {"outstanding": sum(r.outstanding for r in g.replicas), "waiting": g.waiting}
 
-    def check_admission(self, model: str | None = None) -> None:
-        """Raise ``Overloaded`` now if a request for ``model`` would be refused. For streaming
-        endpoints, to answer 429 before the 200 and the first event are sent (``chat`` still
-        decides; this is advisory and never reserves a slot)."""
+    async def reserve(self, model: str | None = None, user: str | None = None) -> Lease:
+        """Take a slot of ``model`` for one generation: at once when a replica has one free, else
+        after a wait in the fair queue. A full queue, or a wait past ``queue_timeout_s``, raises
+        ``Overloaded``. Admission and the slot are one step, so nothing can take the slot between
+        the answer "admitted" and the generation (a check first and a ``chat`` later could)."""
         group = self._group(model)
-        with self._mu:
-            if self._free_replica(group) is None and group.waiting >= self.max_queue:
-                raise Overloaded(
-                    f"model {group.name!r} is busy and its queue of {self.max_queue} is full",
-                    retry_after=self._retry_after(group),
-                )
+        queued_at = time.perf_counter()
+        replica = await self._acquire(group, user or ANONYMOUS)
+        self.metrics.queue_wait.labels(group.name).observe(time.perf_counter() - queued_at)
+        return Lease(self, group, replica)
 
     async def chat(
         self,
@@ -162,16 +221,27 @@ class InferencePool:
         model: str | None = None,
         user: str | None = None,
     ) -> AsyncIterator[Delta]:
-        group = self._group(model)
+        lease = await self.reserve(model, user)
+        try:
+            # aclosing: when our consumer closes us (a disconnect), the generation must close now,
+            # not when the garbage collector gets to it, or the worker runs on with the slot freed.
+            async with contextlib.aclosing(lease.chat(messages, params)) as stream:
+                async for delta in stream:
+                    yield delta
+        finally:
+            lease.release()  # a no-op once the generation started; it frees the slot itself
+
+    async def _generate(
+        self, lease: Lease, messages: list[dict[str, str]], params: GenerationParams
+    ) -> AsyncIterator[Delta]:
+        lease._started = True
+        group, replica = lease._group, lease._replica
         name = group.name
-        queued_at = time.perf_counter()
-        replica = await self._acquire(group, user or ANONYMOUS)
-        got_slot = time.perf_counter()
-        self.metrics.queue_wait.labels(name).observe(got_slot - queued_at)
+        started = time.perf_counter()
         self.metrics.in_flight.labels(name).inc()
         outcome, first_at, tokens = "error", 0.0, 0
         stream = replica.backend.chat(messages, params)
-        deadline = got_slot + self.request_timeout_s
+        deadline = started + self.request_timeout_s
         try:
             while True:
                 remaining = deadline - time.perf_counter()
@@ -188,7 +258,7 @@ class InferencePool:
                     tokens += 1
                     if not first_at:
                         first_at = time.perf_counter()
-                        self.metrics.ttft.labels(name).observe(first_at - got_slot)
+                        self.metrics.ttft.labels(name).observe(first_at - started)
                 if delta.usage:
                     self.metrics.tokens.labels(name, "prompt").inc(delta.usage.get("prompt_tokens", 0))
                     self.metrics.tokens.labels(name, "completion").inc(
@@ -206,24 +276,31 @@ class InferencePool:
             self.metrics.observe_error(name, type(exc).__name__)
             raise
         finally:
-            await _close_quietly(stream)
-            ended = time.perf_counter()
-            self.metrics.in_flight.labels(name).dec()
-            self.metrics.requests.labels(name, outcome).inc()
-            if first_at and tokens > 1 and ended > first_at:
-                self.metrics.decode_rate.labels(name).observe((tokens - 1) / (ended - first_at))
-            if outcome == "ok":
-                self.metrics.request_seconds.labels(name).observe(ended - got_slot)
-            self._release(group, replica, ended - got_slot if outcome == "ok" else None)
+            try:
+                await _close_quietly(stream)
+            finally:  # even when cancelled while closing: a slot that is never freed is lost for good
+                ended = time.perf_counter()
+                self.metrics.in_flight.labels(name).dec()
+                self.metrics.requests.labels(name, outcome).inc()
+                if first_at and tokens > 1 and ended > first_at:
+                    self.metrics.decode_rate.labels(name).observe((tokens - 1) / (ended - first_at))
+                if outcome == "ok":
+                    self.metrics.request_seconds.labels(name).observe(ended - started)
+                lease._free(ended - started if outcome == "ok" else None)
 
     # -- admission and fair dispatch --------------------------------------------------------------
 
     def _free_replica(self, group: _Group) -> Replica | None:
-        free = [r for r in group.replicas if r.outstanding < r.slots]
+        # A replica failing its health checks is out of routing while another one passes them.
+        # When none does, requests still go to one (they fail fast with a 503, or restart a crashed
+        # worker) rather than wait in the queue for a replica that may not come back.
+        candidates = [r for r in group.replicas if r.healthy] or group.replicas
+        free = [r for r in candidates if r.outstanding < r.slots]
         if not free:
             return None
-        # Least outstanding first; among equals, a live worker before one that must restart.
-        return min(free, key=lambda r: (r.outstanding / r.slots, not _alive(r)))
+        # A live replica first, however loaded: a dead one restarts on the request path, which
+        # costs a model load (seconds for llama.cpp, minutes for vLLM). Then least outstanding.
+        return min(free, key=lambda r: (not _alive(r), r.outstanding / r.slots))
 
     def _retry_after(self, group: _Group) -> float:
         return float(max(1, math.ceil(group.service_s * (group.waiting + 1) / group.capacity)))
@@ -309,21 +386,58 @@ class InferencePool:
     # -- health ---------------------------------------------------------------------------------
 
     def check(self) -> None:
-        """Restart crashed workers now (the checker thread calls this every health interval)."""
+        """Restart crashed workers, probe every replica, take failing ones out of routing and
+        restart hung local workers (the checker thread calls this every health interval)."""
         for group in self._groups.values():
             for replica in group.replicas:
-                ensure = getattr(replica.backend, "ensure_running", None)
-                if ensure is None:
-                    continue
-                try:
-                    ensure()
-                except Exception:  # noqa: BLE001 - logged; retried at the next interval
-                    log.exception("restarting a worker of %s failed", group.name)
-                # Restarts happen here or on the request path; count them from the worker's starts.
-                starts = getattr(getattr(replica.backend, "worker", None), "starts", 1)
-                if starts - 1 > replica.restarts:
-                    self.metrics.worker_restarts.labels(group.name).inc(starts - 1 - replica.restarts)
-                    replica.restarts = starts - 1
+                self._check_replica(group, replica)
+            self.metrics.healthy_replicas.labels(group.name).set(sum(r.healthy for r in group.replicas))
+
+    def _check_replica(self, group: _Group, replica: Replica) -> None:
+        backend = replica.backend
+        ensure = getattr(backend, "ensure_running", None)
+        try:
+            if ensure is not None:
+                ensure()
+        except Exception:  # noqa: BLE001 - logged; retried at the next interval
+            log.exception("restarting a worker of %s failed", group.name)
+        ok = _probe(backend)
+        if not ok:
+            self.metrics.health_failures.labels(group.name).inc()
+        restart = getattr(backend, "restart", None)
+        if not ok and restart is not None and replica.failures + 1 >= HUNG_AFTER and _alive(replica):
+            # Alive but silent for HUNG_AFTER probes: deadlocked or stopped, and it holds its
+            # slot forever. Its request, if any, ends with a 503 when the connection breaks.
+            log.warning(
+                "%s replica %s answered none of %d health checks; restarting it",
+                group.name,
+                getattr(backend, "replica", "?"),
+                HUNG_AFTER,
+            )
+            try:
+                restart()
+            except Exception:  # noqa: BLE001 - logged; retried at the next interval
+                log.exception("restarting a hung worker of %s failed", group.name)
+            ok = _probe(backend)
+        with self._mu:
+            returned, left = ok and not replica.healthy, replica.healthy and not ok
+            replica.healthy = ok
+            replica.failures = 0 if ok else replica.failures + 1
+            if returned:
+                self._dispatch(group)  # waiters may have queued while it was out of routing
+                self.metrics.queued.labels(group.name).set(group.waiting)
+        if left or returned:
+            log.warning(
+                "%s replica %s %s",
+                group.name,
+                getattr(backend, "replica", "?"),
+                "failed its health check; out of routing until it passes" if left else "is healthy again",
+            )
+        # Restarts happen here or on the request path; count them from the worker's starts.
+        starts = getattr(getattr(backend, "worker", None), "starts", 1)
+        if starts - 1 > replica.restarts:
+            self.metrics.worker_restarts.labels(group.name).inc(starts - 1 - replica.restarts)
+            replica.restarts = starts - 1
 
     def _check_loop(self) -> None:
         while not self._stop.wait(self.health_interval_s):
@@ -342,6 +456,17 @@ class InferencePool:
 def _alive(replica: Replica) -> bool:
     worker = getattr(replica.backend, "worker", None)
     return worker is None or worker.alive()
+
+
+def _probe(backend: Any) -> bool:
+    probe = getattr(backend, "probe", None)
+    if probe is None:
+        return True
+    try:
+        return bool(probe(PROBE_TIMEOUT_S))
+    except Exception:  # noqa: BLE001 - a probe that raises is a failed probe
+        log.debug("health probe of %s raised", getattr(backend, "name", "?"), exc_info=True)
+        return False
 
 
 def _resolve(waiter: _Waiter) -> None:

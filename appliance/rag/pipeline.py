@@ -17,7 +17,7 @@ from appliance.audit import AuditLog, audit_query
 from appliance.domain import Principal, ScoredChunk
 from appliance.embeddings.base import Embedder
 from appliance.inference.base import GenerationParams
-from appliance.inference.pool import InferencePool
+from appliance.inference.pool import InferencePool, Lease
 from appliance.rag import answering, grounding
 from appliance.rag.citations import citation_dicts, mark_cited
 from appliance.rag.condense import condense_heuristic, condense_llm
@@ -191,7 +191,11 @@ class RagService:
         mode = mode or self.options.answer_mode
         if conversation_id and self.conversations is not None:
             stored = await asyncio.to_thread(
-                self.conversations.history, conversation_id, principal.name, self.options.history_turns
+                self.conversations.history,
+                conversation_id,
+                principal.name,
+                self.options.history_turns,
+                principal,  # answers citing what the caller may no longer read stay out of the prompt
             )
             history = history if history is not None else stored
         history = [t for t in (history or []) if t.get("role") in ("user", "assistant")][
@@ -220,25 +224,34 @@ class RagService:
                 params.max_tokens,
             )
         citations = citation_dicts(hits, query)
-        yield {"type": "citations", "citations": citations, "id": answer_id}
         parts: list[str] = []
         outcome = answering.Outcome()
         ttft_ms = 0.0
         status = "ok"
+        lease: Lease | None = None
         try:
+            if hits and mode != "extractive":
+                # The model's slot (or a place in its queue) is taken before the first event: the
+                # routers send their 200 only after it, so a full queue is a 429 + Retry-After,
+                # not a 200 with an error event; and no other request can take the slot between
+                # admission and generation. Not before retrieval: that would idle the slot.
+                lease = await self.pool.reserve(backend.name, principal.name)
+            yield {"type": "citations", "citations": citations, "id": answer_id}
             if not hits:
                 stream: AsyncIterator[str] = _once(NO_SOURCES_ANSWER)
             elif mode == "extractive":
                 stream = _once(await answering.extractive(query, hits, self.embedder))
             else:
+                assert lease is not None
                 messages = build_messages(query, hits, prompt_history)
+                # The lease stands in for the pool: the generation runs on the reserved slot.
                 if mode == "abstractive":
                     stream = answering.abstractive(
-                        self.pool, backend.name, messages, params, outcome, principal.name
+                        lease, backend.name, messages, params, outcome, principal.name
                     )
                 else:
                     stream = answering.grounded(
-                        self.pool,
+                        lease,
                         backend.name,
                         messages,
                         params,
@@ -258,6 +271,8 @@ class RagService:
             status = "error"
             raise
         finally:
+            if lease is not None:
+                lease.release()  # when no generation started on it; a started one frees it itself
             answer = "".join(parts).strip()
             usage = dict(outcome.usage)
             for key, value in condense_usage.items():

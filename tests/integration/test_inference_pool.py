@@ -20,8 +20,9 @@ from appliance.domain import Overloaded, Unavailable
 from appliance.inference.backends.llamacpp import LlamaCppBackend
 from appliance.inference.backends.remote import RemoteBackend
 from appliance.inference.base import GenerationParams
-from appliance.inference.pool import DeadlineExceeded, InferencePool
+from appliance.inference.pool import HUNG_AFTER, DeadlineExceeded, InferencePool
 from appliance.models import resolve_llm
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -79,6 +80,15 @@ def wait_until(check: Any, deadline_s: float = 60.0) -> None:
     raise AssertionError("condition not met before the deadline")
 
 
+async def until(check: Any, deadline_s: float = 60.0) -> None:
+    """Poll ``check`` from inside the event loop, letting the pool's tasks run, until the deadline."""
+    end = time.monotonic() + deadline_s
+    while not check():
+        if time.monotonic() > end:
+            raise AssertionError("condition not met before the deadline")
+        await asyncio.sleep(0.01)  # polling the pool's state until the deadline
+
+
 def test_answers_and_records_metrics(worker: LlamaCppBackend) -> None:
     pool = make_pool(worker)
     text = asyncio.run(collect(pool))
@@ -115,11 +125,11 @@ def test_load_beyond_capacity_is_refused_with_429_and_nothing_else(worker: Llama
     async def burst() -> list[Any]:
         return await asyncio.gather(*(collect(pool, user=f"u{i}") for i in range(8)), return_exceptions=True)
 
-    async def admission_while_full() -> Any:
+    async def reserve_while_full() -> Any:
         tasks = [asyncio.create_task(collect(pool, LONG)) for _ in range(3)]
-        await asyncio.sleep(0)  # one turn: every task has taken its slot or queued
+        await until(lambda: pool.stats() == {"outstanding": 1, "waiting": 2})
         try:
-            pool.check_admission()
+            await pool.reserve()
         except Overloaded as exc:
             return exc
         finally:
@@ -127,8 +137,9 @@ def test_load_beyond_capacity_is_refused_with_429_and_nothing_else(worker: Llama
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    assert isinstance(asyncio.run(admission_while_full()), Overloaded)
-    pool.check_admission()  # free again: no exception
+    refused_reservation = asyncio.run(reserve_while_full())
+    assert isinstance(refused_reservation, Overloaded) and refused_reservation.retry_after >= 1
+    assert pool.stats() == {"outstanding": 0, "waiting": 0}
     results = asyncio.run(burst())
     refused = [r for r in results if isinstance(r, Overloaded)]
     answered = [r for r in results if isinstance(r, str)]
@@ -138,7 +149,7 @@ def test_load_beyond_capacity_is_refused_with_429_and_nothing_else(worker: Llama
     assert all(r.status == 429 and r.retry_after >= 1 for r in refused)
     assert pool.stats() == {"outstanding": 0, "waiting": 0}
     assert (
-        'appliance_inference_errors_total{kind="queue_full",model="smol"} 5.0'
+        'appliance_inference_errors_total{kind="queue_full",model="smol"} 6.0'  # the 5 + the reservation
         in pool.metrics.render().decode()
     )
 
@@ -148,7 +159,7 @@ def test_queue_wait_is_bounded(worker: LlamaCppBackend) -> None:
 
     async def run() -> list[Any]:
         long = asyncio.create_task(collect(pool, LONG))
-        await asyncio.sleep(0)  # let the long request take the slot first
+        await until(lambda: pool.stats()["outstanding"] == 1)  # the long request has the slot
         try:
             return await asyncio.gather(collect(pool), return_exceptions=True)
         finally:
@@ -168,9 +179,13 @@ def test_fairness_one_user_cannot_starve_another(worker: LlamaCppBackend) -> Non
         await collect(pool, user=user)
         order.append(user)
 
+    def entered() -> int:  # alice's requests that hold the slot, wait, or are done
+        stats = pool.stats()
+        return stats["outstanding"] + stats["waiting"] + len(order)
+
     async def run() -> None:
         tasks = [asyncio.create_task(one("alice")) for _ in range(5)]
-        await asyncio.sleep(0)
+        await until(lambda: entered() == 5)  # all of alice's burst is in before bob comes
         tasks.append(asyncio.create_task(one("bob")))
         await asyncio.gather(*tasks)
 
@@ -206,8 +221,9 @@ def test_disconnect_cancels_generation_and_frees_the_slot(worker: LlamaCppBacken
 
 def test_deadline_stops_a_long_generation(worker: LlamaCppBackend) -> None:
     pool = make_pool(worker, request_timeout_s=0.3)
+    # A story, not "three colours": a short answer can be done inside 0.3 s on a fast machine.
     with pytest.raises(DeadlineExceeded) as info:
-        asyncio.run(collect(pool, LONG))
+        asyncio.run(_drain(pool.chat(messages("Write a long story about a dragon."), LONG)))
     assert info.value.status == 504
     assert pool.stats() == {"outstanding": 0, "waiting": 0}
 
@@ -249,3 +265,86 @@ def test_remote_backend_speaks_to_the_workers_openai_endpoint(worker: LlamaCppBa
 
 async def _deltas(pool: InferencePool) -> list[Any]:
     return [d async for d in pool.chat(messages(), SHORT)]
+
+
+def test_a_reserved_slot_is_held_until_its_generation_or_release(worker: LlamaCppBackend) -> None:
+    """What the streaming endpoints rely on to answer 429 before their 200: the slot is taken at
+    admission, so a request that was admitted can't lose it to one that came later."""
+    worker.ensure_running()
+    pool = make_pool(worker, max_queue=1)
+
+    async def run() -> None:
+        lease = await pool.reserve(user="a")
+        assert pool.stats() == {"outstanding": 1, "waiting": 0}
+        queued = asyncio.create_task(collect(pool, user="b"))
+        await until(lambda: pool.stats()["waiting"] == 1)
+        with pytest.raises(Overloaded):
+            await pool.reserve(user="c")  # slot reserved, queue full: refused at once
+        assert "".join([d.content async for d in lease.chat(messages(), SHORT)]).strip()
+        assert (await queued).strip()  # served once the reserved generation was done
+        unused = await pool.reserve()
+        unused.release()
+        unused.release()  # twice is harmless: the slot is not given back twice
+        assert pool.stats() == {"outstanding": 0, "waiting": 0}
+
+    asyncio.run(run())
+
+
+def test_routing_prefers_a_live_replica_to_a_less_loaded_dead_one(worker: LlamaCppBackend) -> None:
+    worker.ensure_running()
+    # Two slots, so the live replica is still free (half loaded) when it holds one request.
+    live = RemoteBackend("smol", worker.base_url, worker.token, slots=2)
+    dead = LlamaCppBackend("smol", worker.path, 1024, 1, 64)  # never started: no process
+    pool = InferencePool([live, dead], max_queue=2, queue_timeout_s=30)
+
+    async def run() -> str:
+        held = await pool.reserve()  # both idle: the live one
+        try:
+            # Live at 1/2 against dead at 0/1: load alone would wake the dead worker (a model load
+            # on this request's path) although the live one has room.
+            return await collect(pool)
+        finally:
+            held.release()
+
+    try:
+        assert asyncio.run(run()).strip()
+        assert dead.worker.starts == 0
+    finally:
+        dead.stop()
+
+
+def test_a_replica_failing_its_health_check_is_out_of_routing(worker: LlamaCppBackend) -> None:
+    worker.ensure_running()
+    gone = RemoteBackend("smol", f"http://127.0.0.1:{free_port()}/v1", "key")  # nothing listens there
+    good = RemoteBackend("smol", worker.base_url, worker.token)
+    pool = InferencePool([gone, good], max_queue=2, queue_timeout_s=30)
+    pool.check()
+    assert [r["healthy"] for r in pool.health()["smol"]["replicas"]] == [False, True]
+    # Both idle and "alive" (a remote has no process): without the probe the first one gets it, 503.
+    assert asyncio.run(collect(pool)).strip()
+    metrics = pool.metrics.render().decode()
+    assert 'appliance_health_check_failures_total{model="smol"} 1.0' in metrics
+    assert 'appliance_healthy_replicas{model="smol"} 1.0' in metrics
+
+
+def test_a_hung_worker_is_taken_out_of_routing_and_restarted(worker: LlamaCppBackend) -> None:
+    worker.ensure_running()
+    pool = make_pool(worker)
+    hung, starts = worker.worker.pid, worker.worker.starts
+    assert hung is not None
+    os.kill(hung, signal.SIGSTOP)  # alive to the kernel, answers nothing: what a deadlock looks like
+    try:
+        pool.check()
+        assert pool.health()["smol"]["replicas"][0]["healthy"] is False
+        assert worker.worker.pid == hung  # one missed probe is not yet a hang
+        for _ in range(HUNG_AFTER - 1):
+            pool.check()
+    finally:
+        if worker.worker.pid == hung:  # not replaced: let it run again
+            os.kill(hung, signal.SIGCONT)
+    assert worker.worker.pid != hung and worker.worker.alive() and worker.worker.starts == starts + 1
+    assert pool.health()["smol"]["replicas"][0]["healthy"] is True
+    assert asyncio.run(collect(pool)).strip()
+    metrics = pool.metrics.render().decode()
+    assert f'appliance_health_check_failures_total{{model="smol"}} {float(HUNG_AFTER)}' in metrics
+    assert 'appliance_worker_restarts_total{model="smol"}' in metrics

@@ -1,15 +1,18 @@
-"""Placement on synthetic device lists, vLLM command construction, doctor's route check."""
+"""Placement on synthetic device lists, vLLM command and llama.cpp worker construction, doctor's
+route check."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
 
 from appliance.domain import Unavailable
 from appliance.inference.accelerators import Device, ProbeResult
-from appliance.inference.backends.vllm import VllmBackend, vllm_command
+from appliance.inference.backends.llamacpp import LlamaCppBackend, worker_config
+from appliance.inference.backends.vllm import VllmBackend, features_in, vllm_command, vllm_features
 from appliance.inference.placement import ModelRequest, place
 from appliance.models import ModelEntry
 
@@ -97,22 +100,61 @@ def test_vllm_command_has_the_flags() -> None:
         gpu_memory_utilization=0.85, max_num_seqs=32, extra=["--seed", "1"], python="py",
     )  # fmt: skip
     assert argv[:3] == ["py", "-m", "vllm.entrypoints.openai.api_server"]
-    flags = dict(zip(argv[3::2], argv[4::2], strict=False))
-    assert flags["--model"] == "/models/q" and flags["--served-model-name"] == "qwen"
-    assert flags["--host"] == "127.0.0.1" and flags["--port"] == "8123"
-    assert flags["--tensor-parallel-size"] == "2" and flags["--max-model-len"] == "8192"
-    assert flags["--gpu-memory-utilization"] == "0.85" and flags["--max-num-seqs"] == "32"
-    assert argv[argv.index("--quantization") + 1] == "awq"
+
+    def value(flag: str) -> str:
+        return argv[argv.index(flag) + 1]
+
+    assert value("--model") == "/models/q" and value("--served-model-name") == "qwen"
+    assert value("--host") == "127.0.0.1" and value("--port") == "8123"
+    assert value("--tensor-parallel-size") == "2" and value("--max-model-len") == "8192"
+    assert value("--gpu-memory-utilization") == "0.85" and value("--max-num-seqs") == "32"
+    assert value("--quantization") == "awq"
+    assert "--enable-prefix-caching" in argv and "--disable-log-requests" in argv
+    assert "--max-num-queued-reqs" not in argv  # only for a vLLM that knows the flag
     assert argv[-2:] == ["--seed", "1"]
+    assert "--api-key" not in argv  # the key is never on the command line
     assert "--quantization" not in vllm_command("/m", "m", 1, fmt="hf")
+    newer = vllm_command("/m", "m", 1, max_num_seqs=8, max_queued_reqs=16, disable_log_requests=False)
+    assert newer[newer.index("--max-num-queued-reqs") + 1] == "16" and "--disable-log-requests" not in newer
 
 
-def test_vllm_backend_sets_visible_devices_and_keys() -> None:
+def test_vllm_features_come_from_its_argument_definitions() -> None:
+    old = "class AsyncEngineArgs(EngineArgs):\n    disable_log_requests: bool = False\n"
+    new = (
+        "max_num_queued_reqs: int | None = SchedulerConfig.max_num_queued_reqs\n"
+        "class AsyncEngineArgs(EngineArgs):\n    enable_log_requests: bool = False\n"
+    )
+    assert features_in(old) == frozenset()
+    assert features_in(new) == {"max_num_queued_reqs", "enable_log_requests"}
+
+
+def test_vllm_backend_sets_visible_devices_and_keeps_the_key_off_argv() -> None:
     b = VllmBackend("m", Path("/m"), "fp8", 4096, 2, [2, 3], "cuda", 0.9, 16, [])
     assert b.worker.env["CUDA_VISIBLE_DEVICES"] == "2,3" and b.slots == 16
-    assert "--api-key" in b.argv and "fp8" in b.argv
+    assert "fp8" in b.argv
+    # vLLM reads $VLLM_API_KEY; argv is readable by every user of the host (ps, /proc/PID/cmdline).
+    key = b.worker.env["VLLM_API_KEY"]
+    assert len(key) >= 24 and "--api-key" not in b.argv and not any(key in a for a in b.argv)
+    bounded = "--max-num-queued-reqs" in b.argv
+    assert bounded == ("max_num_queued_reqs" in vllm_features())
+    if bounded:  # headroom for aborts still in progress after the pool freed their slots
+        assert b.argv[b.argv.index("--max-num-queued-reqs") + 1] == "32"
     npu = VllmBackend("m", Path("/m"), "hf", 4096, 1, [0], "ascend", 0.9, 8, [])
     assert npu.worker.env["ASCEND_RT_VISIBLE_DEVICES"] == "0"
+
+
+def test_llamacpp_worker_offloads_to_metal_only_on_apple_silicon() -> None:
+    args = ("smol", Path("/models/smol.gguf"), 2048, 4, 256)
+    assert worker_config(*args, platform="mps")["gpu_layers"] == -1  # all layers on Metal
+    assert worker_config(*args, platform="cpu")["gpu_layers"] == 0
+    assert worker_config(*args)["gpu_layers"] == 0
+    # The backend hands exactly that to its worker process.
+    b = LlamaCppBackend(*args, platform="mps")
+    try:
+        sent = json.loads(b.worker.env["APPLIANCE_WORKER_CONFIG"])
+        assert sent["gpu_layers"] == -1 and sent["context_tokens"] == 2048 and sent["threads"] == 4
+    finally:
+        b.stop()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")

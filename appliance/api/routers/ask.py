@@ -6,15 +6,23 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from appliance.api.deps import ContainerDep, PrincipalDep
+from appliance.api.disconnect import unless_disconnected
 from appliance.api.schemas.ask import AskRequest, AskResponse
 from appliance.api.schemas.common import COMMON_ERRORS, error_responses
 from appliance.domain import ApplianceError
 
 router = APIRouter(prefix="/api/v1", tags=["knowledge base"], responses=COMMON_ERRORS)
+
+
+async def _result(events: AsyncIterator[dict[str, Any]]) -> Any:
+    async for event in events:
+        if event["type"] == "done":
+            return event["result"]
+    raise AssertionError("the answer stream ended without its result")
 
 
 def _sse(event: str, data: Any) -> bytes:
@@ -30,7 +38,7 @@ def _sse(event: str, data: Any) -> bytes:
         200: {"content": {"text/event-stream": {}}, "description": "JSON, or events when `stream`"},
     },
 )
-async def ask(req: AskRequest, container: ContainerDep, principal: PrincipalDep) -> Any:
+async def ask(req: AskRequest, request: Request, container: ContainerDep, principal: PrincipalDep) -> Any:
     conversation_id = req.conversation_id
     if conversation_id is None:
         conversation_id = container.conversations.create(principal.name, "", req.collection)["id"]
@@ -43,10 +51,12 @@ async def ask(req: AskRequest, container: ContainerDep, principal: PrincipalDep)
         mode=req.answer_mode,
     )
     if not req.stream:
-        async for event in events:
-            if event["type"] == "done":
-                return AskResponse(**event["result"].as_dict())
-    first = await anext(events)  # errors (404, 429) before the 200 is sent
+        # Cancelled when the client hangs up, which frees the model slot (see unless_disconnected).
+        result = await unless_disconnected(request, _result(events))
+        return AskResponse(**result.as_dict())
+    # Errors (404; 429 when the model's queue is full or too slow) before the 200 is sent: the
+    # first event comes only once the model's slot is ours (RagService.ask_stream).
+    first = await unless_disconnected(request, anext(events))
 
     async def stream() -> AsyncIterator[bytes]:
         yield _sse("citations", {"id": first["id"], "citations": first["citations"]})
@@ -58,5 +68,7 @@ async def ask(req: AskRequest, container: ContainerDep, principal: PrincipalDep)
                     yield _sse("done", AskResponse(**event["result"].as_dict()).model_dump())
         except ApplianceError as exc:
             yield _sse("error", {"error": {"code": exc.code, "message": exc.message}})
+        finally:
+            await events.aclose()  # a disconnect ends the answer (and frees its slot) now, not at GC
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -7,10 +7,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from appliance.api.deps import ContainerDep, PrincipalDep
+from appliance.api.disconnect import unless_disconnected
 from appliance.api.schemas.common import COMMON_ERRORS, error_responses
 from appliance.api.schemas.openai import (
     ChatChoice,
@@ -26,10 +27,20 @@ from appliance.inference.base import GenerationParams
 router = APIRouter(prefix="/v1", tags=["openai"], responses=COMMON_ERRORS)
 
 
+async def _result(events: AsyncIterator[dict[str, Any]]) -> Any:
+    result = None
+    async for event in events:
+        if event["type"] == "done":
+            result = event["result"]
+    assert result is not None
+    return result
+
+
 @router.get("/models", response_model=ModelList, summary="Served models and knowledge bases")
-def list_models(container: ContainerDep, _: PrincipalDep) -> ModelList:
+def list_models(container: ContainerDep, principal: PrincipalDep) -> ModelList:
     names = list(container.pool.backends)
-    names += [c for c in container.store.collections() if c not in names]
+    # Only the knowledge bases this caller may know of (as GET /api/v1/collections).
+    names += [c for c in container.collections.visible_names(principal) if c not in names]
     return ModelList(data=[ModelCard(id=n) for n in names])
 
 
@@ -87,7 +98,7 @@ def _usage(u: dict[str, int]) -> dict[str, int]:
     },
 )
 async def chat_completions(
-    req: ChatCompletionRequest, container: ContainerDep, principal: PrincipalDep
+    req: ChatCompletionRequest, request: Request, container: ContainerDep, principal: PrincipalDep
 ) -> Any:
     model, collection, params, question, history = _resolve(container, req)
     created = int(time.time())
@@ -104,11 +115,7 @@ async def chat_completions(
     served = container.pool.backend(model).name
 
     if not req.stream:
-        result = None
-        async for event in events:
-            if event["type"] == "done":
-                result = event["result"]
-        assert result is not None
+        result = await unless_disconnected(request, _result(events))
         return ChatCompletionResponse(
             id=f"chatcmpl-{result.id}",
             created=created,
@@ -123,8 +130,9 @@ async def chat_completions(
             fallback=result.fallback,
         )
 
-    # Fail before the 200 is sent when we can (queue full, bad collection): take the first event now.
-    first = await anext(events)
+    # Fail before the 200 is sent (queue full or too slow: 429; bad collection: 404): the first
+    # event comes only once the model's slot is ours (RagService.ask_stream).
+    first = await unless_disconnected(request, anext(events))
     completion_id = f"chatcmpl-{first['id']}"
 
     async def sse() -> AsyncIterator[bytes]:
@@ -159,6 +167,8 @@ async def chat_completions(
                     )
         except ApplianceError as exc:
             yield f"data: {json.dumps({'error': {'code': exc.code, 'message': exc.message}})}\n\n".encode()
+        finally:
+            await events.aclose()  # a disconnect ends the answer (and frees its slot) now, not at GC
         yield b"data: [DONE]\n\n"
 
     return StreamingResponse(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

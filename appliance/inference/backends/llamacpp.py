@@ -29,6 +29,30 @@ from appliance.inference.base import Delta, GenerationParams
 log = logging.getLogger(__name__)
 
 
+def worker_config(
+    name: str,
+    path: Path,
+    context_tokens: int,
+    threads: int,
+    batch_tokens: int,
+    warm_messages: list[dict[str, str]] | None = None,
+    platform: str = "cpu",
+) -> dict[str, Any]:
+    """What the worker process is told (``$APPLIANCE_WORKER_CONFIG``). Pure, so the arguments are
+    tested without starting one. On Apple silicon (placement platform ``mps``) every layer goes to
+    Metal (``gpu_layers`` -1: llama.cpp's "all"); elsewhere none, because off Apple silicon the
+    placement runs llama.cpp on the CPU (GPUs go to vLLM)."""
+    return {
+        "name": name,
+        "path": str(path),
+        "context_tokens": context_tokens,
+        "threads": threads,
+        "batch_tokens": batch_tokens,
+        "gpu_layers": -1 if platform == "mps" else 0,
+        "warm_messages": warm_messages or [],
+    }
+
+
 class LlamaCppBackend:
     kind = "llamacpp"
     slots = 1
@@ -46,9 +70,11 @@ class LlamaCppBackend:
         log_file: Path | None = None,
         replica: int = 0,
         tcp: bool = False,
+        platform: str = "cpu",
     ) -> None:
         """``tcp``: listen on a loopback port instead of a private Unix socket (to expose the
-        worker's OpenAI endpoint to other clients, as the tests of the remote backend do)."""
+        worker's OpenAI endpoint to other clients, as the tests of the remote backend do).
+        ``platform``: the placement's (``mps``: offload to Metal, else the CPU)."""
         self.name = name
         self.path = path
         self._context_tokens = context_tokens
@@ -59,14 +85,8 @@ class LlamaCppBackend:
         self._vocab: Any = None
         self._vocab_lock = threading.Lock()
         self._token = ""
-        config = {
-            "name": name,
-            "path": str(path),
-            "context_tokens": context_tokens,
-            "threads": threads,
-            "batch_tokens": batch_tokens,
-            "warm_messages": warm_messages or [],
-        }
+        self.platform = platform
+        config = worker_config(name, path, context_tokens, threads, batch_tokens, warm_messages, platform)
         self._sock_dir = None if tcp else tempfile.mkdtemp(prefix="kbw-")  # short: sun_path is 108 bytes
         if self._sock_dir:
             config["uds"] = os.path.join(self._sock_dir, "worker.sock")
@@ -143,6 +163,15 @@ class LlamaCppBackend:
             "pid": self.worker.pid,
             "starts": self.worker.starts,
         }
+
+    def probe(self, timeout_s: float) -> bool:
+        # The worker's own OpenAI endpoint with its token: a hung worker keeps its pid, not this.
+        return self.worker.alive() and self.client.health("/models", timeout_s)
+
+    def restart(self) -> None:
+        """Kill a worker that stopped answering and start a fresh one (with a new token)."""
+        self.worker.kill()
+        self.ensure_running()
 
     def count_tokens(self, text: str) -> int:
         vocab = self._load_vocab()

@@ -44,12 +44,13 @@ class Engine:
 
         self.name = cfg["name"]
         self.n_ctx = int(cfg["context_tokens"])
+        self.gpu_layers = int(cfg.get("gpu_layers", 0))  # -1: all layers on Metal (Apple silicon)
         self.llm = Llama(
             model_path=cfg["path"],
             n_ctx=self.n_ctx,
             n_threads=int(cfg["threads"]),
             n_batch=int(cfg["batch_tokens"]),
-            n_gpu_layers=int(cfg.get("gpu_layers", 0)),
+            n_gpu_layers=self.gpu_layers,
             verbose=False,
         )
         template = self.llm.metadata.get("tokenizer.chat_template")
@@ -192,6 +193,7 @@ def build_app(engine: Engine, token: str) -> Any:
             "reused_tokens": engine.reused_tokens,
             "prefix_restores": engine.prefix_restores,
             "warm_tokens": len(engine.warm_tokens),
+            "gpu_layers": engine.gpu_layers,
         }
 
     @app.get("/v1/models")

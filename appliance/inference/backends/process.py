@@ -7,6 +7,7 @@ first after a crash restarts the process.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -98,6 +99,18 @@ class WorkerProcess:
         except BaseException:
             self._kill(proc)
             raise
+
+    def kill(self) -> None:
+        """End the process at once (SIGKILL): for one that stopped answering, which may never act
+        on SIGTERM (a stopped or deadlocked process). The whole process group goes, since the
+        server may have children of its own (vLLM's engine processes hold the GPU memory), which
+        no graceful shutdown would now stop. ``ensure_running()`` then starts a new one."""
+        with self._lock:
+            proc = self.proc
+            if proc is not None and proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)  # its own group: start_new_session
+                proc.wait(timeout=10)
 
     def stop(self) -> None:
         with self._lock:

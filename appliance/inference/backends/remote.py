@@ -52,6 +52,10 @@ class RemoteBackend:
             "alive": self.client.health(),
         }
 
+    def probe(self, timeout_s: float) -> bool:
+        # /models with our key: reachable, and still accepting the key (nothing to restart here).
+        return self.client.health("/models", timeout_s)
+
     def count_tokens(self, text: str) -> int:
         # No tokenizer here; three characters a token over-counts English, which errs on the safe side.
         return math.ceil(len(text) / 3)

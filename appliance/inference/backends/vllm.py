@@ -2,12 +2,18 @@
 
 vllm is the ``gpu`` extra; without it ``start()`` fails with the install hint. On Ascend the
 vllm-ascend plugin hooks into the same command. ``vllm_command()`` is a pure function so the
-flags are tested without a GPU. vLLM has no bound on its own waiting list; the pool admits at most
-``max_num_seqs`` requests per server and queues (boundedly) in front, so vLLM never builds a backlog.
+flags are tested without a GPU.
+
+The API key goes to vLLM in ``$VLLM_API_KEY``, not on its command line, where ``ps`` shows it to
+every user of the host. Queueing: the pool admits at most ``max_num_seqs`` generations per server
+and queues (boundedly, fairly) in front, so the pool's queue is the bound users meet. A vLLM that
+has ``--max-num-queued-reqs`` also gets that as a backstop, with room for requests still being
+aborted after their client went away (their slot in the pool is already free).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 import os
@@ -21,6 +27,7 @@ from typing import Any
 import httpx
 
 from appliance.domain import Unavailable
+from appliance.egress import OFFLINE_ENV
 from appliance.inference.backends.openai_client import OpenAIChatClient
 from appliance.inference.backends.process import WorkerProcess
 from appliance.inference.base import Delta, GenerationParams
@@ -40,9 +47,15 @@ def vllm_command(
     max_model_len: int = 4096,
     gpu_memory_utilization: float = 0.9,
     max_num_seqs: int = 16,
+    max_queued_reqs: int | None = None,
+    disable_log_requests: bool = True,
     extra: list[str] | None = None,
     python: str = sys.executable,
 ) -> list[str]:
+    """``max_queued_reqs``: vLLM's own cap on waiting + running requests (``--max-num-queued-reqs``,
+    newer vLLM only). ``disable_log_requests``: pass the flag older vLLM needs to keep prompts out
+    of its log (newer vLLM logs none by default and no longer knows the flag). No API key here: it
+    goes in the environment."""
     argv = [
         python, "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model_path),
@@ -53,12 +66,39 @@ def vllm_command(
         "--max-model-len", str(max_model_len),
         "--gpu-memory-utilization", f"{gpu_memory_utilization:g}",
         "--max-num-seqs", str(max_num_seqs),
-        "--disable-log-requests",
         "--enable-prefix-caching",
     ]  # fmt: skip
+    if max_queued_reqs is not None:
+        argv += ["--max-num-queued-reqs", str(max_queued_reqs)]
+    if disable_log_requests:
+        argv.append("--disable-log-requests")
     if fmt in _QUANTIZATION:
         argv += ["--quantization", _QUANTIZATION[fmt]]
     return argv + list(extra or [])
+
+
+# Engine arguments that came (or replaced an older flag) in some vLLM release.
+_FEATURES = ("max_num_queued_reqs", "enable_log_requests")
+
+
+def features_in(arg_utils_source: str) -> frozenset[str]:
+    """Which of ``_FEATURES`` a vLLM's ``vllm/engine/arg_utils.py`` defines."""
+    return frozenset(f for f in _FEATURES if f in arg_utils_source)
+
+
+@functools.cache
+def vllm_features() -> frozenset[str]:
+    """``features_in`` the installed vLLM, read from its source rather than by importing it (an
+    import takes seconds and initialises the GPU runtime). vllm is not pinned, and vLLM exits at
+    start on a flag it does not know; none installed: none."""
+    spec = importlib.util.find_spec("vllm")
+    if spec is None or not spec.submodule_search_locations:
+        return frozenset()
+    root = Path(next(iter(spec.submodule_search_locations)))
+    try:
+        return features_in((root / "engine" / "arg_utils.py").read_text(errors="replace"))
+    except OSError:
+        return frozenset()
 
 
 def _free_port() -> int:
@@ -96,6 +136,7 @@ class VllmBackend:
         self.request_timeout_s = request_timeout_s
         self.port = _free_port()
         self._token = secrets.token_urlsafe(24)
+        features = vllm_features()
         self.argv = vllm_command(
             path,
             name,
@@ -105,9 +146,13 @@ class VllmBackend:
             max_model_len=context_tokens,
             gpu_memory_utilization=gpu_memory_utilization,
             max_num_seqs=max_num_seqs,
-            extra=[*extra_args, "--api-key", self._token],
+            max_queued_reqs=2 * max_num_seqs if "max_num_queued_reqs" in features else None,
+            disable_log_requests="enable_log_requests" not in features,
+            extra=extra_args,
         )
-        env = dict(os.environ)
+        # Offline like the appliance (no hub look-ups, no usage statistics) whoever starts it.
+        env = dict(os.environ) | OFFLINE_ENV
+        env["VLLM_API_KEY"] = self._token  # environment, not argv: ps shows argv to every user
         visible = ",".join(str(d) for d in devices)
         match platform:
             case "cuda":
@@ -153,6 +198,20 @@ class VllmBackend:
             "pid": self.worker.pid,
             "starts": self.worker.starts,
         }
+
+    def probe(self, timeout_s: float) -> bool:
+        # vLLM's /health answers 200 only while its engine runs (it needs no key).
+        if not self.worker.alive():
+            return False
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=timeout_s).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def restart(self) -> None:
+        """Kill a server that stopped answering and start it again."""
+        self.worker.kill()
+        self.ensure_running()
 
     def count_tokens(self, text: str) -> int:
         # vLLM exposes /tokenize; one local round trip keeps prompt fitting exact.
