@@ -17,6 +17,7 @@ class SentenceTransformerEmbedder:
         self.threads = threads
         self.batch_size = batch_size
         self._model: Any = None
+        self._counter: Any = None
         self._lock = threading.Lock()
         self.dim = 0
         self.max_tokens = 0
@@ -35,6 +36,15 @@ class SentenceTransformerEmbedder:
         )
         self.dim = int(get_dim())
         self.max_tokens = int(self._model.max_seq_length)
+        # A tokenizer of its own for counting: ingestion chunks the next documents on other threads
+        # while this one embeds, and sharing the model's (whose truncation setting encode() changes,
+        # hence the model lock) made every count wait for a whole document's embedding.
+        from tokenizers import Tokenizer
+
+        counter = Tokenizer.from_str(self._model.tokenizer.backend_tokenizer.to_str())
+        counter.no_truncation()
+        counter.no_padding()
+        self._counter = counter
 
     @property
     def model(self) -> Any:
@@ -60,12 +70,12 @@ class SentenceTransformerEmbedder:
         return self.embed_documents([text])[0]
 
     def count_tokens(self, text: str) -> int:
-        # Special tokens ([CLS], [SEP]) count against the model's limit too. Under the model lock:
-        # a fast tokenizer whose truncation setting changes under a concurrent encode() raises
-        # "Already borrowed" (ingestion chunks the next document while this one is embedded).
-        model = self.model
-        with self._lock:
-            return len(model.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+        if self._counter is None:
+            self.start()
+        # Special tokens ([CLS], [SEP]) count against the model's limit too. The counter is never
+        # reconfigured after start, so threads may encode with it at once.
+        return len(self._counter.encode(text).ids)
 
     def close(self) -> None:
         self._model = None
+        self._counter = None
