@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, select, update
 
-from appliance.db import collections, documents, groups, now
+from appliance.db import collections, documents, groups, now, sources
 from appliance.domain import (
     EVERYONE,
     LOCAL_ADMIN,
@@ -261,5 +261,8 @@ class CollectionService:
             self.store.drop_collection(name)
         with self.engine.begin() as conn:
             conn.execute(delete(documents).where(documents.c.collection == name))
+            # Its sources go too: a scheduled sync would otherwise create the collection again,
+            # with no row and so no default readers (everyone) and no owners.
+            conn.execute(delete(sources).where(sources.c.collection == name))
             conn.execute(delete(collections).where(collections.c.name == name))
         return described

@@ -93,6 +93,11 @@ def require_role(minimum: str) -> Any:
 def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
     if not principal.is_admin:
         raise Forbidden("this operation needs the admin role")
+    # Admin routes act on the whole appliance (users, keys, quotas, the audit log, every
+    # collection's ledger): a key scoped to some collections must not reach them, or it could,
+    # say, mint an unscoped key for itself.
+    if principal.collections is not None:
+        raise Forbidden("this operation needs an admin key that is not scoped to collections")
     return principal
 
 

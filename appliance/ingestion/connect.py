@@ -122,15 +122,24 @@ def allow_egress(settings: Settings, connector: Any) -> None:
 
 def local_paths(connector: Any) -> list[Path]:
     """The files or folders on this host a connector reads (none for remote sources, uploads)."""
+    from urllib.parse import unquote, urlsplit
+
     match getattr(connector, "kind", ""):
         case "filesystem":
             return [Path(connector.base)]
         case "git" if not connector.remote:
             return [Path(connector.repo)]
+        case "git" if connector.repo.lower().startswith("file:"):
+            # Cloned like a remote, but it reads this host's disk.
+            return [Path(unquote(urlsplit(connector.repo).path)).expanduser().resolve()]
         case "sql":
             url = connector._url
-            if url.drivername.startswith("sqlite") and url.database not in (None, "", ":memory:"):
-                return [Path(url.database).expanduser().resolve()]
+            database = url.database or ""
+            if not url.drivername.startswith("sqlite") or database in ("", ":memory:"):
+                return []
+            if database.startswith("file:"):  # SQLite URI filename (?uri=true): file:/path?mode=ro
+                database = unquote(urlsplit(database).path)
+            return [Path(database).expanduser().resolve()]
     return []
 
 

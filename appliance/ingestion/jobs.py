@@ -274,6 +274,10 @@ class JobManager:
             live.finished.wait(timeout)
         return self.get(job_id)
 
+    def active_for_collection(self, collection: str) -> bool:
+        with self._lock:
+            return any(j.collection == collection and j.status in ACTIVE for j in self._live.values())
+
     def active_for_source(self, source_id: str) -> bool:
         with self._lock:
             return any(j.source_id == source_id and j.status in ACTIVE for j in self._live.values())

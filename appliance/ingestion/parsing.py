@@ -154,7 +154,7 @@ def _worker_main(conn: Connection, spacy_path: str, limits: ParseLimits) -> None
                 _reply(conn, ("error", f"{type(exc).__name__}: {exc}"[:500]))
             continue
         finally:
-            del data
+            del data, message  # both hold the document's bytes; free them before the reply
         try:
             conn.send(("ok", elements))
         except MemoryError:  # pickling happens before anything is written to the pipe

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from appliance.domain import (
+    Conflict,
     Forbidden,
     InvalidRequest,
     NotFound,
@@ -159,6 +160,14 @@ class IngestionJobs:
         """``ingest`` on behalf of a caller, who must curate the collection."""
         name = self._curated(principal, collection)
         return self.ingest(principal.name, specs, name, acl, options, principal=principal)
+
+    def delete_collection(self, principal: Principal, name: str) -> dict[str, Any]:
+        """Delete a collection with its documents and sources; refused (409) while one of its jobs
+        is queued or running, which would write into it again."""
+        self.container.collections.require_curator(principal, name)
+        if self.manager.active_for_collection(name):
+            raise Conflict(f"collection {name!r} has a job queued or running; cancel it or wait")
+        return self.container.collections.delete(name, principal)
 
     def list_jobs(
         self, principal: Principal, limit: int, status: str | None = None, source_id: str | None = None

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -64,11 +65,14 @@ async def abstractive(
     outcome: Outcome,
     user: str | None = None,
 ) -> AsyncIterator[str]:
-    async for delta in pool.chat(messages, params, model=model, user=user):
-        if delta.content:
-            yield delta.content
-        if delta.usage:
-            outcome.usage = delta.usage
+    # aclosing, here and by our callers: when the client goes, the generation must close now (the
+    # worker stops, the slot is free), not whenever the garbage collector finalises it.
+    async with contextlib.aclosing(pool.chat(messages, params, model=model, user=user)) as deltas:
+        async for delta in deltas:
+            if delta.content:
+                yield delta.content
+            if delta.usage:
+                outcome.usage = delta.usage
 
 
 _ECHO = re.compile(r"<<<[^>\n]*>{0,3}|^\s*(?:question|sources?|answer)\s*:\s*", re.IGNORECASE | re.MULTILINE)
@@ -140,16 +144,17 @@ async def grounded(
             return [], text
         return [p for p in parts[:-1] if p.strip()], parts[-1]
 
-    async for piece in abstractive(pool, model, messages, params, outcome, user):
-        buffer += piece
-        done, buffer = complete(buffer)
-        for sentence in done:
-            kept = gate.release(sentence.strip())
-            if kept is None:
-                outcome.dropped += 1
-                continue
-            yield ("" if released == 0 else " ") + kept
-            released += 1
+    async with contextlib.aclosing(abstractive(pool, model, messages, params, outcome, user)) as pieces:
+        async for piece in pieces:
+            buffer += piece
+            done, buffer = complete(buffer)
+            for sentence in done:
+                kept = gate.release(sentence.strip())
+                if kept is None:
+                    outcome.dropped += 1
+                    continue
+                yield ("" if released == 0 else " ") + kept
+                released += 1
     if buffer.strip():
         kept = gate.release(buffer.strip())
         if kept is None:

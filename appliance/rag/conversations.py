@@ -301,6 +301,7 @@ def _readable_now(
         ).all()
         readable = {r.id for r in rows if can_read(reader, r.collection, r.acl)}
     out = []
+    withheld = False
     for item, ids in zip(items, docs, strict=True):
         kept = [c for c, d in zip(item["citations"], ids, strict=True) if d in readable]
         dropped = [c for c, d in zip(item["citations"], ids, strict=True) if d not in readable]
@@ -308,5 +309,10 @@ def _readable_now(
             item = {**item, "citations": kept}
             if any(not isinstance(c, dict) or c.get("cited", True) for c in dropped):
                 item["answer"] = WITHHELD
+                withheld = True
         out.append(item)
+    if withheld:
+        # A searched query may have been rewritten from an earlier answer (rag.condense: llm), so
+        # once any answer is withheld, every turn shows the question as asked instead.
+        out = [{**item, "query": item["question"]} if "query" in item else item for item in out]
     return out

@@ -40,6 +40,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "employee2": issue_key(container.keys, container.identity, "emp2").key,
         "scoped_away": issue_key(container.keys, container.identity, "svc", routes=["/nowhere"]).key,
         "curator_in_kb": issue_key(container.keys, container.identity, "cur", collections=["kb"]).key,
+        "admin_in_kb": issue_key(container.keys, container.identity, "admin", collections=["kb"]).key,
     }
     client = TestClient(app, raise_server_exceptions=False)  # no `with`: no lifespan, no models
     try:
@@ -185,6 +186,29 @@ def test_collection_scoped_key_is_checked_on_every_route_naming_one(env: dict[st
     r = c.get("/api/v1/documents", headers=headers)
     assert r.status_code == 200 and r.json()["items"] == []
     assert c.get("/api/v1/collections", headers=headers).json()["items"] == []
+
+
+def test_collection_scoped_admin_key_gets_no_appliance_wide_route(env: dict[str, Any]) -> None:
+    """An admin key scoped to `kb` keeps the admin role inside `kb` only: every admin-only route
+    (users, keys, quotas, audit, ledger checks, feedback, ingest) acts on the whole appliance, and
+    one of them could mint an unscoped key."""
+    c: TestClient = env["client"]
+    headers = {"Authorization": f"Bearer {env['keys']['admin_in_kb']}"}
+    for method, path, body in (
+        ("POST", "/api/v1/keys", {"user": "admin"}),
+        ("GET", "/api/v1/users", None),
+        ("GET", "/api/v1/quotas", None),
+        ("GET", "/api/v1/audit/export", None),
+        ("GET", "/api/v1/audit/verify", None),
+        ("GET", "/api/v1/ingest/verify", None),
+        ("GET", "/api/v1/feedback", None),
+        ("POST", "/api/v1/ingest", {"sources": ["/srv/x"], "collection": "kb"}),
+    ):
+        r = c.request(method, path, json=body, headers=headers)
+        assert r.status_code == 403, (method, path, r.status_code, r.text[:200])
+        assert "not scoped to collections" in r.json()["error"]["message"], (method, path)
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    assert c.get("/api/v1/users", headers=admin).status_code == 200
 
 
 def test_health_is_public(env: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ curate answers 403; so does every curator route for an employee."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -259,6 +260,11 @@ def test_where_a_source_may_point(kb: dict[str, Any]) -> None:
         assert (
             "local_roots" in r.json()["error"]["message"] or "data directory" in r.json()["error"]["message"]
         )
+    # A local repository named as a file:// URL reads this host's disk just the same.
+    repo = kb["root"] / "elsewhere" / "repo"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    r = c.post("/api/v1/sources", json={"spec": f"git+file://{repo}", "collection": "eng-kb"}, headers=pat)
+    assert _code(r) == (403, "forbidden"), r.text
     r = c.post("/api/v1/jobs", json={"sources": [inside], "collection": "eng-kb"}, headers=pat)
     assert r.status_code == 202, r.text
     assert _wait(kb, r.json()["id"])["status"] == "succeeded"
@@ -267,7 +273,12 @@ def test_where_a_source_may_point(kb: dict[str, Any]) -> None:
     assert r.status_code == 202, r.text
     assert _wait(kb, r.json()["id"])["status"] == "succeeded"
     data_dir = kb["root"] / "data"
-    for spec in (str(data_dir), str(data_dir / "audit"), f"sqlite:///{data_dir / 'appliance.db'}#documents"):
+    for spec in (
+        str(data_dir),
+        str(data_dir / "audit"),
+        f"sqlite:///{data_dir / 'appliance.db'}#documents",
+        f"sqlite:///file:{data_dir / 'appliance.db'}?mode=ro&uri=true#documents",
+    ):
         r = c.post("/api/v1/jobs", json={"sources": [spec], "collection": "eng-kb"}, headers=admin)
         assert _code(r) == (403, "forbidden"), (spec, r.text)
         assert "data directory" in r.json()["error"]["message"]

@@ -43,8 +43,13 @@ def test_refused_and_oversized_files_fail_with_reasons_and_are_never_read(tmp_pa
         }
         assert all(f["uri"].startswith(src.as_uri()) for f in report["failed"]), "reported inside the root"
         assert report["added"] == 1
-        [doc] = container.ledger.list("limits")
-        assert doc.uri.endswith("/good.md") and doc.status == "indexed"
+        # The oversized file has a failed row with its reason (the documents list shows it);
+        # refused entries were never documents.
+        rows = {Path(r.uri).name: r for r in container.ledger.list("limits")}
+        assert set(rows) == {"good.md", "huge.txt"}
+        assert rows["good.md"].status == "indexed"
+        assert (rows["huge.txt"].status, rows["huge.txt"].error) == ("failed", failed["huge.txt"])
+        assert rows["huge.txt"].chunk_ids == []
 
         # The next sync reports them again and deletes nothing.
         again = ingest_local(container, [str(src)], "limits", [], {}, quiet=True)

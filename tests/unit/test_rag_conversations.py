@@ -96,3 +96,42 @@ def test_feedback_only_on_your_own_answers_and_listed_with_the_answer(store: Con
     assert listed.total == 2 and len(listed.items) == 1
     downs = store.list_feedback(rating="down").items
     assert len(downs) == 1 and downs[0]["answer"] == "Ingrid Solberg [1]." and downs[0]["support"] == 0.9
+
+
+def test_a_withheld_answer_takes_the_rewritten_queries_with_it(tmp_path: Path) -> None:
+    """With `rag.condense: llm` a follow-up's searched query is rewritten from earlier answers, so
+    once an answer is withheld (its document is no longer readable), no turn shows its query."""
+    from appliance.domain import Principal
+    from appliance.ingestion.state import DocumentRecord, Ledger
+
+    engine = make_engine(tmp_path / "m.db")
+    store = ConversationStore(engine)
+    secret = DocumentRecord(
+        "doc-fin",
+        "default",
+        "s",
+        "/fin.md",
+        "Finance",
+        "v",
+        "h",
+        ["group:finance"],
+        ["c1"],
+        None,
+        "indexed",
+        None,
+    )
+    Ledger(engine).commit_write(secret)
+    conv = store.create("erin")
+    first = answer(conv["id"], "What is the finance codename?", "It is FINCANARY7731 [1].")
+    first["citations"] = [{"index": 1, "uri": "/fin.md", "document_id": "doc-fin", "cited": True}]
+    follow = answer(conv["id"], "When does it launch?")
+    follow["query"] = "When does FINCANARY7731 launch?"
+    follow["citations"] = []
+    store.record("erin", first)
+    store.record("erin", follow)
+    inside = Principal("erin", "employee", ("finance",))
+    outside = Principal("erin", "employee", ())
+    assert "FINCANARY7731" in str(store.turns(conv["id"], "erin", reader=inside).items)
+    items = store.turns(conv["id"], "erin", reader=outside).items
+    assert "FINCANARY7731" not in str(items)
+    assert [t["query"] for t in items] == [t["question"] for t in items]

@@ -65,9 +65,9 @@ def update_collection(name: str, req: CollectionUpdate, container: ContainerDep,
 @router.delete(
     "/{name}",
     status_code=204,
-    summary="Curator: delete a collection you curate: its shard directory and its ledger rows",
-    responses=error_responses(400, 403, 404),
+    summary="Curator: delete a collection you curate: its shard directory, ledger rows and sources",
+    responses=error_responses(400, 403, 404, 409),
 )
 async def delete_collection(name: str, container: ContainerDep, principal: CuratorDep) -> Response:
-    await asyncio.to_thread(container.collections.delete, name, principal)
+    await asyncio.to_thread(container.jobs.delete_collection, principal, name)
     return Response(status_code=204)

@@ -51,7 +51,7 @@ async def search(req: SearchRequest, container: ContainerDep, principal: Princip
 async def ingest(req: IngestRequest, container: ContainerDep, principal: AdminDep) -> Any:
     # Through the job queue, so this never writes beside a running job; the caller waits for it.
     job = await asyncio.to_thread(
-        container.jobs.ingest, principal.name, req.sources, req.collection, req.allow, req.options
+        container.jobs.start_job, principal, req.sources, req.collection, req.allow, req.options
     )
     done = await asyncio.to_thread(container.jobs.manager.wait, job.id)
     if done["status"] != "succeeded":

@@ -111,6 +111,8 @@ class WorkerProcess:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)  # its own group: start_new_session
                 proc.wait(timeout=10)
+            if proc is not None and proc.stdout is not None:
+                proc.stdout.close()  # the next start makes a new pipe; this one would leak
 
     def stop(self) -> None:
         with self._lock:
