@@ -1,7 +1,7 @@
 """Retrieval quality and the search surface on the labelled set (tests/fixtures/kb), end to end:
 real parsing, real chunking, the real ONNX embedder and the Edge shard.
 
-Measured on this set (39 questions, 18 documents, k=5): dense hit@1 0.90, BM25 0.97, hybrid 0.92,
+Measured on this set (39 questions, 18 documents, k=5): dense hit@1 0.90, BM25 0.97, hybrid 0.90 (torch fp32 embeddings),
 hit@5 1.00 for all three. The thresholds below sit a few questions under that, so a regression
 in tokenisation, fusion or filtering fails them while embedder noise does not.
 """
