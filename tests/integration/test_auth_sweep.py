@@ -322,3 +322,30 @@ def test_audit_export_over_rest_verifies(env: dict[str, Any], tmp_path: Path) ->
     out.write_text(r.text)
     result = verify_file(out, require_trailer=True)
     assert result.ok and result.records >= 3
+
+
+def test_every_admin_list_is_paginated(env: dict[str, Any]) -> None:
+    c: TestClient = env["client"]
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    for name in ("g1", "g2", "g3"):
+        c.post("/api/v1/groups", json={"name": f"page-{name}"}, headers=admin)
+    c.put("/api/v1/quotas", json={"subject": "user:emp", "tokens_per_day": 1000}, headers=admin)
+    c.put("/api/v1/quotas", json={"subject": "user:emp2", "tokens_per_day": 1000}, headers=admin)
+    for path, key in (
+        ("/api/v1/users", "data"),
+        ("/api/v1/groups", "data"),
+        ("/api/v1/keys", "data"),
+        ("/api/v1/quotas", "data"),
+        ("/api/v1/sources", "items"),
+        ("/api/v1/jobs", "items"),
+        ("/api/v1/documents", "items"),
+        ("/api/v1/collections", "items"),
+    ):
+        whole = c.get(path, params={"limit": 200}, headers=admin)
+        assert whole.status_code == 200, (path, whole.text)
+        body = whole.json()
+        assert body["total"] == len(body[key]) and (body["limit"], body["offset"]) == (200, 0), path
+        if body["total"] >= 2:
+            second = c.get(path, params={"limit": 1, "offset": 1}, headers=admin).json()
+            assert second[key] == body[key][1:2] and second["total"] == body["total"], path
+        assert c.get(path, params={"limit": 0}, headers=admin).status_code == 422, path

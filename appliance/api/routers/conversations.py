@@ -4,12 +4,12 @@ filtered by what the caller may read now, not by what they could read when they 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Response
 
 from appliance.api.deps import AdminDep, ContainerDep, PrincipalDep
-from appliance.api.schemas.common import COMMON_ERRORS, PageOf, error_responses
+from appliance.api.schemas.common import COMMON_ERRORS, Limit, Offset, PageOf, error_responses
 from appliance.api.schemas.conversations import (
     Conversation,
     ConversationCreate,
@@ -21,8 +21,6 @@ from appliance.api.schemas.conversations import (
 
 router = APIRouter(prefix="/api/v1", tags=["conversations"], responses=COMMON_ERRORS)
 
-Limit = Annotated[int, Query(ge=1, le=200, description="Page size.")]
-Offset = Annotated[int, Query(ge=0, description="Items to skip.")]
 NOT_FOUND = error_responses(404)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from appliance.api.deps import AdminDep, ContainerDep, PrincipalDep
+from appliance.api.schemas.common import Limit, Offset, page
 from appliance.api.schemas.identity import (
     Group,
     GroupCreate,
@@ -35,8 +36,9 @@ router = APIRouter(prefix="/api/v1", tags=["identity"])
 
 
 @router.get("/users", response_model=UserList, summary="List users")
-def list_users(container: ContainerDep, _: AdminDep) -> Any:
-    return UserList(data=container.identity.list_users())
+def list_users(container: ContainerDep, _: AdminDep, limit: Limit = 100, offset: Offset = 0) -> Any:
+    got = page(container.identity.list_users(), limit, offset)
+    return UserList(data=got.pop("page"), **got)
 
 
 @router.post("/users", response_model=User, status_code=201, summary="Create a user")
@@ -102,8 +104,9 @@ def disable_user(name: str, container: ContainerDep, _: AdminDep) -> Any:
 
 
 @router.get("/groups", response_model=GroupList, summary="List groups")
-def list_groups(container: ContainerDep, _: AdminDep) -> Any:
-    return GroupList(data=container.identity.list_groups())
+def list_groups(container: ContainerDep, _: AdminDep, limit: Limit = 100, offset: Offset = 0) -> Any:
+    got = page(container.identity.list_groups(), limit, offset)
+    return GroupList(data=got.pop("page"), **got)
 
 
 @router.post("/groups", response_model=Group, status_code=201, summary="Create a group")
@@ -137,8 +140,11 @@ def remove_member(name: str, kind: str, member: str, container: ContainerDep, _:
 
 
 @router.get("/keys", response_model=KeyList, summary="API keys (admins: all; others: their own)")
-def list_keys(container: ContainerDep, principal: PrincipalDep) -> Any:
-    return KeyList(data=container.keys.list(None if principal.is_admin else principal.name))
+def list_keys(
+    container: ContainerDep, principal: PrincipalDep, limit: Limit = 100, offset: Offset = 0
+) -> Any:
+    got = page(container.keys.list(None if principal.is_admin else principal.name), limit, offset)
+    return KeyList(data=got.pop("page"), **got)
 
 
 @router.post("/keys", response_model=IssuedKey, status_code=201, summary="Create an API key (shown once)")

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Query, UploadFile
 
 from appliance.api.deps import AdminDep, ContainerDep, CuratorDep, PrincipalDep
-from appliance.api.schemas.common import COMMON_ERRORS, error_responses
+from appliance.api.schemas.common import COMMON_ERRORS, Limit, Offset, error_responses, page
 from appliance.api.schemas.ingestion import (
     Document,
     DocumentList,
@@ -26,6 +26,7 @@ from appliance.api.schemas.ingestion import (
 )
 
 router = APIRouter(prefix="/api/v1", tags=["ingestion"], responses=COMMON_ERRORS)
+JOB_HISTORY = 10_000  # newest jobs a job list pages through
 # 403: a role that may not curate, or a collection of another group; 404: an id or collection
 # the caller cannot see.
 CURATED = error_responses(400, 403, 404)
@@ -48,11 +49,14 @@ async def start_job(req: JobRequest, container: ContainerDep, principal: Curator
 def list_jobs(
     container: ContainerDep,
     principal: CuratorDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    limit: Limit = 50,
+    offset: Offset = 0,
     status: str | None = None,
     source_id: str | None = None,
 ) -> Any:
-    return {"items": container.jobs.list_jobs(principal, limit, status, source_id)}
+    # Jobs are many over time: the list counts at most JOB_HISTORY of them, newest first.
+    got = page(container.jobs.list_jobs(principal, JOB_HISTORY, status, source_id), limit, offset)
+    return {"items": got.pop("page"), **got}
 
 
 @router.get("/jobs/{job_id}", response_model=Job, summary="A job with its live progress", responses=CURATED)
@@ -88,8 +92,11 @@ async def add_source(req: SourceRequest, container: ContainerDep, principal: Cur
 
 
 @router.get("/sources", response_model=SourceList, summary="Registered sources of the collections you curate")
-def list_sources(container: ContainerDep, principal: CuratorDep) -> Any:
-    return {"items": [s.as_dict() for s in container.jobs.list_sources(principal)]}
+def list_sources(
+    container: ContainerDep, principal: CuratorDep, limit: Limit = 100, offset: Offset = 0
+) -> Any:
+    got = page([s.as_dict() for s in container.jobs.list_sources(principal)], limit, offset)
+    return {"items": got.pop("page"), **got}
 
 
 @router.get("/sources/{source_id}", response_model=Source, summary="One source", responses=CURATED)
@@ -146,8 +153,8 @@ def list_documents(
     container: ContainerDep,
     principal: PrincipalDep,
     collection: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> Any:
     items, total = container.jobs.documents(principal, collection, limit, offset)
     return {"items": items, "total": total, "limit": limit, "offset": offset}

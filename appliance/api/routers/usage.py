@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 
 from appliance.api.deps import AdminDep, ContainerDep, PrincipalDep
+from appliance.api.schemas.common import Limit, Offset, page
 from appliance.api.schemas.usage import Quota, QuotaList, UsageReport
 from appliance.metering import to_csv
 
@@ -39,8 +40,9 @@ def usage_report(
 
 
 @router.get("/quotas", response_model=QuotaList, summary="Quotas per user and group")
-def list_quotas(container: ContainerDep, _: AdminDep) -> Any:
-    return QuotaList(data=container.metering.list_quotas())
+def list_quotas(container: ContainerDep, _: AdminDep, limit: Limit = 100, offset: Offset = 0) -> Any:
+    got = page(container.metering.list_quotas(), limit, offset)
+    return QuotaList(data=got.pop("page"), **got)
 
 
 @router.put("/quotas", response_model=Quota, summary="Set the quota of user:NAME or group:NAME")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+from collections.abc import Sequence
+from typing import Annotated, Any, Generic, TypeVar
 
+from fastapi import Query
 from pydantic import BaseModel, Field
 
 T = TypeVar("T")
@@ -39,6 +41,29 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 COMMON_ERRORS = error_responses(401, 413, 422)
+
+
+Limit = Annotated[int, Query(ge=1, le=500, description="Page size.")]
+Offset = Annotated[int, Query(ge=0, description="Items to skip.")]
+
+
+class Paged(BaseModel):
+    """Where a page sits in its list (``items``/``data`` carry the page itself)."""
+
+    total: int = Field(description="Items in the whole list.")
+    limit: int
+    offset: int
+
+
+def page(items: Sequence[Any], limit: int, offset: int) -> dict[str, Any]:
+    """One page of a list held in memory (users, groups, keys, quotas, sources: bounded by the
+    organisation, not by traffic): the slice plus ``total``, ``limit``, ``offset``."""
+    return {
+        "page": list(items[offset : offset + limit]),
+        "total": len(items),
+        "limit": limit,
+        "offset": offset,
+    }
 
 
 class PageOf(BaseModel, Generic[T]):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from appliance.api.schemas.common import Paged
 from appliance.domain import Role
 
 
@@ -30,7 +31,7 @@ class User(BaseModel):
     created_at: str | None
 
 
-class UserList(BaseModel):
+class UserList(Paged):
     data: list[User]
 
 
@@ -51,7 +52,7 @@ class Group(BaseModel):
     groups: list[str]
 
 
-class GroupList(BaseModel):
+class GroupList(Paged):
     data: list[Group]
 
 
@@ -86,7 +87,7 @@ class IssuedKey(BaseModel):
     expires_at: str | None
 
 
-class KeyList(BaseModel):
+class KeyList(Paged):
     data: list[Key]
 
 

@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from appliance.api.schemas.common import Paged
+
 
 class JobProgress(BaseModel):
     seen: int = Field(description="Items discovered so far.")
@@ -35,7 +37,7 @@ class Job(BaseModel):
     finished_at: str | None
 
 
-class JobList(BaseModel):
+class JobList(Paged):
     items: list[Job]
 
 
@@ -72,7 +74,7 @@ class Source(BaseModel):
     last_job_id: str | None
 
 
-class SourceList(BaseModel):
+class SourceList(Paged):
     items: list[Source]
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from appliance.api.schemas.common import Paged
+
 
 class UsageRow(BaseModel):
     day: str
@@ -24,5 +26,5 @@ class Quota(BaseModel):
     requests_per_minute: int | None = Field(None, ge=1)
 
 
-class QuotaList(BaseModel):
+class QuotaList(Paged):
     data: list[Quota]
