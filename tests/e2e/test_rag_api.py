@@ -316,17 +316,17 @@ def test_collections_create_list_acl_default_and_delete(kb: dict, tmp_path: Path
 
 def test_openapi_documents_every_route_and_its_errors(kb: dict) -> None:
     spec = httpx.get(f"{kb['server'].url}/openapi.json").json()
-    for path, method in [
-        ("/v1/chat/completions", "post"),
-        ("/api/v1/ask", "post"),
-        ("/api/v1/conversations", "get"),
-        ("/api/v1/conversations/{conversation_id}", "patch"),
-        ("/api/v1/feedback", "post"),
-        ("/api/v1/collections", "post"),
-        ("/api/v1/collections/{name}", "delete"),
-    ]:
-        op = spec["paths"][path][method]
-        assert "401" in op["responses"] and "422" in op["responses"], path
-        schema = op["responses"]["401"]["content"]["application/json"]["schema"]["$ref"]
-        assert schema.endswith("/ErrorResponse")
+    checked = 0
+    for path, ops in spec["paths"].items():
+        if path in ("/healthz", "/readyz"):
+            continue
+        for method, op in ops.items():
+            # Every authenticated route says it answers 401, with the JSON error body.
+            assert "401" in op["responses"], (method, path)
+            schema = op["responses"]["401"]["content"]["application/json"]["schema"]["$ref"]
+            assert schema.endswith("/ErrorResponse"), (method, path)
+            if path != "/metrics":
+                assert "422" in op["responses"], (method, path)
+            checked += 1
+    assert checked >= 50, checked  # 55 operations when this was written
     assert "404" in spec["paths"]["/api/v1/conversations/{conversation_id}"]["get"]["responses"]

@@ -9,6 +9,7 @@ import numpy as np
 from fastapi import APIRouter
 
 from appliance.api.deps import ContainerDep, PrincipalDep
+from appliance.api.schemas.common import COMMON_ERRORS, error_responses
 from appliance.api.schemas.embeddings import (
     EmbeddingData,
     EmbeddingRequest,
@@ -17,7 +18,7 @@ from appliance.api.schemas.embeddings import (
 )
 from appliance.domain import InvalidRequest, NotFound
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], responses={**COMMON_ERRORS, **error_responses(400, 404)})
 
 MAX_INPUTS = 2048  # OpenAI's own limit per request
 

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from appliance.api.deps import AdminDep, ContainerDep, PrincipalDep
-from appliance.api.schemas.common import Limit, Offset, page
+from appliance.api.schemas.common import COMMON_ERRORS, Limit, Offset, error_responses, page
 from appliance.api.schemas.identity import (
     Group,
     GroupCreate,
@@ -29,7 +29,9 @@ from appliance.api.schemas.identity import (
 from appliance.domain import Forbidden, NotFound, Principal
 from appliance.security.auth import issue_key
 
-router = APIRouter(prefix="/api/v1", tags=["identity"])
+router = APIRouter(
+    prefix="/api/v1", tags=["identity"], responses={**COMMON_ERRORS, **error_responses(400, 403, 404, 409)}
+)
 
 
 # -- users ---------------------------------------------------------------------------------------

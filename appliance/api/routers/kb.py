@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from appliance.api.deps import AdminDep, ContainerDep, PrincipalDep
+from appliance.api.schemas.common import COMMON_ERRORS, error_responses
 from appliance.api.schemas.kb import (
     AuditVerifyResponse,
     IngestRequest,
@@ -20,7 +21,9 @@ from appliance.audit import audit_query
 from appliance.domain import ApplianceError
 from appliance.rag.pipeline import citation_dicts
 
-router = APIRouter(prefix="/api/v1", tags=["knowledge base"])
+router = APIRouter(
+    prefix="/api/v1", tags=["knowledge base"], responses={**COMMON_ERRORS, **error_responses(400, 403, 404)}
+)
 
 
 @router.post("/search", response_model=SearchResponse, summary="Retrieval only")

@@ -10,8 +10,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from appliance.api.deps import ContainerDep, get_principal, require_admin
+from appliance.api.schemas.common import error_responses
 
-router = APIRouter(tags=["observability"])
+router = APIRouter(tags=["observability"], responses=error_responses(401, 403))
 
 
 @router.get("/metrics", summary="Prometheus metrics (admin key unless observability.metrics_public)")

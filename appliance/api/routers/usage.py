@@ -9,11 +9,13 @@ from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 
 from appliance.api.deps import AdminDep, ContainerDep, PrincipalDep
-from appliance.api.schemas.common import Limit, Offset, page
+from appliance.api.schemas.common import COMMON_ERRORS, Limit, Offset, error_responses, page
 from appliance.api.schemas.usage import Quota, QuotaList, UsageReport
 from appliance.metering import to_csv
 
-router = APIRouter(prefix="/api/v1", tags=["usage and audit"])
+router = APIRouter(
+    prefix="/api/v1", tags=["usage and audit"], responses={**COMMON_ERRORS, **error_responses(400, 403, 404)}
+)
 
 
 @router.get(
