@@ -60,7 +60,8 @@ def delete_quota(subject: str, container: ContainerDep, _: AdminDep) -> None:
 @router.get(
     "/audit/export",
     summary="The audit log as JSON lines with a trailer (verify with `appliance audit verify --file`)",
-    response_class=PlainTextResponse,
+    # Not response_class: that would document the JSON errors as text/plain too.
+    responses={200: {"content": {"application/x-ndjson": {}}, "description": "JSON lines"}},
 )
 async def audit_export(container: ContainerDep, _: AdminDep) -> Any:
     text = await asyncio.to_thread(container.audit.export)
