@@ -225,7 +225,8 @@ class CollectionService:
             page = names[offset : offset + limit]
             return [self._describe(n, rows.get(n), counts.get(n, 0)) for n in page], len(names)
         readable = self._readable(principal)
-        curated = {n for n in names if can_curate(principal, self._owners_of(rows.get(n)), n)}
+        curates = self.curates_any(principal)
+        curated = {n for n in names if curates(n)}
         visible = [n for n in names if n in readable or n in curated]
         totals = self._doc_counts() if curated else {}
         items = []

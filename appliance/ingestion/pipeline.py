@@ -255,7 +255,10 @@ class IngestionService:
             seen.add(document_id(collection, item.uri))  # an indexed copy stays, as for any failure
             failed(item, ApplianceError(item.refused or "refused by its source"))
 
+        unindexed = 0  # chunks written since the last index build
+
         def commit_group() -> None:
+            nonlocal unindexed
             staged = list(group)
             group.clear()
             try:
@@ -266,12 +269,11 @@ class IngestionService:
                 return
             for item, s in staged:
                 succeeded(item, s.outcome, s.n)
-            unindexed[0] += sum(s.n for _, s in staged)
-            if unindexed[0] >= OPTIMIZE_EVERY_CHUNKS:
+            unindexed += sum(s.n for _, s in staged)
+            if unindexed >= OPTIMIZE_EVERY_CHUNKS:
                 self.store.optimize(collection)
-                unindexed[0] = 0
+                unindexed = 0
 
-        unindexed = [0]  # chunks written since the last index build
         try:
             for position, item in enumerate(listed):
                 if cancel is not None and cancel.is_set():
@@ -310,7 +312,7 @@ class IngestionService:
                 if rec.id not in seen:
                     self.remove_document(rec)
                     report.deleted += 1
-        if unindexed[0] or report.deleted:
+        if unindexed or report.deleted:
             self.store.optimize(collection)
         report.elapsed_s = time.monotonic() - started
         return report
