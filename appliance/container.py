@@ -111,7 +111,7 @@ class Container:
                 from appliance.embeddings.sentence_transformers import SentenceTransformerEmbedder
 
                 embedder: Any = SentenceTransformerEmbedder(
-                    entry.name, entry.path, cfg.threads, cfg.batch_size
+                    entry.name, entry.path, cfg.threads, cfg.batch_size, cfg.dtype
                 )
             case "onnx":
                 from appliance.embeddings.onnx import OnnxEmbedder
@@ -190,6 +190,7 @@ class Container:
             max_text_bytes=int(cfg.max_text_mb * 2**20),
             archive=ArchiveLimits(int(cfg.max_archive_mb * 2**20), cfg.max_archive_entries),
             ocr=OcrOptions(cfg.ocr, cfg.ocr_languages, cfg.ocr_dpi),
+            nice=cfg.parse_nice,
         )
         pool = ParserPool(resolve_spacy(self.settings.models.spacy).path, limits, cfg.parse_workers)
         self._closers.append(pool.close)

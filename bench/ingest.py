@@ -4,8 +4,10 @@ Ours: the appliance's pipeline (libmagic, warm parser processes, structure-aware
 ledger, Qdrant Edge shard with BM25 index). Baseline, LangChain defaults: langchain-community's
 UnstructuredFileLoader (unstructured in process, the same "fast" PDF strategy), the
 RecursiveCharacterTextSplitter (1000/200 characters), HuggingFaceEmbeddings over the SAME local
-all-MiniLM-L6-v2 folder, and an InMemoryVectorStore. Both start warm (models loaded, parser
-started); the corpus is generated, a few MB at most.
+all-MiniLM-L6-v2 folder (float32, torch on every core), and an InMemoryVectorStore; unstructured
+loads spaCy as it does by itself. Both start warm (models loaded, parser started); the corpus is
+generated, a few MB at most. The two run in turn ``--repeat`` times (3); the ratio quoted is the
+median of the pairs' ratios, the per-format rates the median of the runs.
 
 Also measured: a re-sync after 10% of the files changed (the baseline has no ledger, so it must
 run again in full).
@@ -21,6 +23,7 @@ import io
 import json
 import random
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -159,10 +162,8 @@ def size_mb(folder: Path) -> float:
 # --- ours ---------------------------------------------------------------------------------------
 
 
-def run_ours(corpus: dict[str, Path], data_dir: Path) -> tuple[dict[str, dict[str, float]], Any]:
-    import connectors
+def start_ours(data_dir: Path) -> tuple[Any, float]:
     from appliance.container import Container
-    from appliance.ingestion.jobs import run_ingest
     from appliance.settings import load_settings
 
     container = Container(load_settings(data_dir=data_dir))
@@ -170,27 +171,32 @@ def run_ours(corpus: dict[str, Path], data_dir: Path) -> tuple[dict[str, dict[st
     t = time.perf_counter()
     container.embedder.start()
     container.parser.start()
-    startup = time.perf_counter() - t
+    return container, time.perf_counter() - t
+
+
+def run_ours(container: Any, corpus: dict[str, Path], collection: str) -> dict[str, dict[str, float]]:
+    import connectors
+    from appliance.ingestion.jobs import run_ingest
+
     results = {}
     for fmt, folder in corpus.items():
         connector = connectors.for_source(str(folder), extensions=container.settings.ingestion.extensions)
         t = time.perf_counter()
-        summary = run_ingest(container, [connector], "bench", [], "bench")
+        summary = run_ingest(container, [connector], collection, [], "bench")
         elapsed = time.perf_counter() - t
         assert not summary["failed"], summary["failed"]
         results[fmt] = {"docs": summary["added"], "chunks": summary["chunks"], "seconds": elapsed}
-    results["_startup_s"] = {"seconds": startup}
-    return results, container
+    return results
 
 
-def resync_ours(container: Any, corpus: dict[str, Path], changed: list[Path]) -> float:
+def resync_ours(container: Any, corpus: dict[str, Path], collection: str) -> float:
     import connectors
     from appliance.ingestion.jobs import run_ingest
 
     t = time.perf_counter()
     for folder in corpus.values():
         connector = connectors.for_source(str(folder), extensions=container.settings.ingestion.extensions)
-        summary = run_ingest(container, [connector], "bench", [], "bench")
+        summary = run_ingest(container, [connector], collection, [], "bench")
         assert not summary["failed"]
     return time.perf_counter() - t
 
@@ -204,8 +210,12 @@ def baseline_setup(container: Any) -> tuple[Any, Any]:
     from appliance.ingestion.parsing import _use_local_spacy
     from appliance.models import resolve_spacy
 
-    # unstructured in this process would otherwise try to download its spaCy model
-    _use_local_spacy(str(resolve_spacy(container.settings.models.spacy).path))
+    # unstructured in this process would otherwise try to download its spaCy model; it gets the
+    # pipeline unstructured itself would load (the dependency parser for sentences).
+    _use_local_spacy(str(resolve_spacy(container.settings.models.spacy).path), senter=False)
+    import torch
+
+    torch.set_num_threads(2)  # LangChain's defaults: torch on every core, whatever ours used
     embeddings = HuggingFaceEmbeddings(
         model_name=str(container.embedder.path), model_kwargs={"device": "cpu", "local_files_only": True}
     )
@@ -233,9 +243,18 @@ def run_baseline(corpus: dict[str, Path], embeddings: Any, splitter: Any) -> dic
     return results
 
 
+def median_runs(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per format: the documents and chunks of the first run, the median seconds of all."""
+    return {
+        fmt: {**runs[0][fmt], "seconds": statistics.median(r[fmt]["seconds"] for r in runs)}
+        for fmt in runs[0]
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--docs", type=int, default=6, help="documents per format")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each side, alternating")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ingest.json")
     args = parser.parse_args()
     prepare_offline_env()
@@ -247,9 +266,19 @@ def main() -> None:
     try:
         corpus = make_corpus(work / "corpus", args.docs)
         sizes = {fmt: size_mb(folder) for fmt, folder in corpus.items()}
-        ours, container = run_ours(corpus, work / "data")
+        container, startup = start_ours(work / "data")
         embeddings, splitter = baseline_setup(container)
-        base = run_baseline(corpus, embeddings, splitter)
+        # Ours and the baseline in turn, each repeat into a fresh collection: this machine's speed
+        # drifts by 20% within minutes, so the ratio is taken pair by pair and the median quoted.
+        ours_runs, base_runs = [], []
+        for r in range(args.repeat):
+            ours_runs.append(run_ours(container, corpus, f"bench{r}"))
+            base_runs.append(run_baseline(corpus, embeddings, splitter))
+        pair_ratios = [
+            sum(b[f]["seconds"] for f in corpus) / sum(o[f]["seconds"] for f in corpus)
+            for o, b in zip(ours_runs, base_runs, strict=True)
+        ]
+        ours, base = median_runs(ours_runs), median_runs(base_runs)
 
         rng = random.Random(3)
         files = sorted(
@@ -258,7 +287,7 @@ def main() -> None:
         changed = rng.sample(files, max(1, len(files) // 10))
         for p in changed:
             p.write_text(p.read_text() + f"\n\nAppendix: {sentence(rng)}\n")
-        resync = resync_ours(container, corpus, changed)
+        resync = resync_ours(container, corpus, f"bench{args.repeat - 1}")
         container.close()
         t = time.perf_counter()
         run_baseline(corpus, embeddings, splitter)
@@ -310,17 +339,18 @@ def main() -> None:
         "baseline_chunks": tot["base"][1],
         "ours_s": tot["ours"][2],
         "baseline_s": tot["base"][2],
-        "ours_startup_s": ours["_startup_s"]["seconds"],
+        "ours_startup_s": startup,
         "resync_10pct_ours_s": resync,
         "resync_10pct_baseline_s": base_resync,
     }
-    total["ratio"] = total["ours_docs_s"] / total["baseline_docs_s"]
+    total["ratio"] = statistics.median(pair_ratios)
+    total["ratio_runs"] = [round(x, 3) for x in pair_ratios]
     total["resync_ratio"] = base_resync / resync
     print(
         f"all     {'':6} | {total['ours_docs_s']:11.2f} {'':9} {'':6} | {total['baseline_docs_s']:11.2f} {'':9} {'':6} | {total['ratio']:5.2f}"
     )
     print(
-        f"full ingest: ours {total['ours_s']:.1f} s ({total['ours_chunks']} chunks), baseline {total['baseline_s']:.1f} s ({total['baseline_chunks']} chunks): {total['ratio']:.2f}x"
+        f"full ingest (median of {len(pair_ratios)}): ours {total['ours_s']:.1f} s ({total['ours_chunks']} chunks), baseline {total['baseline_s']:.1f} s ({total['baseline_chunks']} chunks): {total['ratio']:.2f}x (pairs: {', '.join(f'{x:.2f}' for x in pair_ratios)})"
     )
     print(
         f"re-sync after 10% changed: ours {resync:.1f} s, baseline (no ledger: everything again) {base_resync:.1f} s: {total['resync_ratio']:.1f}x"

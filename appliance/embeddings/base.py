@@ -21,8 +21,9 @@ class Embedder(Protocol):
 
     def start(self) -> None: ...
 
-    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
-        """Shape (len(texts), dim), float32, L2-normalised."""
+    def embed_documents(self, texts: Sequence[str], threads: int | None = None) -> np.ndarray:
+        """Shape (len(texts), dim), float32, L2-normalised. ``threads``: CPU threads for this call
+        (ingestion passes fewer while parser processes hold the other cores); None: the default."""
         ...
 
     def embed_query(self, text: str) -> np.ndarray:

@@ -365,7 +365,8 @@ class OnnxEmbedder:
             pooled = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
         return pooled
 
-    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+    def embed_documents(self, texts: Sequence[str], threads: int | None = None) -> np.ndarray:
+        # ``threads`` is a hint for torch; an onnxruntime session keeps the count it was built with.
         if self._session is None:
             self.start()
         if not texts:

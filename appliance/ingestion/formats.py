@@ -215,7 +215,10 @@ def partition(data: bytes, kind: str, filename: str, ocr: OcrOptions) -> Iterato
     """``unstructured`` elements for one document of a known kind, in document order. OCR output
     comes page by page (frame by frame), each page only when the one before has been taken."""
     f = io.BytesIO(data)
-    common: dict[str, Any] = {"metadata_filename": filename}
+    # languages=[""]: no language detection. unstructured would run langdetect over the whole
+    # text (a quarter of the parse time of a plain document) only to fill metadata.languages,
+    # which nothing here reads; chunking handles CJK by its own rules.
+    common: dict[str, Any] = {"metadata_filename": filename, "languages": [""]}
     match kind:
         case "pdf":
             return _pdf(data, filename, ocr)
@@ -326,7 +329,7 @@ def _ocr_elements(image: Any, filename: str, page: int, ocr: OcrOptions) -> list
         return []
     # tesseract separates CJK characters with spaces; they carry no meaning there.
     text = re.sub(r"(?<=[\u3000-\u9fff\uff00-\uffef]) (?=[\u3000-\u9fff\uff00-\uffef])", "", text)
-    elements = list(partition_text(text=text, metadata_filename=filename))
+    elements = list(partition_text(text=text, metadata_filename=filename, languages=[""]))
     for element in elements:
         element.metadata.page_number = page
     return elements

@@ -46,16 +46,24 @@ class ParseLimits:
     max_text_bytes: int = 20 * 2**20
     archive: ArchiveLimits = ArchiveLimits()
     ocr: OcrOptions = OcrOptions()
+    nice: int = 0
 
 
 # --- inside the worker ------------------------------------------------------------------------
 
 
-def _use_local_spacy(spacy_path: str) -> None:
+def _use_local_spacy(spacy_path: str, senter: bool = True) -> None:
     import spacy
     from unstructured.nlp import tokenize
 
+    # unstructured asks spaCy for POS tags and sentences only. With ``senter``, sentences come from
+    # the pipeline's small `senter` instead of its dependency parser: 40% less time per paragraph
+    # here, with the same sentences and tags on the bench corpus. A pipeline without a senter
+    # keeps its parser. ``senter=False`` is unstructured's own choice (the bench's baseline).
     nlp = spacy.load(spacy_path, exclude=list(tokenize._SPACY_EXCLUDE))
+    if senter and "senter" in nlp.disabled and "parser" in nlp.pipe_names:
+        nlp.remove_pipe("parser")
+        nlp.enable_pipe("senter")
 
     def _refuse_download() -> None:
         raise RuntimeError("spaCy model download refused: the appliance runs offline")
@@ -116,6 +124,8 @@ def memory_message(limits: ParseLimits) -> str:
 
 def _worker_main(conn: Connection, spacy_path: str, limits: ParseLimits) -> None:
     os.setpgrp()  # our own group: a kill takes any helper process a parser started, too
+    if limits.nice:
+        os.nice(limits.nice)  # bulk parsing yields the CPU to queries, answers and the embedder
     import resource
 
     cap = limits.memory_mb * 2**20
