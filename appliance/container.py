@@ -354,6 +354,7 @@ class Container:
                 condense=r.condense,
                 candidates=r.candidates,
                 history_turns=r.history_turns,
+                source_tokens=r.source_tokens,
             ),
             self.conversations,
             self.retriever,

@@ -78,8 +78,8 @@ class ModelSettings(Section):
 class EmbeddingSettings(Section):
     backend: Literal["sentence_transformers", "onnx"] = Field(
         "sentence_transformers",
-        description="Embedding backend: `sentence_transformers` (torch; the fastest here: 28 chunks/s "
-        "of 256 tokens on 2 cores against 21 for ONNX fp32 and int8, bench/retrieval.py) or `onnx` "
+        description="Embedding backend: `sentence_transformers` (torch; the fastest here: 40 chunks/s "
+        "of 256 tokens on 2 cores in bfloat16, 19 in float32, against 12 for ONNX, bench/retrieval.py) or `onnx` "
         "(onnxruntime, without torch at run time; the model is exported once from the "
         "sentence-transformers folder into the data dir).",
     )
@@ -309,6 +309,14 @@ class RagSettings(Section):
     )
     candidates: int = Field(
         8, ge=1, description="Chunks retrieved before the relevance threshold, de-duplication and packing."
+    )
+    source_tokens: int = Field(
+        48,
+        ge=0,
+        description="Most model tokens of each source's text in the prompt (abstractive and grounded "
+        "modes): the chunk's sentences that share most words with the question, in their order, "
+        "gaps marked with an ellipsis. Prefill is most of the time to first token on a CPU; 0 puts "
+        "whole chunks in the prompt. Citations always show the whole chunk.",
     )
     history_turns: int = Field(
         3, ge=0, description="Earlier turns of a conversation used to understand a follow-up question."

@@ -143,7 +143,8 @@ def bench_embeddings(data_dir: Path, n: int) -> list[dict]:
     rows = []
     for threads in (1, 2):
         embedders: list[tuple[str, Any]] = [
-            ("torch fp32", SentenceTransformerEmbedder(entry.name, entry.path, threads, 32)),
+            ("torch fp32", SentenceTransformerEmbedder(entry.name, entry.path, threads, 32, "float32")),
+            ("torch bf16", SentenceTransformerEmbedder(entry.name, entry.path, threads, 32, "bfloat16")),
             ("onnx fp32", OnnxEmbedder(entry.name, entry.path, data_dir / "onnx", "none", threads, 32)),
             ("onnx int8", OnnxEmbedder(entry.name, entry.path, data_dir / "onnx", "int8", threads, 32)),
         ]
@@ -154,7 +155,7 @@ def bench_embeddings(data_dir: Path, n: int) -> list[dict]:
             started = time.perf_counter()
             emb.embed_documents(texts)
             elapsed = time.perf_counter() - started
-            variant = getattr(emb, "variant", "") or label.split()[-1]
+            variant = getattr(emb, "variant", "") or getattr(emb, "dtype", "") or label.split()[-1]
             rows.append(
                 {
                     "backend": label,

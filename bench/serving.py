@@ -1,9 +1,11 @@
 """Serving figures: our pool (llama.cpp worker process + OpenAI protocol) against raw
 llama-cpp-python in the same run, and a concurrency sweep with 429 rates.
 
-- TTFT and decode tok/s for a 5-chunk RAG prompt (about 800 prompt tokens), raw vs pool; the
-  ratios are the pool's overhead. Both keep llama.cpp's KV cache between requests, so both reuse
-  the system-prompt prefix; the pool's worker also prefills it at start.
+- TTFT and decode tok/s for the pipeline's prompt for 5 retrieved chunks of ~150 words: each
+  source focused to its `rag.source_tokens` (48) most question-like tokens, as the pipeline does;
+  raw vs pool, the ratios are the pool's overhead. Both keep llama.cpp's KV cache between
+  requests, so both reuse the system-prompt prefix; the pool's worker also prefills it at start.
+  The same with whole chunks (~800 prompt tokens) for comparison.
 - Concurrency 1 -> 16 closed-loop clients against one worker (queue of 8): p50/p95 latency and
   the share of 429s.
 
@@ -32,17 +34,28 @@ TOPICS = ["turbine", "gearbox", "warranty", "maintenance", "blade", "bearing", "
           "safety", "policy", "vacation", "expense", "contract", "supplier", "invoice", "voltage"]  # fmt: skip
 
 
-def rag_messages(rng: random.Random, words_per_chunk: int = 110) -> list[dict[str, str]]:
-    """A prompt shaped like the pipeline's: the fixed system prompt, five numbered sources, a question."""
-    from appliance.rag.prompts import SYSTEM
+def sentence(rng: random.Random) -> str:
+    return " ".join(rng.choice(TOPICS) for _ in range(rng.randint(8, 16))).capitalize() + "."
 
-    blocks = []
+
+def rag_messages(rng: random.Random, source_tokens: int = 0, count: Any = None) -> list[dict[str, str]]:
+    """The pipeline's prompt for five retrieved chunks of ~150 words and a question: the fixed
+    system prompt, the fenced sources (each focused to ``source_tokens`` tokens on the question,
+    as the pipeline does; 0: whole chunks), the question."""
+    from appliance.domain import Chunk, ScoredChunk
+    from appliance.rag.pipeline import focus_sources
+    from appliance.rag.prompts import build_messages
+
+    hits = []
     for i in range(1, 6):
-        text = " ".join(rng.choice(TOPICS) for _ in range(words_per_chunk))
-        blocks.append(f"[{i}] Document {rng.randint(1, 999)}\n<<<\n{text}.\n>>>")
+        text = " ".join(sentence(rng) for _ in range(12))
+        name = f"document-{rng.randint(1, 999)}.pdf"
+        chunk = Chunk(f"c{i}", f"d{i}", "bench", f"file:///{name}", f"Document {i} ({name})", text, 0, page=2)
+        hits.append(ScoredChunk(chunk, 1.0 / i))
     question = f"What does the policy say about the {rng.choice(TOPICS)}?"
-    user = "Sources:\n" + "\n\n".join(blocks) + f"\n\nQuestion: {question}"
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+    if source_tokens:
+        hits = focus_sources(question, hits, source_tokens, count)
+    return build_messages(question, hits)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -143,7 +156,9 @@ def paired(raw: Raw, pool: Any, prompts: list[list[dict[str, str]]], args: Any) 
     return out
 
 
-async def sweep(pool: Any, rng: random.Random, args: Any) -> list[dict[str, Any]]:
+async def sweep(
+    pool: Any, rng: random.Random, args: Any, source_tokens: int, count: Any
+) -> list[dict[str, Any]]:
     from appliance.domain import Overloaded
     from appliance.inference.base import GenerationParams
 
@@ -155,7 +170,11 @@ async def sweep(pool: Any, rng: random.Random, args: Any) -> list[dict[str, Any]
             done, refused = [], 0
             for _ in range(args.requests_per_client):
                 try:
-                    done.append((await one(pool, rag_messages(rng), params, f"user{i}"))["total_ms"])
+                    done.append(
+                        (await one(pool, rag_messages(rng, source_tokens, count), params, f"user{i}"))[
+                            "total_ms"
+                        ]
+                    )
                 except Overloaded:
                     refused += 1
             return done, refused
@@ -184,6 +203,13 @@ async def sweep(pool: Any, rng: random.Random, args: Any) -> list[dict[str, Any]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=6, help="RAG prompts timed per side")
+    parser.add_argument(
+        "--source-tokens",
+        type=int,
+        default=48,
+        help="tokens of each source in the prompt (rag.source_tokens)",
+    )
+    parser.add_argument("--whole-runs", type=int, default=4, help="prompts of whole chunks, for comparison")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--sweep-tokens", type=int, default=24)
     parser.add_argument("--requests-per-client", type=int, default=2)
@@ -204,19 +230,24 @@ def main() -> None:
 
     entry = resolve_llm("default", "smollm2-135m-instruct")
     rng = random.Random(11)
-    prompts = [rag_messages(rng) for _ in range(args.runs)]
 
     raw = Raw(entry.path, args)
     backend = LlamaCppBackend(
         entry.name, entry.path, args.context, args.threads, args.batch,
         warm_messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": ""}],
     )  # fmt: skip
+    count = backend.count_tokens
+    focused = [rag_messages(rng, args.source_tokens, count) for _ in range(args.runs)]
+    whole = [rag_messages(rng) for _ in range(args.whole_runs)]
     pool = InferencePool([backend], max_queue=args.queue, queue_timeout_s=600)
     pool.start()
     try:
-        pair = paired(raw, pool, prompts, args)
+        print(f"focused sources ({args.source_tokens} tokens each, the pipeline's default):", file=sys.stderr)
+        pair = paired(raw, pool, focused, args)
+        print("whole chunks (rag.source_tokens = 0):", file=sys.stderr)
+        pair_whole = paired(raw, pool, whole, args) if whole else None
         raw.close()
-        rows = asyncio.run(sweep(pool, rng, args))
+        rows = asyncio.run(sweep(pool, rng, args, args.source_tokens, count))
     finally:
         pool.stop()
     raw_side, ours = pair["raw"], pair["pool"]
@@ -231,18 +262,32 @@ def main() -> None:
         "raw": {"ttft_p50_ms": med(raw_side["ttft_ms"]), "decode_tps_p50": med(raw_side["decode_tps"])},
         "pool": {"ttft_p50_ms": med(ours["ttft_ms"]), "decode_tps_p50": med(ours["decode_tps"])},
         "sweep": rows,
+        "source_tokens": args.source_tokens,
     }
+    if pair_whole:
+        result["whole_chunks"] = {
+            "prompt_tokens_median": statistics.median(pair_whole["prompt_tokens"]),
+            "raw": {"ttft_p50_ms": med(pair_whole["raw"]["ttft_ms"])},
+            "pool": {"ttft_p50_ms": med(pair_whole["pool"]["ttft_ms"])},
+        }
     result["pool_over_raw"] = {
         "ttft": round(result["pool"]["ttft_p50_ms"] / result["raw"]["ttft_p50_ms"], 3),
         "decode": round(result["pool"]["decode_tps_p50"] / result["raw"]["decode_tps_p50"], 3),
     }
     print(
-        f"\nRAG prompt: {result['prompt_tokens_median']:.0f} tokens, {args.max_tokens} generated, {args.runs} runs"
+        f"\nRAG prompt, 5 sources of {args.source_tokens} tokens: {result['prompt_tokens_median']:.0f} tokens, "
+        f"{args.max_tokens} generated, {args.runs} runs"
     )
     print(f"{'':22}{'TTFT p50 ms':>14}{'decode tok/s':>14}")
     for side in ("raw", "pool"):
         print(f"{side:22}{result[side]['ttft_p50_ms']:>14}{result[side]['decode_tps_p50']:>14}")
     print(f"{'pool / raw':22}{result['pool_over_raw']['ttft']:>14}{result['pool_over_raw']['decode']:>14}")
+    if pair_whole:
+        w = result["whole_chunks"]
+        print(
+            f"whole chunks ({w['prompt_tokens_median']:.0f} tokens): TTFT p50 raw {w['raw']['ttft_p50_ms']} ms, "
+            f"pool {w['pool']['ttft_p50_ms']} ms"
+        )
     print(
         f"\n{'clients':>8}{'requests':>10}{'ok':>5}{'p50 ms':>10}{'p95 ms':>10}{'429 rate':>10}{'ans/s':>8}"
     )

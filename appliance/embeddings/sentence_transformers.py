@@ -9,6 +9,7 @@ keeps fp32.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from collections.abc import Sequence
@@ -81,9 +82,7 @@ class SentenceTransformerEmbedder:
             counter.no_truncation()
             counter.no_padding()
             self._counter = counter
-            if self.requested_dtype == "bfloat16" or (
-                self.requested_dtype == "auto" and bf16_accelerated()
-            ):
+            if self.requested_dtype == "bfloat16" or (self.requested_dtype == "auto" and bf16_accelerated()):
                 model = self._to_bf16(model)
             self._model = model  # last: a set _model means everything else is ready
 
@@ -91,19 +90,20 @@ class SentenceTransformerEmbedder:
         import torch
 
         reference = self._encode(model, list(_SAMPLE))
-        model.to(torch.bfloat16)
-        candidate = self._encode(model, list(_SAMPLE))
-        self.bf16_min_cosine = float((reference * candidate).sum(axis=1).min())
+        # A copy: casting back from bfloat16 would not give the float32 weights back.
+        candidate = copy.deepcopy(model).to(torch.bfloat16)
+        vectors = self._encode(candidate, list(_SAMPLE))
+        self.bf16_min_cosine = float((reference * vectors).sum(axis=1).min())
         if self.bf16_min_cosine < MIN_BF16_COSINE:
             log.warning(
                 "bfloat16 embeddings disagree with float32 (min cosine %.5f < %s); using float32",
                 self.bf16_min_cosine,
                 MIN_BF16_COSINE,
             )
-            return model.to(torch.float32)
+            return model
         self.dtype = "bfloat16"
         log.info("embedding in bfloat16 (min cosine %.5f against float32)", self.bf16_min_cosine)
-        return model
+        return candidate
 
     def _encode(self, model: Any, texts: list[str]) -> np.ndarray:
         vectors = model.encode(

@@ -10,7 +10,7 @@ deterministic and costs microseconds, so it runs on every answer and on every st
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -214,3 +214,44 @@ def best_sentences(
 
 def format_extract(extracts: Sequence[Extract]) -> str:
     return " ".join(f"{e.sentence.rstrip()} [{e.source}]" for e in extracts)
+
+
+ELISION = " … "
+
+
+def focus(text: str, question: str, budget: int, count: Callable[[str], int]) -> str:
+    """``text`` cut to the sentences that share most words with ``question``, in their own order,
+    within ``budget`` tokens (by ``count``): what a small model needs to read of a source, at a
+    fraction of the prefill. Gaps are marked with an ellipsis. Text already within the budget,
+    or a budget of 0, is returned whole."""
+    if budget <= 0 or count(text) <= budget:
+        return text
+    sentences = split_sentences(text)
+    q_bag = bag(question)
+    # Ties go to the earlier sentence: a chunk's opening usually says what it is about.
+    order = sorted(
+        range(len(sentences)),
+        key=lambda i: (-len(q_bag & bag(sentences[i])), i),
+    )
+    if count(sentences[order[0]]) + 1 > budget:  # the best sentence alone is over: its opening
+        words = sentences[order[0]].split()
+        while len(words) > 1 and count(" ".join(words)) > budget - 1:
+            words = words[: max(1, len(words) * 3 // 4)]
+        return " ".join(words) + ELISION.rstrip()
+    kept: list[int] = []
+    used = 0
+    for i in order:
+        cost = count(sentences[i]) + 1
+        if used + cost > budget:
+            continue
+        kept.append(i)
+        used += cost
+    kept.sort()
+    out = []
+    for position, i in enumerate(kept):
+        if position == 0 and i > 0 or position > 0 and i != kept[position - 1] + 1:
+            out.append(ELISION.strip())
+        out.append(sentences[i])
+    if kept[-1] != len(sentences) - 1:
+        out.append(ELISION.strip())
+    return " ".join(out)

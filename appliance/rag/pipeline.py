@@ -9,7 +9,7 @@ import contextlib
 import hashlib
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -42,6 +42,7 @@ class RagOptions:
     condense: CondenseMode = "heuristic"
     candidates: int = 8
     history_turns: int = 3
+    source_tokens: int = 48
 
 
 @dataclass
@@ -175,6 +176,9 @@ class RagService:
             kept.append(hit)
         return kept
 
+    def focus(self, question: str, hits: list[ScoredChunk], count: Any) -> list[ScoredChunk]:
+        return focus_sources(question, hits, self.options.source_tokens, count)
+
     async def condense(
         self, question: str, history: list[dict[str, str]], model: str | None, user: str | None = None
     ) -> tuple[str, dict[str, int]]:
@@ -228,17 +232,20 @@ class RagService:
         retrieval_ms = (time.perf_counter() - t0) * 1000
         params = params or self.defaults
         prompt_history = history if query == question else []  # a condensed query carries the context
+        shown = hits  # what the model reads of each source: its sentences on the question
         if mode != "extractive":
+            shown = await asyncio.to_thread(self.focus, query, hits, backend.count_tokens)
             # The citations are exactly the sources the model is shown, numbered as in the prompt.
-            hits = await asyncio.to_thread(
+            shown = await asyncio.to_thread(
                 self.pack,
                 query,
-                hits,
+                shown,
                 prompt_history,
                 backend.count_tokens,
                 backend.context_tokens,
                 params.max_tokens,
             )
+            hits = hits[: len(shown)]
         citations = citation_dicts(hits, query)
         parts: list[str] = []
         outcome = answering.Outcome()
@@ -259,7 +266,7 @@ class RagService:
                 stream = _once(await answering.extractive(query, hits, self.embedder))
             else:
                 assert lease is not None
-                messages = build_messages(query, hits, prompt_history)
+                messages = build_messages(query, shown, prompt_history)
                 # The lease stands in for the pool: the generation runs on the reserved slot.
                 if mode == "abstractive":
                     stream = answering.abstractive(
@@ -377,6 +384,18 @@ class RagService:
                 "fallback": result.fallback,
             },
         )
+
+
+def focus_sources(question: str, hits: list[ScoredChunk], budget: int, count: Any) -> list[ScoredChunk]:
+    """Each source cut to its ``budget`` most question-like tokens (whole sentences). Prefill is
+    most of the time to first token on a CPU: five whole 200-token chunks cost ~3.4 s here, five
+    focused ones a fraction of it. Citations keep the whole chunk."""
+    if budget <= 0:
+        return hits
+    return [
+        replace(h, chunk=replace(h.chunk, text=grounding.focus(h.chunk.text, question, budget, count)))
+        for h in hits
+    ]
 
 
 async def _once(text: str) -> AsyncIterator[str]:

@@ -36,7 +36,7 @@ def texts() -> list[str]:
 
 @pytest.fixture(scope="module")
 def reference(model_dir: Path, texts: list[str]) -> np.ndarray:
-    st = SentenceTransformerEmbedder("ref", model_dir, threads=2)
+    st = SentenceTransformerEmbedder("ref", model_dir, threads=2, dtype="float32")
     try:
         return st.embed_documents(texts)
     finally:

@@ -118,3 +118,39 @@ def test_cjk_text_is_compared_by_character_pairs() -> None:
     assert grounding.support("迟到会被罚款一百元。", [source]).score < 0.6
     assert grounding.coverage("公司几点上班？", source) > 0.5
     assert grounding.coverage("What is the capital of Mongolia?", VACATION) == 0.0
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+FOCUS_TEXT = (
+    "The company was founded in 1990 in Lyon. "
+    "Expense reports above 5000 EUR need the approval of a department head. "
+    "Vacation requests go to HR two weeks ahead. "
+    "Turbine blades are inspected every spring by the maintenance crew."
+)
+
+
+def test_focus_keeps_the_question_sentences_in_order_within_the_budget() -> None:
+    from appliance.rag.grounding import focus
+
+    out = focus(
+        FOCUS_TEXT, "When are turbine blades inspected, and who approves expense reports?", 26, _words
+    )
+    assert "Expense reports above 5000 EUR" in out and "Turbine blades are inspected" in out
+    assert out.index("Expense") < out.index("Turbine")  # the chunk's order, not the score's
+    assert "Vacation" not in out and "founded" not in out
+    assert out.startswith("…") and "… Turbine" in out  # gaps are marked
+    assert _words(out.replace("…", "")) <= 26
+
+
+def test_focus_leaves_short_text_whole_and_cuts_one_long_sentence() -> None:
+    from appliance.rag.grounding import focus
+
+    assert focus(FOCUS_TEXT, "anything", 200, _words) == FOCUS_TEXT
+    assert focus(FOCUS_TEXT, "anything", 0, _words) == FOCUS_TEXT
+    long = "Turbine " + "blade " * 60 + "end."
+    out = focus(long + " Other text here.", "turbine blade", 10, _words)
+    assert out.startswith("Turbine blade") and out.endswith("…")
+    assert _words(out) <= 10
