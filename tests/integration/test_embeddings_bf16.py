@@ -10,21 +10,17 @@ import pytest
 
 from appliance.embeddings import sentence_transformers as st
 from appliance.embeddings.sentence_transformers import SentenceTransformerEmbedder, bf16_accelerated
-from appliance.models import resolve_embedding
 
 pytestmark = pytest.mark.slow
 
-KB = Path(__file__).resolve().parents[1] / "fixtures" / "kb"
+@pytest.fixture(scope="module")
+def model_dir(minilm_dir: Path) -> Path:
+    return minilm_dir
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return resolve_embedding("default", "all-minilm-l6-v2", tmp_path_factory.mktemp("models")).path
-
-
-@pytest.fixture(scope="module")
-def texts() -> list[str]:
-    return [p.strip() for f in sorted(KB.iterdir()) for p in f.read_text().split("\n\n") if p.strip()][::2]
+def texts(kb_paragraphs: list[str]) -> list[str]:
+    return kb_paragraphs[::2]
 
 
 def embed(model_dir: Path, dtype: str, texts: list[str]) -> tuple[np.ndarray, SentenceTransformerEmbedder]:

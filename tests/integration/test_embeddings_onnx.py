@@ -16,22 +16,17 @@ import pytest
 
 from appliance.embeddings.onnx import MIN_INT8_COSINE, OnnxEmbedder
 from appliance.embeddings.sentence_transformers import SentenceTransformerEmbedder
-from appliance.models import resolve_embedding
 
 pytestmark = pytest.mark.slow
 
-KB = Path(__file__).resolve().parents[1] / "fixtures" / "kb"
+@pytest.fixture(scope="module")
+def model_dir(minilm_dir: Path) -> Path:
+    return minilm_dir
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return resolve_embedding("default", "all-minilm-l6-v2", tmp_path_factory.mktemp("models")).path
-
-
-@pytest.fixture(scope="module")
-def texts() -> list[str]:
-    paragraphs = [p.strip() for f in sorted(KB.iterdir()) for p in f.read_text().split("\n\n") if p.strip()]
-    return paragraphs[::3] + ["VPN?", "年假", "alpha beta " * 300]  # short, Chinese, and past max_tokens
+def texts(kb_paragraphs: list[str]) -> list[str]:
+    return kb_paragraphs[::3] + ["VPN?", "年假", "alpha beta " * 300]  # short, Chinese, and past max_tokens
 
 
 @pytest.fixture(scope="module")
