@@ -13,10 +13,6 @@ from appliance.embeddings.sentence_transformers import SentenceTransformerEmbedd
 
 pytestmark = pytest.mark.slow
 
-@pytest.fixture(scope="module")
-def model_dir(minilm_dir: Path) -> Path:
-    return minilm_dir
-
 
 @pytest.fixture(scope="module")
 def texts(kb_paragraphs: list[str]) -> list[str]:
@@ -37,9 +33,9 @@ def test_auto_follows_the_cpu() -> None:
     assert not bf16_accelerated(["AVX2", "AVX-512", "AVX-512 VNNI"])
 
 
-def test_bfloat16_vectors_agree_with_float32(model_dir: Path, texts: list[str]) -> None:
-    ref, fp32 = embed(model_dir, "float32", texts)
-    out, bf16 = embed(model_dir, "bfloat16", texts)
+def test_bfloat16_vectors_agree_with_float32(minilm_dir: Path, texts: list[str]) -> None:
+    ref, fp32 = embed(minilm_dir, "float32", texts)
+    out, bf16 = embed(minilm_dir, "bfloat16", texts)
     assert fp32.dtype == "float32" and bf16.dtype == "bfloat16"
     assert bf16.bf16_min_cosine is not None and bf16.bf16_min_cosine >= st.MIN_BF16_COSINE
     assert out.dtype == np.float32 and np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
@@ -51,21 +47,21 @@ def test_bfloat16_vectors_agree_with_float32(model_dir: Path, texts: list[str]) 
 
 
 def test_disagreement_keeps_float32(
-    model_dir: Path, texts: list[str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    minilm_dir: Path, texts: list[str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # No real model disagrees this much; an impossible bar stands in for one that does.
     monkeypatch.setattr(st, "MIN_BF16_COSINE", 1.01)
-    ref, _ = embed(model_dir, "float32", texts[:4])
+    ref, _ = embed(minilm_dir, "float32", texts[:4])
     with caplog.at_level(logging.WARNING, logger=st.__name__):
-        out, emb = embed(model_dir, "bfloat16", texts[:4])
+        out, emb = embed(minilm_dir, "bfloat16", texts[:4])
     assert emb.dtype == "float32" and "disagree" in caplog.text
     assert np.allclose(out, ref, atol=1e-5)
 
 
-def test_threads_per_call_are_restored(model_dir: Path) -> None:
+def test_threads_per_call_are_restored(minilm_dir: Path) -> None:
     import torch
 
-    emb = SentenceTransformerEmbedder("m", model_dir, threads=2, dtype="auto")
+    emb = SentenceTransformerEmbedder("m", minilm_dir, threads=2, dtype="auto")
     try:
         emb.start()
         one = emb.embed_documents(["turbine warranty"], threads=1)

@@ -19,6 +19,7 @@ from appliance.embeddings.sentence_transformers import SentenceTransformerEmbedd
 
 pytestmark = pytest.mark.slow
 
+
 @pytest.fixture(scope="module")
 def model_dir(minilm_dir: Path) -> Path:
     return minilm_dir
