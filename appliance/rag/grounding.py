@@ -216,7 +216,7 @@ def format_extract(extracts: Sequence[Extract]) -> str:
     return " ".join(f"{e.sentence.rstrip()} [{e.source}]" for e in extracts)
 
 
-ELISION = " … "
+ELISION = "…"
 
 
 def focus(text: str, question: str, budget: int, count: Callable[[str], int]) -> str:
@@ -227,31 +227,27 @@ def focus(text: str, question: str, budget: int, count: Callable[[str], int]) ->
     if budget <= 0 or count(text) <= budget:
         return text
     sentences = split_sentences(text)
+    costs = [count(s) + 1 for s in sentences]  # +1: the space that joins it to the next
     q_bag = bag(question)
     # Ties go to the earlier sentence: a chunk's opening usually says what it is about.
-    order = sorted(
-        range(len(sentences)),
-        key=lambda i: (-len(q_bag & bag(sentences[i])), i),
-    )
-    if count(sentences[order[0]]) + 1 > budget:  # the best sentence alone is over: its opening
+    order = sorted(range(len(sentences)), key=lambda i: (-len(q_bag & bag(sentences[i])), i))
+    if costs[order[0]] > budget:  # the best sentence alone is over: its opening words
         words = sentences[order[0]].split()
         while len(words) > 1 and count(" ".join(words)) > budget - 1:
             words = words[: max(1, len(words) * 3 // 4)]
-        return " ".join(words) + ELISION.rstrip()
+        return " ".join(words) + " " + ELISION
     kept: list[int] = []
     used = 0
     for i in order:
-        cost = count(sentences[i]) + 1
-        if used + cost > budget:
-            continue
-        kept.append(i)
-        used += cost
+        if used + costs[i] <= budget:
+            kept.append(i)
+            used += costs[i]
     kept.sort()
     out = []
     for position, i in enumerate(kept):
         if position == 0 and i > 0 or position > 0 and i != kept[position - 1] + 1:
-            out.append(ELISION.strip())
+            out.append(ELISION)
         out.append(sentences[i])
     if kept[-1] != len(sentences) - 1:
-        out.append(ELISION.strip())
+        out.append(ELISION)
     return " ".join(out)

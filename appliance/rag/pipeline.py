@@ -176,9 +176,6 @@ class RagService:
             kept.append(hit)
         return kept
 
-    def focus(self, question: str, hits: list[ScoredChunk], count: Any) -> list[ScoredChunk]:
-        return focus_sources(question, hits, self.options.source_tokens, count)
-
     async def condense(
         self, question: str, history: list[dict[str, str]], model: str | None, user: str | None = None
     ) -> tuple[str, dict[str, int]]:
@@ -234,7 +231,9 @@ class RagService:
         prompt_history = history if query == question else []  # a condensed query carries the context
         shown = hits  # what the model reads of each source: its sentences on the question
         if mode != "extractive":
-            shown = await asyncio.to_thread(self.focus, query, hits, backend.count_tokens)
+            shown = await asyncio.to_thread(
+                focus_sources, query, hits, self.options.source_tokens, backend.count_tokens
+            )
             # The citations are exactly the sources the model is shown, numbered as in the prompt.
             shown = await asyncio.to_thread(
                 self.pack,
