@@ -93,7 +93,16 @@ def collect(settings: Any) -> dict[str, Any]:
     checks["models"] = models
     checks["placement"] = placements
     checks["egress"] = egress_report(settings)
-    checks["ok"] = all(m["ok"] for m in models.values()) and all(p["fits"] for p in placements)
+    if any(p["backend"] == "llamacpp" for p in placements):
+        from appliance.inference.accelerators import cpu_flags
+        from appliance.inference.backends.llamacpp import build_report
+
+        checks["llama_cpp"] = build_report(cpu_flags())
+    checks["ok"] = (
+        all(m["ok"] for m in models.values())
+        and all(p["fits"] for p in placements)
+        and checks.get("llama_cpp", {}).get("ok", True)
+    )
     return checks
 
 
@@ -110,6 +119,10 @@ def human(checks: dict[str, Any]) -> str:
         lines.append(
             f"  {k:28} {'ok  ' if v['ok'] else 'FAIL'} {v.get('error') or v.get('path') or v.get('url')}"
         )
+    if build := checks.get("llama_cpp"):
+        state = "ok  " if build["ok"] else "FAIL"
+        note = build.get("error") or build.get("hint") or "runs on this CPU"
+        lines.append(f"llama.cpp build: {state} {' '.join(build['features']) or '?'}  - {note}")
     e = checks["egress"]
     lines.append(
         f"egress:   {'blocked except loopback' if e['guard'] else 'NOT blocked'}"

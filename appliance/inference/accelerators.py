@@ -284,17 +284,27 @@ def _meminfo_bytes(text: str | None, key: str) -> int | None:
     return None
 
 
-def probe_cpu(read: Reader = read_file, cpu_count: int | None = None) -> ProbeResult:
-    cpuinfo = read("/proc/cpuinfo") or ""
+def _cpuinfo(read: Reader) -> tuple[set[str], str | None]:
+    """The first CPU's feature flags (x86 ``flags``, Arm ``Features``) and model name."""
     flags: set[str] = set()
-    model = platform.processor() or platform.machine()
-    for line in cpuinfo.splitlines():
+    model = None
+    for line in (read("/proc/cpuinfo") or "").splitlines():
         key, _, value = line.partition(":")
         key = key.strip().lower()
         if key in ("flags", "features") and not flags:
             flags = set(value.split())
-        elif key == "model name" and value.strip():
+        elif key == "model name" and value.strip() and model is None:
             model = value.strip()
+    return flags, model
+
+
+def cpu_flags(read: Reader = read_file) -> set[str]:
+    return _cpuinfo(read)[0]
+
+
+def probe_cpu(read: Reader = read_file, cpu_count: int | None = None) -> ProbeResult:
+    flags, name = _cpuinfo(read)
+    model = name or platform.processor() or platform.machine()
     meminfo = read("/proc/meminfo")
     total = _meminfo_bytes(meminfo, "MemTotal") or 0
     available = _meminfo_bytes(meminfo, "MemAvailable")

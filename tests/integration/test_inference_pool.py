@@ -114,6 +114,18 @@ def test_system_prompt_prefix_is_not_prefilled_again(worker: LlamaCppBackend) ->
     assert health["prefix_restores"] == restores + 1 and health["reused_tokens"] >= warm - 8
 
 
+def test_one_thread_calls_llama_cpp(worker: LlamaCppBackend) -> None:
+    """Loading, warming and every answer run on the worker's one llama thread: a second calling
+    thread gives llama.cpp a second OpenMP team, and libgomp then sleeps between tokens instead of
+    spinning (pool decode fell to 0.65x of in-process llama.cpp)."""
+    pool = make_pool(worker)
+    for _ in range(3):
+        asyncio.run(collect(pool))
+    health = worker_health(worker)
+    assert health["served"] >= 3 and health["warm_tokens"] > 10
+    assert health["llama_threads"] == 1
+
+
 async def _drain(stream: Any) -> None:
     async for _ in stream:
         pass

@@ -173,3 +173,54 @@ def test_hf_folder_format_from_its_config(tmp_path: Path, quant: str | None, fmt
     assert entry.context_length == 32768
     assert entry.kv_bytes_per_token == 2 * 32 * 8 * 128 * 2
     assert resolve_llm(str(tmp_path), "m").format == fmt
+
+
+SYSTEM_INFO_AMX = (
+    "CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | BMI2 = 1 | AVX512 = 1 | "
+    "AVX512_VBMI = 1 | AVX512_VNNI = 1 | AVX512_BF16 = 1 | AMX_INT8 = 1 | LLAMAFILE = 1 | OPENMP = 1 | "
+)
+SYSTEM_INFO_AVX2 = (
+    "CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | BMI2 = 1 | OPENMP = 1 | "
+)
+AVX2_FLAGS = {"ssse3", "avx", "avx2", "f16c", "fma", "bmi2"}
+SPR_FLAGS = AVX2_FLAGS | {"avx512f", "avx512vbmi", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_tile"}
+
+
+def test_llama_build_features_from_its_system_info() -> None:
+    from appliance.inference.backends.llamacpp import build_features
+
+    assert build_features(SYSTEM_INFO_AVX2) == [
+        "SSE3",
+        "SSSE3",
+        "AVX",
+        "AVX2",
+        "F16C",
+        "FMA",
+        "BMI2",
+        "OPENMP",
+    ]
+    assert "AMX_INT8" in build_features(SYSTEM_INFO_AMX)
+    assert "AMX_INT8" not in build_features(SYSTEM_INFO_AMX.replace("AMX_INT8 = 1", "AMX_INT8 = 0"))
+
+
+def test_llama_build_for_another_cpu_is_refused_and_an_unused_amx_is_pointed_out() -> None:
+    from appliance.inference.backends.llamacpp import build_features, check_build
+
+    amx, avx2 = build_features(SYSTEM_INFO_AMX), build_features(SYSTEM_INFO_AVX2)
+    assert check_build(amx, SPR_FLAGS) == {"ok": True, "features": amx}
+    wrong = check_build(amx, AVX2_FLAGS)  # an AMX build copied to an older CPU
+    assert not wrong["ok"]
+    assert "AVX512, AVX512_VBMI, AVX512_VNNI, AVX512_BF16, AMX_INT8" in wrong["error"]
+    assert "LLAMA_CPU=avx2" in wrong["error"]
+    slow = check_build(avx2, SPR_FLAGS)  # runs, but leaves AMX unused
+    assert slow["ok"] and "LLAMA_CPU=amx" in slow["hint"]
+    assert "hint" not in check_build(avx2, AVX2_FLAGS)
+    assert check_build(amx, set()) == {"ok": True, "features": amx}  # no cpuinfo: nothing to check
+
+
+def test_llama_build_report_of_the_installed_build_on_this_cpu() -> None:
+    from appliance.inference.backends.llamacpp import build_report
+
+    report = build_report(acc.cpu_flags())
+    assert report["ok"], report
+    assert "AVX2" in report["features"] or not acc.cpu_flags()

@@ -12,8 +12,10 @@ import asyncio
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -51,6 +53,73 @@ def worker_config(
         "gpu_layers": -1 if platform == "mps" else 0,
         "warm_messages": warm_messages or [],
     }
+
+
+# ggml's names for the CPU features a llama.cpp build is compiled for, and the /proc/cpuinfo flag
+# each one needs. A build with one the CPU lacks dies on an illegal instruction.
+GGML_CPU_FLAGS = {
+    "SSSE3": "ssse3",
+    "AVX": "avx",
+    "AVX2": "avx2",
+    "F16C": "f16c",
+    "FMA": "fma",
+    "BMI2": "bmi2",
+    "AVX_VNNI": "avx_vnni",
+    "AVX512": "avx512f",
+    "AVX512_VBMI": "avx512vbmi",
+    "AVX512_VNNI": "avx512_vnni",
+    "AVX512_BF16": "avx512_bf16",
+    "AMX_INT8": "amx_int8",
+}
+
+
+def build_features(system_info: str) -> list[str]:
+    """The features on llama.cpp's system-info line (``CPU : AVX2 = 1 | AMX_INT8 = 1 | ...``)."""
+    return [name for name, value in re.findall(r"([A-Z][A-Z0-9_]*) = (\d+)", system_info) if value == "1"]
+
+
+def check_build(features: list[str], flags: set[str]) -> dict[str, Any]:
+    """Whether this llama.cpp build runs on this CPU, and whether it leaves speed unused (pure).
+    ``flags``: the CPU's /proc/cpuinfo flags (empty where there is none: nothing is checked)."""
+    out: dict[str, Any] = {"ok": True, "features": features}
+    if not flags:
+        return out
+    missing = [f for f in features if f in GGML_CPU_FLAGS and GGML_CPU_FLAGS[f] not in flags]
+    if missing:
+        out |= {
+            "ok": False,
+            "error": f"llama.cpp was built for {', '.join(missing)}, which this CPU lacks: its worker "
+            "would stop on an illegal instruction. Rebuild it: `make install LLAMA_CPU=avx2`",
+        }
+    elif "amx_int8" in flags and "AMX_INT8" not in features:
+        out["hint"] = (
+            "this CPU has AMX-INT8 and the llama.cpp build does not use it: `make install "
+            "LLAMA_CPU=amx` prefills about 4x faster"
+        )
+    return out
+
+
+def build_report(flags: set[str], timeout_s: float = 60.0) -> dict[str, Any]:
+    """``check_build`` for the installed llama-cpp-python. Asked in a child process: loading a
+    build made for another CPU can kill the process that loads it."""
+    code = "import sys, llama_cpp; sys.stdout.write(llama_cpp.llama_print_system_info().decode())"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "features": [], "error": f"loading llama.cpp took over {timeout_s:.0f} s"}
+    if done.returncode < 0:
+        return {
+            "ok": False,
+            "features": [],
+            "error": f"loading llama.cpp died of signal {-done.returncode} (4 is an illegal instruction: "
+            "a build for another CPU; rebuild with `make install LLAMA_CPU=avx2`)",
+        }
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"ok": False, "features": [], "error": f"llama-cpp-python does not load: {last}"}
+    return check_build(build_features(done.stdout), flags)
 
 
 class LlamaCppBackend:

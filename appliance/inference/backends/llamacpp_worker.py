@@ -10,6 +10,12 @@ is down, as in the zero-egress tests — or else on a free loopback port, and pr
 A separate process means a crash (or ``kill -9``) of llama.cpp takes down one replica, not the
 server, and lets several replicas decode in parallel without sharing the GIL.
 
+One thread calls llama.cpp: it loads the model, warms it and runs every generation. llama.cpp
+computes with an OpenMP team per calling thread, and libgomp counts the threads of every team:
+once they outnumber the cores (a second calling thread is enough on 2 cores) it stops spinning
+between parallel regions and puts its threads to sleep, and each token then waits for them to
+wake. From one thread, decode ran at 0.65x of the same model in-process before this.
+
 Prefix caching: llama.cpp keeps the KV cache of the previous prompt and re-evaluates only the
 tokens after the longest common prefix. Our RAG prompts start with the same system prompt, so
 that prefix is never prefilled twice; ``warm_messages`` prefills it at start, before any request.
@@ -28,6 +34,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 # Module level, not inside build_app: FastAPI resolves the string annotations against these globals.
@@ -35,6 +42,8 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 _DONE = object()
+# The one thread that calls llama.cpp (see the module docstring).
+LLAMA_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
 # Generated text is handed to the event loop at most this often (the first piece at once). Per
 # token, the hand-off wakes two event loops in two processes, and on a 2-core box each wake-up
 # preempts one of llama.cpp's compute threads, which then stalls the other at its barrier. 50 ms
@@ -69,6 +78,7 @@ class Engine:
             stop_token_ids=[eos],
         )
         self.lock = threading.Lock()
+        self.callers = {threading.get_ident()}  # threads that called llama.cpp: one (see above)
         self.busy = False
         self.served = 0
         self.cancelled = 0
@@ -93,6 +103,7 @@ class Engine:
         snapshot instead of prefilling it again."""
         tokens, _ = self.prompt(messages)
         with self.lock:
+            self.callers.add(threading.get_ident())
             for _ in self.llm.create_completion(prompt=tokens, max_tokens=1, temperature=0.0, stream=True):
                 pass
             self.warm_tokens = tokens
@@ -110,7 +121,9 @@ class Engine:
         self.reused_tokens = min(live, len(tokens) - 1)
 
     def generate(self, body: dict[str, Any], emit: Any, cancelled: threading.Event) -> None:
-        """Runs on a thread; ``emit`` hands each piece to the event loop."""
+        """Runs on the llama thread; ``emit`` hands each piece to the event loop."""
+        if cancelled.is_set():  # the client left while this waited for the thread
+            return
         tokens, stop = self.prompt(body["messages"])
         extra = body.get("stop") or []
         stop += [extra] if isinstance(extra, str) else list(extra)
@@ -121,6 +134,7 @@ class Engine:
                 f"{self.n_ctx}-token context"
             )
         with self.lock:
+            self.callers.add(threading.get_ident())
             self.busy = True
             try:
                 self._reuse_prefix(tokens)
@@ -208,6 +222,7 @@ def build_app(engine: Engine, token: str) -> Any:
             "prefix_restores": engine.prefix_restores,
             "warm_tokens": len(engine.warm_tokens),
             "gpu_layers": engine.gpu_layers,
+            "llama_threads": len(engine.callers),
         }
 
     @app.get("/v1/models")
@@ -229,7 +244,7 @@ def build_app(engine: Engine, token: str) -> Any:
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
-        worker = loop.run_in_executor(None, produce)
+        worker = loop.run_in_executor(LLAMA_THREAD, produce)
         try:
             while (item := await queue.get()) is not _DONE:
                 yield item
@@ -325,7 +340,7 @@ def main() -> None:
     token = os.environ.pop("APPLIANCE_WORKER_TOKEN")
     import uvicorn
 
-    engine = Engine(cfg)
+    engine = LLAMA_THREAD.submit(Engine, cfg).result()
     if cfg.get("uds"):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with contextlib.suppress(FileNotFoundError):
