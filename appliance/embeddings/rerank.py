@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from appliance.domain import ModelNotFound
+from appliance.embeddings.base import on_torch_thread
 
 
 class CrossEncoderReranker:
@@ -21,6 +22,10 @@ class CrossEncoderReranker:
         self._lock = threading.Lock()
 
     def start(self) -> None:
+        if self._model is None:
+            on_torch_thread(self._start)
+
+    def _start(self) -> None:
         if self._model is not None:
             return
         if not (self.path / "config.json").is_file():
@@ -35,12 +40,12 @@ class CrossEncoderReranker:
         if not passages:
             return np.zeros(0, dtype=np.float32)
         self.start()
-        # torch modules are not safe to call from several threads at once.
-        with self._lock:
-            out = self._model.predict(
-                [(query, p) for p in passages], batch_size=self.batch_size, show_progress_bar=False
-            )
+        out = on_torch_thread(self._predict, [(query, p) for p in passages])
         return np.asarray(out, dtype=np.float32).reshape(len(passages), -1)[:, -1]
+
+    def _predict(self, pairs: list[tuple[str, str]]) -> Any:
+        with self._lock:  # torch modules are not safe to call from several threads at once
+            return self._model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False)
 
     def close(self) -> None:
         self._model = None

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from appliance.embeddings.base import on_torch_thread
+
 log = logging.getLogger(__name__)
 
 MIN_BF16_COSINE = 0.999
@@ -61,6 +63,10 @@ class SentenceTransformerEmbedder:
         self.max_tokens = 0
 
     def start(self) -> None:
+        if self._model is None:
+            on_torch_thread(self._start)
+
+    def _start(self) -> None:
         with self._start_lock:  # two first requests at once load the model once
             if self._model is not None:
                 return
@@ -127,17 +133,20 @@ class SentenceTransformerEmbedder:
     def embed_documents(self, texts: Sequence[str], threads: int | None = None) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        model = self.model
-        # torch modules are not safe to call from several threads at once. torch's thread count
-        # is process-wide: a call that asks for fewer threads gets them back to the default after.
+        return on_torch_thread(self._embed, self.model, list(texts), threads)
+
+    def _embed(self, model: Any, texts: list[str], threads: int | None) -> np.ndarray:
+        # One call at a time (the torch thread runs one; the lock keeps that true for any other
+        # caller). torch's thread count is process-wide: a call that asks for fewer threads gets
+        # them back to the default after.
         with self._lock:
             if threads is None or threads == self.threads:
-                return self._encode(model, list(texts))
+                return self._encode(model, texts)
             import torch
 
             torch.set_num_threads(max(1, threads))
             try:
-                return self._encode(model, list(texts))
+                return self._encode(model, texts)
             finally:
                 torch.set_num_threads(self.threads)
 

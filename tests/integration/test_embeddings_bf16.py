@@ -69,3 +69,28 @@ def test_threads_per_call_are_restored(minilm_dir: Path) -> None:
         assert np.allclose(one, emb.embed_documents(["turbine warranty"]), atol=1e-3)
     finally:
         emb.close()
+
+
+def test_torch_runs_on_one_thread_whoever_embeds(minilm_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API's threads and ingestion's all embed; torch sees one calling thread, so it keeps one
+    OpenMP team (see appliance.embeddings.base)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    seen: set[int] = set()
+    encode = SentenceTransformerEmbedder._encode
+
+    def spy(self: SentenceTransformerEmbedder, model: object, texts: list[str]) -> np.ndarray:
+        seen.add(threading.get_ident())
+        return encode(self, model, texts)
+
+    monkeypatch.setattr(SentenceTransformerEmbedder, "_encode", spy)
+    emb = SentenceTransformerEmbedder("m", minilm_dir, threads=2, dtype="float32")
+    try:
+        with ThreadPoolExecutor(3) as callers:
+            vectors = list(callers.map(emb.embed_query, ["gearbox warranty", "leave policy", "router"] * 2))
+        assert len(seen) == 1 and threading.get_ident() not in seen
+        assert all(v.shape == (emb.dim,) for v in vectors)
+        assert float(vectors[0] @ vectors[3]) > 0.999  # the same text, the same vector
+    finally:
+        emb.close()
