@@ -20,9 +20,11 @@ file from recomputing all hashes; ship exports or checkpoints to a SIEM / WORM s
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -32,6 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from appliance.domain import Principal, ScoredChunk
+
+log = logging.getLogger(__name__)
+# How often a running server applies audit.retention_days (and once when it starts).
+RETENTION_EVERY_S = 3600.0
 
 GENESIS = "0" * 64
 CHECKPOINT = "audit.checkpoint"
@@ -241,6 +247,24 @@ class AuditLog:
                 )
                 self._write_head(self._write(fh, prev, seq, event))
         return {"archived": old, "archive": str(archive), "through_seq": last["seq"]}
+
+
+async def keep_retention(
+    audit: AuditLog,
+    retention_days: int,
+    every_s: float = RETENTION_EVERY_S,
+    now: Callable[[], datetime] | None = None,
+) -> None:
+    """Apply retention now and then every ``every_s`` until cancelled: the server's lifespan runs
+    this, so a server that runs for months archives as it goes, not only when restarted."""
+    while True:
+        try:
+            report = await asyncio.to_thread(audit.rotate, retention_days, now() if now else None)
+            if report["archived"]:
+                log.info("audit retention archived %d records to %s", report["archived"], report["archive"])
+        except Exception:  # noqa: BLE001 - logged; the next round tries again
+            log.exception("audit retention failed; retrying in %.0f s", every_s)
+        await asyncio.sleep(every_s)
 
 
 def audit_admin(container: Any, actor: Principal | str, action: str, target: str, **data: Any) -> None:

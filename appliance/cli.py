@@ -145,8 +145,6 @@ def serve(
     port = port if port is not None else settings.server.port
     container = _local(settings)
     issued = container.keys.bootstrap_admin()
-    if settings.audit.retention_days:
-        container.audit.rotate(settings.audit.retention_days)
     display_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{display_host}:{port}"
     write_server_info(container.data_dir, url, container.keys.add_ephemeral(LOCAL_ADMIN))

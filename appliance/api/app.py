@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -25,6 +26,7 @@ from appliance.api.routers import (
     usage,
 )
 from appliance.api.routers import ingestion as ingestion_routes
+from appliance.audit import keep_retention
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +41,15 @@ def create_app(container: Any, mount_ui: Callable[[FastAPI, Any], Any] | None = 
         container.embedder.start()
         container.pool.start()
         container.jobs.start_scheduler()
+        days = container.settings.audit.retention_days
+        retention = asyncio.create_task(keep_retention(container.audit, days)) if days else None
         container.ready = True
         try:
             yield
         finally:
             container.ready = False
+            if retention:
+                retention.cancel()
             container.close()
 
     app = FastAPI(

@@ -166,3 +166,34 @@ def test_retention_archives_and_keeps_the_chain_verifiable(tmp_path: Path) -> No
     lines = log.path.read_bytes().splitlines(keepends=True)
     log.path.write_bytes(b"".join(lines[1:]))
     assert not log.verify().ok
+
+
+def test_a_running_server_keeps_applying_retention(tmp_path: Path) -> None:
+    """keep_retention (run by the server's lifespan) archives at once and again each round, and
+    the live log stays verifiable throughout."""
+    import asyncio
+
+    from appliance.audit import keep_retention
+
+    log = _make(tmp_path)
+    later = datetime.now(UTC) + timedelta(days=10)
+
+    async def run() -> None:
+        task = asyncio.create_task(keep_retention(log, 1, every_s=0.05, now=lambda: later))
+        archive = log.dir / "archive"
+        for _ in range(100):  # the first round runs at once
+            await asyncio.sleep(0.02)
+            if archive.exists() and any(archive.iterdir()):
+                break
+        first = len(list(archive.iterdir()))
+        await asyncio.to_thread(log.append, AuditEvent("late", "ask", "default", {}))
+        for _ in range(100):  # a later round archives what came since
+            await asyncio.sleep(0.02)
+            if len(list(archive.iterdir())) > first:
+                break
+        task.cancel()
+        assert first == 1 and len(list(archive.iterdir())) > first
+
+    asyncio.run(run())
+    assert log.verify().ok
+    assert all(verify_file(p, require_trailer=True).ok for p in (log.dir / "archive").iterdir())
