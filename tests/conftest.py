@@ -101,11 +101,11 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, data_dir: Path, admin_key: str) -> None:
+    def __init__(self, data_dir: Path, admin_key: str, **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_key = admin_key
-        self.env = base_env(data_dir, APPLIANCE_AUTH__ADMIN_KEY=admin_key)
+        self.env = base_env(data_dir, APPLIANCE_AUTH__ADMIN_KEY=admin_key, **env)
         self.log = data_dir.parent / f"serve-{self.port}.log"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "appliance", "serve", "--port", str(self.port)],

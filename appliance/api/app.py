@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -50,6 +51,8 @@ def create_app(container: Any, mount_ui: Callable[[FastAPI, Any], Any] | None = 
             container.ready = False
             if retention:
                 retention.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await retention
             container.close()
 
     app = FastAPI(

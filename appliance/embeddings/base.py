@@ -13,8 +13,8 @@ T = TypeVar("T")
 
 # torch computes with an OpenMP team per calling thread. Called from several threads (the API's
 # worker threads, ingestion's), the teams outnumber the cores, and libgomp then sleeps between
-# parallel regions instead of spinning: a query embedded in 16-20 ms instead of 12 here. So every
-# torch call in this process (embedder, reranker) runs on this one thread.
+# parallel regions instead of spinning: a query took 16-20 ms from four threads, 12-15 from one.
+# So every torch call in this process (embedder, reranker) runs on this one thread.
 _TORCH_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch")
 _on_torch = threading.local()
 

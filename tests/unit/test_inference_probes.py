@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import platform
+import re
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +185,8 @@ SYSTEM_INFO_AVX2 = (
     "CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | BMI2 = 1 | OPENMP = 1 | "
 )
 AVX2_FLAGS = {"ssse3", "avx", "avx2", "f16c", "fma", "bmi2"}
-SPR_FLAGS = AVX2_FLAGS | {"avx512f", "avx512vbmi", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_tile"}
+SPR_FLAGS = AVX2_FLAGS | {"avx512f", "avx512bw", "avx512vl", "avx512vbmi", "avx512_vnni", "avx512_bf16"}
+SPR_FLAGS |= {"amx_int8", "amx_tile"}
 
 
 def test_llama_build_features_from_its_system_info() -> None:
@@ -218,9 +221,35 @@ def test_llama_build_for_another_cpu_is_refused_and_an_unused_amx_is_pointed_out
     assert check_build(amx, set()) == {"ok": True, "features": amx}  # no cpuinfo: nothing to check
 
 
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 builds only")
 def test_llama_build_report_of_the_installed_build_on_this_cpu() -> None:
     from appliance.inference.backends.llamacpp import build_report
 
     report = build_report(acc.cpu_flags())
     assert report["ok"], report
     assert "AVX2" in report["features"] or not acc.cpu_flags()
+
+
+def test_doctor_and_the_makefile_agree_on_what_the_amx_build_needs() -> None:
+    from appliance.inference.backends.llamacpp import AMX_BUILD_FLAGS
+
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    listed = re.search(r"^LLAMA_AMX_FLAGS := (.+)$", makefile, re.MULTILINE)
+    assert listed and set(listed.group(1).split()) == AMX_BUILD_FLAGS
+
+
+def test_doctor_fails_on_a_llama_build_for_another_cpu(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """doctor's verdict includes the build check, and its text names the problem."""
+    from appliance.commands import doctor
+    from appliance.inference.backends import llamacpp
+
+    wrong = llamacpp.check_build(llamacpp.build_features(SYSTEM_INFO_AMX), AVX2_FLAGS)
+    monkeypatch.setattr(llamacpp, "build_report", lambda flags: wrong)  # an AMX build on an older CPU
+    from appliance.settings import load_settings
+
+    checks = doctor.collect(load_settings(data_dir=tmp_path))
+    assert checks["llama_cpp"] == wrong and checks["ok"] is False
+    text = doctor.human(checks)
+    assert "llama.cpp build: FAIL" in text and "LLAMA_CPU=avx2" in text

@@ -73,6 +73,13 @@ GGML_CPU_FLAGS = {
 }
 
 
+# The CPU flags the Makefile's AMX build of llama.cpp needs (its LLAMA_AMX_FLAGS; a test keeps
+# the two lists equal). Where the CPU has them all, an AVX2 build leaves AMX unused.
+AMX_BUILD_FLAGS = frozenset(
+    {"amx_int8", "amx_tile", "avx512f", "avx512bw", "avx512vl", "avx512vbmi", "avx512_vnni", "avx512_bf16"}
+)
+
+
 def build_features(system_info: str) -> list[str]:
     """The features on llama.cpp's system-info line (``CPU : AVX2 = 1 | AMX_INT8 = 1 | ...``)."""
     return [name for name, value in re.findall(r"([A-Z][A-Z0-9_]*) = (\d+)", system_info) if value == "1"]
@@ -91,7 +98,7 @@ def check_build(features: list[str], flags: set[str]) -> dict[str, Any]:
             "error": f"llama.cpp was built for {', '.join(missing)}, which this CPU lacks: its worker "
             "would stop on an illegal instruction. Rebuild it: `make install LLAMA_CPU=avx2`",
         }
-    elif "amx_int8" in flags and "AMX_INT8" not in features:
+    elif flags >= AMX_BUILD_FLAGS and "AMX_INT8" not in features:
         out["hint"] = (
             "this CPU has AMX-INT8 and the llama.cpp build does not use it: `make install "
             "LLAMA_CPU=amx` prefills about 4x faster"
@@ -118,7 +125,11 @@ def build_report(flags: set[str], timeout_s: float = 60.0) -> dict[str, Any]:
         }
     if done.returncode:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"ok": False, "features": [], "error": f"llama-cpp-python does not load: {last}"}
+        return {
+            "ok": False,
+            "features": [],
+            "error": f"llama-cpp-python does not load ({last}); run `make install`",
+        }
     return check_build(build_features(done.stdout), flags)
 
 
