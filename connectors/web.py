@@ -4,6 +4,14 @@ Every request goes through ``SafeClient`` (address checks after DNS resolution a
 redirect, size and time caps). Discovery has to download pages anyway to find their links, so the
 bodies it read are kept (up to ``CACHE_BYTES``) and ``fetch`` serves them without a second request.
 
+Conditional GET: with a ``cache_dir`` (the appliance gives ``<data_dir>/cache/web``) the connector
+remembers, per page, the validators the server sent (ETag, Last-Modified), the version it listed
+and the page's links. The next crawl asks with If-None-Match / If-Modified-Since; a 304 lists the
+page under its remembered version (the pipeline then skips it as unchanged) and follows its
+remembered links, so an unchanged site is re-crawled without downloading its pages. Remembering
+is only an optimisation: the ledger still decides what to ingest, and ``fetch`` of a page that
+answered 304 (because the ledger lacks that version, e.g. after a crash) downloads it in full.
+
 Failure semantics, chosen so that nothing is deleted by accident: a start URL that can't be fetched
 aborts discovery (an empty result would make the pipeline delete the whole site); a linked page
 that fails (timeout, 5xx, size cap, refused redirect) is still listed, and its ``fetch`` raises the
@@ -13,11 +21,13 @@ reason, so it shows up as failed and keeps its indexed copy; a page that answers
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 import re
 from collections import deque
 from collections.abc import Iterator, Sequence
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 from urllib.robotparser import RobotFileParser
 
@@ -82,6 +92,7 @@ class WebConnector:
         sitemap: bool = True,
         acl: Sequence[str] = (),
         max_file_bytes: int | None = None,
+        cache_dir: str | None = None,
     ) -> None:
         urls = [start_urls] if isinstance(start_urls, str) else list(start_urls)
         if not urls:
@@ -103,6 +114,10 @@ class WebConnector:
         self.acl = tuple(acl)
         self.max_file_bytes = max_file_bytes
         self.root = " ".join(sorted(self.start_urls))
+        key = hashlib.sha256(self.root.encode()).hexdigest()[:24]
+        self.state_path = Path(cache_dir) / f"{key}.json" if cache_dir else None
+        self._known: dict[str, dict[str, object]] = {}  # last crawl's pages (see the docstring)
+        self._seen_pages: dict[str, dict[str, object]] = {}  # this crawl's
         self._cache: dict[str, Response] = {}
         self._cached_bytes = 0
         self._client: SafeClient | None = None
@@ -132,6 +147,11 @@ class WebConnector:
         self._cache.clear()
         self._cached_bytes = 0
         self._robots_down = {}
+        self._known, self._seen_pages = self._load_state(), {}
+        yield from self._crawl()
+        self._save_state()
+
+    def _crawl(self) -> Iterator[SourceItem]:
         robots: dict[str, RobotFileParser | None] = {}
         queue: deque[tuple[str, int]] = deque((u, 0) for u in self.start_urls)
         if self.sitemap:
@@ -156,12 +176,28 @@ class WebConnector:
                 if head := self._head_document(url):
                     yield head
                     continue
-                response = self._get(url)
+                known = self._known.get(url)
+                response = self._get(url, _validators(known))
             except (FetchRefused, FetchFailed) as exc:
                 if url in starts:
                     raise
                 yield self._failed(url, exc)
                 continue
+            if response.status == 304 and known:
+                # Unchanged since the last crawl: its remembered version and links stand in.
+                self._seen_pages[url] = known
+                if depth < self.max_depth:
+                    queue.extend((link, depth + 1) for link in known["links"] if link not in seen)  # type: ignore[union-attr]
+                kind = str(known["content_type"])
+                yield SourceItem(
+                    uri=url,
+                    version=str(known["version"]),
+                    acl=self.acl,
+                    metadata={"filename": _filename(url, kind), "content_type": kind, "depth": depth},
+                )
+                continue
+            if response.status == 304:
+                response = self._get(url)  # a 304 we did not ask for: ask again without validators
             if response.status in (404, 410) and url not in starts:
                 continue  # gone: its indexed copy is deleted
             if response.status >= 400:
@@ -176,16 +212,24 @@ class WebConnector:
                     continue
                 seen.add(final)
             kind = response.content_type or "text/html"
-            if kind in _HTML and depth < self.max_depth:
-                for link in self._links(response):
-                    if link not in seen:
-                        queue.append((link, depth + 1))
+            links = self._links(response) if kind in _HTML else []
+            if depth < self.max_depth:
+                queue.extend((link, depth + 1) for link in links if link not in seen)
             if kind not in DOCUMENT_TYPES:
                 continue
             self._remember(final, response)
+            version = _version(response)
+            if final == url and ("etag" in response.headers or "last-modified" in response.headers):
+                self._seen_pages[url] = {
+                    "etag": response.headers.get("etag"),
+                    "last_modified": response.headers.get("last-modified"),
+                    "version": version,
+                    "content_type": kind,
+                    "links": links,
+                }
             yield SourceItem(
                 uri=final,
-                version=_version(response),
+                version=version,
                 acl=self.acl,
                 metadata={"filename": _filename(final, kind), "content_type": kind, "depth": depth},
             )
@@ -237,8 +281,29 @@ class WebConnector:
                 f"refused {url}: off-site (allowed domains: {', '.join(self.allowed_domains)})"
             )
 
-    def _get(self, url: str) -> Response:
-        return self.client.get(url, hop_check=self._hop)
+    def _get(self, url: str, headers: dict[str, str] | None = None) -> Response:
+        return self.client.get(url, headers=headers, hop_check=self._hop)
+
+    def _load_state(self) -> dict[str, dict[str, object]]:
+        if self.state_path is None:
+            return {}
+        try:
+            data = json.loads(self.state_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:  # unreadable: crawl in full, and rewrite it after
+            log.warning("web source: ignoring %s (%s)", self.state_path, exc)
+            return {}
+        return data.get("pages", {}) if data.get("root") == self.root else {}
+
+    def _save_state(self) -> None:
+        """After a whole crawl: the pages this one saw, so gone pages are forgotten."""
+        if self.state_path is None:
+            return
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"root": self.root, "pages": self._seen_pages}), encoding="utf-8")
+        os.replace(tmp, self.state_path)
 
     def _head_document(self, url: str) -> SourceItem | None:
         """A linked file (PDF, DOCX...) is listed from a HEAD when the server gives a version, so
@@ -347,6 +412,18 @@ class WebConnector:
             if self._on_site(url):
                 links.append(_normalise(url))
         return list(dict.fromkeys(links))
+
+
+def _validators(known: dict[str, object] | None) -> dict[str, str] | None:
+    """The conditional-GET headers for a page seen in the last crawl."""
+    if not known:
+        return None
+    headers = {}
+    if known.get("etag"):
+        headers["If-None-Match"] = str(known["etag"])
+    if known.get("last_modified"):
+        headers["If-Modified-Since"] = str(known["last_modified"])
+    return headers or None
 
 
 def _version(response: Response) -> str:

@@ -37,7 +37,8 @@ def kind_options(settings: Settings, kind: str) -> dict[str, Any]:
                 "allow_hardlinks": cfg.filesystem.allow_hardlinks,
             }
         case "web":
-            return cfg.web.model_dump()
+            cache = settings.data_dir.expanduser().resolve() / "cache" / "web"
+            return {**cfg.web.model_dump(), "cache_dir": str(cache)}
         case "s3":
             secret = cfg.s3.secret_access_key
             return {

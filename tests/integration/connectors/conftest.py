@@ -54,6 +54,7 @@ class Site:
         self.pages: dict[str, Page] = {}
         self.requests: list[str] = []
         self.heads: list[str] = []
+        self.not_modified: list[str] = []  # GETs answered 304 (the client's validators matched)
         site = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -83,6 +84,14 @@ class Site:
                     return
                 if callable(page.body):
                     page.body(self)
+                    return
+                etag, modified = page.headers.get("ETag"), page.headers.get("Last-Modified")
+                if (etag and self.headers.get("If-None-Match") == etag) or (
+                    modified and not etag and self.headers.get("If-Modified-Since") == modified
+                ):
+                    site.not_modified.append(self.path)
+                    self.send_response(304)
+                    self.end_headers()
                     return
                 self.send_response(page.status)
                 for key, value in page.headers.items():

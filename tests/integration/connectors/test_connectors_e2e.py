@@ -85,5 +85,7 @@ def test_ingest_every_kind_then_rerun_is_unchanged(tmp_path: Path, site: Site, s
     assert acl[f"s3://{bucket}/hr/pay.md"] == ["group:finance"], "x-amz-meta-acl reaches the chunks"
     assert acl[f"s3://{bucket}/hr/leave.md"] == ["*"]
 
+    site.not_modified.clear()
     second = cli_json(["ingest", *sources, "--option", "max_depth=1"], env)
     assert (second["added"], second["updated"], second["unchanged"], second["failed"]) == (0, 0, 10, [])
+    assert site.not_modified == ["/parking.html"]  # a conditional GET: its body was not sent again

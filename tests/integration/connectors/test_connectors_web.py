@@ -3,8 +3,10 @@ versions, and refusal of loopback / private / metadata addresses after DNS and o
 
 from __future__ import annotations
 
+import json
 import time
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 
 import pytest
 
@@ -140,6 +142,50 @@ def test_versions_follow_etag_last_modified_or_content(site: Site) -> None:
         assert second[path].version != first[path].version, path  # type: ignore[union-attr]
     third = crawl(site, max_depth=1, sitemap=False)
     assert third["/"].version == second["/"].version  # type: ignore[union-attr]
+
+
+def test_an_unchanged_site_is_recrawled_with_conditional_gets(site: Site, tmp_path: Path) -> None:
+    """Pages the server says are unchanged (304) are listed under their last version and their
+    remembered links are followed, without their bodies being sent again."""
+    u = site.url
+    site.html("/", "Home", "Welcome.", ["/a.html", "/b.html", "/plain.html"], ETag='"h1"')
+    site.html("/a.html", "Vacation", "Employees get 30 vacation days.", ["/deep.html"], ETag='"a1"')
+    site.html("/b.html", "Travel", "Book trains.", **{"Last-Modified": "Mon, 02 Nov 2026 10:00:00 GMT"})
+    site.html("/plain.html", "Plain", "No validators: always downloaded.")
+    site.html("/deep.html", "Deep", "Only linked from a.html.", ETag='"d1"')
+
+    def run() -> dict[str, str]:
+        site.requests.clear()
+        site.not_modified.clear()
+        c = WebConnector(u + "/", allow_private=LOOPBACK, sitemap=False, cache_dir=str(tmp_path))
+        return {item.uri.removeprefix(u): item.version for item in c.discover()}
+
+    first = run()
+    assert set(first) == {"/", "/a.html", "/b.html", "/plain.html", "/deep.html"} and not site.not_modified
+    second = run()
+    assert second == first  # same pages, same versions: the pipeline skips them all
+    assert sorted(site.not_modified) == ["/", "/a.html", "/b.html", "/deep.html"]
+    assert "/deep.html" in second  # reached through the links remembered for a.html
+    site.html("/a.html", "Vacation", "Employees get 31 vacation days.", ["/deep.html"], ETag='"a2"')
+    third = run()
+    assert third["/a.html"] == 'etag:"a2"' != first["/a.html"]
+    assert sorted(site.not_modified) == ["/", "/b.html", "/deep.html"]
+    # A page that answered 304 is still fetched in full when the pipeline asks for it.
+    c = WebConnector(u + "/", allow_private=LOOPBACK, sitemap=False, cache_dir=str(tmp_path))
+    items = {item.uri.removeprefix(u): item for item in c.discover()}
+    assert b"Welcome." in c.fetch(items["/"])
+
+
+def test_a_broken_state_file_means_a_full_crawl(site: Site, tmp_path: Path) -> None:
+    site.html("/", "Home", "Welcome.", ETag='"h1"')
+    c = WebConnector(site.url + "/", allow_private=LOOPBACK, sitemap=False, cache_dir=str(tmp_path))
+    list(c.discover())
+    assert c.state_path is not None and c.state_path.exists()
+    c.state_path.write_text("{not json")
+    site.not_modified.clear()
+    assert [i.version for i in c.discover()] == ['etag:"h1"'] and not site.not_modified
+    pages = json.loads(c.state_path.read_text())["pages"]  # rewritten after the crawl
+    assert [p["etag"] for p in pages.values()] == ['"h1"']
 
 
 def test_start_url_on_loopback_is_refused_without_the_allow_list(site: Site) -> None:
