@@ -13,9 +13,11 @@ shard costs ~0.3 s), and the next documents are parsed while the current one is 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -154,6 +156,8 @@ OPTIMIZE_EVERY_CHUNKS = 10_000
 # in one call, and the chunk count one call takes from the documents already waiting.
 EMBED_AHEAD_DOCS = 3
 EMBED_BATCH_CHUNKS = 64
+# Chunks whose vectors are kept for identical documents later in a run (~1.5 KiB each at 384-d).
+RECENT_VECTOR_CHUNKS = 4096
 
 
 class IngestionService:
@@ -172,6 +176,12 @@ class IngestionService:
         self.parser = parser
         self.chunk_tokens = chunk_tokens
         self.overlap_tokens = overlap_tokens
+        # Vectors of documents embedded lately, by content (with the document they came from): an
+        # identical document at another URI met before its twin is committed (the same file twice
+        # in one run) is not embedded twice.
+        self._recent: OrderedDict[str, tuple[str, np.ndarray]] = OrderedDict()
+        self._recent_chunks = 0
+        self._recent_lock = threading.Lock()
 
     def ingest(
         self,
@@ -488,14 +498,42 @@ class IngestionService:
         works, and torch with as many threads as cores would fight it (measured here: 2 threads
         next to a busy parser embed 52 chunks/s, 1 thread 114): the embedder leaves the busy
         parsers their cores and takes every core once nothing is left to parse."""
-        texts = [p.text for r in batch for p in r.pieces]
+        # Identical documents at other URIs (in this batch, or embedded lately) get the vectors
+        # already computed for their content instead of being embedded again.
+        firsts: dict[str, _Ready] = {}
+        todo: list[_Ready] = []
+        twins: list[tuple[_Ready, _Ready]] = []
+        with self._recent_lock:
+            for r in batch:
+                key = _twin_key(r)
+                known = self._recent.get(key)
+                if known is not None and known[0] != r.doc_id:
+                    self._recent.move_to_end(key)
+                    r.vectors, r.reused = known[1], True
+                elif (first := firsts.get(key)) is not None and first.doc_id != r.doc_id:
+                    twins.append((r, first))
+                else:
+                    firsts.setdefault(key, r)
+                    todo.append(r)
+        texts = [p.text for r in todo for p in r.pieces]
         busy = min(parsing, self.parser.size)
         threads = max(1, int(getattr(self.embedder, "threads", 1)) - busy)
-        vectors = self.embedder.embed_documents(texts, threads=threads)
-        start = 0
-        for r in batch:
-            r.vectors = vectors[start : start + len(r.pieces)]
-            start += len(r.pieces)
+        if texts:
+            vectors = self.embedder.embed_documents(texts, threads=threads)
+            start = 0
+            for r in todo:
+                r.vectors = vectors[start : start + len(r.pieces)]
+                start += len(r.pieces)
+        for r, first in twins:
+            r.vectors, r.reused = first.vectors, True
+        with self._recent_lock:
+            for key, r in firsts.items():
+                if key not in self._recent:
+                    self._recent_chunks += len(r.pieces)
+                self._recent[key] = (r.doc_id, r.vectors)  # type: ignore[assignment]
+            while self._recent_chunks > RECENT_VECTOR_CHUNKS and len(self._recent) > 1:
+                _, (_, dropped) = self._recent.popitem(last=False)
+                self._recent_chunks -= len(dropped)
 
     def _finish(self, group: list[_Staged]) -> None:
         """Group commit, in the crash-safe order of the module doc: flush the new chunks, delete
@@ -558,6 +596,12 @@ class IngestionService:
         twin_name = PurePosixPath(unquote(urlparse(twin.uri).path)).name
         title = twin.title.replace(twin_name, filename) if twin_name else twin.title
         return title, pieces, vectors
+
+
+def _twin_key(r: _Ready) -> str:
+    """Identical bytes chunked into identical texts: the same vectors."""
+    texts = hashlib.sha256("\x00".join(p.text for p in r.pieces).encode()).hexdigest()
+    return f"{r.digest}:{texts}"
 
 
 def _title(elements: list[dict[str, Any]], filename: str) -> str:
