@@ -208,7 +208,7 @@ class AuditLog:
                 first = fh.readline()
         except FileNotFoundError:
             return False
-        return bool(first.strip()) and datetime.fromisoformat(json.loads(first)["ts"]) < cutoff
+        return bool(first.strip()) and _record_time(first) < cutoff
 
     def rotate(self, retention_days: int, now: datetime | None = None) -> dict[str, Any]:
         """Move records older than ``retention_days`` to ``archive/`` (as a verifiable export) and
@@ -222,7 +222,7 @@ class AuditLog:
             lines = self.path.read_bytes().splitlines(keepends=True)
             old = 0
             for raw in lines:
-                if datetime.fromisoformat(json.loads(raw)["ts"]) >= cutoff:
+                if _record_time(raw) >= cutoff:
                     break
                 old += 1
             if old == 0:
@@ -258,6 +258,10 @@ class AuditLog:
                 )
                 self._write_head(self._write(fh, prev, seq, event))
         return {"archived": old, "archive": str(archive), "through_seq": last["seq"]}
+
+
+def _record_time(raw: bytes) -> datetime:
+    return datetime.fromisoformat(json.loads(raw)["ts"])
 
 
 async def keep_retention(

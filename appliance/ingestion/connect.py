@@ -37,8 +37,7 @@ def kind_options(settings: Settings, kind: str) -> dict[str, Any]:
                 "allow_hardlinks": cfg.filesystem.allow_hardlinks,
             }
         case "web":
-            cache = settings.data_dir.expanduser().resolve() / "cache" / "web"
-            return {**cfg.web.model_dump(), "cache_dir": str(cache)}
+            return {**cfg.web.model_dump(), "cache_dir": _cache_dir(settings, "web")}
         case "s3":
             secret = cfg.s3.secret_access_key
             return {
@@ -49,12 +48,17 @@ def kind_options(settings: Settings, kind: str) -> dict[str, Any]:
         case "git":
             return {
                 **cfg.git.model_dump(),
-                "cache_dir": str(settings.data_dir.expanduser().resolve() / "cache" / "git"),
+                "cache_dir": _cache_dir(settings, "git"),
                 "extensions": settings.ingestion.extensions,
             }
         case "sql":
             return cfg.sql.model_dump()
     return {}
+
+
+def _cache_dir(settings: Settings, kind: str) -> str:
+    """Where a connector of ``kind`` keeps what it remembers between runs (clones, validators)."""
+    return str(settings.data_dir.expanduser().resolve() / "cache" / kind)
 
 
 # Options that widen what a source may reach or write: only the settings (the operator) set them,
