@@ -110,26 +110,24 @@ def build_report(flags: set[str], timeout_s: float = 60.0) -> dict[str, Any]:
     """``check_build`` for the installed llama-cpp-python. Asked in a child process: loading a
     build made for another CPU can kill the process that loads it."""
     code = "import sys, llama_cpp; sys.stdout.write(llama_cpp.llama_print_system_info().decode())"
+
+    def failed(error: str) -> dict[str, Any]:
+        return {"ok": False, "features": [], "error": error}
+
     try:
         done = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout_s, check=False
         )
     except subprocess.TimeoutExpired:
-        return {"ok": False, "features": [], "error": f"loading llama.cpp took over {timeout_s:.0f} s"}
+        return failed(f"loading llama.cpp took over {timeout_s:.0f} s")
     if done.returncode < 0:
-        return {
-            "ok": False,
-            "features": [],
-            "error": f"loading llama.cpp died of signal {-done.returncode} (4 is an illegal instruction: "
-            "a build for another CPU; rebuild with `make install LLAMA_CPU=avx2`)",
-        }
+        return failed(
+            f"loading llama.cpp died of signal {-done.returncode} (4 is an illegal instruction: "
+            "a build for another CPU; rebuild with `make install LLAMA_CPU=avx2`)"
+        )
     if done.returncode:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {
-            "ok": False,
-            "features": [],
-            "error": f"llama-cpp-python does not load ({last}); run `make install`",
-        }
+        return failed(f"llama-cpp-python does not load ({last}); run `make install`")
     return check_build(build_features(done.stdout), flags)
 
 
