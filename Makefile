@@ -85,6 +85,7 @@ run: system-deps install
 	$(BIN)/appliance serve
 
 test: system-deps install-test
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: install-test

@@ -195,11 +195,14 @@ def test_rerank_stage_orders_by_cross_encoder_scores(container) -> None:  # type
     # CrossEncoder whose scores, while meaningless, are what the stage must sort by.
     from appliance.embeddings.rerank import CrossEncoderReranker
     from appliance.retrieval import Retriever
+    from appliance.vectorstore.hybrid import FusionConfig
 
     reranker = CrossEncoderReranker(container.embedder.path, threads=1)
     try:
         plain = Retriever(container.embedder, container.store)
-        reranked = Retriever(container.embedder, container.store, reranker, 8, max_per_document=1)
+        reranked = Retriever(
+            container.embedder, container.store, reranker, 8, FusionConfig(max_per_document=1)
+        )
         query = "How do I report a suspicious email?"
         candidates, _ = plain.search(query, LOCAL_ADMIN, "kb", 8)
         hits, _ = reranked.search(query, LOCAL_ADMIN, "kb", 3)
