@@ -128,7 +128,9 @@ def _bearer(request: Request) -> str | None:
 def model_collection(request: Request, model: str, store: VectorStore) -> str | None:
     """``model`` when it names a collection (an OpenAI client asking a knowledge base), else None.
     Looked up once per request: the scope check and the chat route both need it."""
-    memo: dict[str, str | None] = request.state.__dict__.setdefault("model_collection", {})
+    memo: dict[str, str | None] | None = getattr(request.state, "model_collections", None)
+    if memo is None:
+        memo = request.state.model_collections = {}
     if model not in memo:
         memo[model] = model if model in store.collections() else None
     return memo[model]
