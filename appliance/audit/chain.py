@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from appliance.audit.events import AuditEvent
 from appliance.audit.records import (
@@ -42,6 +42,9 @@ from appliance.audit.records import (
     write_json,
 )
 from appliance.audit.witness import Witnesses
+
+if TYPE_CHECKING:
+    from appliance.audit.verify import VerifyResult
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +297,7 @@ class AuditLog:
             out.write_text(text, encoding="utf-8")
         return text
 
-    def verify(self, path: Path | None = None) -> Any:
+    def verify(self, path: Path | None = None) -> VerifyResult:
         """The live log with its anchors, archives and witnesses, or (``path``) an exported file,
         which must end in its trailer. See ``appliance.audit.verify``."""
         from appliance.audit.verify import verify_file, verify_log

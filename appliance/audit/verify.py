@@ -103,6 +103,8 @@ def verify_file(
         count = lineno
         bad = _check_line(raw, prev, expected_seq)
         if isinstance(bad, str):
+            if lineno == len(raw_lines) and not raw.endswith(b"\n") and trailer is None:
+                bad = f"{bad}; the last line is partial (a torn write is cut off when the log is next opened)"
             return _bad(lineno - 1, lineno, bad)
         if signer is not None:
             why = _check_mac(bad, signer, signed or (signed_from is not None and bad["seq"] >= signed_from))
