@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -200,6 +201,15 @@ def test_scale_mode_settings_point_at_the_shared_engines(cases: dict[str, Object
     # URLs with passwords live in the Secret, never in the ConfigMap.
     assert "database-url" in named(objects, "Secret", "kb-appliance")["data"]
     assert not any("secret@" in v for v in data.values())
+    # Behind the TLS Ingress the login cookie is Secure and the public host is a trusted UI origin.
+    assert data["APPLIANCE_AUTH__SECURE_COOKIES"] == "true"
+    assert json.loads(data["APPLIANCE_AUTH__TRUSTED_ORIGINS"]) == ["https://kb.example.com"]
+    backend = named(objects, "Ingress", "kb-appliance")["spec"]["rules"][0]["http"]["paths"][0]["backend"]
+    assert backend["service"] == {"name": "kb-appliance", "port": {"name": "http"}}
+    # Prometheus scrapes the API pods' /metrics with the admin key (metrics are not public).
+    (endpoint,) = named(objects, "ServiceMonitor", "kb-appliance")["spec"]["endpoints"]
+    assert endpoint["path"] == "/metrics"
+    assert endpoint["authorization"]["credentials"] == {"name": "kb-appliance", "key": "admin-key"}
     # The appliance's own egress guard lets it reach the hosts of the URLs it was given.
     allow = json.loads(data["APPLIANCE_EGRESS__ALLOW"])
     assert {"qdrant.vectors.svc", "pg.databases.svc", "redis.cache.svc"} <= set(allow)
@@ -355,3 +365,36 @@ def test_dockerfile_builds_with_the_makefile_targets_as_a_non_root_image(helm_ve
     # Outside the container the server still binds loopback only.
     defaults = yaml.safe_load((ROOT / "appliance" / "defaults.yaml").read_text())
     assert defaults["server"]["host"] == "127.0.0.1"
+
+
+# Kubernetes objects passed through verbatim: their fields are Kubernetes', documented there.
+PASS_THROUGH = {
+    "podSecurityContext", "securityContext", "resources", "readinessProbe", "livenessProbe",
+    "startupProbe", "nodeSelector", "tolerations", "hosts", "namespaceSelector", "podSelector",
+}  # fmt: skip
+
+
+def test_every_value_is_documented_and_typed() -> None:
+    """Every key of values.yaml has a comment line above it (bar the fields of Kubernetes objects
+    passed through), and values.schema.json types every top-level value."""
+    lines = (ROOT / "helm" / "appliance" / "values.yaml").read_text().splitlines()
+    key_re = re.compile(r"^(\s*)([A-Za-z][\w.-]*):")
+    parents: list[tuple[int, str]] = []
+    undocumented, top = [], []
+    for i, line in enumerate(lines):
+        m = key_re.match(line)
+        if not m:
+            continue
+        indent, key = len(m.group(1)), m.group(2)
+        parents = [(n, k) for n, k in parents if n < indent]
+        if not any(k in PASS_THROUGH for _, k in parents):
+            above = next((ln.strip() for ln in reversed(lines[:i]) if ln.strip()), "")
+            if not above.startswith("#"):
+                undocumented.append(".".join([*(k for _, k in parents), key]))
+        if indent == 0:
+            top.append(key)
+        parents.append((indent, key))
+    assert undocumented == []
+    schema = json.loads((ROOT / "helm" / "appliance" / "values.schema.json").read_text())
+    assert schema["additionalProperties"] is False
+    assert set(top) == set(schema["properties"])
