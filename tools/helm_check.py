@@ -12,6 +12,7 @@ Runs in the small venv `make` builds from requirements-helm.txt (.venv-helm), no
     python tools/helm_check.py render [-f VALUES]... [--set-json JSON]   # objects as JSON
     python tools/helm_check.py render-batch < JOBS.json   # many renders in one process
     python tools/helm_check.py dockerfile                 # parsed instructions + hadolint, as JSON
+    python tools/helm_check.py context                    # the Docker build context's files
 
 A step that cannot run says so and fails; the one thing reported as not done is the Qdrant subchart's
 own objects when its chart is absent (it needs `helm dependency build`, which needs the network).
@@ -302,6 +303,17 @@ def render_batch(jobs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def build_context() -> list[str]:
+    """The files `docker build .` sends: the repository less what .dockerignore excludes (the
+    Docker SDK applies the patterns as the Docker CLI does)."""
+    from docker.utils.build import exclude_paths
+
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    paths = exclude_paths(str(ROOT), patterns, dockerfile="Dockerfile")
+    return sorted(p for p in paths if (ROOT / p).is_file())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -312,11 +324,15 @@ def main(argv: list[str] | None = None) -> int:
     rend.add_argument("--no-validate", action="store_true", help="skip the schema validation")
     sub.add_parser("render-batch", help="render the jobs of a JSON object on stdin (see render_batch)")
     sub.add_parser("dockerfile", help="the Dockerfile's stages and hadolint's verdict as JSON")
+    sub.add_parser("context", help="the files of the Docker build context as JSON")
     args = parser.parse_args(argv)
     if args.command == "check":
         return check()
     if args.command == "dockerfile":
         print(json.dumps(dockerfile_json()))
+        return 0
+    if args.command == "context":
+        print(json.dumps(build_context()))
         return 0
     if args.command == "render-batch":
         print(json.dumps(render_batch(json.load(sys.stdin))))

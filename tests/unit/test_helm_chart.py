@@ -10,6 +10,8 @@ import json
 import os
 import re
 import subprocess
+import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -398,3 +400,30 @@ def test_every_value_is_documented_and_typed() -> None:
     schema = json.loads((ROOT / "helm" / "appliance" / "values.schema.json").read_text())
     assert schema["additionalProperties"] is False
     assert set(top) == set(schema["properties"])
+
+
+def test_the_docker_build_context_holds_what_make_install_needs(helm_venv: Path, tmp_path: Path) -> None:
+    """`make install` in the image's build stage installs the project from the build context: build
+    the project's wheel from exactly the files `docker build` would send."""
+    done = _run(helm_venv, "context")
+    assert done.returncode == 0, done.stderr
+    files = json.loads(done.stdout)
+    for needed in ("Makefile", "pyproject.toml", "README.md", "constraints.txt", "requirements-nodeps.txt"):
+        assert needed in files
+    assert not [f for f in files if f.startswith(("tests/", ".venv", ".git", "helm/", ".appliance/"))]
+    context = tmp_path / "context"
+    for name in files:
+        (context / name).parent.mkdir(parents=True, exist_ok=True)
+        (context / name).write_bytes((ROOT / name).read_bytes())
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
+         "-w", str(tmp_path / "dist"), str(context)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (tmp_path / "dist").glob("kb_appliance-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+    assert "appliance/defaults.yaml" in names
+    assert {"appliance/cli.py", "ui/app.py"} <= names
+    assert any(n.startswith("connectors/") for n in names)
