@@ -12,13 +12,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from appliance.audit import AuditLog
 from appliance.domain import Conflict
 from appliance.settings import Settings
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from appliance.audit import AuditLog, QueryRecorder
     from appliance.collections import CollectionService
     from appliance.embeddings.base import Embedder, Reranker
     from appliance.inference.accelerators import ProbeResult
@@ -110,14 +110,18 @@ class Container:
 
     @cached_property
     def audit(self) -> AuditLog:
-        cfg = self.settings.audit
-        return AuditLog(
-            self.data_dir / "audit" / "audit.jsonl",
-            checkpoint_every=cfg.checkpoint_every,
-            record_queries=cfg.enabled,
-            # The sink needs the DB; resolved on first use so `audit verify` never opens it.
-            usage_sink=lambda principal, tokens: self.metering.sink(principal, tokens),
-        )
+        from appliance.audit import open_audit_log
+
+        audit = open_audit_log(self.settings.audit, self.data_dir)
+        audit.start()  # a last line torn by a crash is cut off (and recorded) before anything else
+        return audit
+
+    @cached_property
+    def queries(self) -> QueryRecorder:
+        """Questions and searches: metered always, audited when audit.enabled."""
+        from appliance.audit import QueryRecorder
+
+        return QueryRecorder(self.audit, self.metering, record_queries=self.settings.audit.enabled)
 
     @cached_property
     def embedder(self) -> Embedder:
@@ -367,7 +371,7 @@ class Container:
             self.retriever,
             self.embedder,
             self.pool,
-            self.audit,  # records only when audit.enabled, but always meters
+            self.queries,  # meters always, audits when audit.enabled
             r.top_k,
             r.default_collection,
             GenerationParams(max_tokens=cfg.inference.max_tokens, temperature=cfg.inference.temperature),

@@ -11,7 +11,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-from appliance.audit import AuditLog, audit_query
+from appliance.audit import QueryRecorder, audit_query
 from appliance.domain import Principal, ScoredChunk
 from appliance.embeddings.base import Embedder
 from appliance.inference.base import GenerationParams
@@ -66,7 +66,7 @@ class RagService:
         retriever: Retriever,
         embedder: Embedder,
         pool: InferencePool,
-        audit: AuditLog | None,
+        audit: QueryRecorder | None,
         top_k: int,
         default_collection: str,
         defaults: GenerationParams,
