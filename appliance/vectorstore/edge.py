@@ -235,11 +235,7 @@ class EdgeVectorStore(HybridSearchMixin):
             [[Candidate(str(p.id), float(p.score), p.payload or {}) for p in points] for points in results]
         )
         if with_vectors:
-            for points in results:
-                for p in points:
-                    vector = dense_vector(p.vector)
-                    if vector is not None:
-                        found.vectors[str(p.id)] = vector
+            found.vectors.update((str(p.id), p.vector) for points in results for p in points)
         return found
 
     def get(self, collection: str, chunk_ids: Sequence[str]) -> list[Chunk]:

@@ -52,10 +52,11 @@ def dense_vector(stored: object) -> np.ndarray | None:
 @dataclass
 class SideResults:
     """What one batch of side queries returned: each side's candidates, best first, and (when asked
-    for) the dense vector of every candidate by id."""
+    for) every candidate's vectors by id, as the client returned them (only the hits that survive
+    fusion are converted, by ``dense_vector``)."""
 
     candidates: list[list[Candidate]]
-    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    vectors: dict[str, object] = field(default_factory=dict)
 
 
 class HybridSearchMixin:
@@ -107,5 +108,6 @@ class HybridSearchMixin:
         fused = lists[0] if len(lists) == 1 else weighted_rrf(lists, weights, cfg.rrf_k)
         top = cap_per_document(fused, k, cfg.max_per_document)
         return [
-            ScoredChunk(Chunk.from_payload(c.id, c.payload), c.score, found.vectors.get(c.id)) for c in top
+            ScoredChunk(Chunk.from_payload(c.id, c.payload), c.score, dense_vector(found.vectors.get(c.id)))
+            for c in top
         ]

@@ -279,11 +279,7 @@ class QdrantServerStore(HybridSearchMixin):
             ]
         )
         if with_vectors:
-            for response in responses:
-                for p in response.points:
-                    vector = dense_vector(p.vector)
-                    if vector is not None:
-                        found.vectors[str(p.id)] = vector
+            found.vectors.update((str(p.id), p.vector) for response in responses for p in response.points)
         return found
 
     def get(self, collection: str, chunk_ids: Sequence[str]) -> list[Chunk]:
