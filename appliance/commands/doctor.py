@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -13,8 +14,6 @@ from appliance.commands.context import AppContext
 from appliance.commands.options import JsonOpt
 from appliance.domain import ApplianceError
 from appliance.egress import guard_installed
-from appliance.inference.accelerators import cpu_flags, read_file
-from appliance.models import resolve_embedding, resolve_spacy
 
 if TYPE_CHECKING:
     from appliance.container import Container
@@ -24,6 +23,9 @@ _PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_pr
 
 def default_route(read: Any = None) -> bool:
     """Whether the kernel has a route off this machine (a default route or any non-loopback one)."""
+    # Imported here, like the model catalog below: they cost start-up time every other command saves.
+    from appliance.inference.accelerators import read_file
+
     read = read or read_file
     v4 = (read("/proc/net/route") or "").splitlines()[1:]
     if any(len(f := line.split()) > 1 and f[0] != "lo" and f[1] == "00000000" for line in v4):
@@ -61,6 +63,9 @@ def remote_check(settings: Any, name: str, url: str) -> dict[str, Any]:
 
 def collect(container: Container) -> dict[str, Any]:
     """Every verdict `doctor` reports, with ``ok`` true when all of them pass."""
+    from appliance.inference.accelerators import cpu_flags
+    from appliance.models import resolve_embedding, resolve_spacy
+
     settings = container.settings
     data_dir = container.data_dir
     checks: dict[str, Any] = {"python": platform.python_version(), "cpu_count": os.cpu_count()}
@@ -77,14 +82,10 @@ def collect(container: Container) -> dict[str, Any]:
             placements.append(placement.as_dict())
     except ApplianceError as exc:
         models["llm"] = {"ok": False, "error": exc.message}
+    cfg = settings.models
     for label, resolve in (
-        (
-            "embedding",
-            lambda: resolve_embedding(
-                settings.models.embedding, settings.models.embedding_name, data_dir / "models"
-            ),
-        ),
-        ("spacy", lambda: resolve_spacy(settings.models.spacy)),
+        ("embedding", partial(resolve_embedding, cfg.embedding, cfg.embedding_name, data_dir / "models")),
+        ("spacy", partial(resolve_spacy, cfg.spacy)),
     ):
         try:
             entry = resolve()

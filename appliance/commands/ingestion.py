@@ -100,7 +100,8 @@ def ingest_local(
         bar.update(job.progress.snapshot())
     if job.status != "succeeded" or job.result is None:
         raise ApplianceError(job.error or f"ingest job {job.status}")
-    return job.result
+    summary: dict[str, Any] = job.result
+    return summary
 
 
 def ingest_remote(
