@@ -39,8 +39,8 @@ class AppContext:
 
     @classmethod
     def of(cls, ctx: typer.Context) -> AppContext:
-        """The invocation's context (made here, with default settings, when a command runs
-        without the root callback, e.g. from a Typer app of its own)."""
+        """The invocation's context; made here when a command runs without the root callback
+        (e.g. in a Typer app of its own), reading ``$APPLIANCE_CONFIG`` as ``--config``."""
         found = ctx.find_object(cls)
         if found is None:
             found = ctx.find_root().ensure_object(cls)
