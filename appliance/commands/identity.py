@@ -164,44 +164,42 @@ def groups_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     cli.emit(data, as_json, human or "no groups")
 
 
+GroupArg = Annotated[str, typer.Argument(help="Group.")]
+IsGroupOpt = Annotated[bool, typer.Option("--group", help="MEMBER is a group.")]
+
+
 def groups_add_member(
     ctx: typer.Context,
-    group: Annotated[str, typer.Argument(help="Group.")],
+    group: GroupArg,
     member: Annotated[str, typer.Argument(help="User (or, with --group, group) to add.")],
-    is_group: Annotated[bool, typer.Option("--group", help="MEMBER is a group.")] = False,
+    is_group: IsGroupOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Add a user or a group to a group (cycles are refused)."""
-    cli = AppContext.of(ctx)
-    kind = "group" if is_group else "user"
-    data = admin_change(
-        cli,
-        "groups.add_member",
-        group,
-        lambda c: c.identity.add_member(group, member, kind),
-        member=f"{kind}:{member}",
-    )
-    cli.emit(data, as_json, f"{kind} {member} added to {group}")
+    _membership(AppContext.of(ctx), True, group, member, is_group, as_json)
 
 
 def groups_remove_member(
     ctx: typer.Context,
-    group: Annotated[str, typer.Argument(help="Group.")],
+    group: GroupArg,
     member: Annotated[str, typer.Argument(help="User (or, with --group, group) to remove.")],
-    is_group: Annotated[bool, typer.Option("--group", help="MEMBER is a group.")] = False,
+    is_group: IsGroupOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Remove a direct member from a group."""
-    cli = AppContext.of(ctx)
+    _membership(AppContext.of(ctx), False, group, member, is_group, as_json)
+
+
+def _membership(cli: AppContext, add: bool, group: str, member: str, is_group: bool, as_json: bool) -> None:
     kind = "group" if is_group else "user"
     data = admin_change(
         cli,
-        "groups.remove_member",
+        "groups.add_member" if add else "groups.remove_member",
         group,
-        lambda c: c.identity.remove_member(group, member, kind),
+        lambda c: (c.identity.add_member if add else c.identity.remove_member)(group, member, kind),
         member=f"{kind}:{member}",
     )
-    cli.emit(data, as_json, f"{kind} {member} removed from {group}")
+    cli.emit(data, as_json, f"{kind} {member} {'added to' if add else 'removed from'} {group}")
 
 
 # -- keys ----------------------------------------------------------------------------------------
