@@ -35,5 +35,5 @@ def admin_change(cli: AppContext, action: str, target: str, fn: Callable[[Any], 
     """Run ``fn(container)`` like :func:`admin_read` and audit it as ``action`` on ``target``
     once it succeeded."""
     result = admin_read(cli, fn)
-    audit_admin(cli.container, actor(), action, target, **data)
+    audit_admin(cli.container.audit, actor(), action, target, **data)
     return result

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from appliance.audit import AuditLog, open_audit_log
 from appliance.commands.context import AppContext
 from appliance.commands.options import JsonOpt
 
@@ -20,6 +21,12 @@ def audit_group() -> typer.Typer:
     return group
 
 
+def _log(cli: AppContext) -> AuditLog:
+    # Not the container's log: that one starts by cutting off a torn last line, and `verify`
+    # must report such a line, not repair it.
+    return open_audit_log(cli.settings.audit, cli.container.data_dir)
+
+
 def audit_verify(
     ctx: typer.Context,
     file: Annotated[
@@ -30,7 +37,7 @@ def audit_verify(
 ) -> None:
     """Check the hash chain and its anchors; exit 1 and name the first bad record if tampered."""
     cli = AppContext.of(ctx)
-    result = cli.container.audit.verify(file)
+    result = _log(cli).verify(file)
     human = (
         f"audit log intact: {result.records} records"
         if result.ok
@@ -48,7 +55,7 @@ def audit_export(
 ) -> None:
     """Export the audit log as JSON lines for a SIEM, ending in a trailer that pins its length
     and head hash (verifiable with `audit verify --file`)."""
-    data = AppContext.of(ctx).container.audit.export(out)
+    data = _log(AppContext.of(ctx)).export(out)
     if out is None:
         sys.stdout.write(data)
 
@@ -63,7 +70,7 @@ def audit_rotate(
 ) -> None:
     """Move records older than the retention to audit/archive/ and anchor the live log."""
     cli = AppContext.of(ctx)
-    log = cli.container.audit
+    log = _log(cli)
     retention = cli.settings.audit.retention_days if days is None else days
     if not retention:
         cli.fail("no retention configured: pass --days N or set audit.retention_days")

@@ -234,7 +234,7 @@ def keys_create(
     def run(c: Any) -> Any:
         if c.identity.lookup(user) is None:
             c.identity.add_user(user, role or "employee")
-            audit_admin(c, actor(), "users.add", user, role=role or "employee", groups=[])
+            audit_admin(c.audit, actor(), "users.add", user, role=role or "employee", groups=[])
             typer.echo(f"created user {user} ({role or 'employee'})", err=True)
         return issue_key(c.keys, c.identity, user, role, collection, route, expires_days)
 

@@ -76,7 +76,7 @@ def search(
                 query, principal, name, k, narrowing.to_filter() if narrowing else None, mode
             )
             audit_query(
-                container.audit,
+                container.queries,
                 action="search",
                 principal=principal,
                 collection=name,
