@@ -9,11 +9,17 @@ import logging
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.audit import AuditLog
 from appliance.domain import Conflict
 from appliance.settings import Settings
+
+if TYPE_CHECKING:
+    from appliance.inference.base import InferenceBackend
+    from appliance.inference.placement import ModelRequest, Placement
+    from appliance.inference.pool import InferencePool
+    from appliance.settings import ServedModel
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +214,7 @@ class Container:
 
         return probe_all()
 
-    def model_plan(self) -> list[tuple[Any, Any, Any]]:
+    def model_plan(self) -> list[tuple[ModelRequest, Placement, ServedModel]]:
         """(request, placement, served-model settings) for every chat model: the default one first."""
         from appliance.inference.placement import ModelRequest, place
         from appliance.models import resolve_llm
@@ -222,7 +228,7 @@ class Container:
             url=cfg.url,
             api_key=cfg.api_key,
         )
-        plan = []
+        plan: list[tuple[ModelRequest, Placement, ServedModel]] = []
         for served in [default, *cfg.models]:
             replicas = served.replicas or cfg.replicas
             remote = served.backend == "remote"
@@ -232,13 +238,17 @@ class Container:
             plan.append((req, place(req, self.probes, cfg.gpu_memory_utilization), served))
         return plan
 
-    def _replicas(self, req: Any, placement: Any, served: Any) -> list[Any]:
+    def _replicas(
+        self, req: ModelRequest, placement: Placement, served: ServedModel
+    ) -> list[InferenceBackend]:
         from appliance.domain import Unavailable
 
         cfg = self.settings.inference
         count = served.replicas or cfg.replicas
+        entry = req.entry
+        # place() gives llama.cpp and vLLM only models with local weights (an entry).
         match placement.backend:
-            case "llamacpp":
+            case "llamacpp" if entry is not None:
                 from appliance.inference.backends.llamacpp import LlamaCppBackend
 
                 logs = self.data_dir / "logs"
@@ -249,7 +259,7 @@ class Container:
                 return [
                     LlamaCppBackend(
                         req.name,
-                        req.entry.path,
+                        entry.path,
                         cfg.context_tokens,
                         threads,
                         cfg.batch_tokens,
@@ -258,22 +268,22 @@ class Container:
                         warm_messages=_warm_messages() if cfg.warm_prefix else None,
                         log_file=logs / f"worker-{req.name}-{i}.log",
                         replica=i,
-                        platform=placement.platform,  # mps: layers offloaded to Metal
+                        platform=placement.platform or "cpu",  # mps: layers offloaded to Metal
                     )
                     for i in range(count)
                 ]
-            case "vllm":
+            case "vllm" if entry is not None:
                 from appliance.inference.backends.vllm import VllmBackend
 
                 return [
                     VllmBackend(
                         req.name,
-                        req.entry.path,
-                        req.entry.format,
+                        entry.path,
+                        entry.format,
                         cfg.context_tokens,
                         placement.tensor_parallel,
                         [d.index for d in placement.devices],
-                        placement.platform,
+                        placement.platform or "cuda",
                         cfg.gpu_memory_utilization,
                         cfg.max_num_seqs,
                         cfg.vllm_args,
@@ -306,7 +316,7 @@ class Container:
                 raise Unavailable(f"cannot serve model {req.name!r}: {placement.reason}")
 
     @cached_property
-    def pool(self) -> Any:
+    def pool(self) -> InferencePool:
         from appliance.inference.pool import InferencePool
 
         cfg = self.settings.inference
@@ -321,7 +331,7 @@ class Container:
             health_interval_s=cfg.health_interval_s,
             metrics=self.metrics,
         )
-        self._closers.append(pool.stop)
+        self._closers.append(pool.close)
         return pool
 
     @cached_property
