@@ -143,6 +143,9 @@ class WebConnector:
         """Hosts this source connects to (for the egress allow-list)."""
         return sorted({_host(u) for u in self.start_urls} | set(self.allowed_domains))
 
+    def local_paths(self) -> list[Path]:
+        return []  # its cache_dir is the appliance's own, not a source
+
     def discover(self) -> Iterator[SourceItem]:
         self._cache.clear()
         self._cached_bytes = 0
@@ -247,9 +250,11 @@ class WebConnector:
         return response.body
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+        self._cache.clear()
+        self._cached_bytes = 0
 
     # -- helpers ---------------------------------------------------------------------------------
 

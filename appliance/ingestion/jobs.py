@@ -13,19 +13,24 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, insert, select, update
 
 from appliance.audit import AuditEvent
 from appliance.db import jobs as jobs_table
 from appliance.db import now
-from appliance.domain import ApplianceError, Connector, NotFound
+from appliance.domain import ApplianceError, Connector, NotFound, SourceItem
 from appliance.ingestion.pipeline import IngestProgress, IngestReport, Progress
+
+if TYPE_CHECKING:
+    from appliance.audit import AuditLog
+    from appliance.collections import CollectionService
+    from appliance.ingestion.pipeline import IngestionService
 
 log = logging.getLogger(__name__)
 
@@ -34,26 +39,29 @@ PERSIST_EVERY_S = 1.0
 
 
 def run_ingest(
-    container: Any,
+    ingestion: IngestionService,
+    collections: CollectionService,
+    audit: AuditLog,
     sources: Sequence[Connector],
-    collection: str | None,
+    collection: str,
     acl: Sequence[str],
     actor: str,
     progress: IngestProgress | Progress | None = None,
     cancel: threading.Event | None = None,
-    items: Any = None,
+    items: Iterable[SourceItem] | None = None,
     force: bool = False,
 ) -> dict[str, Any]:
-    """Ingest several sources into one collection and audit it; returns the summary dict."""
-    collection = collection or container.settings.rag.default_collection
+    """Ingest several sources into one collection and audit it; returns the summary dict.
+
+    ``items``: only those (of the one source given) are reindexed, nothing is deleted."""
     if progress is None or not isinstance(progress, IngestProgress):
         progress = IngestProgress(listener=progress)
     # Readers, most specific first: --allow for the whole run, then what the source says of an item
     # (S3 object metadata, an ACL column), then the collection's default readers.
-    default_acl = container.collections.default_acl(collection)
+    default_acl = collections.default_acl(collection)
     total = IngestReport()
     for connector in sources:
-        report = container.ingestion.ingest(
+        report = ingestion.ingest(
             connector,
             collection,
             acl=acl,
@@ -73,7 +81,7 @@ def run_ingest(
     summary = total.as_dict()
     if total.cancelled:
         summary["cancelled"] = True
-    container.audit.append(
+    audit.append(
         AuditEvent(
             actor, "ingest", collection, {"sources": [c.root for c in sources], "acl": list(acl), **summary}
         )
@@ -135,9 +143,8 @@ Work = Callable[[Job], dict[str, Any]]
 
 
 class JobManager:
-    def __init__(self, engine: Engine, audit: Any = None, tick_s: float = 30.0) -> None:
+    def __init__(self, engine: Engine, tick_s: float = 30.0) -> None:
         self.engine = engine
-        self.audit = audit
         self.tick_s = tick_s
         self._live: dict[str, Job] = {}
         self._lock = threading.Lock()

@@ -19,7 +19,6 @@ from fastapi.testclient import TestClient
 import connectors
 from appliance.api.app import create_app
 from appliance.container import Container
-from appliance.ingestion.jobs import run_ingest
 from appliance.security.auth import issue_key
 from appliance.settings import load_settings
 
@@ -65,7 +64,7 @@ def kb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     docs = {}
     for collection in ("eng-kb", "hr-kb", "hr-news"):
         folder = _folder(root / "src", collection)
-        report = run_ingest(container, [connectors.for_source(str(folder))], collection, [], "admin")
+        report = container.jobs.run([connectors.for_source(str(folder))], collection, [], "admin")
         assert report["added"] == 1 and report["failed"] == [], report
         docs[collection] = container.ledger.list(collection)[0].id
     keys = {u: issue_key(container.keys, ids, u).key for u in ("pat", "hana", "emma")}
