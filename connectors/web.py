@@ -28,6 +28,7 @@ import re
 from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
+from typing import cast
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 from urllib.robotparser import RobotFileParser
 
@@ -190,7 +191,8 @@ class WebConnector:
                 # Unchanged since the last crawl: its remembered version and links stand in.
                 self._seen_pages[url] = known
                 if depth < self.max_depth:
-                    queue.extend((link, depth + 1) for link in known["links"] if link not in seen)  # type: ignore[union-attr]
+                    remembered = cast(list[str], known["links"])
+                    queue.extend((link, depth + 1) for link in remembered if link not in seen)
                 kind = str(known["content_type"])
                 yield SourceItem(
                     uri=url,
@@ -369,7 +371,7 @@ class WebConnector:
         log.warning("robots.txt of %s unreachable (%s): not crawling it", origin, reason)
         self._robots_down[origin] = reason
         parser = RobotFileParser(origin + "/robots.txt")
-        parser.disallow_all = True
+        parser.parse(["User-agent: *", "Disallow: /"])
         return parser
 
     def _sitemap_urls(self, robots: dict[str, RobotFileParser | None]) -> list[str]:

@@ -151,7 +151,7 @@ class JobManager:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="appliance-ingest")
         self._stop = threading.Event()
         self._scheduler: threading.Thread | None = None
-        self._due: Callable[[], None] | None = None
+        self._due: Callable[[], object] | None = None
         # This process owns the data dir now: whatever was running before it did not finish.
         with self.engine.begin() as conn:
             conn.execute(
@@ -306,7 +306,7 @@ class JobManager:
 
     # -- schedule -----------------------------------------------------------------------------------
 
-    def start_scheduler(self, run_due: Callable[[], None]) -> None:
+    def start_scheduler(self, run_due: Callable[[], object]) -> None:
         """Call ``run_due`` every ``tick_s`` seconds until ``close``."""
         if self._scheduler is not None:
             return
