@@ -13,80 +13,23 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 
-from appliance.audit import AuditEvent
 from appliance.db import jobs as jobs_table
 from appliance.db import now
-from appliance.domain import ApplianceError, Connector, NotFound, SourceItem
-from appliance.ingestion.pipeline import IngestProgress, IngestReport, Progress
-
-if TYPE_CHECKING:
-    from appliance.audit import AuditLog
-    from appliance.collections import CollectionService
-    from appliance.ingestion.pipeline import IngestionService
+from appliance.domain import ApplianceError, NotFound
+from appliance.ingestion.pipeline import IngestProgress
 
 log = logging.getLogger(__name__)
 
 ACTIVE = ("queued", "running")
 PERSIST_EVERY_S = 1.0
-
-
-def run_ingest(
-    ingestion: IngestionService,
-    collections: CollectionService,
-    audit: AuditLog,
-    sources: Sequence[Connector],
-    collection: str,
-    acl: Sequence[str],
-    actor: str,
-    progress: IngestProgress | Progress | None = None,
-    cancel: threading.Event | None = None,
-    items: Iterable[SourceItem] | None = None,
-    force: bool = False,
-) -> dict[str, Any]:
-    """Ingest several sources into one collection and audit it; returns the summary dict.
-
-    ``items``: only those (of the one source given) are reindexed, nothing is deleted."""
-    if progress is None or not isinstance(progress, IngestProgress):
-        progress = IngestProgress(listener=progress)
-    # Readers, most specific first: --allow for the whole run, then what the source says of an item
-    # (S3 object metadata, an ACL column), then the collection's default readers.
-    default_acl = collections.default_acl(collection)
-    total = IngestReport()
-    for connector in sources:
-        report = ingestion.ingest(
-            connector,
-            collection,
-            acl=acl,
-            default_acl=default_acl,
-            progress=progress,
-            cancel=cancel,
-            items=items,
-            force=force,
-        )
-        for name in ("added", "updated", "unchanged", "deleted", "chunks", "reused"):
-            setattr(total, name, getattr(total, name) + getattr(report, name))
-        total.failed.extend(report.failed)
-        total.elapsed_s += report.elapsed_s
-        total.cancelled = total.cancelled or report.cancelled
-        if report.cancelled:
-            break
-    summary = total.as_dict()
-    if total.cancelled:
-        summary["cancelled"] = True
-    audit.append(
-        AuditEvent(
-            actor, "ingest", collection, {"sources": [c.root for c in sources], "acl": list(acl), **summary}
-        )
-    )
-    return summary
 
 
 @dataclass

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from appliance.audit import AuditEvent
 from appliance.domain import (
     MAX_FILE_SETTING,
     Conflict,
@@ -29,8 +30,8 @@ from appliance.domain import (
     validate_collection_name,
 )
 from appliance.ingestion.connect import ConnectorFactory
-from appliance.ingestion.jobs import Job, JobManager, is_due, run_ingest
-from appliance.ingestion.pipeline import IngestProgress, Progress
+from appliance.ingestion.jobs import Job, JobManager, is_due
+from appliance.ingestion.pipeline import IngestProgress, IngestReport, Progress
 from appliance.ingestion.sources import Source, SourceStore
 from appliance.ingestion.state import DocumentRecord, Ledger
 from appliance.ingestion.verify import verify
@@ -154,25 +155,40 @@ class IngestionJobs:
         items: Iterable[SourceItem] | None = None,
         force: bool = False,
     ) -> dict[str, Any]:
-        """Ingest ``connectors`` into a collection (the default one when None), in the calling
-        thread, and audit it; the connectors are closed afterwards. Returns the summary dict."""
+        """Ingest ``connectors`` into one collection (the default one when None), in the calling
+        thread, and audit it; the connectors are closed afterwards. Returns the summary dict.
+        ``items``: only those (of the one connector given) are reindexed, nothing is deleted."""
         try:
-            return run_ingest(
-                self.ingestion,
-                self.collections,
-                self.audit,
-                connectors,
-                self._collection(collection),
-                acl,
-                actor,
-                progress,
-                cancel,
-                items,
-                force,
-            )
+            name = self._collection(collection)
+            if progress is None or not isinstance(progress, IngestProgress):
+                progress = IngestProgress(listener=progress)
+            # Readers, most specific first: --allow for the whole run, then what the source says of
+            # an item (S3 object metadata, an ACL column), then the collection's default readers.
+            default_acl = self.collections.default_acl(name)
+            total = IngestReport()
+            for connector in connectors:
+                report = self.ingestion.ingest(
+                    connector,
+                    name,
+                    acl=acl,
+                    default_acl=default_acl,
+                    progress=progress,
+                    cancel=cancel,
+                    items=items,
+                    force=force,
+                )
+                _accumulate(total, report)
+                if report.cancelled:
+                    break
         finally:
             for connector in connectors:
                 connector.close()
+        summary = total.as_dict()
+        if total.cancelled:
+            summary["cancelled"] = True
+        detail = {"sources": [c.root for c in connectors], "acl": list(acl), **summary}
+        self.audit.append(AuditEvent(actor, "ingest", name, detail))
+        return summary
 
     # -- jobs -------------------------------------------------------------------------------------
 
@@ -414,6 +430,14 @@ class IngestionJobs:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def _accumulate(total: IngestReport, report: IngestReport) -> None:
+    for name in ("added", "updated", "unchanged", "deleted", "chunks", "reused"):
+        setattr(total, name, getattr(total, name) + getattr(report, name))
+    total.failed.extend(report.failed)
+    total.elapsed_s += report.elapsed_s
+    total.cancelled = total.cancelled or report.cancelled
 
 
 def _find(connector: Connector, uri: str) -> SourceItem:
