@@ -128,12 +128,11 @@ class IngestionJobs:
         options: dict[str, Any] | None = None,
         principal: Principal | None = None,
     ) -> Connector:
-        """A connector for a SOURCE string (``spec``), an upload URI (kind ``upload``) or a kind
-        with a caller's options; with ``principal``, only where that caller may point one
-        (``ConnectorFactory.check_reach``). Without, the caller is the local admin (CLI)."""
+        """A connector for a SOURCE string (``spec``) or a kind with a caller's options; with
+        ``principal``, only where that caller may point one (``ConnectorFactory.check_reach``).
+        Without, the caller is the local admin (CLI). Uploads are never a caller's source: an
+        ``upload://`` URI names another collection's file as well as one's own."""
         admin = principal is None or principal.is_admin
-        if kind == "upload" and spec:
-            return self.connectors.upload(spec)
         if spec:
             return self.connectors.for_source(spec, options, admin=admin)
         return self.connectors.for_kind(kind, options or {}, admin=admin)

@@ -284,3 +284,8 @@ def test_where_a_source_may_point(kb: dict[str, Any]) -> None:
     # A folder that contains a visible data directory would be walked into: refused too.
     r = c.post("/api/v1/jobs", json={"sources": [str(kb["root"])], "collection": "eng-kb"}, headers=admin)
     assert _code(r) == (403, "forbidden"), r.text
+    # An upload is never a source one names: its URI may be another collection's file.
+    upload = "upload://hr-kb/" + "0" * 32 + ".md/notes.md"
+    for body in ({"spec": upload}, {"kind": "upload", "options": {"uri": upload}}):
+        r = c.post("/api/v1/sources", json={**body, "collection": "eng-kb"}, headers=admin)
+        assert _code(r) == (400, "invalid_request"), (body, r.text)
