@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from appliance.inference.base import InferenceBackend
     from appliance.inference.placement import ModelRequest, Placement
     from appliance.inference.pool import InferencePool
+    from appliance.ingestion.connect import ConnectorFactory
     from appliance.ingestion.parsing import ParserPool
     from appliance.ingestion.pipeline import IngestionService
     from appliance.ingestion.service import IngestionJobs
@@ -412,15 +413,36 @@ class Container:
         )
 
     @cached_property
+    def connectors(self) -> ConnectorFactory:
+        """The one place connectors are built: settings-derived options, reach and egress checks."""
+        from appliance.ingestion.connect import ConnectorConfig, ConnectorFactory
+
+        return ConnectorFactory(ConnectorConfig.from_settings(self.settings), self.data_dir)
+
+    @cached_property
     def jobs(self) -> IngestionJobs:
         """Ingestion jobs, sources and documents; jobs run on one writer thread of this process."""
+        from appliance.ingestion.jobs import JobManager
         from appliance.ingestion.service import IngestionJobs
+        from appliance.ingestion.sources import SourceStore
 
         self.acquire()
         # Built first so they close after the jobs: a job stopping at shutdown must not find
         # the parser gone and fail its documents for it.
         self.parser  # noqa: B018
-        jobs = IngestionJobs(self)
+        cfg = self.settings.ingestion
+        jobs = IngestionJobs(
+            manager=JobManager(self.engine, cfg.scheduler_tick_s),
+            sources=SourceStore(self.engine),
+            connectors=self.connectors,
+            ingestion=self.ingestion,
+            ledger=self.ledger,
+            collections=self.collections,
+            store=self.store,
+            audit=self.audit,
+            default_collection=self.settings.rag.default_collection,
+            default_interval_s=int(cfg.default_sync_interval_s),
+        )
         self._closers.append(jobs.close)
         return jobs
 
