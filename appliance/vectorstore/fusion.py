@@ -3,6 +3,12 @@
 Qdrant Edge 0.9's ``Fusion.Rrf`` takes no per-source weights, so the adapters fetch the dense and
 the BM25 candidates separately (each filtered inside the store) and fuse them here. Doing it in one
 place is also what makes the adapters congruent: same candidates in, same ranking out.
+
+Two methods: weighted reciprocal-rank fusion, which looks only at ranks, and distribution-based
+score fusion (DBSF, as Qdrant defines it), which normalises each list's scores by their own spread
+and adds them, so a leg that is sure of its first hit (a BM25 score far above the rest) outweighs
+a leg whose top scores are all alike (cosines within a few hundredths). docs/retrieval.md has the
+measurements that chose the default.
 """
 
 from __future__ import annotations
@@ -33,6 +39,30 @@ def weighted_rrf(
             continue
         for rank, cand in enumerate(ranked, start=1):
             scores[cand.id] = scores.get(cand.id, 0.0) + weight / (rrf_k + rank)
+            payloads.setdefault(cand.id, cand.payload)
+    order = sorted(scores, key=lambda i: (-scores[i], i))
+    return [Candidate(i, scores[i], payloads[i]) for i in order]
+
+
+def dbsf(ranked_lists: Sequence[Sequence[Candidate]], weights: Sequence[float]) -> list[Candidate]:
+    """Distribution-based score fusion: each list's scores are mapped to 0..1 between its mean
+    minus and plus three standard deviations (clipped), then summed with the weights; a candidate
+    missing from a list gets 0 from it. A list of one score, or of equal scores, counts 0.5 each.
+
+    Ties break by the id, as in :func:`weighted_rrf`.
+    """
+    scores: dict[str, float] = {}
+    payloads: dict[str, dict[str, Any]] = {}
+    for ranked, weight in zip(ranked_lists, weights, strict=True):
+        if weight <= 0 or not ranked:
+            continue
+        values = [c.score for c in ranked]
+        mean = sum(values) / len(values)
+        std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+        low, span = mean - 3 * std, 6 * std
+        for cand in ranked:
+            norm = min(1.0, max(0.0, (cand.score - low) / span)) if span > 0 else 0.5
+            scores[cand.id] = scores.get(cand.id, 0.0) + weight * norm
             payloads.setdefault(cand.id, cand.payload)
     order = sorted(scores, key=lambda i: (-scores[i], i))
     return [Candidate(i, scores[i], payloads[i]) for i in order]
