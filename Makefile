@@ -34,7 +34,7 @@ PIP := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt --fi
 
 # Debian packages the appliance uses at run time (libmagic for type detection, tesseract for OCR,
 # poppler for PDF pages) and PostgreSQL for the `services` tests. Installed when missing and we can.
-SYSTEM_PACKAGES := libmagic1 tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim poppler-utils postgresql
+SYSTEM_PACKAGES := libmagic1 tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim poppler-utils postgresql python3-doc
 system-deps:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

@@ -138,6 +138,7 @@ class Container:
             rrf_k=self.settings.rag.rrf_k,
             dense_weight=r.dense_weight,
             bm25_weight=r.bm25_weight,
+            method=r.fusion,
             max_per_document=r.max_per_document,
         )
         match cfg.backend:

@@ -25,6 +25,7 @@ the right document contains one of the expected answers.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shutil
@@ -56,10 +57,12 @@ SETS = {
 FUSIONS = {
     "rrf60": ("rrf", 1.0, 1.0, 60),
     "rrf10": ("rrf", 1.0, 1.0, 10),
-    "rrf2": ("rrf", 1.0, 1.0, 2),
+    "rrf60-b1.25": ("rrf", 1.0, 1.25, 60),
     "dbsf": ("dbsf", 1.0, 1.0, 60),
-    "dbsf-d1.5": ("dbsf", 1.5, 1.0, 60),
-    "dbsf-b1.5": ("dbsf", 1.0, 1.5, 60),
+    "dbsf-b1.25": ("dbsf", 1.0, 1.25, 60),
+    "minmax": ("minmax", 1.0, 1.0, 60),
+    "minmax-b1.25": ("minmax", 1.0, 1.25, 60),
+    "minmax-b1.5": ("minmax", 1.0, 1.5, 60),
 }
 K = 5
 CAP = 2
@@ -122,12 +125,16 @@ def summarise(results: list[tuple[int | None, bool]]) -> dict[str, float]:
 
 def evaluate_set(container: Any, items: list[Any], fusions: list[str], prefetch: int) -> dict[str, Any]:
     from appliance.domain import ScoredChunk
+    from appliance.evaluation import answer_contains
+    from appliance.rag import answering
     from appliance.vectorstore.fusion import Candidate, cap_per_document
 
     store = container.store
     product = store.fusion
     raw = replace(product, max_per_document=0)
     rows: dict[str, list[tuple[int | None, bool]]] = {m: [] for m in ["dense", "bm25", *fusions]}
+    dumped: list[dict[str, Any]] = []
+    answered: list[bool] = []
     mismatches = 0
     for item in items:
         vec = container.embedder.embed_query(item.question)
@@ -140,6 +147,19 @@ def evaluate_set(container: Any, items: list[Any], fusions: list[str], prefetch:
         lists = [
             [Candidate(h.chunk.id, h.score, h.chunk.payload()) for h in legs[m]] for m in ("dense", "bm25")
         ]
+        dumped.append(
+            {
+                "question": item.question,
+                "doc": item.doc,
+                "answer_any": list(item.answer_any),
+                "legs": {
+                    m: [
+                        [h.chunk.id, h.score, h.chunk.document_id, h.chunk.uri, h.chunk.text] for h in legs[m]
+                    ]
+                    for m in legs
+                },
+            }
+        )
         lists = [side for side in lists if side]
         for mode in ("dense", "bm25"):
             top = cap_per_document(
@@ -151,7 +171,11 @@ def evaluate_set(container: Any, items: list[Any], fusions: list[str], prefetch:
             fused = lists[0] if len(lists) == 1 else fuse(method, lists, [wd, wb], rrf_k)
             rows[name].append(judge([_hit(c, ScoredChunk) for c in cap_per_document(fused, K, CAP)], item))
         # The store's own hybrid search must rank as the offline fusion of its configured method.
-        live = [h.chunk.id for h in store.search("eval", vec, item.question, None, K, mode="hybrid")]
+        live_hits = store.search("eval", vec, item.question, None, K, mode="hybrid")
+        live = [h.chunk.id for h in live_hits]
+        # The extractive answer from the first three, as the answer pipeline packs them (top_k 3).
+        answer = asyncio.run(answering.extractive(item.question, live_hits[:3], container.embedder))
+        answered.append(answer_contains(answer, item.answer_any))
         method = getattr(product, "method", "rrf")
         weights = [product.dense_weight, product.bm25_weight]
         expected = lists[0] if len(lists) == 1 else fuse(method, lists, weights, product.rrf_k)
@@ -164,7 +188,9 @@ def evaluate_set(container: Any, items: list[Any], fusions: list[str], prefetch:
     return {
         "modes": {m: summarise(r) for m, r in rows.items()},
         "live_mismatches": mismatches,
+        "extractive_answer_contains": round(sum(answered) / len(answered), 3),
         "misses": misses,
+        "legs": dumped,
     }
 
 
@@ -173,7 +199,7 @@ def fuse(method: str, lists: list[Any], weights: list[float], rrf_k: int) -> lis
 
     if method == "rrf":
         return fusion.weighted_rrf(lists, weights, rrf_k)
-    return fusion.dbsf(lists, weights)
+    return fusion.minmax(lists, weights) if method == "minmax" else fusion.dbsf(lists, weights)
 
 
 def _hit(cand: Any, scored: Any) -> Any:
@@ -230,6 +256,7 @@ def main() -> None:
     )
     parser.add_argument("--prefetch", type=int, default=30, help="Candidates per leg before fusion.")
     parser.add_argument("--misses", action="store_true", help="Print the questions each mode misses.")
+    parser.add_argument("--legs", action="store_true", help="Keep every question's candidates in --json.")
     parser.add_argument("--json", dest="out", default=None, help="Also write the results to this file.")
     args = parser.parse_args()
     os.environ["UNSTRUCTURED_DISABLE_NOTICE"] = "1"
@@ -261,7 +288,8 @@ def main() -> None:
         result["sets"][name] = info
         print(
             f"\n{name}: {len(items)} questions, {info['docs']} documents, {info['chunks']} chunks, "
-            f"ingest {info['ingest_s']} s, live/offline mismatches {info['live_mismatches']}"
+            f"ingest {info['ingest_s']} s, live/offline mismatches {info['live_mismatches']}, "
+            f"extractive answers containing an expected string {info['extractive_answer_contains']:.3f}"
         )
         print(f"  {'mode':12} {'hit@1':>6} {'hit@5':>6} {'MRR':>6} {'ans@5':>6}")
         for mode, m in info["modes"].items():
@@ -270,6 +298,9 @@ def main() -> None:
                 for question in info["misses"][mode]:
                     print(f"      not first or no answer in top 5: {question}")
     if args.out:
+        if not args.legs:
+            for info in result["sets"].values():
+                info.pop("legs", None)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 

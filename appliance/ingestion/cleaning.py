@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -80,7 +81,7 @@ def clean_elements(elements: Iterable[Any], kind: str) -> Iterator[Any]:
         first, _, rest = text.partition("\n")
         if kind == "txt" and _ATX.match(first):
             heading, level = clean_heading(first)
-            title = Title(text=heading, metadata=element.metadata, element_id=element.id)
+            title = Title(text=heading, metadata=copy.deepcopy(element.metadata), element_id=element.id)
             title.metadata.category_depth = marked = level
             yield title
             if rest.strip():  # a heading line with its paragraph right under it

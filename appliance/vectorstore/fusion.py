@@ -4,11 +4,16 @@ Qdrant Edge 0.9's ``Fusion.Rrf`` takes no per-source weights, so the adapters fe
 the BM25 candidates separately (each filtered inside the store) and fuse them here. Doing it in one
 place is also what makes the adapters congruent: same candidates in, same ranking out.
 
-Two methods: weighted reciprocal-rank fusion, which looks only at ranks, and distribution-based
-score fusion (DBSF, as Qdrant defines it), which normalises each list's scores by their own spread
-and adds them, so a leg that is sure of its first hit (a BM25 score far above the rest) outweighs
-a leg whose top scores are all alike (cosines within a few hundredths). docs/retrieval.md has the
-measurements that chose the default.
+Three methods, all weighted per leg:
+- ``minmax`` (the default): each list's scores scaled to 0..1 between its lowest and highest
+  candidate, then added (a convex combination of normalised scores). Scores keep their gaps, so a
+  leg that is sure of its first hit (a BM25 score far above the rest) outweighs one whose top
+  scores are all alike.
+- ``dbsf``: distribution-based score fusion as Qdrant defines it: scaled between the mean minus
+  and plus three standard deviations instead.
+- ``rrf``: reciprocal-rank fusion, which looks only at ranks and so cannot tell a sure first hit
+  from a lucky one.
+docs/retrieval.md has the measurements that chose the default.
 """
 
 from __future__ import annotations
@@ -39,6 +44,28 @@ def weighted_rrf(
             continue
         for rank, cand in enumerate(ranked, start=1):
             scores[cand.id] = scores.get(cand.id, 0.0) + weight / (rrf_k + rank)
+            payloads.setdefault(cand.id, cand.payload)
+    order = sorted(scores, key=lambda i: (-scores[i], i))
+    return [Candidate(i, scores[i], payloads[i]) for i in order]
+
+
+def minmax(ranked_lists: Sequence[Sequence[Candidate]], weights: Sequence[float]) -> list[Candidate]:
+    """Min-max score fusion: each list's scores mapped to 0..1 between its lowest and highest
+    candidate, then summed with the weights; a candidate missing from a list gets 0 from it (the
+    list's lowest). A list whose scores are all equal counts 1.0 each.
+
+    Ties break by the id, as in :func:`weighted_rrf`.
+    """
+    scores: dict[str, float] = {}
+    payloads: dict[str, dict[str, Any]] = {}
+    for ranked, weight in zip(ranked_lists, weights, strict=True):
+        if weight <= 0 or not ranked:
+            continue
+        low = min(c.score for c in ranked)
+        span = max(c.score for c in ranked) - low
+        for cand in ranked:
+            norm = (cand.score - low) / span if span > 0 else 1.0
+            scores[cand.id] = scores.get(cand.id, 0.0) + weight * norm
             payloads.setdefault(cand.id, cand.payload)
     order = sorted(scores, key=lambda i: (-scores[i], i))
     return [Candidate(i, scores[i], payloads[i]) for i in order]

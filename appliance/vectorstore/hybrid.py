@@ -12,7 +12,7 @@ import numpy as np
 from appliance.domain import Chunk, ScoredChunk
 from appliance.vectorstore import bm25
 from appliance.vectorstore.base import SearchFilter, SearchMode
-from appliance.vectorstore.fusion import Candidate, cap_per_document, dbsf, weighted_rrf
+from appliance.vectorstore.fusion import Candidate, cap_per_document, dbsf, minmax, weighted_rrf
 
 DENSE = "dense"
 # A collection's BM25 sparse vector is named after the tokenizer that filled it, so that a new
@@ -26,26 +26,32 @@ CURRENT_SPARSE = SPARSE_NAMES[bm25.TOKENIZER_VERSION]
 # Payload fields with an index: everything a SearchFilter or a delete can name.
 KEYWORD_FIELDS = ("document_id", "collection", "uri", "source", "acl")
 FLOAT_FIELDS = ("modified",)
+FusionMethod = Literal["minmax", "dbsf", "rrf"]
 
 
 @dataclass(frozen=True)
 class FusionConfig:
     """How candidates are gathered and fused. ``prefetch``: candidates per side. ``method``:
-    ``dbsf`` (distribution-based score fusion) or ``rrf`` (reciprocal-rank fusion). ``rrf_k``: RRF
-    constant. ``dense_weight`` / ``bm25_weight``: weights of the two sides in either method.
-    ``max_per_document``: cap on chunks from one document in a result (0: none)."""
+    ``minmax`` (min-max normalised scores, added), ``dbsf`` (distribution-based score fusion) or
+    ``rrf`` (reciprocal-rank fusion); see fusion.py. ``rrf_k``: RRF constant. ``dense_weight`` /
+    ``bm25_weight``: weights of the two sides in any method. ``max_per_document``: cap on chunks
+    from one document in a result (0: none)."""
 
     prefetch: int = 30
     rrf_k: int = 60
     dense_weight: float = 1.0
-    bm25_weight: float = 1.0
+    bm25_weight: float = 1.25
     max_per_document: int = 0
-    method: Literal["dbsf", "rrf"] = "dbsf"
+    method: FusionMethod = "minmax"
 
     def fuse(self, lists: Sequence[Sequence[Candidate]], weights: Sequence[float]) -> list[Candidate]:
-        if self.method == "rrf":
-            return weighted_rrf(lists, weights, self.rrf_k)
-        return dbsf(lists, weights)
+        match self.method:
+            case "rrf":
+                return weighted_rrf(lists, weights, self.rrf_k)
+            case "dbsf":
+                return dbsf(lists, weights)
+            case _:
+                return minmax(lists, weights)
 
 
 @dataclass(frozen=True)

@@ -66,3 +66,55 @@ def test_a_long_run_without_spaces_is_cut_into_bounded_pieces() -> None:
     pieces = split_to_tokens(text, chars, limit=256)
     assert all(chars(p) <= 256 for p in pieces)
     assert "".join(pieces) == text
+
+
+# -- hygiene: no fragments, headings travel with their section, overlap across elements ----------
+
+
+def test_no_chunk_is_a_fragment() -> None:
+    body = "".join(f"第{i}条 数据中心的温度应控制在十八至二十七度之间，每两小时巡检一次。" for i in range(8))
+    elements = [
+        el("Title", "运维规范", 0, depth=0),
+        el("NarrativeText", body, 1),
+        el("NarrativeText", "安", 2),  # a stray character, as OCR or a broken line leaves them
+        el("Title", "附录", 3, depth=1),
+    ]
+    chunks = chunk_elements(elements, tokens, target_tokens=60, max_tokens=128)
+    assert len(chunks) > 1
+    assert min(tokens(c.text) - 2 for c in chunks) >= 6  # 10% of the target, not one character
+    joined = "".join(c.text for c in chunks)
+    assert "安" in joined and "附录" in joined  # merged into a neighbour, not dropped
+
+
+def test_every_chunk_of_a_long_section_starts_with_its_heading() -> None:
+    sentences = " ".join(f"Blade {i} of the rotor is inspected every spring for cracks." for i in range(12))
+    elements = [
+        el("Title", "Maintenance", 0, depth=0),
+        el("Title", "Rotor blades", 1, depth=1),
+        el("NarrativeText", sentences, 2),
+        el("Title", "Trailing heading", 3, depth=1),
+    ]
+    chunks = chunk_elements(elements, tokens, target_tokens=40, max_tokens=128)
+    rotor = [c for c in chunks if "Blade" in c.text]
+    assert len(rotor) > 2
+    assert all(c.text.startswith("Maintenance\n\nRotor blades\n\n") for c in rotor)
+    assert all(c.section_path == ("Maintenance", "Rotor blades") for c in rotor if "Trailing" not in c.text)
+    assert all(tokens(c.text) <= 40 for c in rotor)
+    headings = {"Maintenance", "Rotor blades", "Trailing heading"}
+    assert not any(set(c.text.split("\n\n")) <= headings for c in chunks)  # no heading stands alone
+
+
+def test_neighbouring_chunks_overlap_across_elements() -> None:
+    paragraphs = [
+        " ".join(f"Paragraph {p} sentence {s} covers the gearbox oil." for s in range(3)) for p in range(6)
+    ]
+    elements = [el("Title", "Gearbox", 0, depth=0)] + [
+        el("NarrativeText", text, i + 1) for i, text in enumerate(paragraphs)
+    ]
+    chunks = chunk_elements(elements, tokens, target_tokens=60, max_tokens=128, overlap_tokens=10)
+    assert len(chunks) >= 3
+    for before, after in zip(chunks, chunks[1:], strict=False):
+        last = before.text.rsplit(". ", 1)[-1].rstrip(".")
+        body = after.text.removeprefix("Gearbox\n\n")
+        assert body.startswith(last), (before.text, after.text)  # the end of one opens the next
+        assert not body.startswith(before.text.removeprefix("Gearbox\n\n")[:40])  # but only the end
