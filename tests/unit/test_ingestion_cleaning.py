@@ -25,7 +25,9 @@ def test_plain_text_headings_come_from_hash_lines_and_nest() -> None:
     elements = [
         Title("# 采购管理办法"),
         Title("第一章 总则"),  # unmarked, under a "#" heading: nested in it
-        Title("第一条 为规范采购行为，降低采购成本，制定本办法。"),  # a sentence unstructured took for a title
+        Title(
+            "第一条 为规范采购行为，降低采购成本，制定本办法。"
+        ),  # a sentence unstructured took for a title
         Text("## 2. 采购方式"),
         NarrativeText("单笔采购金额在5万元以下的，可由需求部门直接采购。"),
     ]

@@ -13,7 +13,7 @@ import pytest
 from appliance.domain import Chunk, ScoredChunk
 from appliance.rag.answering import choose_sentences, fact_bonus, is_heading, quotable_sentences
 from appliance.vectorstore import bm25
-from appliance.vectorstore.fusion import Candidate, dbsf, weighted_rrf
+from appliance.vectorstore.fusion import Candidate, dbsf, minmax, weighted_rrf
 from appliance.vectorstore.hybrid import CURRENT_SPARSE, SPARSE_NAMES, SPARSE_VERSIONS, FusionConfig
 
 # -- BM25 with jieba -------------------------------------------------------------------------------
@@ -106,11 +106,23 @@ def test_dbsf_weights_and_ties_break_by_id() -> None:
     assert [c.id for c in dbsf([a, b], [1.0, 0.0])] == ["x", "y"]  # a zero weight drops the side
 
 
+def test_minmax_scales_each_list_to_its_range_and_keeps_the_gaps() -> None:
+    dense = _ranked({"a": 0.62, "b": 0.61, "c": 0.30})
+    keyword = _ranked({"b": 14.0, "a": 2.0, "d": 1.0})
+    fused = {c.id: c.score for c in minmax([dense, keyword], [1.0, 1.25])}
+    assert fused["a"] == pytest.approx(1.0 + 1.25 * (1 / 13))
+    assert fused["b"] == pytest.approx((0.31 / 0.32) + 1.25)  # sure on one side, near-top on the other
+    assert fused["c"] == 0.0 and fused["d"] == 0.0  # a list's lowest, and missing elsewhere
+    assert [c.id for c in minmax([dense, keyword], [1.0, 1.25])][:2] == ["b", "a"]
+    assert minmax([_ranked({"x": 3.0, "y": 3.0})], [1.0])[0].score == 1.0  # no spread: all count
+
+
 def test_fusion_config_picks_the_method() -> None:
     lists = [_ranked({"a": 0.9, "b": 0.1}), _ranked({"b": 9.0, "a": 1.0})]
-    assert FusionConfig().method == "dbsf"
+    assert (FusionConfig().method, FusionConfig().bm25_weight) == ("minmax", 1.25)
     assert FusionConfig(method="rrf", rrf_k=60).fuse(lists, [1.0, 1.0]) == weighted_rrf(lists, [1.0, 1.0], 60)
-    assert FusionConfig().fuse(lists, [1.0, 1.0]) == dbsf(lists, [1.0, 1.0])
+    assert FusionConfig(method="dbsf").fuse(lists, [1.0, 1.0]) == dbsf(lists, [1.0, 1.0])
+    assert FusionConfig().fuse(lists, [1.0, 1.25]) == minmax(lists, [1.0, 1.25])
 
 
 # -- extractive sentence choice --------------------------------------------------------------------
