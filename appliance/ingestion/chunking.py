@@ -93,8 +93,8 @@ def chunk_elements(
         return max(count_tokens(text) - 2, len(text) // MAX_CHARS_PER_TOKEN, 1)
 
     drafts: list[_Draft] = []
-    for section in _sections(elems):
-        drafts.extend(_chunk_section(section, bare, count_tokens, target, overlap_tokens))
+    for part in _sections(elems):
+        drafts.extend(_chunk_section(part, bare, count_tokens, target, overlap_tokens))
     drafts = _pack_small(
         drafts, bare, target, int(target * COMBINE_SHARE), int(target * MIN_SHARE), max_tokens
     )
