@@ -130,7 +130,7 @@ def evaluate_set(container: Any, items: list[Any], fusions: list[str], prefetch:
     from appliance.vectorstore.fusion import Candidate, cap_per_document
 
     store = container.store
-    product = store.fusion
+    product = container.retriever.fusion  # the configured fusion (retrieval.* settings)
     raw = replace(product, max_per_document=0)
     rows: dict[str, list[tuple[int | None, bool]]] = {m: [] for m in ["dense", "bm25", *fusions]}
     dumped: list[dict[str, Any]] = []
@@ -138,12 +138,10 @@ def evaluate_set(container: Any, items: list[Any], fusions: list[str], prefetch:
     mismatches = 0
     for item in items:
         vec = container.embedder.embed_query(item.question)
-        store.fusion = raw
         legs = {
-            mode: store.search("eval", vec, item.question, None, prefetch, mode=mode)
+            mode: store.search("eval", vec, item.question, None, prefetch, mode=mode, fusion=raw)
             for mode in ("dense", "bm25")
         }
-        store.fusion = product
         lists = [
             [Candidate(h.chunk.id, h.score, h.chunk.payload()) for h in legs[m]] for m in ("dense", "bm25")
         ]
@@ -171,10 +169,10 @@ def evaluate_set(container: Any, items: list[Any], fusions: list[str], prefetch:
             fused = lists[0] if len(lists) == 1 else fuse(method, lists, [wd, wb], rrf_k)
             rows[name].append(judge([_hit(c, ScoredChunk) for c in cap_per_document(fused, K, CAP)], item))
         # The store's own hybrid search must rank as the offline fusion of its configured method.
-        live_hits = store.search("eval", vec, item.question, None, K, mode="hybrid")
+        live_hits = store.search("eval", vec, item.question, None, K, mode="hybrid", fusion=product)
         live = [h.chunk.id for h in live_hits]
         # The extractive answer from the first three, as the answer pipeline packs them (top_k 3).
-        answer = asyncio.run(answering.extractive(item.question, live_hits[:3], container.embedder))
+        answer = asyncio.run(answering.extractive(item.question, vec, live_hits[:3], container.embedder))
         answered.append(answer_contains(answer, item.answer_any))
         method = getattr(product, "method", "rrf")
         weights = [product.dense_weight, product.bm25_weight]

@@ -13,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from appliance.domain import ScoredChunk
+from appliance.embeddings.base import Embedder
 from appliance.inference.base import GenerationParams
 from appliance.rag import grounding
 
@@ -33,16 +36,19 @@ class Outcome:
     dropped: int = 0  # unsupported sentences withheld (grounded)
 
 
-async def evidence(question: str, hits: list[ScoredChunk], embedder: Any) -> list[grounding.Extract]:
+async def evidence(
+    question: str, question_vector: np.ndarray, hits: list[ScoredChunk], embedder: Embedder
+) -> list[grounding.Extract]:
     """The source sentences that best answer the question (embedding + word overlap), headings
-    left out and sentences with the kind of fact asked for (a figure, a name) preferred."""
+    left out and sentences with the kind of fact asked for (a figure, a name) preferred.
+    ``question_vector``: the question as retrieval embedded it (not embedded again)."""
 
     def pick() -> list[grounding.Extract]:
         candidates = quotable_sentences(hits)
         if not candidates:
             return []
         vecs = embedder.embed_documents([s for _, s in candidates])
-        return choose_sentences(question, candidates, embedder.embed_query(question), vecs)
+        return choose_sentences(question, candidates, question_vector, vecs)
 
     return await asyncio.to_thread(pick)
 
@@ -148,8 +154,10 @@ def format_evidence(extracts: list[grounding.Extract], hits: list[ScoredChunk]) 
     return grounding.format_extract(extracts)
 
 
-async def extractive(question: str, hits: list[ScoredChunk], embedder: Any) -> str:
-    return format_evidence(await evidence(question, hits, embedder), hits)
+async def extractive(
+    question: str, question_vector: np.ndarray, hits: list[ScoredChunk], embedder: Embedder
+) -> str:
+    return format_evidence(await evidence(question, question_vector, hits, embedder), hits)
 
 
 async def abstractive(
@@ -159,7 +167,7 @@ async def abstractive(
     params: GenerationParams,
     outcome: Outcome,
     user: str | None = None,
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     # aclosing, here and by our callers: when the client goes, the generation must close now (the
     # worker stops, the slot is free), not whenever the garbage collector finalises it.
     async with contextlib.aclosing(pool.chat(messages, params, model=model, user=user)) as deltas:
@@ -215,13 +223,14 @@ async def grounded(
     messages: list[dict[str, str]],
     params: GenerationParams,
     question: str,
+    question_vector: np.ndarray,
     hits: list[ScoredChunk],
-    embedder: Any,
+    embedder: Embedder,
     min_support: float,
     outcome: Outcome,
     user: str | None = None,
-) -> AsyncIterator[str]:
-    extracts = await evidence(question, hits, embedder)
+) -> AsyncGenerator[str, None]:
+    extracts = await evidence(question, question_vector, hits, embedder)
     q_bag = grounding.bag(question)
     gate = Gate(
         grounding.source_bags([h.chunk.text for h in hits]),

@@ -80,6 +80,7 @@ def test_hybrid_is_not_below_its_legs_on_the_chinese_set(container: Any) -> None
 def test_the_extractive_answer_quotes_the_figure_not_its_heading(container: Any) -> None:
     question = "2023年中国AI基础设施市场规模是多少？"
     hits, _ = container.retriever.search(question, ADMIN, "zh", 3)
-    answer = asyncio.run(answering.extractive(question, hits, container.embedder))
+    vector = container.embedder.embed_query(question)
+    answer = asyncio.run(answering.extractive(question, vector, hits, container.embedder))
     assert "1,250亿元" in answer
     assert not answer.startswith("4.1")

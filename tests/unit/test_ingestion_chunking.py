@@ -1,4 +1,5 @@
-"""Structure-aware chunking: tables and lists stay with their heading, section paths nest."""
+"""Structure-aware chunking: tables and lists stay with their heading, section paths nest, small
+sections are packed together, no fragments, headings on every chunk, overlap across elements."""
 
 from __future__ import annotations
 
@@ -22,16 +23,17 @@ def test_table_and_list_stay_with_their_heading_and_paths_nest() -> None:
     elements = [
         el("Title", "Operations Manual", 0, depth=0),
         el("NarrativeText", filler, 1),
+        # Sections of a quarter of the target or more: smaller ones would be packed together.
         el("Title", "Spare parts", 2, depth=1),
         el(
             "Table",
-            "Part Stock Bearing 12 Gearbox 3",
+            "Part Stock Bearing 12 Gearbox 3 Blade 6 Brake pad 40 Yaw motor 2 Pitch motor 3",
             3,
             text_as_html="<table><tr><td>Bearing</td></tr></table>",
         ),
         el("Title", "Checklist", 4, depth=1),
         el("ListItem", "Check the oil level", 5),
-        el("ListItem", "Inspect the blades", 6),
+        el("ListItem", "Inspect the blades and the tower bolts", 6),
         el("Title", "Appendix", 7, depth=0),
         el("NarrativeText", filler, 8),
     ]
@@ -46,6 +48,19 @@ def test_table_and_list_stay_with_their_heading_and_paths_nest() -> None:
     appendix = [c for c in chunks if c.text.startswith("Appendix")]
     assert appendix and appendix[0].section_path == ("Appendix",)
     assert all(tokens(t) <= 60 for t in by_text)
+
+
+def test_small_sections_are_packed_with_their_neighbours() -> None:
+    elements = [
+        el("Title", "Contacts", 0, depth=0),
+        el("Title", "IT", 1, depth=1),
+        el("NarrativeText", "Call 4455.", 2),
+        el("Title", "Security", 3, depth=1),
+        el("NarrativeText", "Call 7700.", 4),
+    ]
+    chunks = chunk_elements(elements, tokens, target_tokens=60, max_tokens=128)
+    assert [c.text for c in chunks] == ["Contacts\n\nIT\n\nCall 4455.\n\nSecurity\n\nCall 7700."]
+    assert chunks[0].section_path == ("Contacts",)  # the headings both sections share
 
 
 def test_cjk_without_spaces_is_split_at_sentence_ends_under_the_limit() -> None:
