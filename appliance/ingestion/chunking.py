@@ -201,11 +201,15 @@ def _tail(units: list[_Unit], overlap: int, count_tokens: Callable[[str], int]) 
         return []
     last = units[-1]
     whole = _units(last.text, count_tokens, len(last.text) + 2)  # sentences, however long
-    sentences = [_Unit(t, m, last.block, last.page) for t, m in whole]
+    return _last_fitting([_Unit(t, m, last.block, last.page) for t, m in whole], overlap)
+
+
+def _last_fitting(units: Sequence[_Unit], budget: int) -> list[_Unit]:
+    """The longest run at the end of ``units`` within ``budget`` tokens."""
     tail: list[_Unit] = []
     size = 0
-    for unit in reversed(sentences):
-        if size + unit.tokens > overlap:
+    for unit in reversed(units):
+        if size + unit.tokens > budget:
             break
         tail.insert(0, unit)
         size += unit.tokens
@@ -299,13 +303,7 @@ def split_to_tokens(
     pieces: list[str] = []
     previous: list[_Unit] = []
     for group in _pack(units, budget - overlap):
-        carry: list[_Unit] = []
-        size = 0
-        for unit in reversed(previous):
-            if size + unit.tokens > overlap:
-                break
-            carry.insert(0, unit)
-            size += unit.tokens
+        carry = _last_fitting(previous, overlap) if overlap > 0 else []
         pieces.append(_join(carry + group))
         previous = group
     return [p for p in pieces if p.strip()]

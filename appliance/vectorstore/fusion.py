@@ -18,7 +18,7 @@ docs/retrieval.md has the measurements that chose the default.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,19 +56,12 @@ def minmax(ranked_lists: Sequence[Sequence[Candidate]], weights: Sequence[float]
 
     Ties break by the id, as in :func:`weighted_rrf`.
     """
-    scores: dict[str, float] = {}
-    payloads: dict[str, dict[str, Any]] = {}
-    for ranked, weight in zip(ranked_lists, weights, strict=True):
-        if weight <= 0 or not ranked:
-            continue
-        low = min(c.score for c in ranked)
-        span = max(c.score for c in ranked) - low
-        for cand in ranked:
-            norm = (cand.score - low) / span if span > 0 else 1.0
-            scores[cand.id] = scores.get(cand.id, 0.0) + weight * norm
-            payloads.setdefault(cand.id, cand.payload)
-    order = sorted(scores, key=lambda i: (-scores[i], i))
-    return [Candidate(i, scores[i], payloads[i]) for i in order]
+
+    def scale(values: list[float]) -> Callable[[float], float]:
+        low, span = min(values), max(values) - min(values)
+        return (lambda v: (v - low) / span) if span > 0 else (lambda v: 1.0)
+
+    return _score_fusion(ranked_lists, weights, scale)
 
 
 def dbsf(ranked_lists: Sequence[Sequence[Candidate]], weights: Sequence[float]) -> list[Candidate]:
@@ -78,18 +71,31 @@ def dbsf(ranked_lists: Sequence[Sequence[Candidate]], weights: Sequence[float]) 
 
     Ties break by the id, as in :func:`weighted_rrf`.
     """
+
+    def scale(values: list[float]) -> Callable[[float], float]:
+        mean = sum(values) / len(values)
+        std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+        low, span = mean - 3 * std, 6 * std
+        return (lambda v: min(1.0, max(0.0, (v - low) / span))) if span > 0 else (lambda v: 0.5)
+
+    return _score_fusion(ranked_lists, weights, scale)
+
+
+def _score_fusion(
+    ranked_lists: Sequence[Sequence[Candidate]],
+    weights: Sequence[float],
+    scale: Callable[[list[float]], Callable[[float], float]],
+) -> list[Candidate]:
+    """Each list's scores normalised by ``scale`` (built from that list's scores), weighted and
+    summed per candidate; best first, ties by id."""
     scores: dict[str, float] = {}
     payloads: dict[str, dict[str, Any]] = {}
     for ranked, weight in zip(ranked_lists, weights, strict=True):
         if weight <= 0 or not ranked:
             continue
-        values = [c.score for c in ranked]
-        mean = sum(values) / len(values)
-        std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
-        low, span = mean - 3 * std, 6 * std
+        norm = scale([c.score for c in ranked])
         for cand in ranked:
-            norm = min(1.0, max(0.0, (cand.score - low) / span)) if span > 0 else 0.5
-            scores[cand.id] = scores.get(cand.id, 0.0) + weight * norm
+            scores[cand.id] = scores.get(cand.id, 0.0) + weight * norm(cand.score)
             payloads.setdefault(cand.id, cand.payload)
     order = sorted(scores, key=lambda i: (-scores[i], i))
     return [Candidate(i, scores[i], payloads[i]) for i in order]
