@@ -43,7 +43,6 @@ def search(
     from pydantic import ValidationError
 
     from appliance.api.schemas.kb import SearchFilters
-    from appliance.audit import audit_query
     from appliance.rag.pipeline import citation_dicts
 
     cli = AppContext.of(ctx)
@@ -67,23 +66,14 @@ def search(
         citations = remote.post("/api/v1/search", body)["citations"]
     else:
         container = cli.local()
-        name = collection or cli.settings.rag.default_collection
         try:
-            principal = cli.principal(user)
-            # TODO(arch-core): one service method "search then audit" replaces these two calls.
-            container.embedder.start()
-            hits, ms = container.retriever.search(
-                query, principal, name, k, narrowing.to_filter() if narrowing else None, mode
-            )
-            audit_query(
-                container.queries,
-                action="search",
-                principal=principal,
-                collection=name,
-                question=query,
-                hits=hits,
-                status="ok",
-                latency_ms=round(ms, 1),
+            hits, _ = container.rag.search_and_audit(
+                query,
+                cli.principal(user),
+                collection,
+                k,
+                narrowing.to_filter() if narrowing else None,
+                check_mode(mode),
             )
         except ApplianceError as exc:
             cli.fail(exc.message)
