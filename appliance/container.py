@@ -362,6 +362,7 @@ class Container:
                 dense_weight=r.dense_weight,
                 bm25_weight=r.bm25_weight,
                 max_per_document=r.max_per_document,
+                method=r.fusion,
             ),
             Relevance(rag.candidates, rag.min_relevance, rag.relative_relevance),
         )
