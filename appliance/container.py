@@ -373,6 +373,13 @@ class Container:
         return CollectionService(self.engine, self.store, self.embedder, self.ledger)
 
     @cached_property
+    def originals(self) -> Any:
+        """Documents' original files and text previews, for their readers."""
+        from appliance.ingestion.originals import Originals
+
+        return Originals(self.settings, self.ledger, self.store, self.data_dir / "uploads")
+
+    @cached_property
     def ingestion(self) -> Any:
         from appliance.ingestion.pipeline import IngestionService
 
