@@ -14,7 +14,9 @@ overlap between neighbouring chunks shown once. It never carries the document's 
 from __future__ import annotations
 
 import mimetypes
+import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -116,6 +118,17 @@ class Originals:
             rec.updated_at.isoformat() if rec.updated_at else None,
             parts,
         )
+
+
+def version_label(version: str) -> str:
+    """A document version for people: a file's ``<mtime ns>-<size>`` as its modification time,
+    anything else (a commit id, an ETag) shortened."""
+    found = re.fullmatch(r"(\d{12,})-(\d+)", version or "")
+    if found:
+        stamp = datetime.fromtimestamp(int(found.group(1)) / 1e9, tz=UTC)
+        return stamp.strftime("%Y-%m-%d %H:%M UTC")
+    version = " ".join((version or "").split())
+    return version if len(version) <= 16 else version[:15] + "…"
 
 
 def _media_type(filename: str) -> str:

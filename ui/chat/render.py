@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import html
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
+from appliance.ingestion.originals import version_label
 from ui.i18n import t
 
 # ![alt](url), ![alt][ref]; [text](url), [text][ref]; [ref]: url definitions; <scheme:...> autolinks.
@@ -85,16 +86,6 @@ def passage_href(citation: dict[str, Any]) -> str | None:
     return _doc_href(doc, "preview", query=f"chunk={quote(chunk)}", fragment="kb-hit")
 
 
-def version_text(version: str) -> str:
-    """A document version for people: a file's ``<mtime ns>-<size>`` as its modification time,
-    anything else (a commit, an ETag) shortened."""
-    found = re.fullmatch(r"(\d{12,})-(\d+)", version or "")
-    if found:
-        stamp = datetime.fromtimestamp(int(found.group(1)) / 1e9, tz=UTC)
-        return stamp.strftime("%Y-%m-%d %H:%M UTC")
-    return _one_line(version or "", 16)
-
-
 def _date(value: Any) -> str:
     if not value:
         return ""
@@ -125,7 +116,7 @@ def citation_chip(citation: dict[str, Any], lang: str, doc: dict[str, Any] | Non
     if doc:
         if doc.get("version"):
             meta.append(
-                f"{html.escape(t(lang, 'version'))} {html.escape(_one_line(str(doc['version']), 24))}"
+                f"{html.escape(t(lang, 'version'))} {html.escape(version_label(str(doc['version'])))}"
             )
         if date := _date(doc.get("updated_at")):
             meta.append(html.escape(t(lang, "indexed", date=date)))

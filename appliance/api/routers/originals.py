@@ -27,7 +27,7 @@ from appliance.api.deps import ContainerDep, get_principal
 from appliance.api.schemas.common import COMMON_ERRORS, error_responses
 from appliance.api.schemas.originals import ORIGINAL_RESPONSES, PREVIEW_RESPONSES
 from appliance.domain import Principal, Unauthenticated
-from appliance.ingestion.originals import Preview
+from appliance.ingestion.originals import Preview, version_label
 from appliance.security.acl import check_route_scope
 
 router = APIRouter(
@@ -116,7 +116,7 @@ def render_preview(preview: Preview, chunk: str | None) -> str:
         sections.append(f'<section{attrs}>{label}<div class="text">{body}</div></section>')
     meta: list[str] = []
     if preview.version:
-        meta.append(f"version {e(preview.version)}")
+        meta.append(f"version {e(version_label(preview.version))}")
     if preview.updated_at:
         meta.append(f"indexed {e(preview.updated_at[:10])}")
     original = f"/api/v1/documents/{quote(preview.document_id)}/original"
