@@ -33,8 +33,10 @@ PIP := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt --fi
 .PHONY: install install-test run test lint bench helm-check clean system-deps
 
 # Debian packages the appliance uses at run time (libmagic for type detection, tesseract for OCR,
-# poppler for PDF pages) and PostgreSQL for the `services` tests. Installed when missing and we can.
-SYSTEM_PACKAGES := libmagic1 tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim poppler-utils postgresql
+# poppler for PDF pages), PostgreSQL for the `services` tests, and Chromium with CJK fonts for the
+# `browser` tests (driven by Playwright through its executable path). Installed when missing and we can.
+SYSTEM_PACKAGES := libmagic1 tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim poppler-utils postgresql \
+  chromium fonts-noto-cjk
 system-deps:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

@@ -86,6 +86,7 @@ def build_chat(container: Any, sessions: Any) -> gr.Blocks:
                 collection = gr.Dropdown([], label="Knowledge base", elem_id="kb-collection")
                 chatbot = gr.Chatbot(
                     label="Chat",
+                    show_label=False,  # Gradio floats the label over the messages
                     elem_id="kb-chat",
                     height=540,
                     render_markdown=False,  # messages are our escaped HTML (ui/chat/render.py)
@@ -207,14 +208,14 @@ def build_chat(container: Any, sessions: Any) -> gr.Blocks:
             saved = dict(saved or {})
             idle = gr.update(interactive=True)
             if not q:
-                yield [gr.update(), gr.update(), s, gr.update(), saved, idle]
+                yield [gr.update(), gr.update(), s, gr.update(), saved, idle, gr.update()]
                 return
             s = {**s, "turns": list(s["turns"]), "feedback": None}
             turn: dict[str, Any] = {"question": q, "answer": "", "citations": [], "streaming": True}
             s["turns"].append(turn)
             if principal is None:
                 turn.update(streaming=False, notice={"key": "expired", "kind": "error"})
-                yield [_messages(s), "", s, gr.update(), saved, idle]
+                yield [_messages(s), "", s, gr.update(), saved, idle, gr.update()]
                 return
             try:
                 await asyncio.to_thread(container.metering.check_quota, principal)
@@ -223,13 +224,13 @@ def build_chat(container: Any, sessions: Any) -> gr.Blocks:
                 turn.update(
                     streaming=False, notice={"key": "quota", "kind": "error", "values": {"when": when}}
                 )
-                yield [_messages(s), "", s, gr.update(), saved, idle]
+                yield [_messages(s), "", s, gr.update(), saved, idle, gr.update()]
                 return
             if not s["conversation"]:
                 created = await asyncio.to_thread(container.conversations.create, principal.name, "", name)
                 s["conversation"] = created["id"]
                 saved["conversation"] = created["id"]
-            yield [_messages(s), "", s, gr.update(), saved, gr.update(interactive=False)]
+            yield [_messages(s), "", s, gr.update(), saved, gr.update(interactive=False), gr.update()]
             stop = stops.start(request.session_hash or "")
             events = container.rag.ask_stream(
                 q, principal, collection=name, conversation_id=s["conversation"]
@@ -243,7 +244,7 @@ def build_chat(container: Any, sessions: Any) -> gr.Blocks:
                         turn["answer"] += event["content"]
                         if time.monotonic() - shown_at >= STREAM_EVERY_S:
                             shown_at = time.monotonic()
-                            yield [_messages(s), gr.update(), s, gr.update(), saved, gr.update()]
+                            yield [_messages(s), gr.update(), s, gr.update(), saved, gr.update(), gr.update()]
                     elif event["type"] == "done":
                         result = event["result"]
                         turn.update(
@@ -268,10 +269,11 @@ def build_chat(container: Any, sessions: Any) -> gr.Blocks:
             turn["docs"] = await asyncio.to_thread(data.documents, container, principal, turn["citations"])
             items = await asyncio.to_thread(data.conversations, container, principal)
             choices = gr.update(choices=_conversation_choices(items), value=s["conversation"])
-            yield [_messages(s), gr.update(), s, choices, saved, idle]
+            title = next((c["title"] for c in items if c["id"] == s["conversation"]), "")
+            yield [_messages(s), gr.update(), s, choices, saved, idle, title]
 
         ask_inputs = [question, collection, st, stored]
-        ask_outputs = [chatbot, question, st, convs, stored, send_btn]
+        ask_outputs = [chatbot, question, st, convs, stored, send_btn, rename_box]
         # No concurrency limit here: the inference pool admits and queues fairly (429 when full).
         for trigger in (question.submit, send_btn.click):
             trigger(respond, ask_inputs, ask_outputs, concurrency_limit=None, show_progress="hidden")
