@@ -39,13 +39,16 @@ ZH_MD = (ROOT / "tests" / "fixtures" / "kb" / "zh_attendance_policy.md").read_te
 FINANCE_MD = "# Payroll run\n\nSalaries are paid on the 25th of each month by the finance team.\n"
 
 
-def hostile_text(beacon: str) -> str:
-    # A title and text that would run a script or fetch the beacon if anything rendered them.
+def hostile_html(beacon: str) -> str:
+    """A page whose title and text carry a script and Markdown image and link syntax as TEXT (the
+    entities decode to ``<script>`` in the parsed text), and real tags a parser drops."""
+    script = "&lt;script&gt;window.__pwned=1&lt;/script&gt;"
     return (
-        f"# Zebra <script>window.__pwned=1</script> care ![x]({beacon}/beacon-title)\n\n"
-        f"The zebra maintenance code is Z-42. <script>window.__pwned=1</script> "
-        f'![x]({beacon}/beacon) <img src="{beacon}/beacon-img"> [click]({beacon}/beacon-link) '
-        f"<{beacon}/beacon-autolink>\n"
+        f"<html><head><title>Zebra</title></head><body>"
+        f"<h1>Zebra {script} care ![x]({beacon}/beacon-title)</h1>"
+        f"<p>The zebra maintenance code is Z-42. {script} ![x]({beacon}/beacon) "
+        f"[click]({beacon}/beacon-link) &lt;img src=&quot;{beacon}/beacon-img&quot;&gt; "
+        f'<img src="{beacon}/beacon-tag"><script>window.__pwned=1</script></p></body></html>\n'
     )
 
 
@@ -99,7 +102,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, beacon: Beacon) -> Iterator[d
     for name, files in {
         "secret": {"minutes.md": SECRET_MD},
         "zh": {"zh_attendance_policy.md": ZH_MD},
-        "lab": {"zebra.md": hostile_text(beacon.url)},
+        "lab": {"zebra.html": hostile_html(beacon.url)},
         "finance": {"payroll.md": FINANCE_MD},
     }.items():
         folders[name] = tmp / name
@@ -110,7 +113,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, beacon: Beacon) -> Iterator[d
         tmp / "data",
         admin_key="kb-browser-admin-" + os.urandom(8).hex(),
         APPLIANCE_RAG__ANSWER_MODE="abstractive",
-        APPLIANCE_INFERENCE__MAX_TOKENS="160",
+        APPLIANCE_INFERENCE__MAX_TOKENS="96",
     )
     try:
         server.wait_ready()
