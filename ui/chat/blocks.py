@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,6 +25,7 @@ from ui.chat.render import chat_messages, retry_notice
 from ui.chat.streaming import Stops, until_stopped
 from ui.i18n import LANGUAGES, pick_language, t
 
+log = logging.getLogger(__name__)
 STREAM_EVERY_S = 0.12  # the Chatbot re-sends every message on each update: coarser pieces
 
 
@@ -252,8 +254,10 @@ def build_chat(container: Any, sessions: Any) -> gr.Blocks:
                             citations=result.citations,
                             support=result.support,
                             fallback=result.fallback,
+                            done=True,
                         )
-                turn["stopped"] = stop.is_set()
+                # A Stop that came after the answer was complete stopped nothing: it is stored.
+                turn["stopped"] = stop.is_set() and not turn.get("done")
                 if turn["stopped"]:
                     turn["notice"] = {"key": "stopped", "kind": "info"}
                     turn["id"] = None  # a stopped answer is not stored: nothing to rate
@@ -263,6 +267,9 @@ def build_chat(container: Any, sessions: Any) -> gr.Blocks:
                 )
             except ApplianceError as exc:
                 turn.update(notice={"key": "error", "kind": "error", "values": {"message": exc.message}})
+            except Exception:
+                log.exception("answering in the chat failed")
+                turn.update(notice={"key": "error", "kind": "error", "values": {"message": "internal error"}})
             finally:
                 stops.end(request.session_hash or "", stop)
             turn["streaming"] = False

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from appliance.domain import NotFound, Principal
+from appliance.domain import Principal
+from appliance.security.acl import can_read
 
 HISTORY_TURNS = 30  # turns of a conversation shown: the Chatbot re-sends them all on every token
 CONVERSATIONS_SHOWN = 50
@@ -41,20 +42,8 @@ def turns(container: Any, principal: Principal, conversation_id: str) -> list[di
     ]
 
 
-def conversation_exists(container: Any, principal: Principal, conversation_id: str | None) -> bool:
-    if not conversation_id:
-        return False
-    try:
-        container.conversations.get(conversation_id, principal.name)
-    except NotFound:
-        return False
-    return True
-
-
 def documents(container: Any, principal: Principal, citations: list[dict[str, Any]]) -> dict[str, Any]:
     """Version and index date of the cited documents the principal may read (for the cards)."""
-    from appliance.security.acl import can_read
-
     out: dict[str, Any] = {}
     for doc_id in {str(c.get("document_id")) for c in citations if isinstance(c, dict)}:
         rec = container.ledger.get(doc_id)
