@@ -66,7 +66,6 @@ def _disposition(kind: str, filename: str) -> str:
 @router.get(
     "/{doc_id}/original",
     summary="The original file of a document you may read",
-    response_class=Response,
     responses=ORIGINAL_RESPONSES,
 )
 async def original(doc_id: str, container: ContainerDep, principal: ReaderDep) -> Response:
@@ -85,7 +84,6 @@ async def original(doc_id: str, container: ContainerDep, principal: ReaderDep) -
 @router.get(
     "/{doc_id}/preview",
     summary="A document you may read as text, with a chunk highlighted",
-    response_class=HTMLResponse,
     responses=PREVIEW_RESPONSES,
 )
 async def preview(

@@ -9,7 +9,6 @@ ORIGINAL_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "The file: PDFs and plain text inline, anything else as a download.",
         "content": {"application/pdf": {}, "text/plain": {}, "application/octet-stream": {}},
     },
-    404: {"description": "No such document, not yours to read, or its original is not kept here."},
 }
 
 PREVIEW_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -17,5 +16,4 @@ PREVIEW_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "The document's text as an HTML page without script; `#kb-hit` is the chunk asked for.",
         "content": {"text/html": {}},
     },
-    404: {"description": "No such document, or not yours to read."},
 }
