@@ -199,6 +199,7 @@ def test_a_document_one_may_not_read_never_appears(new_page: Any, site: dict[str
     answer, _ = ask(page, "What is the merger code name chosen by the board?", "10-unreadable")
     chat = page.locator("#kb-chat").inner_html()
     assert "Bluefin" not in chat and "Board minutes" not in chat and "minutes.md" not in chat
+    assert "No evidence" in answer.inner_text()  # a refusal, said as one
     secret = document_id("default", (site["folders"]["secret"] / "minutes.md").resolve().as_uri())
     guessed = str(uuid.uuid4())
     for view in ("original", "preview"):
@@ -209,6 +210,25 @@ def test_a_document_one_may_not_read_never_appears(new_page: Any, site: dict[str
     carol = new_page("en-US")
     sign_in(carol, url, "carol")
     assert carol.context.request.get(f"{url}/api/v1/documents/{secret}/original").status == 200
+
+    # Rename and delete the conversation in the chat: the REST API sees the same.
+    rest = {"Authorization": f"Bearer {site['erin_key']}"}
+
+    def titles() -> list[str]:
+        return [c["title"] for c in httpx.get(f"{url}/api/v1/conversations", headers=rest).json()["items"]]
+
+    page.locator("#kb-rename-text textarea, #kb-rename-text input").first.fill("Merger question")
+    page.locator("#kb-rename").click()
+    wait_until(
+        lambda: "Merger question" in page.locator("#kb-conversations").inner_text(), 60, "the new title"
+    )
+    assert "Merger question" in titles()
+    page.locator("#kb-delete").click()
+    wait_until(
+        lambda: "Merger question" not in page.locator("#kb-conversations").inner_text(), 60, "the deletion"
+    )
+    assert "Merger question" not in titles()
+    assert page.locator("#kb-chat .message-content").count() == 0
 
 
 def test_a_hostile_document_runs_no_script_and_fetches_nothing(new_page: Any, site: dict[str, Any]) -> None:
