@@ -32,7 +32,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 ARTIFACTS = ROOT / "tests" / "artifacts"
-DEADLINE_S = 240.0  # an answer on a busy 2-core machine; polled, never slept
+DEADLINE_S = 600.0  # a bound for an answer on a crowded 2-core machine (polled, never slept)
 
 SECRET_MD = "# Board minutes\n\nThe merger code name chosen by the board is Project Bluefin.\n"
 ZH_MD = (ROOT / "tests" / "fixtures" / "kb" / "zh_attendance_policy.md").read_text(encoding="utf-8")

@@ -64,8 +64,10 @@ def ask(page: Any, question: str, name: str) -> tuple[Any, list[str]]:
         done = "#kb-chat .kb-copy, #kb-chat .kb-notice.kb-empty, #kb-chat .kb-notice.kb-error"
         return page.locator(done).count() > before
 
-    wait_until(finished, what=f"the answer to {question!r}")
-    shot(page, name)
+    try:
+        wait_until(finished, what=f"the answer to {question!r}")
+    finally:
+        shot(page, name)  # on a timeout too: what the page showed instead
     return latest(page), seen
 
 
