@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import mimetypes
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -22,7 +23,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from appliance.domain import InvalidRequest, NotFound, Principal, SourceItem
-from appliance.ingestion.sources import build_connector
+from appliance.ingestion.sources import UploadConnector, build_connector
 from appliance.ingestion.state import DocumentRecord
 from appliance.security.acl import can_read
 
@@ -75,16 +76,19 @@ class Originals:
     def original(self, principal: Principal, doc_id: str) -> OriginalFile:
         rec = self.readable(principal, doc_id)
         scheme = urlparse(rec.uri).scheme
+        fetch: Callable[[SourceItem], bytes]
         if scheme == "upload":
-            connector = build_connector(
-                self.settings, "upload", rec.uri, {"upload_dir": str(self.upload_dir)}
-            )
-            filename = connector.filename
+            limit = int(self.settings.ingestion.max_file_mb * 2**20)
+            try:
+                upload = UploadConnector.from_uri(rec.uri, self.upload_dir, max_file_bytes=limit)
+            except InvalidRequest:
+                raise NotFound(f"the original of document {doc_id!r} is not kept by the appliance") from None
+            fetch, filename = upload.fetch, upload.filename
         elif scheme == "file":
             if not rec.source.startswith("file://"):
                 raise NotFound(f"the original of document {doc_id!r} is not kept by the appliance")
             try:
-                connector = build_connector(self.settings, "filesystem", rec.source, {})
+                fetch = build_connector(self.settings, "filesystem", rec.source, {}).fetch
             except InvalidRequest:
                 raise NotFound(f"the source folder of document {doc_id!r} is gone") from None
             filename = PurePosixPath(unquote(urlparse(rec.uri).path)).name
@@ -94,7 +98,7 @@ class Originals:
                 f"({scheme or 'unknown'} source): open it at its source"
             )
         try:
-            data = connector.fetch(SourceItem(uri=rec.uri, version=rec.version))
+            data = fetch(SourceItem(uri=rec.uri, version=rec.version))
         except FileNotFoundError:
             raise NotFound(f"the original file of document {doc_id!r} is gone") from None
         except (InvalidRequest, OSError) as exc:

@@ -23,7 +23,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse
 
-from appliance.api.deps import ContainerDep, get_principal
+from appliance.api.deps import OriginalsDep, get_principal
 from appliance.api.schemas.common import COMMON_ERRORS, error_responses
 from appliance.api.schemas.originals import ORIGINAL_RESPONSES, PREVIEW_RESPONSES
 from appliance.domain import Principal, Unauthenticated
@@ -68,8 +68,8 @@ def _disposition(kind: str, filename: str) -> str:
     summary="The original file of a document you may read",
     responses=ORIGINAL_RESPONSES,
 )
-async def original(doc_id: str, container: ContainerDep, principal: ReaderDep) -> Response:
-    found = await asyncio.to_thread(container.originals.original, principal, doc_id)
+async def original(doc_id: str, originals: OriginalsDep, principal: ReaderDep) -> Response:
+    found = await asyncio.to_thread(originals.original, principal, doc_id)
     headers = {
         **_NO_SNIFF,
         "Content-Disposition": _disposition("inline" if found.inline else "attachment", found.filename),
@@ -88,11 +88,11 @@ async def original(doc_id: str, container: ContainerDep, principal: ReaderDep) -
 )
 async def preview(
     doc_id: str,
-    container: ContainerDep,
+    originals: OriginalsDep,
     principal: ReaderDep,
     chunk: Annotated[str | None, Query(max_length=64, description="The chunk to highlight.")] = None,
 ) -> HTMLResponse:
-    found = await asyncio.to_thread(container.originals.preview, principal, doc_id)
+    found = await asyncio.to_thread(originals.preview, principal, doc_id)
     headers = {**_NO_SNIFF, "Content-Security-Policy": _PREVIEW_CSP}
     return HTMLResponse(render_preview(found, chunk), headers=headers)
 
