@@ -116,7 +116,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, beacon: Beacon) -> Iterator[d
         APPLIANCE_INFERENCE__MAX_TOKENS="96",
     )
     try:
-        server.wait_ready()
+        server.wait_ready(DEADLINE_S)  # the model loads first; a crowded machine is slow at it
         api = httpx.Client(
             base_url=f"{server.url}/api/v1",
             headers={"Authorization": f"Bearer {server.admin_key}"},
