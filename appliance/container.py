@@ -410,7 +410,7 @@ class Container:
         """Documents' original files and text previews, for their readers."""
         from appliance.ingestion.originals import Originals
 
-        return Originals(self.settings, self.ledger, self.store, self.data_dir / "uploads")
+        return Originals(self.connectors, self.ledger, self.store)
 
     @cached_property
     def ingestion(self) -> IngestionService:

@@ -18,12 +18,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 from appliance.domain import InvalidRequest, NotFound, Principal, SourceItem
-from appliance.ingestion.sources import UploadConnector, build_connector
+from appliance.ingestion.connect import ConnectorFactory
 from appliance.ingestion.state import DocumentRecord
 from appliance.security.acl import can_read
 
@@ -61,11 +61,10 @@ class Preview:
 
 
 class Originals:
-    def __init__(self, settings: Any, ledger: Any, store: Any, upload_dir: Path) -> None:
-        self.settings = settings
+    def __init__(self, connectors: ConnectorFactory, ledger: Any, store: Any) -> None:
+        self.connectors = connectors
         self.ledger = ledger
         self.store = store
-        self.upload_dir = Path(upload_dir)
 
     def readable(self, principal: Principal, doc_id: str) -> DocumentRecord:
         rec = self.ledger.get(doc_id)
@@ -78,9 +77,8 @@ class Originals:
         scheme = urlparse(rec.uri).scheme
         fetch: Callable[[SourceItem], bytes]
         if scheme == "upload":
-            limit = int(self.settings.ingestion.max_file_mb * 2**20)
             try:
-                upload = UploadConnector.from_uri(rec.uri, self.upload_dir, max_file_bytes=limit)
+                upload = self.connectors.upload(rec.uri)
             except InvalidRequest:
                 raise NotFound(f"the original of document {doc_id!r} is not kept by the appliance") from None
             fetch, filename = upload.fetch, upload.filename
@@ -88,7 +86,7 @@ class Originals:
             if not rec.source.startswith("file://"):
                 raise NotFound(f"the original of document {doc_id!r} is not kept by the appliance")
             try:
-                fetch = build_connector(self.settings, "filesystem", rec.source, {}).fetch
+                fetch = self.connectors.for_source(rec.source).fetch
             except InvalidRequest:
                 raise NotFound(f"the source folder of document {doc_id!r} is gone") from None
             filename = PurePosixPath(unquote(urlparse(rec.uri).path)).name
