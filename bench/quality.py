@@ -85,7 +85,6 @@ def corpus(name: str, items: list[Any], tmp: Path) -> Path:
 def ingest(folder: Path, data_dir: Path) -> tuple[Any, dict[str, Any]]:
     import connectors
     from appliance.container import Container
-    from appliance.ingestion.jobs import run_ingest
     from appliance.settings import load_settings
 
     container = Container(load_settings(data_dir=data_dir, log_level="WARNING"))
@@ -93,7 +92,7 @@ def ingest(folder: Path, data_dir: Path) -> tuple[Any, dict[str, Any]]:
     container.parser  # noqa: B018  warm parser processes are not ingest time
     ext = container.settings.ingestion.extensions
     started = time.perf_counter()
-    report = run_ingest(container, [connectors.for_source(str(folder), extensions=ext)], "eval", [], "bench")
+    report = container.jobs.run([connectors.for_source(str(folder), extensions=ext)], "eval", [], "bench")
     elapsed = time.perf_counter() - started
     if report["failed"]:
         sys.exit(f"ingest failed: {report['failed']}")

@@ -17,7 +17,6 @@ import connectors
 from appliance.domain import LOCAL_ADMIN, Principal
 from appliance.evaluation import evaluate, load_qa
 from appliance.ingestion.chunking import MIN_SHARE
-from appliance.ingestion.jobs import run_ingest
 from appliance.rag import answering
 from appliance.rag.pipeline import citation_dicts
 
@@ -35,7 +34,7 @@ def container(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     c = Container(load_settings(data_dir=tmp_path_factory.mktemp("zh") / "data", log_level="WARNING"))
     try:
         source = connectors.for_source(str(KB_ZH), extensions=c.settings.ingestion.extensions)
-        report = run_ingest(c, [source], "zh", [], "t")
+        report = c.jobs.run([source], "zh", [], "t")
         assert report["failed"] == [] and report["added"] == 9
         yield c
     finally:
