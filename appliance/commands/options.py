@@ -1,8 +1,10 @@
-"""Options shared by several commands, so that each is spelled and explained once."""
+"""Options shared by several commands, so that each is spelled and explained once, and the
+builder of a command group."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 
@@ -21,3 +23,11 @@ def check_mode(mode: str) -> None:
     """``--mode`` of `search` and `eval`: the retrieval to run (dense and bm25 alone for ablations)."""
     if mode not in SEARCH_MODES:
         fail(f"--mode must be hybrid, dense or bm25, not {mode!r}", 2)
+
+
+def command_group(help: str, commands: dict[str, Callable[..., Any]]) -> typer.Typer:
+    """A sub-command group (``appliance users ...``) with these commands, in this order."""
+    group = typer.Typer(no_args_is_help=True, help=help)
+    for name, command in commands.items():
+        group.command(name)(command)
+    return group
