@@ -7,17 +7,36 @@ import fcntl
 import json
 import logging
 import os
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from appliance.domain import Conflict
 from appliance.settings import Settings
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from appliance.audit import AuditLog, QueryRecorder
+    from appliance.collections import CollectionService
+    from appliance.embeddings.base import Embedder, Reranker
+    from appliance.inference.accelerators import ProbeResult
+    from appliance.inference.placement import ModelRequest, Placement
+    from appliance.inference.pool import InferencePool
+    from appliance.ingestion.parsing import ParserPool
     from appliance.ingestion.pipeline import IngestionService
+    from appliance.ingestion.service import IngestionJobs
+    from appliance.ingestion.state import Ledger
     from appliance.metering import Metering
+    from appliance.observability import Metrics
+    from appliance.rag.conversations import ConversationStore
+    from appliance.rag.pipeline import RagService
+    from appliance.retrieval import Retriever
+    from appliance.security.auth import KeyStore
+    from appliance.security.identity import IdentityStore
+    from appliance.settings import ServedModel
+    from appliance.vectorstore.base import VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +49,12 @@ class Container:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.data_dir = Path(settings.data_dir).expanduser().resolve()
-        self._lock_fh: Any = None
-        self._closers: list[Any] = []
+        # True between the end of `serve`'s start-up (models loaded, store open) and its shutdown.
+        self.ready: bool = False
+        self._lock_fh: IO[str] | None = None
+        self._closers: list[Callable[[], object]] = []
 
     # -- ownership of the data dir ------------------------------------------------------------------
-
-    @property
-    def run_dir(self) -> Path:
-        return self.data_dir / "run"
 
     def acquire(self) -> None:
         """Become the single owner of the embedded stores, or fail with who owns them."""
@@ -59,27 +76,27 @@ class Container:
     # -- services --------------------------------------------------------------------------------
 
     @cached_property
-    def engine(self) -> Any:
+    def engine(self) -> Engine:
         from appliance.db import make_engine
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         return make_engine(self.data_dir / "appliance.db")
 
     @cached_property
-    def ledger(self) -> Any:
+    def ledger(self) -> Ledger:
         from appliance.ingestion.state import Ledger
 
         return Ledger(self.engine)
 
     @cached_property
-    def keys(self) -> Any:
+    def keys(self) -> KeyStore:
         from appliance.security.auth import KeyStore
 
         fixed = self.settings.auth.admin_key
         return KeyStore(self.engine, fixed.get_secret_value() if fixed else None)
 
     @cached_property
-    def identity(self) -> Any:
+    def identity(self) -> IdentityStore:
         from appliance.security.identity import IdentityStore
 
         return IdentityStore(self.engine)
@@ -107,7 +124,7 @@ class Container:
         return QueryRecorder(self.audit, self.metering, record_queries=self.settings.audit.enabled)
 
     @cached_property
-    def embedder(self) -> Any:
+    def embedder(self) -> Embedder:
         from appliance.models import resolve_embedding
 
         cfg = self.settings.embeddings
@@ -118,7 +135,7 @@ class Container:
             case "sentence_transformers":
                 from appliance.embeddings.sentence_transformers import SentenceTransformerEmbedder
 
-                embedder: Any = SentenceTransformerEmbedder(
+                embedder: Embedder = SentenceTransformerEmbedder(
                     entry.name, entry.path, cfg.threads, cfg.batch_size, cfg.dtype
                 )
             case "onnx":
@@ -136,24 +153,14 @@ class Container:
         return embedder
 
     @cached_property
-    def store(self) -> Any:
-        from appliance.vectorstore.hybrid import FusionConfig
-
+    def store(self) -> VectorStore:
         cfg = self.settings.vectorstore
-        r = self.settings.retrieval
-        fusion = FusionConfig(
-            prefetch=cfg.prefetch,
-            rrf_k=self.settings.rag.rrf_k,
-            dense_weight=r.dense_weight,
-            bm25_weight=r.bm25_weight,
-            max_per_document=r.max_per_document,
-        )
         match cfg.backend:
             case "edge":
                 from appliance.vectorstore.edge import EdgeVectorStore
 
                 self.acquire()
-                store: Any = EdgeVectorStore(self.data_dir / "qdrant", fusion)
+                store: VectorStore = EdgeVectorStore(self.data_dir / "qdrant")
             case "qdrant":
                 from appliance.vectorstore.server import QdrantServerStore
 
@@ -164,7 +171,6 @@ class Container:
                     cfg.url,
                     cfg.api_key.get_secret_value() if cfg.api_key else None,
                     path=None if cfg.url else self.data_dir / "qdrant-local",
-                    fusion=fusion,
                     shards=cfg.shards,
                     replicas=cfg.replicas,
                     prefix=cfg.collection_prefix,
@@ -173,7 +179,7 @@ class Container:
         return store
 
     @cached_property
-    def reranker(self) -> Any:
+    def reranker(self) -> Reranker | None:
         """The cross-encoder stage, or None when no model is configured (the default)."""
         path = self.settings.retrieval.rerank_model
         if not path:
@@ -185,7 +191,7 @@ class Container:
         return reranker
 
     @cached_property
-    def parser(self) -> Any:
+    def parser(self) -> ParserPool:
         from appliance.ingestion.formats import ArchiveLimits, OcrOptions
         from appliance.ingestion.parsing import ParseLimits, ParserPool
         from appliance.models import resolve_spacy
@@ -205,18 +211,18 @@ class Container:
         return pool
 
     @cached_property
-    def metrics(self) -> Any:
+    def metrics(self) -> Metrics:
         from appliance.observability import Metrics
 
         return Metrics()
 
     @cached_property
-    def probes(self) -> Any:
+    def probes(self) -> list[ProbeResult]:
         from appliance.inference.accelerators import probe_all
 
         return probe_all()
 
-    def model_plan(self) -> list[tuple[Any, Any, Any]]:
+    def model_plan(self) -> list[tuple[ModelRequest, Placement, ServedModel]]:
         """(request, placement, served-model settings) for every chat model: the default one first."""
         from appliance.inference.placement import ModelRequest, place
         from appliance.models import resolve_llm
@@ -314,7 +320,7 @@ class Container:
                 raise Unavailable(f"cannot serve model {req.name!r}: {placement.reason}")
 
     @cached_property
-    def pool(self) -> Any:
+    def pool(self) -> InferencePool:
         from appliance.inference.pool import InferencePool
 
         cfg = self.settings.inference
@@ -333,49 +339,60 @@ class Container:
         return pool
 
     @cached_property
-    def retriever(self) -> Any:
-        from appliance.retrieval import Retriever
+    def retriever(self) -> Retriever:
+        from appliance.retrieval import Relevance, Retriever
+        from appliance.vectorstore.hybrid import FusionConfig
 
         r = self.settings.retrieval
-        return Retriever(self.embedder, self.store, self.reranker, r.rerank_candidates, r.max_per_document)
+        rag = self.settings.rag
+        return Retriever(
+            self.embedder,
+            self.store,
+            self.reranker,
+            r.rerank_candidates,
+            FusionConfig(
+                prefetch=r.prefetch,
+                rrf_k=r.rrf_k,
+                dense_weight=r.dense_weight,
+                bm25_weight=r.bm25_weight,
+                max_per_document=r.max_per_document,
+            ),
+            Relevance(rag.candidates, rag.min_relevance, rag.relative_relevance),
+        )
 
     @cached_property
-    def rag(self) -> Any:
+    def rag(self) -> RagService:
         from appliance.inference.base import GenerationParams
         from appliance.rag.pipeline import RagOptions, RagService
 
         cfg = self.settings
         r = cfg.rag
         return RagService(
+            self.retriever,
             self.embedder,
-            self.store,
             self.pool,
             self.queries,  # meters always, audits when audit.enabled
-            cfg.rag.top_k,
-            cfg.rag.default_collection,
+            r.top_k,
+            r.default_collection,
             GenerationParams(max_tokens=cfg.inference.max_tokens, temperature=cfg.inference.temperature),
             RagOptions(
                 answer_mode=r.answer_mode,
-                min_relevance=r.min_relevance,
-                relative_relevance=r.relative_relevance,
                 min_support=r.min_support,
                 condense=r.condense,
-                candidates=r.candidates,
                 history_turns=r.history_turns,
                 source_tokens=r.source_tokens,
             ),
             self.conversations,
-            self.retriever,
         )
 
     @cached_property
-    def conversations(self) -> Any:
+    def conversations(self) -> ConversationStore:
         from appliance.rag.conversations import ConversationStore
 
         return ConversationStore(self.engine)
 
     @cached_property
-    def collections(self) -> Any:
+    def collections(self) -> CollectionService:
         from appliance.collections import CollectionService
 
         return CollectionService(self.engine, self.store, self.embedder, self.ledger)
@@ -390,7 +407,7 @@ class Container:
         )
 
     @cached_property
-    def jobs(self) -> Any:
+    def jobs(self) -> IngestionJobs:
         """Ingestion jobs, sources and documents; jobs run on one writer thread of this process."""
         from appliance.ingestion.service import IngestionJobs
 

@@ -6,7 +6,10 @@ import hashlib
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # Namespace for deterministic ids: the same (collection, uri) is always the same document, and the
 # same (document, position, content) is always the same point, so a re-run overwrites.
@@ -132,8 +135,12 @@ class Chunk:
 
 @dataclass
 class ScoredChunk:
+    """A search hit. ``vector``: the chunk's stored dense vector, when the search was asked for it
+    (``VectorStore.search(..., with_vectors=True)``), so relevance needs no second store call."""
+
     chunk: Chunk
     score: float
+    vector: np.ndarray | None = None
 
 
 @dataclass
