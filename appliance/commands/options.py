@@ -4,11 +4,14 @@ builder of a command group."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
 from appliance.commands.output import fail
+
+if TYPE_CHECKING:
+    from appliance.vectorstore.base import SearchMode
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 CollectionOpt = Annotated[str | None, typer.Option("--collection", "-c", help="Knowledge base (collection).")]
@@ -19,10 +22,11 @@ UserOpt = Annotated[
 SEARCH_MODES = ("hybrid", "dense", "bm25")
 
 
-def check_mode(mode: str) -> None:
+def check_mode(mode: str) -> SearchMode:
     """``--mode`` of `search` and `eval`: the retrieval to run (dense and bm25 alone for ablations)."""
     if mode not in SEARCH_MODES:
         fail(f"--mode must be hybrid, dense or bm25, not {mode!r}", 2)
+    return cast("SearchMode", mode)
 
 
 def command_group(help: str, commands: dict[str, Callable[..., Any]]) -> typer.Typer:

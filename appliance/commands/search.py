@@ -43,11 +43,10 @@ def search(
     from pydantic import ValidationError
 
     from appliance.api.schemas.kb import SearchFilters
-    from appliance.audit import audit_query
     from appliance.rag.pipeline import citation_dicts
 
     cli = AppContext.of(ctx)
-    check_mode(mode)
+    retrieval = check_mode(mode)
     try:
         filters = SearchFilters(
             document_ids=document_id or [],
@@ -67,24 +66,10 @@ def search(
         citations = remote.post("/api/v1/search", body)["citations"]
     else:
         container = cli.local()
-        name = collection or cli.settings.rag.default_collection
         try:
             principal = cli.principal(user)
-            # TODO(arch-core): one service method "search then audit" replaces these two calls.
-            container.embedder.start()
-            hits, ms = container.retriever.search(
-                query, principal, name, k, narrowing.to_filter() if narrowing else None, mode
-            )
-            audit_query(
-                container.queries,
-                action="search",
-                principal=principal,
-                collection=name,
-                question=query,
-                hits=hits,
-                status="ok",
-                latency_ms=round(ms, 1),
-            )
+            flt = narrowing.to_filter() if narrowing else None
+            hits, _ = container.rag.search_and_audit(query, principal, collection, k, flt, retrieval)
         except ApplianceError as exc:
             cli.fail(exc.message)
         finally:
