@@ -22,8 +22,10 @@ if TYPE_CHECKING:
     from appliance.collections import CollectionService
     from appliance.embeddings.base import Embedder, Reranker
     from appliance.inference.accelerators import ProbeResult
+    from appliance.inference.base import InferenceBackend
     from appliance.inference.placement import ModelRequest, Placement
     from appliance.inference.pool import InferencePool
+    from appliance.ingestion.connect import ConnectorFactory
     from appliance.ingestion.parsing import ParserPool
     from appliance.ingestion.pipeline import IngestionService
     from appliance.ingestion.service import IngestionJobs
@@ -236,7 +238,7 @@ class Container:
             url=cfg.url,
             api_key=cfg.api_key,
         )
-        plan = []
+        plan: list[tuple[ModelRequest, Placement, ServedModel]] = []
         for served in [default, *cfg.models]:
             replicas = served.replicas or cfg.replicas
             remote = served.backend == "remote"
@@ -246,13 +248,17 @@ class Container:
             plan.append((req, place(req, self.probes, cfg.gpu_memory_utilization), served))
         return plan
 
-    def _replicas(self, req: Any, placement: Any, served: Any) -> list[Any]:
+    def _replicas(
+        self, req: ModelRequest, placement: Placement, served: ServedModel
+    ) -> list[InferenceBackend]:
         from appliance.domain import Unavailable
 
         cfg = self.settings.inference
         count = served.replicas or cfg.replicas
+        entry = req.entry
+        # place() gives llama.cpp and vLLM only models with local weights (an entry).
         match placement.backend:
-            case "llamacpp":
+            case "llamacpp" if entry is not None:
                 from appliance.inference.backends.llamacpp import LlamaCppBackend
 
                 logs = self.data_dir / "logs"
@@ -263,7 +269,7 @@ class Container:
                 return [
                     LlamaCppBackend(
                         req.name,
-                        req.entry.path,
+                        entry.path,
                         cfg.context_tokens,
                         threads,
                         cfg.batch_tokens,
@@ -272,22 +278,22 @@ class Container:
                         warm_messages=_warm_messages() if cfg.warm_prefix else None,
                         log_file=logs / f"worker-{req.name}-{i}.log",
                         replica=i,
-                        platform=placement.platform,  # mps: layers offloaded to Metal
+                        platform=placement.platform or "cpu",  # mps: layers offloaded to Metal
                     )
                     for i in range(count)
                 ]
-            case "vllm":
+            case "vllm" if entry is not None:
                 from appliance.inference.backends.vllm import VllmBackend
 
                 return [
                     VllmBackend(
                         req.name,
-                        req.entry.path,
-                        req.entry.format,
+                        entry.path,
+                        entry.format,
                         cfg.context_tokens,
                         placement.tensor_parallel,
                         [d.index for d in placement.devices],
-                        placement.platform,
+                        placement.platform or "cuda",
                         cfg.gpu_memory_utilization,
                         cfg.max_num_seqs,
                         cfg.vllm_args,
@@ -335,7 +341,7 @@ class Container:
             health_interval_s=cfg.health_interval_s,
             metrics=self.metrics,
         )
-        self._closers.append(pool.stop)
+        self._closers.append(pool.close)
         return pool
 
     @cached_property
@@ -407,15 +413,36 @@ class Container:
         )
 
     @cached_property
+    def connectors(self) -> ConnectorFactory:
+        """The one place connectors are built: settings-derived options, reach and egress checks."""
+        from appliance.ingestion.connect import ConnectorConfig, ConnectorFactory
+
+        return ConnectorFactory(ConnectorConfig.from_settings(self.settings), self.data_dir)
+
+    @cached_property
     def jobs(self) -> IngestionJobs:
         """Ingestion jobs, sources and documents; jobs run on one writer thread of this process."""
+        from appliance.ingestion.jobs import JobManager
         from appliance.ingestion.service import IngestionJobs
+        from appliance.ingestion.sources import SourceStore
 
         self.acquire()
         # Built first so they close after the jobs: a job stopping at shutdown must not find
         # the parser gone and fail its documents for it.
         self.parser  # noqa: B018
-        jobs = IngestionJobs(self)
+        cfg = self.settings.ingestion
+        jobs = IngestionJobs(
+            manager=JobManager(self.engine, cfg.scheduler_tick_s),
+            sources=SourceStore(self.engine),
+            connectors=self.connectors,
+            ingestion=self.ingestion,
+            ledger=self.ledger,
+            collections=self.collections,
+            store=self.store,
+            audit=self.audit,
+            default_collection=self.settings.rag.default_collection,
+            default_interval_s=int(cfg.default_sync_interval_s),
+        )
         self._closers.append(jobs.close)
         return jobs
 

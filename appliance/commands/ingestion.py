@@ -74,9 +74,6 @@ def ingest_local(
     quiet: bool,
 ) -> dict[str, Any]:
     """Run an ingest job in this process (no server owns the data dir), with a progress bar."""
-    # Imported here: the ingestion pipeline pulls in the parsers and the embedding stack.
-    from appliance.ingestion.jobs import run_ingest
-
     jobs = container.jobs
     name = collection or container.settings.rag.default_collection
     connectors = [jobs.connector("spec", s, options) for s in sources]
@@ -90,11 +87,7 @@ def ingest_local(
 
         def work(job: Any) -> dict[str, Any]:
             job.progress.listener = listener
-            try:
-                return run_ingest(container, connectors, name, acl, "admin", job.progress, job.cancel)
-            finally:
-                for connector in connectors:
-                    getattr(connector, "close", lambda: None)()
+            return jobs.run(connectors, name, acl, "admin", job.progress, job.cancel)  # closes them
 
         job = jobs.manager.run_inline("ingest", "admin", name, work, detail={"sources": list(sources)})
         bar.update(job.progress.snapshot())

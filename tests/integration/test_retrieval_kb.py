@@ -19,7 +19,6 @@ from fastapi.testclient import TestClient
 import connectors
 from appliance.domain import LOCAL_ADMIN, Principal
 from appliance.evaluation import evaluate, load_qa
-from appliance.ingestion.jobs import run_ingest
 from appliance.rag.pipeline import citation_dicts
 from tests.conftest import base_env, run_cli
 
@@ -45,10 +44,9 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     container = _container(root / "data")
     try:
         ext = container.settings.ingestion.extensions
-        report = run_ingest(container, [connectors.for_source(str(KB), extensions=ext)], "kb", [], "t")
+        report = container.jobs.run([connectors.for_source(str(KB), extensions=ext)], "kb", [], "t")
         assert report["failed"] == [] and report["added"] == 18
-        report = run_ingest(
-            container,
+        report = container.jobs.run(
             [connectors.for_source(str(root / "legal"), extensions=ext)],
             "kb",
             ["group:legal"],
