@@ -10,15 +10,14 @@ import typer
 
 from appliance.audit import AuditLog, open_audit_log
 from appliance.commands.context import AppContext
-from appliance.commands.options import JsonOpt
+from appliance.commands.options import JsonOpt, command_group
 
 
 def audit_group() -> typer.Typer:
-    group = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log.")
-    group.command("verify")(audit_verify)
-    group.command("export")(audit_export)
-    group.command("rotate")(audit_rotate)
-    return group
+    return command_group(
+        "The tamper-evident audit log.",
+        {"verify": audit_verify, "export": audit_export, "rotate": audit_rotate},
+    )
 
 
 def _log(cli: AppContext) -> AuditLog:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import typer
 
 from appliance.commands.context import AppContext
-from appliance.commands.options import JsonOpt
+from appliance.commands.options import JsonOpt, command_group
 
 
 def config_group() -> typer.Typer:
-    group = typer.Typer(no_args_is_help=True, help="Settings.")
-    group.command("show")(config_show)
-    return group
+    return command_group(
+        "Settings.",
+        {"show": config_show},
+    )
 
 
 def config_show(ctx: typer.Context, as_json: JsonOpt = False) -> None:

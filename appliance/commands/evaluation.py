@@ -33,7 +33,7 @@ def eval_command(
     from appliance.rag.pipeline import citation_dicts
 
     cli = AppContext.of(ctx)
-    search_mode = check_mode(mode)
+    retrieval = check_mode(mode)
     try:
         items = load_qa(qa_file)
     except ApplianceError as exc:
@@ -55,7 +55,7 @@ def eval_command(
         principal = cli.principal(user)
 
         def search(question: str, n: int) -> list[dict[str, Any]]:
-            hits, _ = container.retriever.search(question, principal, name, n, None, search_mode)
+            hits, _ = container.retriever.search(question, principal, name, n, None, retrieval)
             return citation_dicts(hits)
 
         def ask(question: str) -> tuple[str, list[dict[str, Any]]]:

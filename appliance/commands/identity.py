@@ -15,35 +15,40 @@ import typer
 from appliance.audit import audit_admin
 from appliance.commands.admin import actor, admin_change, admin_read
 from appliance.commands.context import AppContext
-from appliance.commands.options import JsonOpt
+from appliance.commands.options import JsonOpt, command_group
 
 
 def users_group() -> typer.Typer:
-    group = typer.Typer(no_args_is_help=True, help="Users and their roles.")
-    group.command("add")(users_add)
-    group.command("list")(users_list)
-    group.command("disable")(users_disable)
-    group.command("enable")(users_enable)
-    group.command("passwd")(users_passwd)
-    group.command("role")(users_role)
-    return group
+    return command_group(
+        "Users and their roles.",
+        {
+            "add": users_add,
+            "list": users_list,
+            "disable": users_disable,
+            "enable": users_enable,
+            "passwd": users_passwd,
+            "role": users_role,
+        },
+    )
 
 
 def groups_group() -> typer.Typer:
-    group = typer.Typer(no_args_is_help=True, help="Groups (departments); groups may contain groups.")
-    group.command("add")(groups_add)
-    group.command("list")(groups_list)
-    group.command("add-member")(groups_add_member)
-    group.command("remove-member")(groups_remove_member)
-    return group
+    return command_group(
+        "Groups (departments); groups may contain groups.",
+        {
+            "add": groups_add,
+            "list": groups_list,
+            "add-member": groups_add_member,
+            "remove-member": groups_remove_member,
+        },
+    )
 
 
 def keys_group() -> typer.Typer:
-    group = typer.Typer(no_args_is_help=True, help="API keys.")
-    group.command("create")(keys_create)
-    group.command("list")(keys_list)
-    group.command("revoke")(keys_revoke)
-    return group
+    return command_group(
+        "API keys.",
+        {"create": keys_create, "list": keys_list, "revoke": keys_revoke},
+    )
 
 
 def _read_password(cli: AppContext) -> str:

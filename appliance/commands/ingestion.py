@@ -74,8 +74,6 @@ def ingest_local(
     quiet: bool,
 ) -> dict[str, Any]:
     """Run an ingest job in this process (no server owns the data dir), with a progress bar."""
-    from appliance.domain import ApplianceError
-
     jobs = container.jobs
     name = collection or container.settings.rag.default_collection
     connectors = [jobs.connector("spec", s, options) for s in sources]

@@ -10,14 +10,14 @@ import typer
 
 from appliance.commands.admin import admin_change, admin_read
 from appliance.commands.context import AppContext
-from appliance.commands.options import JsonOpt
+from appliance.commands.options import JsonOpt, command_group
 
 
 def quotas_group() -> typer.Typer:
-    group = typer.Typer(no_args_is_help=True, help="Token and request quotas per user or group.")
-    group.command("set")(quotas_set)
-    group.command("list")(quotas_list)
-    return group
+    return command_group(
+        "Token and request quotas per user or group.",
+        {"set": quotas_set, "list": quotas_list},
+    )
 
 
 def usage(

@@ -1,13 +1,17 @@
-"""Options shared by several commands, so that each is spelled and explained once."""
+"""Options shared by several commands, so that each is spelled and explained once, and the
+builder of a command group."""
 
 from __future__ import annotations
 
-from typing import Annotated, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
 from appliance.commands.output import fail
-from appliance.vectorstore.base import SearchMode
+
+if TYPE_CHECKING:
+    from appliance.vectorstore.base import SearchMode
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 CollectionOpt = Annotated[str | None, typer.Option("--collection", "-c", help="Knowledge base (collection).")]
@@ -22,4 +26,12 @@ def check_mode(mode: str) -> SearchMode:
     """``--mode`` of `search` and `eval`: the retrieval to run (dense and bm25 alone for ablations)."""
     if mode not in SEARCH_MODES:
         fail(f"--mode must be hybrid, dense or bm25, not {mode!r}", 2)
-    return cast(SearchMode, mode)
+    return cast("SearchMode", mode)
+
+
+def command_group(help: str, commands: dict[str, Callable[..., Any]]) -> typer.Typer:
+    """A sub-command group (``appliance users ...``) with these commands, in this order."""
+    group = typer.Typer(no_args_is_help=True, help=help)
+    for name, command in commands.items():
+        group.command(name)(command)
+    return group

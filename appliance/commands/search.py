@@ -46,7 +46,7 @@ def search(
     from appliance.rag.pipeline import citation_dicts
 
     cli = AppContext.of(ctx)
-    check_mode(mode)
+    retrieval = check_mode(mode)
     try:
         filters = SearchFilters(
             document_ids=document_id or [],
@@ -67,14 +67,9 @@ def search(
     else:
         container = cli.local()
         try:
-            hits, _ = container.rag.search_and_audit(
-                query,
-                cli.principal(user),
-                collection,
-                k,
-                narrowing.to_filter() if narrowing else None,
-                check_mode(mode),
-            )
+            principal = cli.principal(user)
+            flt = narrowing.to_filter() if narrowing else None
+            hits, _ = container.rag.search_and_audit(query, principal, collection, k, flt, retrieval)
         except ApplianceError as exc:
             cli.fail(exc.message)
         finally:
