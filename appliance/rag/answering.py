@@ -131,21 +131,9 @@ def choose_sentences(
     """The candidates (source number, sentence) that answer ``question`` best: embedding
     similarity plus the share of the question's words they contain plus the fact bonus, with a
     small bonus for higher-ranked sources. A second sentence only when nearly as good."""
-    q_bag = grounding.bag(question)
-    scored = []
-    for j, (src, sentence) in enumerate(candidates):
-        lexical = len(q_bag & grounding.bag(sentence)) / max(1, len(q_bag))
-        semantic = float(sentence_vecs[j] @ question_vec)
-        score = semantic + lexical + fact_bonus(question, sentence) + 0.05 / src
-        scored.append(grounding.Extract(sentence, src, score))
-    scored.sort(key=lambda e: e.score, reverse=True)
-    picked = scored[:1]
-    for extra in scored[1:]:
-        if len(picked) >= limit:
-            break
-        if extra.score >= 0.8 * picked[0].score and extra.sentence != picked[0].sentence:
-            picked.append(extra)
-    return picked
+    return grounding.rank_sentences(
+        question, candidates, question_vec, sentence_vecs, limit, bonus=lambda s: fact_bonus(question, s)
+    )
 
 
 def format_evidence(extracts: list[grounding.Extract], hits: list[ScoredChunk]) -> str:

@@ -191,7 +191,20 @@ def best_sentences(
 ) -> list[Extract]:
     """The sentences that answer ``question`` best: embedding similarity (when given) plus the
     share of the question's words they contain, with a small bonus for higher-ranked sources."""
-    candidates = candidate_sentences(sources)
+    return rank_sentences(question, candidate_sentences(sources), question_vec, sentence_vecs, limit)
+
+
+def rank_sentences(
+    question: str,
+    candidates: Sequence[tuple[int, str]],
+    question_vec: np.ndarray | None = None,
+    sentence_vecs: np.ndarray | None = None,
+    limit: int = 2,
+    bonus: Callable[[str], float] | None = None,
+) -> list[Extract]:
+    """The candidates (source number, sentence) that answer ``question`` best: embedding
+    similarity (when given) plus the share of the question's words they contain plus ``bonus``
+    of the sentence, with a small bonus for higher-ranked sources."""
     if not candidates:
         return []
     q_bag = bag(question)
@@ -199,16 +212,17 @@ def best_sentences(
     for j, (src, sentence) in enumerate(candidates):
         lexical = len(q_bag & bag(sentence)) / max(1, len(q_bag))
         semantic = float(sentence_vecs[j] @ question_vec) if sentence_vecs is not None else 0.0
+        extra = bonus(sentence) if bonus is not None else 0.0
         prior = 0.05 / src
-        scored.append(Extract(sentence, src, semantic + lexical + prior))
+        scored.append(Extract(sentence, src, semantic + lexical + extra + prior))
     scored.sort(key=lambda e: e.score, reverse=True)
     picked = scored[:1]
     # A second sentence only when it is nearly as good: more text is more to read, not more truth.
-    for extra in scored[1:]:
+    for extra_pick in scored[1:]:
         if len(picked) >= limit:
             break
-        if extra.score >= 0.8 * picked[0].score and extra.sentence != picked[0].sentence:
-            picked.append(extra)
+        if extra_pick.score >= 0.8 * picked[0].score and extra_pick.sentence != picked[0].sentence:
+            picked.append(extra_pick)
     return picked
 
 
