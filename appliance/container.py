@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from appliance.observability import Metrics
     from appliance.rag.conversations import ConversationStore
     from appliance.rag.pipeline import RagService
+    from appliance.rag.search import SearchService
     from appliance.retrieval import Retriever
     from appliance.security.auth import KeyStore
     from appliance.security.identity import IdentityStore
@@ -367,6 +368,14 @@ class Container:
             ),
             Relevance(rag.candidates, rag.min_relevance, rag.relative_relevance),
         )
+
+    @cached_property
+    def search(self) -> SearchService:
+        """Retrieval as users ask for it, recorded; needs no chat model."""
+        from appliance.rag.search import SearchService
+
+        r = self.settings.rag
+        return SearchService(self.retriever, self.queries, r.default_collection, r.top_k)
 
     @cached_property
     def rag(self) -> RagService:

@@ -107,7 +107,7 @@ def main() -> None:
 
             hit1 = hit5 = 0
             for item in items:
-                hits, _ = rag.search(item["question"], LOCAL_ADMIN, None, 5)
+                hits, _ = container.search.search(item["question"], LOCAL_ADMIN, None, 5)
                 uris = [{"uri": h.chunk.uri, "title": h.chunk.title} for h in hits]
                 hit1 += bool(uris) and is_hit(uris[0], item["doc"])
                 hit5 += any(is_hit(u, item["doc"]) for u in uris)
@@ -166,7 +166,7 @@ def main() -> None:
                 for first, follow, doc in FOLLOW_UPS:
                     history = [{"role": "user", "content": first}, {"role": "assistant", "content": "..."}]
                     query, _ = asyncio.run(rag.condense(follow, history, None))
-                    hits, _ = rag.search(query, LOCAL_ADMIN, None, 1)
+                    hits, _ = container.search.search(query, LOCAL_ADMIN, None, 1)
                     hits_at_1 += bool(hits) and doc in hits[0].chunk.uri
                 condense[how] = {
                     "follow_up_hit@1": round(hits_at_1 / len(FOLLOW_UPS), 3),

@@ -29,6 +29,7 @@ from appliance.metering import Metering
 from appliance.observability import Metrics
 from appliance.rag.conversations import ConversationStore
 from appliance.rag.pipeline import RagService
+from appliance.rag.search import SearchService
 from appliance.security.acl import check_collection_scope, check_route_scope
 from appliance.security.auth import KeyStore, resolve_principal
 from appliance.security.identity import ROLE_RANK, IdentityStore
@@ -61,6 +62,10 @@ def get_pool(request: Request) -> InferencePool:
 
 def get_rag(request: Request) -> RagService:
     return _container(request).rag
+
+
+def get_search(request: Request) -> SearchService:
+    return _container(request).search
 
 
 def get_jobs(request: Request) -> IngestionJobs:
@@ -108,6 +113,7 @@ StoreDep = Annotated[VectorStore, Depends(get_store)]
 EmbedderDep = Annotated[Embedder, Depends(get_embedder)]
 PoolDep = Annotated[InferencePool, Depends(get_pool)]
 RagDep = Annotated[RagService, Depends(get_rag)]
+SearchDep = Annotated[SearchService, Depends(get_search)]
 JobsDep = Annotated[IngestionJobs, Depends(get_jobs)]
 IdentityDep = Annotated[IdentityStore, Depends(get_identity)]
 KeysDep = Annotated[KeyStore, Depends(get_keys)]

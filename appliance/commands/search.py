@@ -69,7 +69,7 @@ def search(
         try:
             principal = cli.principal(user)
             flt = narrowing.to_filter() if narrowing else None
-            hits, _ = container.rag.search_and_audit(query, principal, collection, k, flt, retrieval)
+            hits, _ = container.search.search_and_audit(query, principal, collection, k, flt, retrieval)
         except ApplianceError as exc:
             cli.fail(exc.message)
         finally:

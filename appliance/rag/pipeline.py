@@ -22,7 +22,6 @@ from appliance.rag.condense import condense_heuristic, condense_llm
 from appliance.rag.conversations import ConversationStore, new_id
 from appliance.rag.prompts import NO_SOURCES_ANSWER, build_messages, format_source
 from appliance.retrieval import Retriever, access_filter
-from appliance.vectorstore.base import SearchFilter, SearchMode
 
 __all__ = ["AskResult", "RagOptions", "RagService", "access_filter", "citation_dicts"]
 
@@ -82,46 +81,6 @@ class RagService:
         self.defaults = defaults
         self.options = options or RagOptions()
         self.conversations = conversations
-
-    def search(
-        self,
-        query: str,
-        principal: Principal,
-        collection: str | None = None,
-        k: int | None = None,
-        filter: SearchFilter | None = None,
-        mode: SearchMode = "hybrid",
-    ) -> tuple[list[ScoredChunk], float]:
-        """Retrieval only, not audited; ``filter`` narrows what the principal may read, never
-        widens it."""
-        return self.retriever.search(
-            query, principal, collection or self.default_collection, k or self.top_k, filter, mode
-        )
-
-    def search_and_audit(
-        self,
-        query: str,
-        principal: Principal,
-        collection: str | None = None,
-        k: int | None = None,
-        filter: SearchFilter | None = None,
-        mode: SearchMode = "hybrid",
-    ) -> tuple[list[ScoredChunk], float]:
-        """A search as a user makes it (REST, CLI, UI): the hits and the retrieval time in ms,
-        recorded in the audit log (and metered) as a ``search``."""
-        collection = collection or self.default_collection
-        hits, ms = self.search(query, principal, collection, k, filter, mode)
-        audit_query(
-            self.audit,
-            action="search",
-            principal=principal,
-            collection=collection,
-            question=query,
-            hits=hits,
-            status="ok",
-            latency_ms=round(ms, 1),
-        )
-        return hits, ms
 
     @staticmethod
     def pack(

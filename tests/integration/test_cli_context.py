@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from appliance.cli import app
 from appliance.container import Container, write_server_info
 from appliance.settings import load_settings
+from tests.conftest import base_env, cli_json
 
 
 @pytest.fixture()
@@ -83,3 +84,11 @@ def test_invalid_settings_exit_2_before_anything_runs(env: dict[str, str], tmp_p
         result = CliRunner().invoke(app, ["--config", str(bad), *args], env=env)
         assert result.exit_code == 2 and "invalid settings" in result.output, args
     assert not Path(env["APPLIANCE_DATA_DIR"]).exists()
+
+
+@pytest.mark.slow
+def test_search_needs_no_chat_model(tmp_path: Path) -> None:
+    """Retrieval only: `appliance search` must not build the inference pool, so a missing chat
+    model file does not stop it (it did while search went through the RAG service)."""
+    env = base_env(tmp_path / "data", APPLIANCE_MODELS__LLM=str(tmp_path / "missing.gguf"))
+    assert cli_json(["search", "vacation"], env) == {"citations": []}

@@ -107,7 +107,7 @@ def kb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     keys = {u: issue_key(container.keys, ids, u).key for u in USERS}
     client = TestClient(create_app(container), raise_server_exceptions=False)
     # Ids and URIs as stored, for requests that name forbidden documents explicitly.
-    everything, _ = container.rag.search("project codename", Principal("admin", "admin"), None, 50)
+    everything, _ = container.search.search("project codename", Principal("admin", "admin"), None, 50)
     stored = {
         "document_ids": sorted({h.chunk.document_id for h in everything}),
         "uris": sorted({h.chunk.uri for h in everything}),
@@ -171,7 +171,7 @@ def test_setup_sanity(kb: dict[str, Any]) -> None:
     }
     assert readable("grace", ids.resolve_groups("grace")) == {"public"}
     # The admin sees every canary: the matrix below is not passing because nothing is retrievable.
-    hits, _ = kb["container"].rag.search("project codename", Principal("admin", "admin"), None, 20)
+    hits, _ = kb["container"].search.search("project codename", Principal("admin", "admin"), None, 20)
     assert {doc_of(h.chunk.uri, kb["uris"]) for h in hits} == set(DOCS)
 
 
@@ -362,7 +362,9 @@ def test_acl_change_applies_to_the_next_query(kb: dict[str, Any]) -> None:
     folder = str(Path(kb["uris"]["hr"]).parent)
 
     def sees_hr(user: str) -> bool:
-        hits, _ = container.rag.search("HRCANARY5521 codename", container.identity.principal(user), None, 20)
+        hits, _ = container.search.search(
+            "HRCANARY5521 codename", container.identity.principal(user), None, 20
+        )
         return any(doc_of(h.chunk.uri, kb["uris"]) == "hr" for h in hits)
 
     assert sees_hr("carol") and not sees_hr("bob")

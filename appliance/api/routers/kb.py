@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from appliance.api.deps import AdminDep, AuditDep, JobsDep, PrincipalDep, RagDep
+from appliance.api.deps import AdminDep, AuditDep, JobsDep, PrincipalDep, SearchDep
 from appliance.api.schemas.common import COMMON_ERRORS, error_responses
 from appliance.api.schemas.kb import (
     AuditVerifyResponse,
@@ -26,10 +26,10 @@ router = APIRouter(
 
 
 @router.post("/search", response_model=SearchResponse, summary="Retrieval only")
-async def search(req: SearchRequest, rag: RagDep, principal: PrincipalDep) -> Any:
+async def search(req: SearchRequest, search: SearchDep, principal: PrincipalDep) -> Any:
     flt = req.filters.to_filter() if req.filters else None
     hits, ms = await asyncio.to_thread(
-        rag.search_and_audit, req.query, principal, req.collection, req.k, flt, req.mode
+        search.search_and_audit, req.query, principal, req.collection, req.k, flt, req.mode
     )
     return SearchResponse(
         citations=citation_models(citation_dicts(hits)), timings={"retrieval_ms": round(ms, 1)}
