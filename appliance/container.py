@@ -61,7 +61,7 @@ class Container:
         from appliance.db import make_engine
 
         cfg = self.settings.database
-        if cfg.url is not None:
+        if cfg.url is not None and cfg.url.get_secret_value():
             target: str | Path = cfg.url.get_secret_value()
         else:
             self.data_dir.mkdir(parents=True, exist_ok=True)

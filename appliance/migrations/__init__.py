@@ -25,6 +25,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, MetaData, Table, func, inspect, select
 
 log = logging.getLogger(__name__)
@@ -76,13 +77,29 @@ def upgrade(engine: Engine) -> None:
     with migration_lock(engine) as conn:
         cfg = alembic_config(conn)
         found = current(conn)
+        if found is not None and not _known(found):
+            raise SchemaMismatch(
+                f"the metadata DB is at revision {found}, which this release does not know (its newest "
+                f"is {head()}): a newer release upgraded it; run that one, or restore a backup"
+            )
         if found is None and (start := _adopt(conn)) is not None:
             log.info("metadata DB from before migrations: stamped at revision %s", start)
             command.stamp(cfg, start)
             found = start
-        if found != head():
-            log.info("metadata DB: upgrading from %s to %s", found or "an empty database", head())
-            command.upgrade(cfg, "head")
+        if found == head():
+            return
+        if found is None:
+            log.debug("metadata DB: creating the schema (revision %s)", head())
+        else:
+            log.info("metadata DB: upgrading from revision %s to %s", found, head())
+        command.upgrade(cfg, "head")
+
+
+def _known(rev: str) -> bool:
+    try:
+        return _scripts().get_revision(rev) is not None
+    except CommandError:
+        return False
 
 
 @contextmanager

@@ -238,6 +238,14 @@ def test_a_database_no_release_made_is_refused_untouched(db_url: str) -> None:
     assert sa.inspect(raw).get_table_names() == ["documents"]
 
 
+def test_a_database_a_newer_release_upgraded_is_refused(db_url: str) -> None:
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("update alembic_version set version_num = '9999'"))
+    with pytest.raises(SchemaMismatch, match="revision 9999, which this release does not know"):
+        make_engine(db_url)
+
+
 def test_downgrade_to_nothing_and_back(db_url: str) -> None:
     engine = make_engine(db_url)
     with engine.begin() as conn:
