@@ -362,7 +362,7 @@ def search(
                 mode,
             )
             audit_query(
-                container.audit,
+                container.queries,
                 action="search",
                 principal=principal,
                 collection=collection or settings.rag.default_collection,

@@ -9,11 +9,15 @@ import logging
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from appliance.audit import AuditLog
 from appliance.domain import Conflict
 from appliance.settings import Settings
+
+if TYPE_CHECKING:
+    from appliance.audit import AuditLog, QueryRecorder
+    from appliance.ingestion.pipeline import IngestionService
+    from appliance.metering import Metering
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +94,7 @@ class Container:
         return IdentityStore(self.engine)
 
     @cached_property
-    def metering(self) -> Any:
+    def metering(self) -> Metering:
         from appliance.metering import Metering
 
         cfg = self.settings.quotas
@@ -98,14 +102,18 @@ class Container:
 
     @cached_property
     def audit(self) -> AuditLog:
-        cfg = self.settings.audit
-        return AuditLog(
-            self.data_dir / "audit" / "audit.jsonl",
-            checkpoint_every=cfg.checkpoint_every,
-            record_queries=cfg.enabled,
-            # The sink needs the DB; resolved on first use so `audit verify` never opens it.
-            usage_sink=lambda principal, tokens: self.metering.sink(principal, tokens),
-        )
+        from appliance.audit import open_audit_log
+
+        audit = open_audit_log(self.settings.audit, self.data_dir)
+        audit.start()  # a last line torn by a crash is cut off (and recorded) before anything else
+        return audit
+
+    @cached_property
+    def queries(self) -> QueryRecorder:
+        """Questions and searches: metered always, audited when audit.enabled."""
+        from appliance.audit import QueryRecorder
+
+        return QueryRecorder(self.audit, self.metering, record_queries=self.settings.audit.enabled)
 
     @cached_property
     def embedder(self) -> Any:
@@ -351,7 +359,7 @@ class Container:
             self.embedder,
             self.store,
             self.pool,
-            self.audit,  # records only when audit.enabled, but always meters
+            self.queries,  # meters always, audits when audit.enabled
             cfg.rag.top_k,
             cfg.rag.default_collection,
             GenerationParams(max_tokens=cfg.inference.max_tokens, temperature=cfg.inference.temperature),
@@ -382,7 +390,7 @@ class Container:
         return CollectionService(self.engine, self.store, self.embedder, self.ledger)
 
     @cached_property
-    def ingestion(self) -> Any:
+    def ingestion(self) -> IngestionService:
         from appliance.ingestion.pipeline import IngestionService
 
         cfg = self.settings.ingestion

@@ -14,6 +14,7 @@ import io
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,6 +41,17 @@ def subjects_of(principal: Principal) -> list[str]:
     if principal.key_id is not None:
         out.append(f"key:{principal.key_id}")
     return out
+
+
+def _upsert(dialect: str) -> Callable[..., Any]:
+    """The dialect's INSERT that takes ON CONFLICT DO UPDATE (SQLite and PostgreSQL both have one)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
 
 
 def _check_subject(subject: str) -> str:
@@ -69,11 +81,6 @@ class Metering:
     ) -> None:
         """Add one finished request's tokens to the user's, each group's and the key's counters."""
         day = day or today()
-        match self.engine.dialect.name:
-            case "postgresql":
-                from sqlalchemy.dialects.postgresql import insert as upsert
-            case _:
-                from sqlalchemy.dialects.sqlite import insert as upsert
         rows = [
             {
                 "day": day,
@@ -84,7 +91,7 @@ class Metering:
             }
             for subject in subjects_of(principal)
         ]
-        stmt = upsert(usage).values(rows)
+        stmt = _upsert(self.engine.dialect.name)(usage).values(rows)
         # One statement, atomic under concurrency on both SQLite and PostgreSQL.
         stmt = stmt.on_conflict_do_update(
             index_elements=[usage.c.day, usage.c.subject],
@@ -96,12 +103,6 @@ class Metering:
         )
         with self.engine.begin() as conn:
             conn.execute(stmt)
-
-    def sink(self, principal: Principal, tokens: dict[str, int]) -> None:
-        """The audit hook's signature (see ``AuditLog.usage_sink``)."""
-        self.record_usage(
-            principal, int(tokens.get("prompt_tokens", 0)), int(tokens.get("completion_tokens", 0))
-        )
 
     # -- quotas -----------------------------------------------------------------------------------
 

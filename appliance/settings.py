@@ -351,6 +351,19 @@ class AuditSettings(Section):
         "`appliance audit rotate` runs, when the server starts and once a day while it runs; the live "
         "log stays verifiable. 0: keep all.",
     )
+    hmac_key: SecretStr | None = Field(
+        None,
+        description="Key (16 bytes or more) that signs every audit record, the head, anchor, checkpoints, "
+        "witness entries and exports with HMAC-SHA256, so nobody without it can rewrite the log and "
+        "have it verify. Unset: a random key kept in <data dir>/secrets/audit-hmac.key (0600).",
+    )
+    witness: list[str] = Field(
+        [],
+        description="Outside witnesses that receive every checkpoint, signed, so a cut, rewritten or "
+        "deleted log fails `audit verify`: absolute paths of append-only files (read back by verify) "
+        "and/or `syslog`, `syslog:/socket/path` or `syslog:HOST:PORT`. A copy always goes to "
+        "<data dir>/secrets/audit-witness.jsonl.",
+    )
 
 
 class QuotaSettings(Section):

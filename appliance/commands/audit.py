@@ -12,12 +12,11 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document o
 
 
 def _log() -> Any:
-    from appliance.audit import AuditLog
+    from appliance.audit import open_audit_log
     from appliance.cli import _settings
 
     settings = _settings()
-    path = Path(settings.data_dir).expanduser().resolve() / "audit" / "audit.jsonl"
-    return AuditLog(path, checkpoint_every=settings.audit.checkpoint_every), settings
+    return open_audit_log(settings.audit, Path(settings.data_dir).expanduser().resolve()), settings
 
 
 def register(app: typer.Typer) -> None:

@@ -42,7 +42,7 @@ def _run(action: str, target: str, fn: Any, **data: Any) -> Any:
     except ApplianceError as exc:
         _fail(exc.message)
     if action:
-        audit_admin(container, _actor(), action, target, **data)
+        audit_admin(container.audit, _actor(), action, target, **data)
     return result
 
 
@@ -227,7 +227,7 @@ def register(app: typer.Typer) -> None:
         def run(c: Any) -> Any:
             if c.identity.lookup(user) is None:
                 c.identity.add_user(user, role or "employee")
-                audit_admin(c, _actor(), "users.add", user, role=role or "employee", groups=[])
+                audit_admin(c.audit, _actor(), "users.add", user, role=role or "employee", groups=[])
                 typer.echo(f"created user {user} ({role or 'employee'})", err=True)
             return issue_key(c.keys, c.identity, user, role, collection, route, expires_days)
 

@@ -35,12 +35,14 @@ class Embedder(Protocol):
     """Turns text into unit-length dense vectors.
 
     ``dim``: vector size. ``max_tokens``: longest input, in the model's own tokens, that is embedded
-    without truncation; chunking stays under it using ``count_tokens``.
+    without truncation; chunking stays under it using ``count_tokens``. ``threads``: the CPU
+    threads a call uses by default (ingestion passes fewer while parsers are busy).
     """
 
     name: str
     dim: int
     max_tokens: int
+    threads: int
 
     def start(self) -> None: ...
 

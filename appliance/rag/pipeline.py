@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from appliance.audit import AuditLog, audit_query
+from appliance.audit import QueryRecorder, audit_query
 from appliance.domain import Principal, ScoredChunk
 from appliance.embeddings.base import Embedder
 from appliance.inference.base import GenerationParams
@@ -69,7 +69,7 @@ class RagService:
         embedder: Embedder,
         store: VectorStore,
         pool: InferencePool,
-        audit: AuditLog | None,
+        audit: QueryRecorder | None,
         top_k: int,
         default_collection: str,
         defaults: GenerationParams,

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from appliance import audit as audit_mod
-from appliance.audit import AuditEvent, AuditLog, verify_file
+from appliance.audit import AuditEvent, AuditLog, open_audit_log, verify_file
+from appliance.audit import records as audit_records
+from appliance.settings import AuditSettings
 from tests.conftest import Server
 
 pytestmark = pytest.mark.slow
@@ -27,7 +29,7 @@ def test_serve_archives_records_past_the_retention(tmp_path: Path, monkeypatch: 
             return old
 
     with monkeypatch.context() as m:  # three records written a month ago
-        m.setattr(audit_mod, "datetime", Then)
+        m.setattr(audit_records, "datetime", Then)
         for i in range(3):
             log.append(AuditEvent(f"user{i}", "ask", "default", {"question": "q"}))
     log.append(AuditEvent("user9", "ask", "default", {"question": "recent"}))
@@ -52,3 +54,6 @@ def test_serve_archives_records_past_the_retention(tmp_path: Path, monkeypatch: 
     kept = [json.loads(line) for line in log.path.read_text().splitlines()]
     assert kept[0]["actor"] == "user9" and any(r["action"] == audit_mod.RETENTION for r in kept)
     assert log.verify().ok
+    # The server signed from its first record on; with its key, archives and witness it verifies.
+    signed = open_audit_log(AuditSettings(), data_dir)
+    assert signed.verify().ok and any("mac" in r for r in kept)

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 import connectors
-from appliance.domain import document_id
 from appliance.ingestion.jobs import run_ingest
-from appliance.ingestion.pipeline import _Ready
+from appliance.ingestion.prepare import Prepared
 from appliance.ingestion.verify import verify
 
 pytestmark = pytest.mark.slow
@@ -36,10 +35,10 @@ def _crashed_attempt(container, src: Path) -> list[str]:  # type: ignore[no-unty
     service = container.ingestion
     connector = connectors.for_source(str(src), extensions=container.settings.ingestion.extensions)
     (item,) = list(connector.discover())
-    doc_id = document_id("default", item.uri)
-    prepared = service._prepare(connector, item, "default", doc_id, ())
-    assert isinstance(prepared, _Ready), prepared
-    staged = service._stage(prepared)
+    prepared = service.preparer.prepare(connector, item, "default", ())
+    assert isinstance(prepared, Prepared), prepared
+    service.embedding.embed([prepared], parsing=0)
+    staged = service.writer.stage(prepared)
     container.store.flush("default")
     return staged.new_ids
 

@@ -34,7 +34,7 @@ async def search(req: SearchRequest, container: ContainerDep, principal: Princip
     )
     await asyncio.to_thread(
         audit_query,
-        container.audit,
+        container.queries,
         action="search",
         principal=principal,
         collection=req.collection or container.settings.rag.default_collection,
