@@ -20,13 +20,16 @@ from appliance.vectorstore.base import SearchFilter
 from appliance.vectorstore.bm25 import encode_document
 from appliance.vectorstore.fusion import Candidate
 from appliance.vectorstore.hybrid import (
+    CURRENT_SPARSE,
     DENSE,
     FLOAT_FIELDS,
     KEYWORD_FIELDS,
-    SPARSE,
+    SPARSE_VERSIONS,
     FusionConfig,
     HybridSearchMixin,
     SideQuery,
+    SideResults,
+    dense_vector,
 )
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,7 @@ class EdgeVectorStore(HybridSearchMixin):
         self.root = root
         self.fusion = fusion or FusionConfig()
         self._shards: dict[str, Any] = {}
+        self._sparse: dict[str, str] = {}  # collection -> its BM25 vector name (tokenizer version)
         self._lock = threading.RLock()
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -68,7 +72,7 @@ class EdgeVectorStore(HybridSearchMixin):
                     raise InvalidRequest(
                         f"collection {name!r} holds {stored}-dimensional vectors, the embedder makes {dim}"
                     )
-                if not sparse:
+                if sparse is None:
                     raise InvalidRequest(
                         f"collection {name!r} was created before BM25 sparse vectors; delete "
                         f"{path} and ingest its documents again"
@@ -78,7 +82,7 @@ class EdgeVectorStore(HybridSearchMixin):
             config = q.EdgeConfig(
                 vectors={DENSE: q.EdgeVectorParams(size=dim, distance=q.Distance.Cosine)},
                 # BM25: documents carry term-frequency weights, the store applies IDF (see bm25.py).
-                sparse_vectors={SPARSE: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf)},
+                sparse_vectors={CURRENT_SPARSE: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf)},
                 wal_enabled=True,
             )
             shard = q.EdgeShard.create(str(path), config)
@@ -88,21 +92,33 @@ class EdgeVectorStore(HybridSearchMixin):
                 shard.update(q.UpdateOperation.create_field_index(field, q.PayloadSchemaType.Float))
             shard.flush()
             self._shards[name] = shard
+            self._sparse[name] = CURRENT_SPARSE
 
     @staticmethod
-    def _vector_config(path: Path) -> tuple[int | None, bool]:
-        """The stored dense size (None if unreadable) and whether the BM25 sparse vector exists."""
+    def _vector_config(path: Path) -> tuple[int | None, str | None]:
+        """The stored dense size (None if unreadable) and the BM25 sparse vector's name (None if
+        the collection has none)."""
         import json
 
         try:
             config = json.loads((path / "edge_config.json").read_text())
         except (OSError, ValueError):
-            return None, True
+            return None, CURRENT_SPARSE
         try:
             size: int | None = int(config["vectors"][DENSE]["size"])
         except (KeyError, ValueError, TypeError):
             size = None
-        return size, SPARSE in (config.get("sparse_vectors") or {})
+        names = [n for n in config.get("sparse_vectors") or {} if n in SPARSE_VERSIONS]
+        return size, max(names, key=SPARSE_VERSIONS.__getitem__) if names else None
+
+    def _sparse_name(self, collection: str) -> str:
+        with self._lock:
+            name = self._sparse.get(collection)
+            if name is None:
+                validate_collection_name(collection)
+                name = self._vector_config(self.root / collection)[1] or CURRENT_SPARSE
+                self._sparse[collection] = name
+            return name
 
     def collections(self) -> list[str]:
         if not self.root.is_dir():
@@ -116,6 +132,7 @@ class EdgeVectorStore(HybridSearchMixin):
         validate_collection_name(name)
         with self._lock:
             shard = self._shards.pop(name, None)
+            self._sparse.pop(name, None)
             if shard is not None:
                 shard.close()
             shutil.rmtree(self.root / name, ignore_errors=True)
@@ -139,11 +156,12 @@ class EdgeVectorStore(HybridSearchMixin):
         if not chunks:
             return
         points = []
+        name = self._sparse_name(collection)
         for c, v in zip(chunks, vectors, strict=True):
-            sparse = encode_document(c.text)
+            sparse = encode_document(c.text, SPARSE_VERSIONS[name])
             vector = {
                 DENSE: v.astype(np.float32).tolist(),
-                SPARSE: q.SparseVector(sparse.indices, sparse.values),
+                name: q.SparseVector(sparse.indices, sparse.values),
             }
             points.append(q.Point(id=c.id, vector=vector, payload=c.payload()))
         with self._lock:
@@ -202,8 +220,12 @@ class EdgeVectorStore(HybridSearchMixin):
         return q.Filter(must=must) if must else None
 
     def _run_queries(
-        self, collection: str, queries: Sequence[SideQuery], filter: SearchFilter | None
-    ) -> list[list[Candidate]]:
+        self,
+        collection: str,
+        queries: Sequence[SideQuery],
+        filter: SearchFilter | None,
+        with_vectors: bool = False,
+    ) -> SideResults:
         import qdrant_edge as q
 
         flt = self._filter(filter)
@@ -211,13 +233,26 @@ class EdgeVectorStore(HybridSearchMixin):
         for side in queries:
             if side.sparse is not None:
                 sparse = q.SparseVector(side.sparse.indices, side.sparse.values)
-                query: Any = q.Query.Nearest(sparse, using=SPARSE)
+                query: Any = q.Query.Nearest(sparse, using=side.using)
             else:
-                query = q.Query.Nearest(side.dense, using=DENSE)
-            requests.append(q.QueryRequest(limit=side.limit, query=query, filter=flt, with_payload=True))
+                query = q.Query.Nearest(side.dense or [], using=DENSE)
+            requests.append(
+                q.QueryRequest(
+                    limit=side.limit,
+                    query=query,
+                    filter=flt,
+                    with_payload=True,
+                    with_vector=[DENSE] if with_vectors else False,
+                )
+            )
         with self._lock:
             results = self._shard(collection).query_batch(q.QueryBatchRequest(requests))
-        return [[Candidate(str(p.id), float(p.score), p.payload or {}) for p in points] for points in results]
+        found = SideResults(
+            [[Candidate(str(p.id), float(p.score), p.payload or {}) for p in points] for points in results]
+        )
+        if with_vectors:
+            found.vectors.update((str(p.id), p.vector) for points in results for p in points)
+        return found
 
     def get(self, collection: str, chunk_ids: Sequence[str]) -> list[Chunk]:
         with self._lock:
@@ -239,10 +274,9 @@ class EdgeVectorStore(HybridSearchMixin):
             records = self._shard(collection).retrieve(list(chunk_ids), with_payload=True, with_vector=True)
         out = []
         for r in records:
-            vector = r.vector.get(DENSE) if isinstance(r.vector, dict) else r.vector
-            if vector is None:
-                continue
-            out.append((Chunk.from_payload(str(r.id), r.payload or {}), np.asarray(vector, dtype=np.float32)))
+            vector = dense_vector(r.vector)
+            if vector is not None:
+                out.append((Chunk.from_payload(str(r.id), r.payload or {}), vector))
         return out
 
     def point_index(self, collection: str, page: int = 1000) -> list[tuple[str, str, int]]:

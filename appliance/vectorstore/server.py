@@ -22,13 +22,16 @@ from appliance.vectorstore.base import SearchFilter
 from appliance.vectorstore.bm25 import encode_document
 from appliance.vectorstore.fusion import Candidate
 from appliance.vectorstore.hybrid import (
+    CURRENT_SPARSE,
     DENSE,
     FLOAT_FIELDS,
     KEYWORD_FIELDS,
-    SPARSE,
+    SPARSE_VERSIONS,
     FusionConfig,
     HybridSearchMixin,
     SideQuery,
+    SideResults,
+    dense_vector,
 )
 
 log = logging.getLogger(__name__)
@@ -60,6 +63,7 @@ class QdrantServerStore(HybridSearchMixin):
         self.timeout_s = timeout_s
         self._client: Any = None
         self._known: set[str] = set()
+        self._sparse: dict[str, str] = {}  # collection -> its BM25 vector name (tokenizer version)
         self._lock = threading.RLock()
 
     @property
@@ -107,6 +111,7 @@ class QdrantServerStore(HybridSearchMixin):
                     raise InvalidRequest(
                         f"collection {name!r} holds {stored.size}-dimensional vectors, the embedder makes {dim}"
                     )
+                self._sparse[name] = self._stored_sparse(info)
                 self._known.add(name)
                 return
             self._call(
@@ -114,7 +119,9 @@ class QdrantServerStore(HybridSearchMixin):
                 self.client.create_collection,
                 full,
                 vectors_config={DENSE: models.VectorParams(size=dim, distance=models.Distance.COSINE)},
-                sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+                sparse_vectors_config={
+                    CURRENT_SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)
+                },
                 shard_number=self.shards,
                 replication_factor=self.replicas,
             )
@@ -124,7 +131,21 @@ class QdrantServerStore(HybridSearchMixin):
                     self.client.create_payload_index(full, field, models.PayloadSchemaType.KEYWORD, wait=True)
                 for field in FLOAT_FIELDS:
                     self.client.create_payload_index(full, field, models.PayloadSchemaType.FLOAT, wait=True)
+            self._sparse[name] = CURRENT_SPARSE
             self._known.add(name)
+
+    @staticmethod
+    def _stored_sparse(info: Any) -> str:
+        names = [n for n in info.config.params.sparse_vectors or {} if n in SPARSE_VERSIONS]
+        return max(names, key=SPARSE_VERSIONS.__getitem__) if names else CURRENT_SPARSE
+
+    def _sparse_name(self, collection: str) -> str:
+        name = self._sparse.get(collection)
+        if name is None:
+            full = self._require(collection)
+            info = self._call("get_collection", self.client.get_collection, full)
+            name = self._sparse[collection] = self._stored_sparse(info)
+        return name
 
     def collections(self) -> list[str]:
         response = self._call("get_collections", self.client.get_collections)
@@ -143,6 +164,7 @@ class QdrantServerStore(HybridSearchMixin):
         """Delete a collection; a missing one is not an error."""
         full = self._name(name)
         self._known.discard(name)
+        self._sparse.pop(name, None)
         if self._call("collection_exists", self.client.collection_exists, full):
             self._call("delete_collection", self.client.delete_collection, full)
 
@@ -165,14 +187,15 @@ class QdrantServerStore(HybridSearchMixin):
             return
         full = self._require(collection)
         points = []
+        name = self._sparse_name(collection)
         for c, v in zip(chunks, vectors, strict=True):
-            sparse = encode_document(c.text)
+            sparse = encode_document(c.text, SPARSE_VERSIONS[name])
             points.append(
                 models.PointStruct(
                     id=c.id,
                     vector={
                         DENSE: v.astype(np.float32).tolist(),
-                        SPARSE: models.SparseVector(indices=sparse.indices, values=sparse.values),
+                        name: models.SparseVector(indices=sparse.indices, values=sparse.values),
                     },
                     payload=c.payload(),
                 )
@@ -241,8 +264,12 @@ class QdrantServerStore(HybridSearchMixin):
         return models.Filter(must=must) if must else None
 
     def _run_queries(
-        self, collection: str, queries: Sequence[SideQuery], filter: SearchFilter | None
-    ) -> list[list[Candidate]]:
+        self,
+        collection: str,
+        queries: Sequence[SideQuery],
+        filter: SearchFilter | None,
+        with_vectors: bool = False,
+    ) -> SideResults:
         from qdrant_client import models
 
         flt = self._filter(filter)
@@ -255,16 +282,26 @@ class QdrantServerStore(HybridSearchMixin):
             )
             requests.append(
                 models.QueryRequest(
-                    query=query, using=side.using, filter=flt, limit=side.limit, with_payload=True
+                    query=query,
+                    using=side.using,
+                    filter=flt,
+                    limit=side.limit,
+                    with_payload=True,
+                    with_vector=[DENSE] if with_vectors else False,
                 )
             )
         responses = self._call(
             "query", self.client.query_batch_points, self._require(collection), requests=requests
         )
-        return [
-            [Candidate(str(p.id), float(p.score), p.payload or {}) for p in response.points]
-            for response in responses
-        ]
+        found = SideResults(
+            [
+                [Candidate(str(p.id), float(p.score), p.payload or {}) for p in response.points]
+                for response in responses
+            ]
+        )
+        if with_vectors:
+            found.vectors.update((str(p.id), p.vector) for response in responses for p in response.points)
+        return found
 
     def get(self, collection: str, chunk_ids: Sequence[str]) -> list[Chunk]:
         records = self._call(
@@ -295,11 +332,9 @@ class QdrantServerStore(HybridSearchMixin):
         )
         out = []
         for r in records:
-            vector = r.vector.get(DENSE) if isinstance(r.vector, dict) else r.vector
+            vector = dense_vector(r.vector)
             if vector is not None:
-                out.append(
-                    (Chunk.from_payload(str(r.id), r.payload or {}), np.asarray(vector, dtype=np.float32))
-                )
+                out.append((Chunk.from_payload(str(r.id), r.payload or {}), vector))
         return out
 
     def point_index(self, collection: str, page: int = 1000) -> list[tuple[str, str, int]]:
