@@ -81,10 +81,19 @@ class Container:
 
     @cached_property
     def engine(self) -> Engine:
+        """The metadata DB, migrated to the newest schema: PostgreSQL (or any SQLAlchemy URL) by
+        ``database.url``, else SQLite in the data dir."""
         from appliance.db import make_engine
 
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        return make_engine(self.data_dir / "appliance.db")
+        cfg = self.settings.database
+        if cfg.url is not None and cfg.url.get_secret_value():
+            target: str | Path = cfg.url.get_secret_value()
+        else:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            target = self.data_dir / "appliance.db"
+        engine = make_engine(target, pool_size=cfg.pool_size, max_overflow=cfg.max_overflow)
+        self._closers.append(engine.dispose)
+        return engine
 
     @cached_property
     def ledger(self) -> Ledger:

@@ -1,13 +1,16 @@
-"""Metadata database: the ingestion ledger and API keys (SQLite by default).
+"""Metadata database: the ingestion ledger, identity, keys, jobs, conversations (SQLite by default,
+PostgreSQL by URL).
 
-Qdrant is not the source of truth; this ledger is. Tables are created on start; schema
-migrations will move to Alembic when the schema first changes after release.
+Qdrant is not the source of truth; this ledger is. The schema is Alembic's (appliance/migrations/):
+a change to a table here needs a new revision there, and a test compares the two.
 """
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -23,7 +26,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
-    inspect,
+    make_url,
 )
 
 metadata = MetaData()
@@ -123,39 +126,56 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def make_engine(url_or_path: str | Path) -> Engine:
-    url = str(url_or_path)
-    if "://" not in url:
-        url = f"sqlite:///{url}"
-    engine = create_engine(url, future=True)
-    if engine.dialect.name == "sqlite":
+def make_engine(
+    url_or_path: str | Path, *, pool_size: int = 5, max_overflow: int = 10, migrate: bool = True
+) -> Engine:
+    """An engine on the metadata DB, its schema upgraded to the newest migration.
 
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")
-            cur.execute("PRAGMA busy_timeout=10000")
-            cur.close()
+    ``url_or_path``: a SQLAlchemy URL (``postgresql://`` means psycopg 3, the driver shipped) or the
+    path of a SQLite file, created private to its owner. ``pool_size``/``max_overflow`` bound the
+    connections one process opens to a server. ``migrate=False`` leaves the schema alone (the
+    migration tests drive Alembic themselves)."""
+    url = make_url(database_url(url_or_path))
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:" and not url.query.get("uri"):
+            _create_private(Path(url.database))
+        engine = create_engine(url)
+        event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        # pre_ping: a server restart or failover leaves dead connections in the pool.
+        engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
+    if migrate:
+        from appliance.migrations import upgrade
 
-    metadata.create_all(engine)
-    add_missing_columns(engine, collections)
+        upgrade(engine)
     return engine
 
 
-def add_missing_columns(engine: Engine, table: Table) -> None:
-    """``create_all`` never alters an existing table: add the nullable columns that data dirs made
-    by an older version lack, until migrations move to Alembic."""
-    have = {c["name"] for c in inspect(engine).get_columns(table.name)}
-    missing = [c for c in table.columns if c.name not in have]
-    if not missing:
-        return
-    with engine.begin() as conn:
-        for column in missing:
-            if not column.nullable:
-                raise RuntimeError(f"cannot add NOT NULL column {table.name}.{column.name} in place")
-            kind = column.type.compile(dialect=engine.dialect)
-            conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}")
+def database_url(url_or_path: str | Path) -> str:
+    """A SQLAlchemy URL for a URL or a SQLite path; plain ``postgresql://`` gets psycopg 3 (psycopg2,
+    SQLAlchemy's default driver for that scheme, is not installed)."""
+    url = str(url_or_path)
+    if "://" not in url:
+        return f"sqlite:///{url}"
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url[len(plain) :]
+    return url
+
+
+def _create_private(path: Path) -> None:
+    # Key and password hashes live here: 0600 from the start (SQLite gives its -wal and -shm files
+    # the database file's mode).
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
 
 
 # Sources an admin registered (synced on request or on a schedule inside `serve`).

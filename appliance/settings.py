@@ -123,6 +123,19 @@ class VectorStoreSettings(Section):
     )
 
 
+class DatabaseSettings(Section):
+    url: SecretStr | None = Field(
+        None,
+        description="SQLAlchemy URL of the metadata database, e.g. "
+        "`postgresql+psycopg://user:password@host:5432/appliance` (`postgresql://` picks psycopg "
+        "too). Unset: SQLite at `<data dir>/appliance.db`. The schema is migrated on start.",
+    )
+    pool_size: int = Field(5, ge=1, description="Connections each process keeps open to a PostgreSQL server.")
+    max_overflow: int = Field(
+        10, ge=0, description="Connections a process may open beyond `pool_size` at peak (PostgreSQL)."
+    )
+
+
 class ServedModel(Section):
     """One more chat model served beside the default one."""
 
@@ -500,6 +513,7 @@ class Settings(BaseSettings):
     models: ModelSettings = Field(default_factory=ModelSettings)
     embeddings: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     vectorstore: VectorStoreSettings = Field(default_factory=VectorStoreSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
     ingestion: IngestionSettings = Field(default_factory=IngestionSettings)

@@ -3,11 +3,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -145,3 +148,127 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield srv
     finally:
         srv.stop()
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Postgres:
+    """A throwaway PostgreSQL server; ``url`` is its ``postgres`` database as the superuser ``kb``."""
+
+    url: str
+
+    def create_database(self) -> str:
+        """A new empty database on this server, for one test; its URL."""
+        import psycopg
+
+        name = "t_" + os.urandom(6).hex()
+        with psycopg.connect(
+            self.url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True
+        ) as c:
+            c.execute(f'CREATE DATABASE "{name}"')
+        return self.url.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """Debian's PostgreSQL server (installed by `make`), started as the postgres user in a temporary
+    cluster on a free loopback port, for the whole session."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+    if not found:
+        pytest.skip(
+            "PostgreSQL server binaries not installed (`make system-deps`, or apt-get install postgresql)"
+        )
+    bindir = found[-1].parent
+    runner: list[str] = []
+    if os.geteuid() == 0:  # initdb and postgres refuse to run as root
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root without runuser: cannot start PostgreSQL as another user")
+        runner = ["runuser", "-u", "postgres", "--"]
+    # Not under pytest's tmp dir: that one is private to root (0700), and postgres must reach it.
+    base = Path(tempfile.mkdtemp(prefix="kb-pg-"))
+    base.chmod(0o755)
+    data, sock = base / "data", base / "sock"
+    sock.mkdir()
+    if runner:
+        shutil.chown(base, "postgres")
+        shutil.chown(sock, "postgres")
+    subprocess.run(
+        # --no-sync, fsync=off: a throwaway cluster; durability would only slow the suite down.
+        [
+            *runner,
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "kb",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    log = open(base / "postgres.log", "w")  # noqa: SIM115 - lives as long as the server
+    proc = subprocess.Popen(
+        [
+            *runner,
+            str(bindir / "postgres"),
+            "-D",
+            str(data),
+            "-k",
+            str(sock),
+            "-p",
+            str(port),
+            "-h",
+            "127.0.0.1",
+            "-c",
+            "fsync=off",
+            "-c",
+            "full_page_writes=off",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        import psycopg
+
+        deadline = time.monotonic() + 60
+        while True:  # until it accepts a login (the port opens a moment before)
+            if proc.poll() is not None:
+                raise AssertionError(f"postgres exited:\n{(base / 'postgres.log').read_text()[-3000:]}")
+            try:
+                with psycopg.connect(
+                    f"host=127.0.0.1 port={port} user=kb dbname=postgres", connect_timeout=2
+                ):
+                    break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        yield Postgres(f"postgresql+psycopg://kb@127.0.0.1:{port}/postgres")
+    finally:
+        # SIGINT is PostgreSQL's "fast" shutdown (SIGTERM waits for clients); sent to the postmaster
+        # itself, since runuser does not pass it on.
+        try:
+            os.kill(int((data / "postmaster.pid").read_text().split()[0]), signal.SIGINT)
+        except (OSError, ValueError, IndexError):
+            proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a test's metadata DB lives, once per backend: a SQLite file, or a new database on the
+    session's PostgreSQL server. Hand it to ``appliance.db.make_engine``."""
+    if request.param == "sqlite":
+        return str(tmp_path / "appliance.db")
+    return request.getfixturevalue("postgres").create_database()

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 
-from appliance.db import add_missing_columns, api_keys, now
+from appliance.db import api_keys, now
 from appliance.domain import InvalidRequest, NotFound, Principal, Role, Unauthenticated
 from appliance.security.identity import ROLE_RANK, ROLES, IdentityStore, lower_role, validate_role
 
@@ -72,8 +72,6 @@ class KeyStore:
         self.engine = engine
         self._fixed_admin = _hash(fixed_admin_key) if fixed_admin_key else None
         self._ephemeral: dict[str, Principal] = {}
-        # Data dirs made by the skeleton have api_keys without the scope columns.
-        add_missing_columns(engine, api_keys)
 
     def create(
         self,

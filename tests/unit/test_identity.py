@@ -14,8 +14,8 @@ from appliance.security.identity import IdentityStore
 
 
 @pytest.fixture()
-def stores(tmp_path: Path) -> tuple[IdentityStore, KeyStore]:
-    engine = make_engine(tmp_path / "app.db")
+def stores(db_url: str) -> tuple[IdentityStore, KeyStore]:
+    engine = make_engine(db_url)
     ids = IdentityStore(engine)
     ids.add_group("company")
     ids.add_group("engineering", parent="company")
@@ -228,13 +228,13 @@ def test_skeleton_collections_table_gains_the_owners_column(tmp_path: Path) -> N
         assert conn.exec_driver_sql("select owners from collections where name='old'").scalar() is None
 
 
-def test_conversation_turns_follow_current_read_access(tmp_path: Path) -> None:
+def test_conversation_turns_follow_current_read_access(db_url: str) -> None:
     """A turn keeps its citations' chunk text; handed back, it shows only what the caller may read
     now, and an answer that cited a lost document is withheld."""
     from appliance.db import documents, now
     from appliance.rag.conversations import WITHHELD, ConversationStore, new_id
 
-    engine = make_engine(tmp_path / "c.db")
+    engine = make_engine(db_url)
     ids = IdentityStore(engine)
     ids.add_group("hr")
     ids.add_user("ann", "employee", ["hr"])

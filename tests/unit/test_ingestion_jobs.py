@@ -15,8 +15,8 @@ from appliance.ingestion.state import DocumentRecord, Ledger
 from appliance.ingestion.verify import verify
 
 
-def test_jobs_run_one_at_a_time_cancel_and_survive_a_restart(tmp_path: Path) -> None:
-    engine = make_engine(tmp_path / "a.db")
+def test_jobs_run_one_at_a_time_cancel_and_survive_a_restart(db_url: str) -> None:
+    engine = make_engine(db_url)
     manager = JobManager(engine)
     gate = threading.Event()
 
@@ -42,9 +42,16 @@ def test_jobs_run_one_at_a_time_cancel_and_survive_a_restart(tmp_path: Path) -> 
     manager.close()
 
     # A job that was running when the process died is reported as interrupted after a restart.
-    stuck = threading.Event()
+    started, stuck = threading.Event(), threading.Event()
+
+    def hangs(job):  # called once the job is recorded as running; holds it there
+        started.set()
+        stuck.wait(30)
+        return {}
+
     manager = JobManager(engine)
-    running = manager.submit("sync", "scheduler", "default", lambda job: stuck.wait(30) and {})
+    running = manager.submit("sync", "scheduler", "default", hangs)
+    assert started.wait(30)
     manager._live.clear()  # forget it, as a killed process would
     again = JobManager(engine)
     assert again.get(running.id)["status"] == "interrupted"
@@ -56,11 +63,11 @@ def test_jobs_run_one_at_a_time_cancel_and_survive_a_restart(tmp_path: Path) -> 
         again.get("missing")
 
 
-def test_verify_finds_and_repairs_orphans_and_missing_chunks(tmp_path: Path) -> None:
+def test_verify_finds_and_repairs_orphans_and_missing_chunks(tmp_path: Path, db_url: str) -> None:
     from appliance.vectorstore.edge import EdgeVectorStore
 
     store = EdgeVectorStore(tmp_path / "qdrant")
-    ledger = Ledger(make_engine(tmp_path / "l.db"))
+    ledger = Ledger(make_engine(db_url))
     store.ensure_collection("c", 4)
     doc = document_id("c", "file:///a.md")
     texts = ["alpha", "beta", "gamma"]

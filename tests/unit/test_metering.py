@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
 
 import pytest
 
@@ -14,8 +13,8 @@ from appliance.metering import Metering, to_csv
 
 
 @pytest.fixture()
-def metering(tmp_path: Path) -> Metering:
-    return Metering(make_engine(tmp_path / "app.db"))
+def metering(db_url: str) -> Metering:
+    return Metering(make_engine(db_url))
 
 
 ALICE = Principal("alice", "employee", ("eng", "company"), key_id=7)
@@ -61,8 +60,8 @@ def test_requests_per_minute(metering: Metering) -> None:
     metering.check_quota(ALICE)
 
 
-def test_default_user_quota_from_settings(tmp_path: Path) -> None:
-    m = Metering(make_engine(tmp_path / "x.db"), default_tokens_per_day=10)
+def test_default_user_quota_from_settings(db_url: str) -> None:
+    m = Metering(make_engine(db_url), default_tokens_per_day=10)
     m.record_usage(BOB, 10, 0)
     with pytest.raises(Overloaded):
         m.check_quota(BOB)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from appliance.db import make_engine
@@ -12,8 +10,8 @@ from appliance.rag.conversations import ConversationStore, new_id
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> ConversationStore:
-    return ConversationStore(make_engine(tmp_path / "m.db"))
+def store(db_url: str) -> ConversationStore:
+    return ConversationStore(make_engine(db_url))
 
 
 def answer(cid: str | None, question: str, text: str = "An answer [1].") -> dict:
@@ -98,13 +96,13 @@ def test_feedback_only_on_your_own_answers_and_listed_with_the_answer(store: Con
     assert len(downs) == 1 and downs[0]["answer"] == "Ingrid Solberg [1]." and downs[0]["support"] == 0.9
 
 
-def test_a_withheld_answer_takes_the_rewritten_queries_with_it(tmp_path: Path) -> None:
+def test_a_withheld_answer_takes_the_rewritten_queries_with_it(db_url: str) -> None:
     """With `rag.condense: llm` a follow-up's searched query is rewritten from earlier answers, so
     once an answer is withheld (its document is no longer readable), no turn shows its query."""
     from appliance.domain import Principal
     from appliance.ingestion.state import DocumentRecord, Ledger
 
-    engine = make_engine(tmp_path / "m.db")
+    engine = make_engine(db_url)
     store = ConversationStore(engine)
     secret = DocumentRecord(
         "doc-fin",

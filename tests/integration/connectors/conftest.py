@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import free_port
+# The PostgreSQL server (fixture `postgres`) is the suite-wide one in tests/conftest.py.
+from tests.conftest import Postgres, free_port  # noqa: F401 - Postgres: for the SQL tests' hints
 
 
 def wait_port(port: int, proc: subprocess.Popen[Any] | None = None, deadline_s: float = 60) -> None:
@@ -223,90 +222,3 @@ def make_sqlite(path: Path, rows: list[tuple[Any, ...]]) -> Path:
         )
         conn.executemany("INSERT INTO articles VALUES (?, ?, ?, ?, ?)", rows)
     return path
-
-
-@dataclass
-class Postgres:
-    url: str
-
-
-def _pg_bin() -> Path | None:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
-    return found[-1].parent if found else None
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[Postgres]:
-    """Debian's PostgreSQL server, as the postgres user, in a temporary cluster on loopback."""
-    bindir = _pg_bin()
-    if bindir is None:
-        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        pytest.skip("psycopg is not installed")
-    runner: list[str]
-    if os.geteuid() == 0:
-        if shutil.which("runuser") is None:
-            pytest.skip("running as root without runuser: cannot start PostgreSQL as another user")
-        runner = ["runuser", "-u", "postgres", "--"]
-    else:
-        runner = []
-    # Not under pytest's tmp dir: that one is private to root (0700), and postgres must reach it.
-    base = Path(tempfile.mkdtemp(prefix="kb-pg-"))
-    base.chmod(0o755)
-    data, sock = base / "data", base / "sock"
-    sock.mkdir()
-    if runner:
-        shutil.chown(base, "postgres")
-        shutil.chown(sock, "postgres")
-    subprocess.run(
-        [*runner, str(bindir / "initdb"), "-D", str(data), "-U", "kb", "--auth=trust", "-E", "UTF8"],
-        check=True,
-        capture_output=True,
-    )
-    port = free_port()
-    log = open(base / "postgres.log", "w")  # noqa: SIM115 - lives as long as the server
-    proc = subprocess.Popen(
-        [
-            *runner,
-            str(bindir / "postgres"),
-            "-D",
-            str(data),
-            "-k",
-            str(sock),
-            "-p",
-            str(port),
-            "-h",
-            "127.0.0.1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_port(port, proc)
-        import psycopg
-
-        deadline = time.monotonic() + 30
-        while True:  # the port opens a moment before the server accepts logins
-            try:
-                with psycopg.connect(f"host=127.0.0.1 port={port} user=kb dbname=postgres", autocommit=True):
-                    break
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        yield Postgres(f"postgresql+psycopg://kb@127.0.0.1:{port}/postgres")
-    finally:
-        # SIGINT is PostgreSQL's "fast" shutdown (SIGTERM waits for clients); sent to the postmaster
-        # itself, since runuser does not pass it on.
-        try:
-            os.kill(int((data / "postmaster.pid").read_text().split()[0]), signal.SIGINT)
-        except (OSError, ValueError, IndexError):
-            proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-        shutil.rmtree(base, ignore_errors=True)
