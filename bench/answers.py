@@ -7,7 +7,7 @@ of tests/fixtures/corpus.py) into a temporary data dir, then for every question:
   case-insensitive), citation-correct (a source the answer cites as [n] is the labelled doc),
   mean support score, fallback rate, mean latency;
 - follow-up condensing (off / heuristic / llm): hit@1 of follow-up questions asked after a first one.
-Prints a table and writes bench/results/answers.json. Usage: python bench/answers.py [--llm PATH.gguf]
+Prints a table and writes its JSON part (bench/common.py). Usage: python bench/answers.py [--llm PATH.gguf]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from appliance.egress import install_guard, prepare_offline_env  # noqa: E402
+from bench.common import add_out_arg, write_json  # noqa: E402
 
 MODES = ("abstractive", "extractive", "grounded")
 # (first question, follow-up, doc the follow-up is about)
@@ -68,7 +69,7 @@ def contains(answer: str, answers: list[str]) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--llm", help="GGUF file to use instead of the default model")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "answers.json"))
+    add_out_arg(parser, "answers")
     # Answers are one fact; SmolLM2 rambles past it, and 2 shared cores make every token count.
     parser.add_argument("--max-tokens", type=int, default=96, help="generation limit per answer")
     parser.add_argument(
@@ -190,9 +191,7 @@ def main() -> None:
     print(f"{'condense':12} {'follow-up hit@1':>16} {'ms/question':>12}")
     for how, c in results["condense"].items():
         print(f"{how:12} {c['follow_up_hit@1']:16.2f} {c['ms_per_question']:12.1f}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    write_json(args.out, results)
 
 
 if __name__ == "__main__":
