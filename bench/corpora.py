@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -131,17 +132,32 @@ def pydoc_files(max_files: int, max_kb: int = 120) -> list[Path]:
     return pages[::step][:max_files]
 
 
-def chinese_files() -> list[Path]:
-    """Chinese plain text: the labelled Chinese set when it is there, else the kb's zh_ files."""
-    for folder in CHINESE_DIRS:
-        files = sorted(
-            p
-            for p in folder.glob("*")
-            if p.suffix in (".md", ".txt", ".html") and (folder.name == "kb_zh" or p.name.startswith("zh_"))
-        )
-        if files:
-            return files
-    return []
+def chinese_corpus(folder: Path, variant: int, docs: int = 5, kb_per_doc: int = 40) -> Path | None:
+    """Chinese plain text. The labelled Chinese set (tests/fixtures/kb_zh) when it is there, copied
+    as it is; else ``docs`` reports of ~``kb_per_doc`` KB made of the sentences of the kb's zh_
+    files in a seeded random order under numbered headings (the size of the reports in issue 19:
+    5 files, 204 KB)."""
+    labelled = sorted(p for p in CHINESE_DIRS[0].glob("*") if p.suffix in (".md", ".txt", ".html"))
+    if labelled:
+        return copy_variant(labelled, folder, variant)
+    text = "\n".join(p.read_text() for p in sorted(CHINESE_DIRS[1].glob("zh_*")))
+    text = re.sub(r"^#.*$", "", text, flags=re.M)  # headings are not sentences
+    sentences = [s.strip() + "。" for s in re.split(r"[。！？\n]+", text) if len(s.strip()) > 6]
+    if not sentences:
+        return None
+    rng = random.Random(5 + variant)
+    folder.mkdir(parents=True, exist_ok=True)
+    for d in range(docs):
+        parts: list[str] = [f"报告 {d + 1}\n"]
+        size, section = 0, 0
+        while size < kb_per_doc * 1024:
+            section += 1
+            para = "".join(rng.choice(sentences) for _ in range(rng.randint(3, 8)))
+            block = (f"\n第{section}节\n\n" if section % 4 == 1 else "\n") + para + "\n"
+            parts.append(block)
+            size += len(block.encode())
+        (folder / f"zh-report-{d}.txt").write_text("".join(parts))
+    return folder
 
 
 def copy_variant(files: list[Path], folder: Path, variant: int, copies: int = 1) -> Path:

@@ -123,7 +123,7 @@ def profile_corpus(name: str, folder: Path, work: Path, rate: int, quick: bool) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pydoc-files", type=int, default=40)
-    parser.add_argument("--zh-copies", type=int, default=4)
+    parser.add_argument("--zh-docs", type=int, default=5, help="Chinese reports of ~40 KB")
     parser.add_argument("--rate", type=int, default=50, help="py-spy samples per second")
     parser.add_argument("--quick", action="store_true", help="wall time from the profiled run")
     add_out_arg(parser, "profile_ingest")
@@ -134,12 +134,10 @@ def main() -> None:
     rows = []
     try:
         if pages := corpora.pydoc_files(args.pydoc_files):
-            rows.append(
-                profile_corpus("pydoc", corpora.copy_variant(pages, work / "c-pydoc", 0), work, args.rate)
-            )
-        if zh := corpora.chinese_files():
-            folder = corpora.copy_variant(zh, work / "c-zh", 0, args.zh_copies)
-            rows.append(profile_corpus("zh", folder, work, args.rate, args.quick))
+            folder = corpora.copy_variant(pages, work / "c-pydoc", 0)
+            rows.append(profile_corpus("pydoc", folder, work, args.rate, args.quick))
+        if zh := corpora.chinese_corpus(work / "c-zh", 0, args.zh_docs):
+            rows.append(profile_corpus("zh", zh, work, args.rate, args.quick))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     write_json(args.out, {"machine": machine_info(), "rate": args.rate, "corpora": rows})

@@ -66,10 +66,11 @@ def figure(
 
 def _err(parts: dict[str, Any], name: str) -> str | None:
     part = parts.get(name)
+    script = "bench/retrieval.py at 1M chunks" if name == "retrieval_1m" else f"bench/{name}.py"
     if part is None:
-        return f"bench/{name}.py did not run"
+        return f"{script} did not run"
     if "error" in part:
-        return f"bench/{name}.py failed: {part['error']}"
+        return f"{script} failed: {part['error']}"
     if "skipped" in part:
         return part["skipped"]
     return None
@@ -233,6 +234,28 @@ def quality_figures(parts: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def ingest_bound(parts: dict[str, Any], search: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sizes the whole pipeline is not run at: the least they would take, embedding every chunk at
+    the embedder's own rate plus the store's measured load and index build."""
+    rate = embed_rate(parts)
+    done = {r["target_chunks"] for r in (parts.get("ingest") or {}).get("scale", [])}
+    out = []
+    for n in (1_000, 10_000, 100_000, 1_000_000):
+        if n in done or not rate:
+            continue
+        store = _find(search, store="edge", chunks=n, filter="none")
+        store_s = store["load_s"] + store["optimize_s"] if store else None
+        out.append(
+            {
+                "chunks": n,
+                "embedding_s_at_least": round(n / rate[0]),
+                "store_s": store_s,
+                "why_not_run": f"the embedder alone needs {n / rate[0] / 60:.0f} min at {rate[0]:g} chunks/s",
+            }
+        )
+    return out
+
+
 def build(parts: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     """The results document of one run: ``meta`` (date, host, mode, machine, duration) and the
     figures, comparisons and curves taken from the scripts' ``parts``."""
@@ -258,6 +281,7 @@ def build(parts: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
         },
         "curves": {
             "ingest_scale": ing.get("scale", []),
+            "ingest_scale_bound": ingest_bound(parts, search),
             "store_load": [r for r in search if r["store"] == "edge" and r["filter"] == "none"],
             "retrieval_scale": [r for r in search if r["store"] == "edge"],
             "chat_concurrency": (parts.get("serve_load") or {}).get("sweep", []),

@@ -7,7 +7,7 @@ for /readyz, and samples the resident memory (RSS) of its process tree every 0.2
 - ingest: `appliance ingest` of the labelled set (tests/fixtures/kb), which goes through the
   running server (its parser pool parses);
 - chat: closed-loop users (each asks, waits for the answer, asks again) POSTing /api/v1/ask with
-  answer_mode "grounded", at each of ``--users``; 429s (queue full or too slow) are counted, any
+  answer_mode "grounded" (``--max-tokens`` 96, as bench/answers.py), at each of ``--users``; 429s (queue full or too slow) are counted, any
   other failure is reported.
 Processes are told apart by command line: the API (the server itself), the LLM worker, the parser
 pool's processes.
@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -188,8 +189,12 @@ def main() -> None:
     parser.add_argument("--per-user", type=int, default=2, help="questions each user asks in turn")
     parser.add_argument("--idle-s", type=float, default=10.0, help="seconds sampled at idle")
     parser.add_argument("--ready-timeout", type=float, default=600.0)
+    # Answers are one fact; SmolLM2 rambles past it (as in bench/answers.py).
+    parser.add_argument("--max-tokens", type=int, default=96, help="inference.max_tokens of the server")
     add_out_arg(parser, "serve_load")
     args = parser.parse_args()
+    # A terminated bench stops its server too (the finally below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     questions = [json.loads(x)["question"] for x in (KB / "qa.jsonl").read_text().splitlines() if x.strip()]
     key = "bench-" + secrets.token_hex(16)
@@ -200,6 +205,7 @@ def main() -> None:
             **os.environ,
             "APPLIANCE_DATA_DIR": str(Path(tmp) / "data"),
             "APPLIANCE_AUTH__ADMIN_KEY": key,
+            "APPLIANCE_INFERENCE__MAX_TOKENS": str(args.max_tokens),
             "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
         }
         log = open(Path(tmp) / "serve.log", "wb")  # noqa: SIM115 (closed in finally)
@@ -246,6 +252,7 @@ def main() -> None:
         "ingest": ingest,
         "sweep": rows,
         "per_user": args.per_user,
+        "max_tokens": args.max_tokens,
     }
     if any(r["failed_count"] for r in rows):
         result["serve_log_tail"] = serve_log
