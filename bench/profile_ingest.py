@@ -52,7 +52,25 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 
+# Libraries whose import shows in start-up; an import stack is charged to the deepest one on it.
+HEAVY = ("spacy", "thinc", "torch", "transformers", "sentence_transformers", "unstructured", "nltk",
+         "pandas", "numpy", "scipy", "sklearn", "onnxruntime", "qdrant_edge", "sqlalchemy", "pydantic",
+         "lxml", "pdfminer", "cv2", "PIL", "llama_cpp", "fastapi", "gradio")  # fmt: skip
+
+
+def imported_library(stack: str) -> str:
+    found = "other"
+    for frame in stack.split(";"):
+        if frame.startswith("<module> ("):
+            top = frame[len("<module> (") :].split("/", 1)[0]
+            if top in HEAVY:
+                found = top
+    return found
+
+
 def stage_of(stack: str) -> str:
+    if all(frame.startswith("process ") for frame in stack.split(";")):
+        return "native threads"  # no Python frame: torch's or llama.cpp's own threads
     for stage, needles in STAGES:
         if any(n in stack for n in needles):
             return stage
@@ -63,17 +81,22 @@ def classify(raw: Path, rate: int) -> dict[str, Any]:
     """CPU seconds per stage and per process kind from py-spy's collapsed stacks."""
     stages: Counter[str] = Counter()
     processes: Counter[str] = Counter()
+    imports: Counter[str] = Counter()
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         n = int(count)
-        stages[stage_of(stack)] += n
+        stage = stage_of(stack)
+        stages[stage] += n
+        if stage == "start-up: imports":
+            imports[imported_library(stack)] += n
         head = stack.split(";", 1)[0]
         processes["parser" if "multiprocessing" in head or "spawn_main" in stack else "main"] += n
     return {
         "cpu_s": {k: round(v / rate, 2) for k, v in stages.most_common()},
         "cpu_s_by_process": {k: round(v / rate, 2) for k, v in processes.most_common()},
+        "import_cpu_s_by_library": {k: round(v / rate, 2) for k, v in imports.most_common(6)},
     }
 
 
@@ -91,8 +114,9 @@ def ingest(folder: Path, data_dir: Path, profile: Path | None, rate: int) -> tup
     elapsed = time.perf_counter() - t
     if done.returncode:
         raise RuntimeError(f"{' '.join(argv[:6])}... failed: {done.stderr[-800:]}")
+    # py-spy writes its own lines to the same stdout: take the JSON document alone.
     start = done.stdout.find("{")
-    return elapsed, json.loads(done.stdout[start:]) if start >= 0 else {}
+    return elapsed, json.JSONDecoder().raw_decode(done.stdout[start:])[0] if start >= 0 else {}
 
 
 def profile_corpus(name: str, folder: Path, work: Path, rate: int, quick: bool) -> dict[str, Any]:

@@ -132,6 +132,10 @@ def detail_tables(r: dict[str, Any]) -> list[str]:
         out += ["|---|---|---|---|---|" + "---|" * len(stages)]
         for p in prof:
             out.append(f"| {p['corpus']} | {p['files']} | {p['chunks']} | {p['wall_s']} | {p['startup_wall_s']} | " + " | ".join(fmt(p["cpu_s"].get(s)) for s in stages) + " |")  # fmt: skip
+        for p in prof:
+            libs = ", ".join(f"{k} {fmt(v)}" for k, v in (p.get("import_cpu_s_by_library") or {}).items())
+            procs = ", ".join(f"{k} {fmt(v)}" for k, v in (p.get("cpu_s_by_process") or {}).items())
+            out.append(f"\n{p['corpus']}: CPU s by process: {procs}; imports by library: {libs}.")
     return out
 
 
