@@ -57,7 +57,7 @@ def machine_line(r: dict[str, Any]) -> str:
     return (
         f"{r.get('date', '?')} on `{m.get('host')}`: {m.get('cpu_model')} ({flags}), {m.get('cores')} cores, "
         f"{m.get('memory_gb')} GB; load average {', '.join(fmt(x) for x in m.get('load_avg', []))} at the start "
-        f"(other work on the host); llama.cpp build `{m.get('llama_cpu_build')}`; {r.get('mode')} run, "
+        f"(other work on the host); llama.cpp build `{m.get('llama_cpu_build')}`; code `{r.get('commit')}`; {r.get('mode')} run, "
         f"{fmt(r.get('duration_s'))} s"
     )
 

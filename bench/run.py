@@ -52,7 +52,7 @@ STEPS: dict[str, tuple[list[str] | None, list[str] | None]] = {
         ["--docs", "2", "--repeat", "2", "--pydoc-files", "6", "--zh-docs", "2", "--scale", "1000"],
     ),
     "profile_ingest": ([], ["--pydoc-files", "6", "--zh-docs", "2", "--quick"]),
-    "answers": ([], ["--sample", "8"]),
+    "answers": ([], ["--sample", "4"]),
     "serving": (
         [],
         ["--runs", "4", "--whole-runs", "0", "--concurrency", "1", "--requests-per-client", "1"],
@@ -82,6 +82,7 @@ def run_step(name: str, args: list[str], log_dir: Path) -> dict[str, Any]:
         return {"error": f"exit {done.returncode}: {' | '.join(tail)[-400:]}", "seconds": elapsed}
     part = read_json(out)
     part["seconds"] = round(elapsed, 1)
+    write_json(out, part)
     return part
 
 
@@ -89,12 +90,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
     parser.add_argument("--only", nargs="+", choices=list(STEPS), help="run these steps only")
+    parser.add_argument(
+        "--reuse-parts",
+        action="store_true",
+        help="with --only: take the other steps' figures from their last parts (a failed step re-run)",
+    )
     parser.add_argument("--no-docs", action="store_true", help="leave README and docs alone")
     args = parser.parse_args()
     from bench.render import write_run
     from bench.report import build
 
     machine = machine_info()
+    commit = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
     mode = "quick" if args.quick else "full"
     started = dt.datetime.now(dt.UTC)
     stem = f"{started:%Y-%m-%d}-{machine['host']}" + ("-quick" if args.quick else "")
@@ -104,10 +113,12 @@ def main() -> None:
     t0 = time.perf_counter()
     for name, (full, quick) in STEPS.items():
         step_args = quick if args.quick else full
-        if args.only and name not in args.only:
-            continue
         if step_args is None:
             parts[name] = {"skipped": f"not run in a {mode} run (`make bench` runs it)"}
+            continue
+        if args.only and name not in args.only:
+            if args.reuse_parts and (PARTS / f"{name}.json").exists():
+                parts[name] = {**read_json(PARTS / f"{name}.json"), "reused_part": True}
             continue
         if name == "retrieval_1m":
             fits, why = fits_in_memory(1_000_000 * BYTES_PER_CHUNK_1M)
@@ -117,12 +128,14 @@ def main() -> None:
         parts[name] = run_step(name, step_args, log_dir)
     meta = {
         "date": f"{started:%Y-%m-%d %H:%M} UTC",
+        "commit": commit,
         "host": machine["host"],
         "mode": mode,
         "machine": machine,
         "load_avg_end": [round(x, 2) for x in os.getloadavg()],
         "duration_s": round(time.perf_counter() - t0),
         "steps_s": {n: p.get("seconds") for n, p in parts.items()},
+        "steps_reused": [n for n, p in parts.items() if p.get("reused_part")],
     }
     results = build(parts, meta)
     write_json(PARTS / "all.json", parts)
