@@ -104,6 +104,7 @@ run: system-deps install
 	$(BIN)/appliance serve
 
 test: system-deps install-test helm-check
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: install-test

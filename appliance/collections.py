@@ -13,6 +13,7 @@ may read. Methods take the acting principal; the default, ``LOCAL_ADMIN``, is fo
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -250,7 +251,7 @@ class CollectionService:
             raise NotFound(f"collection {name!r} not found")
         return self._describe(name, row, readable[0], readable[1])
 
-    def default_acl(self, name: str) -> list[str]:
+    def default_acl(self, name: str) -> builtins.list[str]:
         row = self._rows().get(name)
         return list(row["default_acl"]) if row and row["default_acl"] else []
 

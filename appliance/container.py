@@ -7,17 +7,38 @@ import fcntl
 import json
 import logging
 import os
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from appliance.domain import Conflict
 from appliance.settings import Settings
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from appliance.audit import AuditLog, QueryRecorder
+    from appliance.collections import CollectionService
+    from appliance.embeddings.base import Embedder, Reranker
+    from appliance.inference.accelerators import ProbeResult
+    from appliance.inference.base import InferenceBackend
+    from appliance.inference.placement import ModelRequest, Placement
+    from appliance.inference.pool import InferencePool
+    from appliance.ingestion.connect import ConnectorFactory
+    from appliance.ingestion.parsing import ParserPool
     from appliance.ingestion.pipeline import IngestionService
+    from appliance.ingestion.service import IngestionJobs
+    from appliance.ingestion.state import Ledger
     from appliance.metering import Metering
+    from appliance.observability import Metrics
+    from appliance.rag.conversations import ConversationStore
+    from appliance.rag.pipeline import RagService
+    from appliance.retrieval import Retriever
+    from appliance.security.auth import KeyStore
+    from appliance.security.identity import IdentityStore
+    from appliance.settings import ServedModel
+    from appliance.vectorstore.base import VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +51,12 @@ class Container:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.data_dir = Path(settings.data_dir).expanduser().resolve()
-        self._lock_fh: Any = None
-        self._closers: list[Any] = []
+        # True between the end of `serve`'s start-up (models loaded, store open) and its shutdown.
+        self.ready: bool = False
+        self._lock_fh: IO[str] | None = None
+        self._closers: list[Callable[[], object]] = []
 
     # -- ownership of the data dir ------------------------------------------------------------------
-
-    @property
-    def run_dir(self) -> Path:
-        return self.data_dir / "run"
 
     def acquire(self) -> None:
         """Become the single owner of the embedded stores, or fail with who owns them."""
@@ -59,27 +78,27 @@ class Container:
     # -- services --------------------------------------------------------------------------------
 
     @cached_property
-    def engine(self) -> Any:
+    def engine(self) -> Engine:
         from appliance.db import make_engine
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         return make_engine(self.data_dir / "appliance.db")
 
     @cached_property
-    def ledger(self) -> Any:
+    def ledger(self) -> Ledger:
         from appliance.ingestion.state import Ledger
 
         return Ledger(self.engine)
 
     @cached_property
-    def keys(self) -> Any:
+    def keys(self) -> KeyStore:
         from appliance.security.auth import KeyStore
 
         fixed = self.settings.auth.admin_key
         return KeyStore(self.engine, fixed.get_secret_value() if fixed else None)
 
     @cached_property
-    def identity(self) -> Any:
+    def identity(self) -> IdentityStore:
         from appliance.security.identity import IdentityStore
 
         return IdentityStore(self.engine)
@@ -107,7 +126,7 @@ class Container:
         return QueryRecorder(self.audit, self.metering, record_queries=self.settings.audit.enabled)
 
     @cached_property
-    def embedder(self) -> Any:
+    def embedder(self) -> Embedder:
         from appliance.models import resolve_embedding
 
         cfg = self.settings.embeddings
@@ -118,7 +137,7 @@ class Container:
             case "sentence_transformers":
                 from appliance.embeddings.sentence_transformers import SentenceTransformerEmbedder
 
-                embedder: Any = SentenceTransformerEmbedder(
+                embedder: Embedder = SentenceTransformerEmbedder(
                     entry.name, entry.path, cfg.threads, cfg.batch_size, cfg.dtype
                 )
             case "onnx":
@@ -136,24 +155,14 @@ class Container:
         return embedder
 
     @cached_property
-    def store(self) -> Any:
-        from appliance.vectorstore.hybrid import FusionConfig
-
+    def store(self) -> VectorStore:
         cfg = self.settings.vectorstore
-        r = self.settings.retrieval
-        fusion = FusionConfig(
-            prefetch=cfg.prefetch,
-            rrf_k=self.settings.rag.rrf_k,
-            dense_weight=r.dense_weight,
-            bm25_weight=r.bm25_weight,
-            max_per_document=r.max_per_document,
-        )
         match cfg.backend:
             case "edge":
                 from appliance.vectorstore.edge import EdgeVectorStore
 
                 self.acquire()
-                store: Any = EdgeVectorStore(self.data_dir / "qdrant", fusion)
+                store: VectorStore = EdgeVectorStore(self.data_dir / "qdrant")
             case "qdrant":
                 from appliance.vectorstore.server import QdrantServerStore
 
@@ -164,7 +173,6 @@ class Container:
                     cfg.url,
                     cfg.api_key.get_secret_value() if cfg.api_key else None,
                     path=None if cfg.url else self.data_dir / "qdrant-local",
-                    fusion=fusion,
                     shards=cfg.shards,
                     replicas=cfg.replicas,
                     prefix=cfg.collection_prefix,
@@ -173,7 +181,7 @@ class Container:
         return store
 
     @cached_property
-    def reranker(self) -> Any:
+    def reranker(self) -> Reranker | None:
         """The cross-encoder stage, or None when no model is configured (the default)."""
         path = self.settings.retrieval.rerank_model
         if not path:
@@ -185,7 +193,7 @@ class Container:
         return reranker
 
     @cached_property
-    def parser(self) -> Any:
+    def parser(self) -> ParserPool:
         from appliance.ingestion.formats import ArchiveLimits, OcrOptions
         from appliance.ingestion.parsing import ParseLimits, ParserPool
         from appliance.models import resolve_spacy
@@ -205,18 +213,18 @@ class Container:
         return pool
 
     @cached_property
-    def metrics(self) -> Any:
+    def metrics(self) -> Metrics:
         from appliance.observability import Metrics
 
         return Metrics()
 
     @cached_property
-    def probes(self) -> Any:
+    def probes(self) -> list[ProbeResult]:
         from appliance.inference.accelerators import probe_all
 
         return probe_all()
 
-    def model_plan(self) -> list[tuple[Any, Any, Any]]:
+    def model_plan(self) -> list[tuple[ModelRequest, Placement, ServedModel]]:
         """(request, placement, served-model settings) for every chat model: the default one first."""
         from appliance.inference.placement import ModelRequest, place
         from appliance.models import resolve_llm
@@ -230,7 +238,7 @@ class Container:
             url=cfg.url,
             api_key=cfg.api_key,
         )
-        plan = []
+        plan: list[tuple[ModelRequest, Placement, ServedModel]] = []
         for served in [default, *cfg.models]:
             replicas = served.replicas or cfg.replicas
             remote = served.backend == "remote"
@@ -240,13 +248,17 @@ class Container:
             plan.append((req, place(req, self.probes, cfg.gpu_memory_utilization), served))
         return plan
 
-    def _replicas(self, req: Any, placement: Any, served: Any) -> list[Any]:
+    def _replicas(
+        self, req: ModelRequest, placement: Placement, served: ServedModel
+    ) -> list[InferenceBackend]:
         from appliance.domain import Unavailable
 
         cfg = self.settings.inference
         count = served.replicas or cfg.replicas
+        entry = req.entry
+        # place() gives llama.cpp and vLLM only models with local weights (an entry).
         match placement.backend:
-            case "llamacpp":
+            case "llamacpp" if entry is not None:
                 from appliance.inference.backends.llamacpp import LlamaCppBackend
 
                 logs = self.data_dir / "logs"
@@ -257,7 +269,7 @@ class Container:
                 return [
                     LlamaCppBackend(
                         req.name,
-                        req.entry.path,
+                        entry.path,
                         cfg.context_tokens,
                         threads,
                         cfg.batch_tokens,
@@ -266,22 +278,22 @@ class Container:
                         warm_messages=_warm_messages() if cfg.warm_prefix else None,
                         log_file=logs / f"worker-{req.name}-{i}.log",
                         replica=i,
-                        platform=placement.platform,  # mps: layers offloaded to Metal
+                        platform=placement.platform or "cpu",  # mps: layers offloaded to Metal
                     )
                     for i in range(count)
                 ]
-            case "vllm":
+            case "vllm" if entry is not None:
                 from appliance.inference.backends.vllm import VllmBackend
 
                 return [
                     VllmBackend(
                         req.name,
-                        req.entry.path,
-                        req.entry.format,
+                        entry.path,
+                        entry.format,
                         cfg.context_tokens,
                         placement.tensor_parallel,
                         [d.index for d in placement.devices],
-                        placement.platform,
+                        placement.platform or "cuda",
                         cfg.gpu_memory_utilization,
                         cfg.max_num_seqs,
                         cfg.vllm_args,
@@ -314,7 +326,7 @@ class Container:
                 raise Unavailable(f"cannot serve model {req.name!r}: {placement.reason}")
 
     @cached_property
-    def pool(self) -> Any:
+    def pool(self) -> InferencePool:
         from appliance.inference.pool import InferencePool
 
         cfg = self.settings.inference
@@ -329,53 +341,64 @@ class Container:
             health_interval_s=cfg.health_interval_s,
             metrics=self.metrics,
         )
-        self._closers.append(pool.stop)
+        self._closers.append(pool.close)
         return pool
 
     @cached_property
-    def retriever(self) -> Any:
-        from appliance.retrieval import Retriever
+    def retriever(self) -> Retriever:
+        from appliance.retrieval import Relevance, Retriever
+        from appliance.vectorstore.hybrid import FusionConfig
 
         r = self.settings.retrieval
-        return Retriever(self.embedder, self.store, self.reranker, r.rerank_candidates, r.max_per_document)
+        rag = self.settings.rag
+        return Retriever(
+            self.embedder,
+            self.store,
+            self.reranker,
+            r.rerank_candidates,
+            FusionConfig(
+                prefetch=r.prefetch,
+                rrf_k=r.rrf_k,
+                dense_weight=r.dense_weight,
+                bm25_weight=r.bm25_weight,
+                max_per_document=r.max_per_document,
+            ),
+            Relevance(rag.candidates, rag.min_relevance, rag.relative_relevance),
+        )
 
     @cached_property
-    def rag(self) -> Any:
+    def rag(self) -> RagService:
         from appliance.inference.base import GenerationParams
         from appliance.rag.pipeline import RagOptions, RagService
 
         cfg = self.settings
         r = cfg.rag
         return RagService(
+            self.retriever,
             self.embedder,
-            self.store,
             self.pool,
             self.queries,  # meters always, audits when audit.enabled
-            cfg.rag.top_k,
-            cfg.rag.default_collection,
+            r.top_k,
+            r.default_collection,
             GenerationParams(max_tokens=cfg.inference.max_tokens, temperature=cfg.inference.temperature),
             RagOptions(
                 answer_mode=r.answer_mode,
-                min_relevance=r.min_relevance,
-                relative_relevance=r.relative_relevance,
                 min_support=r.min_support,
                 condense=r.condense,
-                candidates=r.candidates,
                 history_turns=r.history_turns,
                 source_tokens=r.source_tokens,
             ),
             self.conversations,
-            self.retriever,
         )
 
     @cached_property
-    def conversations(self) -> Any:
+    def conversations(self) -> ConversationStore:
         from appliance.rag.conversations import ConversationStore
 
         return ConversationStore(self.engine)
 
     @cached_property
-    def collections(self) -> Any:
+    def collections(self) -> CollectionService:
         from appliance.collections import CollectionService
 
         return CollectionService(self.engine, self.store, self.embedder, self.ledger)
@@ -390,15 +413,36 @@ class Container:
         )
 
     @cached_property
-    def jobs(self) -> Any:
+    def connectors(self) -> ConnectorFactory:
+        """The one place connectors are built: settings-derived options, reach and egress checks."""
+        from appliance.ingestion.connect import ConnectorConfig, ConnectorFactory
+
+        return ConnectorFactory(ConnectorConfig.from_settings(self.settings), self.data_dir)
+
+    @cached_property
+    def jobs(self) -> IngestionJobs:
         """Ingestion jobs, sources and documents; jobs run on one writer thread of this process."""
+        from appliance.ingestion.jobs import JobManager
         from appliance.ingestion.service import IngestionJobs
+        from appliance.ingestion.sources import SourceStore
 
         self.acquire()
         # Built first so they close after the jobs: a job stopping at shutdown must not find
         # the parser gone and fail its documents for it.
         self.parser  # noqa: B018
-        jobs = IngestionJobs(self)
+        cfg = self.settings.ingestion
+        jobs = IngestionJobs(
+            manager=JobManager(self.engine, cfg.scheduler_tick_s),
+            sources=SourceStore(self.engine),
+            connectors=self.connectors,
+            ingestion=self.ingestion,
+            ledger=self.ledger,
+            collections=self.collections,
+            store=self.store,
+            audit=self.audit,
+            default_collection=self.settings.rag.default_collection,
+            default_interval_s=int(cfg.default_sync_interval_s),
+        )
         self._closers.append(jobs.close)
         return jobs
 

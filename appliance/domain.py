@@ -6,7 +6,11 @@ import hashlib
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # Namespace for deterministic ids: the same (collection, uri) is always the same document, and the
 # same (document, position, content) is always the same point, so a re-run overwrites.
@@ -47,15 +51,23 @@ class SourceItem:
 
 
 class Connector(Protocol):
-    """A source of documents.
+    """A source of documents: what every connector does, and all a caller may ask of one.
 
-    ``discover()`` lists what the source holds now, including entries it refuses to read
-    (``SourceItem.refused`` set), so that every entry ends with a reason; ``fetch(item)`` returns
-    the bytes of an item that is not refused. A connector built with ``max_file_bytes`` checks the
-    size its source declares before reading and reads at most that much, raising ``FileTooLarge``.
-    ``root`` identifies the source stably across runs (the ledger groups documents by it);
-    ``options()`` is JSON-serialisable and rebuilds it with ``connectors.build(kind, **options)``
-    (secrets such as S3 keys, and ``max_file_bytes``, are left out and come from the settings again).
+    - ``kind``: the registry name (filesystem, upload, web, s3, git, sql).
+    - ``root``: identifies the source stably across runs (the ledger groups documents by it).
+    - ``discover()``: what the source holds now, including entries it refuses to read
+      (``SourceItem.refused`` set), so that every entry ends with a reason. ``version`` changes
+      whenever the content may have (mtime+size, ETag, blob id, a row's hash).
+    - ``fetch(item)``: the bytes of an item that is not refused. A connector built with
+      ``max_file_bytes`` checks the size its source declares before reading and reads at most that
+      much, raising ``FileTooLarge`` (a web page over it fails with the reason likewise).
+    - ``options()``: JSON-serialisable; rebuilds the connector (``ConnectorFactory.rebuild``).
+      Secrets (S3 keys) and ``max_file_bytes`` are left out and come from the settings again.
+    - ``hosts()``: the network hosts it will connect to (egress is widened for them, or refused).
+    - ``local_paths()``: the files or folders of this host it will read (checked before a curator
+      may use it, and against the data directory).
+    - ``close()``: releases clients and connections; idempotent, and cheap when nothing is open.
+    Constructors are cheap: nothing is opened before the first ``discover`` or ``fetch``.
     """
 
     kind: str
@@ -66,6 +78,12 @@ class Connector(Protocol):
     def fetch(self, item: SourceItem) -> bytes: ...
 
     def options(self) -> dict[str, Any]: ...
+
+    def hosts(self) -> list[str]: ...
+
+    def local_paths(self) -> list[Path]: ...
+
+    def close(self) -> None: ...
 
 
 # --- documents and chunks -----------------------------------------------------------------------
@@ -132,8 +150,12 @@ class Chunk:
 
 @dataclass
 class ScoredChunk:
+    """A search hit. ``vector``: the chunk's stored dense vector, when the search was asked for it
+    (``VectorStore.search(..., with_vectors=True)``), so relevance needs no second store call."""
+
     chunk: Chunk
     score: float
+    vector: np.ndarray | None = None
 
 
 @dataclass

@@ -108,7 +108,7 @@ def install_guard(allow: Iterable[str] = ()) -> None:
     only widens the allow-list."""
     networks, hosts = _parse_allow(allow)
     _state["networks"] = [*_state["networks"], *networks]  # type: ignore[misc]
-    _state["hosts"] = set(_state["hosts"]) | hosts  # type: ignore[arg-type]
+    _state["hosts"] = set(_state["hosts"]) | hosts  # type: ignore[arg-type,call-overload]
     if not _state["installed"]:
         sys.addaudithook(_hook)
         _state["installed"] = True

@@ -8,12 +8,13 @@ by the composition root or the CLI.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,6 +23,12 @@ from pydantic_settings import (
 )
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
+
+log = logging.getLogger(__name__)
+
+# Settings that moved, old (section, key) -> new: still read, with a warning, so existing
+# config files and environments keep working.
+MOVED = {("rag", "rrf_k"): ("retrieval", "rrf_k"), ("vectorstore", "prefetch"): ("retrieval", "prefetch")}
 
 
 class Section(BaseModel):
@@ -114,9 +121,6 @@ class VectorStoreSettings(Section):
     collection_prefix: str = Field(
         "kb_", description="Prefix of the Qdrant server collection names, so a shared server stays tidy."
     )
-    prefetch: int = Field(
-        30, ge=1, description="Candidates each of dense and BM25 search return before RRF fusion."
-    )
 
 
 class ServedModel(Section):
@@ -136,6 +140,10 @@ class ServedModel(Section):
 
 
 class RetrievalSettings(Section):
+    prefetch: int = Field(
+        30, ge=1, description="Candidates each of dense and BM25 search return before RRF fusion."
+    )
+    rrf_k: int = Field(60, ge=1, description="RRF constant: score = sum(weight / (rrf_k + rank)).")
     dense_weight: float = Field(1.0, ge=0, description="Weight of the dense (embedding) ranking in RRF.")
     bm25_weight: float = Field(1.0, ge=0, description="Weight of the BM25 (keyword) ranking in RRF.")
     max_per_document: int = Field(
@@ -271,7 +279,6 @@ class IngestionSettings(Section):
 
 class RagSettings(Section):
     top_k: int = Field(3, ge=1, description="Retrieved chunks placed in the prompt and cited.")
-    rrf_k: int = Field(60, ge=1, description="RRF constant: score = sum(1 / (rrf_k + rank)).")
     default_collection: str = Field("default", description="Collection used when none is named.")
     answer_mode: Literal["abstractive", "extractive", "grounded"] = Field(
         "extractive",
@@ -497,6 +504,24 @@ class Settings(BaseSettings):
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     connectors: ConnectorsSettings = Field(default_factory=ConnectorsSettings)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        """Old names of moved settings win over the new ones' defaults (the user wrote them)."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for (old, key), (new, new_key) in MOVED.items():
+            section = data.get(old)
+            if isinstance(section, dict) and key in section:
+                section = dict(section)
+                value = section.pop(key)
+                data[old] = section
+                target = data.get(new)
+                data[new] = {**(target if isinstance(target, dict) else {}), new_key: value}
+                log.warning("setting %s.%s is deprecated: use %s.%s", old, key, new, new_key)
+        return data
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -507,7 +532,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         user_file = settings_cls.model_config.get("yaml_file")
-        files = [DEFAULTS_FILE, *([user_file] if user_file else [])]
+        files: list[Path | str] = [DEFAULTS_FILE, *([str(user_file)] if user_file else [])]
         # Later YAML files win over earlier ones; env beats both.
         return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=files))
 

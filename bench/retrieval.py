@@ -1,8 +1,8 @@
 """Retrieval figures: search latency by store and size, and embedding throughput by backend.
 
 - Search: p50/p95 of one hybrid search (dense + BM25, RRF, per-document cap, k=5) at 10k and 100k
-  chunks, without and with an access filter, on the Qdrant Edge shard and on qdrant-client's local
-  mode. Vectors are random (384-d, the embedder's size), texts are real-ish: words drawn from the
+  chunks, without and with an access filter (and with the hits' vectors, as answers ask), on the
+  Qdrant Edge shard and on qdrant-client's local mode. Vectors are random (384-d, the embedder's size), texts are real-ish: words drawn from the
   labelled set. Local mode keeps every point in Python and scores sparse vectors in a Python loop
   (hundreds of ms per query at 2k chunks), so it is measured at ``--local-sizes`` (2k) only: it
   is the test stand-in, not a production store.
@@ -105,16 +105,15 @@ def bench_store(kind: str, n: int, chunks: list[Any], vectors: np.ndarray, queri
             store.optimize("bench")
             optimize_s = time.perf_counter() - started
         rows = []
-        for label, flt in (
-            ("none", None),
-            ("acl", SearchFilter(acl_any=("*", "user:bench", GROUPS[1]))),
-        ):
+        acl = SearchFilter(acl_any=("*", "user:bench", GROUPS[1]))
+        # "+vec": the hits with their stored vectors, as an answer's relevance check asks for them.
+        for label, flt, with_vectors in (("none", None, False), ("acl", acl, False), ("acl+vec", acl, True)):
             times = []
             for _ in range(queries):
                 vec = rng.normal(size=DIM).astype(np.float32)
                 text = " ".join(rng.choice(words, 4))
                 t = time.perf_counter()
-                store.search("bench", vec / np.linalg.norm(vec), text, flt, 5)
+                store.search("bench", vec / np.linalg.norm(vec), text, flt, 5, with_vectors=with_vectors)
                 times.append((time.perf_counter() - t) * 1000)
             rows.append(
                 {

@@ -51,8 +51,8 @@ def ours(container: Any, docs: Path, collection: str) -> Any:
     from appliance.domain import LOCAL_ADMIN
 
     connector = connectors.for_source(str(docs), extensions=container.settings.ingestion.extensions)
-    report = container.ingestion.ingest(connector, collection)
-    assert not report.failed, report.failed
+    summary = container.jobs.run([connector], collection, [], "bench")
+    assert not summary["failed"], summary["failed"]
 
     def search(question: str, k: int) -> list[str]:
         hits, _ = container.retriever.search(question, LOCAL_ADMIN, collection, k)

@@ -250,7 +250,7 @@ def main() -> None:
         raw.close()
         rows = asyncio.run(sweep(pool, rng, args, args.source_tokens, count))
     finally:
-        pool.stop()
+        pool.close()
     raw_side, ours = pair["raw"], pair["pool"]
 
     def med(xs: list[float]) -> float:

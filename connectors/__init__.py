@@ -1,8 +1,10 @@
 """Connectors, registered by name. Each depends only on ``appliance.domain``.
 
+The appliance builds them through one factory (``appliance.ingestion.connect.ConnectorFactory``),
+which adds what the settings say; this package knows nothing of the settings.
 ``build(kind, **options)`` makes a connector from its own options (what ``connector.options()``
 returned, plus secrets the caller keeps elsewhere); ``for_source(spec, **options)`` reads a SOURCE
-argument of the CLI:
+argument of the CLI (uploads have no SOURCE string: they are made by the upload API only):
 
 - ``/a/path``, ``./rel``, ``file:///a/path``                      -> filesystem
 - ``http://...``, ``https://...``                                   -> web
@@ -31,10 +33,27 @@ from connectors.filesystem import FilesystemConnector
 from connectors.git import GitConnector
 from connectors.s3 import S3Connector
 from connectors.sql import SqlConnector
+from connectors.upload import UploadConnector
 from connectors.web import WebConnector
+
+__all__ = [
+    "REGISTRY",
+    "FilesystemConnector",
+    "GitConnector",
+    "S3Connector",
+    "SqlConnector",
+    "UploadConnector",
+    "WebConnector",
+    "absolute_source",
+    "build",
+    "for_source",
+    "kind_of",
+    "parse_source",
+]
 
 REGISTRY: dict[str, Callable[..., Connector]] = {
     "filesystem": FilesystemConnector,
+    "upload": UploadConnector,
     "web": WebConnector,
     "s3": S3Connector,
     "git": GitConnector,

@@ -73,6 +73,12 @@ class FilesystemConnector:
     def hosts(self) -> list[str]:
         return []
 
+    def local_paths(self) -> list[Path]:
+        return [self.base]
+
+    def close(self) -> None:
+        pass  # nothing held open between calls
+
     def _wanted(self, rel: str) -> bool:
         if self.extensions and not rel.lower().endswith(self.extensions):
             return False

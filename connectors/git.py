@@ -20,7 +20,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from appliance.domain import ApplianceError, FileTooLarge, InvalidRequest, SourceItem
 
@@ -89,6 +89,17 @@ class GitConnector:
         if "://" in self.repo:
             return [h] if (h := urlsplit(self.repo).hostname) else []
         return [self.repo.split("@", 1)[1].split(":", 1)[0]]
+
+    def local_paths(self) -> list[Path]:
+        if not self.remote:
+            return [Path(self.repo)]
+        if self.repo.lower().startswith("file:"):
+            # Cloned like a remote, but it reads this host's disk.
+            return [Path(unquote(urlsplit(self.repo).path)).expanduser().resolve()]
+        return []
+
+    def close(self) -> None:
+        pass  # every git call is its own process
 
     def _git(self, *args: str, cwd: Path | None = None) -> bytes:
         env = {

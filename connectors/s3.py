@@ -13,6 +13,7 @@ its body is read, and the body is read with that cap (a size can change between 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -74,6 +75,15 @@ class S3Connector:
             return [urlsplit(self.endpoint_url).hostname or ""]
         region = self.region or "us-east-1"
         return [f"{self.bucket}.s3.{region}.amazonaws.com", f"s3.{region}.amazonaws.com"]
+
+    def local_paths(self) -> list[Path]:
+        return []
+
+    def close(self) -> None:
+        """Drop the client and its connection pool; a later call opens a new one."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
     @property
     def client(self) -> Any:

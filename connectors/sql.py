@@ -16,7 +16,9 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from appliance.domain import ApplianceError, FileTooLarge, InvalidRequest, SourceItem
 
@@ -105,6 +107,22 @@ class SqlConnector:
 
     def hosts(self) -> list[str]:
         return [self._url.host] if self._url.host else []
+
+    def local_paths(self) -> list[Path]:
+        """The database file of a SQLite source (none for a server or an in-memory database)."""
+        database = self._url.database or ""
+        if not self._url.drivername.startswith("sqlite") or database in ("", ":memory:"):
+            return []
+        if database.startswith("file:"):  # SQLite URI filename (?uri=true): file:/path?mode=ro
+            database = unquote(urlsplit(database).path)
+        return [Path(database).expanduser().resolve()]
+
+    def close(self) -> None:
+        """Close the pooled connections and forget the rows read ahead; a later call reconnects."""
+        self._cache.clear()
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.dispose()
 
     @property
     def engine(self) -> Any:

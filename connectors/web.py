@@ -28,6 +28,7 @@ import re
 from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
+from typing import cast
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 from urllib.robotparser import RobotFileParser
 
@@ -143,6 +144,9 @@ class WebConnector:
         """Hosts this source connects to (for the egress allow-list)."""
         return sorted({_host(u) for u in self.start_urls} | set(self.allowed_domains))
 
+    def local_paths(self) -> list[Path]:
+        return []  # its cache_dir is the appliance's own, not a source
+
     def discover(self) -> Iterator[SourceItem]:
         self._cache.clear()
         self._cached_bytes = 0
@@ -187,7 +191,8 @@ class WebConnector:
                 # Unchanged since the last crawl: its remembered version and links stand in.
                 self._seen_pages[url] = known
                 if depth < self.max_depth:
-                    queue.extend((link, depth + 1) for link in known["links"] if link not in seen)  # type: ignore[union-attr]
+                    remembered = cast(list[str], known["links"])
+                    queue.extend((link, depth + 1) for link in remembered if link not in seen)
                 kind = str(known["content_type"])
                 yield SourceItem(
                     uri=url,
@@ -247,9 +252,11 @@ class WebConnector:
         return response.body
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+        self._cache.clear()
+        self._cached_bytes = 0
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -364,7 +371,7 @@ class WebConnector:
         log.warning("robots.txt of %s unreachable (%s): not crawling it", origin, reason)
         self._robots_down[origin] = reason
         parser = RobotFileParser(origin + "/robots.txt")
-        parser.disallow_all = True
+        parser.parse(["User-agent: *", "Disallow: /"])
         return parser
 
     def _sitemap_urls(self, robots: dict[str, RobotFileParser | None]) -> list[str]:

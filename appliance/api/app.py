@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from appliance.api.errors import error_body, install_error_handlers
@@ -28,11 +27,14 @@ from appliance.api.routers import (
 )
 from appliance.api.routers import ingestion as ingestion_routes
 from appliance.audit import keep_retention
+from appliance.container import Container
 
 log = logging.getLogger(__name__)
 
 
-def create_app(container: Any, mount_ui: Callable[[FastAPI, Any], Any] | None = None) -> FastAPI:
+def create_app(
+    container: Container, mount_ui: Callable[[FastAPI, Container], object] | None = None
+) -> FastAPI:
     """``mount_ui`` (``ui.app.mount_ui`` in production) is passed in so the core never imports ui/."""
 
     @asynccontextmanager
@@ -68,7 +70,7 @@ def create_app(container: Any, mount_ui: Callable[[FastAPI, Any], Any] | None = 
     limit = int(container.settings.server.max_request_mb * 2**20)
 
     @app.middleware("http")
-    async def body_limit(request: Request, call_next: Any) -> Any:
+    async def body_limit(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > limit:
             return JSONResponse(
@@ -76,7 +78,7 @@ def create_app(container: Any, mount_ui: Callable[[FastAPI, Any], Any] | None = 
             )
         return await call_next(request)
 
-    install_security(app, container)
+    install_security(app, container.settings, container.audit)
 
     app.include_router(health.router)
     app.include_router(openai.router)

@@ -1,4 +1,5 @@
-"""Request-scoped dependencies: the services (from app.state) and who is asking.
+"""Request-scoped dependencies: one per service (from the container in ``app.state``), and who is
+asking. Routers declare the services they use (``RagDep``, ``JobsDep`` ...), never the container.
 
 ``get_principal`` resolves the caller from the DB on every request (role, disabled state, ALL
 groups), so a membership or ACL change applies to the next query. It also enforces API-key scopes
@@ -11,18 +12,109 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated
 
 from fastapi import Depends, Request
 
+from appliance.audit import AuditLog
+from appliance.collections import CollectionService
+from appliance.container import Container
 from appliance.domain import Forbidden, Principal
+from appliance.embeddings.base import Embedder
+from appliance.inference.pool import InferencePool
+from appliance.ingestion.service import IngestionJobs
+from appliance.metering import Metering
+from appliance.observability import Metrics
+from appliance.rag.conversations import ConversationStore
+from appliance.rag.pipeline import RagService
 from appliance.security.acl import check_collection_scope, check_route_scope
-from appliance.security.auth import resolve_principal
-from appliance.security.identity import ROLE_RANK
+from appliance.security.auth import KeyStore, resolve_principal
+from appliance.security.identity import ROLE_RANK, IdentityStore
+from appliance.settings import Settings
+from appliance.vectorstore.base import VectorStore
+
+# -- services ------------------------------------------------------------------------------------
 
 
-def get_container(request: Request) -> Any:
-    return request.app.state.container
+def _container(request: Request) -> Container:
+    container: Container = request.app.state.container
+    return container
+
+
+def get_settings(request: Request) -> Settings:
+    return _container(request).settings
+
+
+def get_store(request: Request) -> VectorStore:
+    return _container(request).store
+
+
+def get_embedder(request: Request) -> Embedder:
+    return _container(request).embedder
+
+
+def get_pool(request: Request) -> InferencePool:
+    return _container(request).pool
+
+
+def get_rag(request: Request) -> RagService:
+    return _container(request).rag
+
+
+def get_jobs(request: Request) -> IngestionJobs:
+    return _container(request).jobs
+
+
+def get_identity(request: Request) -> IdentityStore:
+    return _container(request).identity
+
+
+def get_keys(request: Request) -> KeyStore:
+    return _container(request).keys
+
+
+def get_metering(request: Request) -> Metering:
+    return _container(request).metering
+
+
+def get_audit(request: Request) -> AuditLog:
+    return _container(request).audit
+
+
+def get_collections(request: Request) -> CollectionService:
+    return _container(request).collections
+
+
+def get_conversations(request: Request) -> ConversationStore:
+    return _container(request).conversations
+
+
+def get_metrics(request: Request) -> Metrics:
+    return _container(request).metrics
+
+
+def get_ready(request: Request) -> bool:
+    return _container(request).ready
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[VectorStore, Depends(get_store)]
+EmbedderDep = Annotated[Embedder, Depends(get_embedder)]
+PoolDep = Annotated[InferencePool, Depends(get_pool)]
+RagDep = Annotated[RagService, Depends(get_rag)]
+JobsDep = Annotated[IngestionJobs, Depends(get_jobs)]
+IdentityDep = Annotated[IdentityStore, Depends(get_identity)]
+KeysDep = Annotated[KeyStore, Depends(get_keys)]
+MeteringDep = Annotated[Metering, Depends(get_metering)]
+AuditDep = Annotated[AuditLog, Depends(get_audit)]
+CollectionsDep = Annotated[CollectionService, Depends(get_collections)]
+ConversationsDep = Annotated[ConversationStore, Depends(get_conversations)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+ReadyDep = Annotated[bool, Depends(get_ready)]
+
+
+# -- who is asking -------------------------------------------------------------------------------
 
 
 def _bearer(request: Request) -> str | None:
@@ -33,11 +125,22 @@ def _bearer(request: Request) -> str | None:
     return token.strip()
 
 
-async def _requested_collections(request: Request, container: Any) -> list[str]:
+def model_collection(request: Request, model: str, store: VectorStore) -> str | None:
+    """``model`` when it names a collection (an OpenAI client asking a knowledge base), else None.
+    Looked up once per request: the scope check and the chat route both need it."""
+    memo: dict[str, str | None] | None = getattr(request.state, "model_collections", None)
+    if memo is None:
+        memo = request.state.model_collections = {}
+    if model not in memo:
+        memo[model] = model if model in store.collections() else None
+    return memo[model]
+
+
+async def _requested_collections(request: Request, container: Container) -> list[str]:
     """Collections a request names: ``collection`` in the query, the JSON body or the form (an
     upload), or an OpenAI ``model`` that is a collection name. FastAPI has already read (and
     cached) the body or the form by the time dependencies run."""
-    names: list[Any] = request.query_params.getlist("collection")
+    names: list[object] = list(request.query_params.getlist("collection"))
     ctype = request.headers.get("content-type", "").lower()
     if request.method in ("POST", "PUT", "PATCH"):
         if "json" in ctype:
@@ -48,15 +151,15 @@ async def _requested_collections(request: Request, container: Any) -> list[str]:
             if isinstance(body, dict):
                 names.append(body.get("collection"))
                 model = body.get("model")
-                if isinstance(model, str) and model in container.store.collections():
-                    names.append(model)
+                if isinstance(model, str):
+                    names.append(model_collection(request, model, container.store))
         elif ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
             names += (await request.form()).getlist("collection")
     return [n for n in names if isinstance(n, str) and n]
 
 
 async def get_principal(request: Request) -> Principal:
-    container = request.app.state.container
+    container = _container(request)
     # DB lookups: off the event loop (this dependency is async only to read the cached body).
     principal = await asyncio.to_thread(
         resolve_principal, container.keys, container.identity, _bearer(request)
@@ -78,7 +181,7 @@ async def get_principal(request: Request) -> Principal:
     return principal
 
 
-def require_role(minimum: str) -> Any:
+def require_role(minimum: str) -> Callable[[Principal], Principal]:
     """A dependency that lets through ``minimum`` and higher roles (admin > curator > employee > app)."""
 
     def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
@@ -101,7 +204,6 @@ def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Pr
     return principal
 
 
-ContainerDep = Annotated[Any, Depends(get_container)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 AdminDep = Annotated[Principal, Depends(require_admin)]
 CuratorDep = Annotated[Principal, Depends(require_role("curator"))]

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from appliance.api.errors import error_body
-from appliance.audit import AuditEvent
+from appliance.audit import AuditEvent, AuditLog
+from appliance.domain import Principal
+from appliance.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +35,15 @@ _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 _API_PREFIXES = ("/api/", "/v1/", "/docs", "/redoc", "/openapi.json", "/healthz", "/readyz", "/metrics")
 
 
-def install_security(app: FastAPI, container: Any) -> None:
-    settings = container.settings
+def install_security(app: FastAPI, settings: Settings, audit: AuditLog) -> None:
     trusted = {o.rstrip("/") for o in settings.auth.trusted_origins}
 
     @app.middleware("http")
-    async def security(request: Request, call_next: Any) -> Any:
+    async def security(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         path = request.url.path
         is_api = path.startswith(_API_PREFIXES)
         if not is_api and request.method not in _SAFE and not _same_origin(request, trusted):
-            response: Any = JSONResponse(
+            response: Response = JSONResponse(
                 error_body("forbidden", "cross-origin request refused"), status_code=403
             )
         else:
@@ -52,7 +53,7 @@ def install_security(app: FastAPI, container: Any) -> None:
         try:
             # Gradio polls login_check before sign-in; that 401 is a question, not a failed attempt.
             if status in (401, 403) and not path.endswith("/login_check"):
-                await asyncio.to_thread(_audit_denied, container, request, principal, status)
+                await asyncio.to_thread(_audit_denied, audit, request, principal, status)
             elif (
                 principal is not None
                 and request.method not in _SAFE
@@ -66,7 +67,7 @@ def install_security(app: FastAPI, container: Any) -> None:
                     path,
                     {"status": status, "key_id": principal.key_id, **details},
                 )
-                await asyncio.to_thread(container.audit.append, event)
+                await asyncio.to_thread(audit.append, event)
         except Exception:  # an audit write failing must not turn a done action into a 500
             log.exception("could not write the audit record for %s %s", request.method, path)
         if not is_api:
@@ -74,8 +75,8 @@ def install_security(app: FastAPI, container: Any) -> None:
         return response
 
 
-def _audit_denied(container: Any, request: Request, principal: Any, status: int) -> None:
-    container.audit.append(
+def _audit_denied(audit: AuditLog, request: Request, principal: Principal | None, status: int) -> None:
+    audit.append(
         AuditEvent(
             principal.name if principal is not None else "anonymous",
             "auth.denied",
@@ -84,15 +85,15 @@ def _audit_denied(container: Any, request: Request, principal: Any, status: int)
                 "method": request.method,
                 "status": status,
                 "client": request.client.host if request.client else None,
-                "key_id": getattr(principal, "key_id", None),
+                "key_id": principal.key_id if principal is not None else None,
             },
         )
     )
 
 
 def _route_template(request: Request) -> str:
-    route = request.scope.get("route")
-    return getattr(route, "path", request.url.path)
+    path: str = getattr(request.scope.get("route"), "path", request.url.path)
+    return path
 
 
 def _same_origin(request: Request, trusted: set[str]) -> bool:
@@ -105,7 +106,7 @@ def _same_origin(request: Request, trusted: set[str]) -> bool:
     return parts.netloc == request.headers.get("host", "")
 
 
-def _harden_cookies(response: Any, secure: bool) -> None:
+def _harden_cookies(response: Response, secure: bool) -> None:
     cookies = response.headers.getlist("set-cookie")
     if not any(c.startswith("access-token") for c in cookies):
         return

@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import os
 import platform
-from pathlib import Path
-from typing import Annotated, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import typer
+
+from appliance.commands.context import AppContext
+from appliance.commands.options import JsonOpt
+from appliance.domain import ApplianceError
+from appliance.egress import guard_installed
+
+if TYPE_CHECKING:
+    from appliance.container import Container
 
 _PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
 def default_route(read: Any = None) -> bool:
     """Whether the kernel has a route off this machine (a default route or any non-loopback one)."""
+    # Imported here, like the model catalog below: they cost start-up time every other command saves.
     from appliance.inference.accelerators import read_file
 
     read = read or read_file
@@ -25,8 +35,6 @@ def default_route(read: Any = None) -> bool:
 
 
 def egress_report(settings: Any) -> dict[str, Any]:
-    from appliance.egress import guard_installed
-
     route = default_route()
     guard = guard_installed()
     return {
@@ -44,8 +52,6 @@ def egress_report(settings: Any) -> dict[str, Any]:
 
 def remote_check(settings: Any, name: str, url: str) -> dict[str, Any]:
     """A remote model is usable only if the egress guard lets the appliance reach its host."""
-    from urllib.parse import urlsplit
-
     host = urlsplit(url).hostname or ""
     out: dict[str, Any] = {"ok": bool(host), "remote": True, "name": name, "url": url}
     if not host:
@@ -55,13 +61,13 @@ def remote_check(settings: Any, name: str, url: str) -> dict[str, Any]:
     return out
 
 
-def collect(settings: Any) -> dict[str, Any]:
-    from appliance.container import Container
-    from appliance.domain import ApplianceError
+def collect(container: Container) -> dict[str, Any]:
+    """Every verdict `doctor` reports, with ``ok`` true when all of them pass."""
+    from appliance.inference.accelerators import cpu_flags
     from appliance.models import resolve_embedding, resolve_spacy
 
-    data_dir = Path(settings.data_dir).expanduser().resolve()
-    container = Container(settings)
+    settings = container.settings
+    data_dir = container.data_dir
     checks: dict[str, Any] = {"python": platform.python_version(), "cpu_count": os.cpu_count()}
     checks["accelerators"] = [p.as_dict() for p in container.probes]
     models: dict[str, Any] = {}
@@ -76,14 +82,10 @@ def collect(settings: Any) -> dict[str, Any]:
             placements.append(placement.as_dict())
     except ApplianceError as exc:
         models["llm"] = {"ok": False, "error": exc.message}
+    cfg = settings.models
     for label, resolve in (
-        (
-            "embedding",
-            lambda: resolve_embedding(
-                settings.models.embedding, settings.models.embedding_name, data_dir / "models"
-            ),
-        ),
-        ("spacy", lambda: resolve_spacy(settings.models.spacy)),
+        ("embedding", partial(resolve_embedding, cfg.embedding, cfg.embedding_name, data_dir / "models")),
+        ("spacy", partial(resolve_spacy, cfg.spacy)),
     ):
         try:
             entry = resolve()
@@ -94,7 +96,7 @@ def collect(settings: Any) -> dict[str, Any]:
     checks["placement"] = placements
     checks["egress"] = egress_report(settings)
     if any(p["backend"] == "llamacpp" for p in placements):
-        from appliance.inference.accelerators import cpu_flags
+        # Imported here: the llama.cpp backend module is only needed when a model is placed on it.
         from appliance.inference.backends.llamacpp import build_report
 
         checks["llama_cpp"] = build_report(cpu_flags())
@@ -133,15 +135,10 @@ def human(checks: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def register(app: typer.Typer) -> None:
-    @app.command()
-    def doctor(
-        as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
-    ) -> None:
-        """Accelerators found, the placement chosen and why, model files, egress status."""
-        from appliance.cli import _emit, _settings
-
-        checks = collect(_settings())
-        _emit(checks, as_json, human(checks))
-        if not checks["ok"]:
-            raise typer.Exit(1)
+def doctor(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Accelerators found, the placement chosen and why, model files, egress status."""
+    cli = AppContext.of(ctx)
+    checks = collect(cli.container)
+    cli.emit(checks, as_json, human(checks))
+    if not checks["ok"]:
+        raise typer.Exit(1)

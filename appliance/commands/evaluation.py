@@ -1,22 +1,22 @@
-"""`appliance eval`: retrieval (and optionally answer) quality over a labelled question set."""
+"""``appliance eval``: retrieval (and optionally answer) quality over a labelled question set."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-
-def register(app: typer.Typer) -> None:
-    app.command("eval")(eval_command)
+from appliance.commands.context import AppContext
+from appliance.commands.options import CollectionOpt, JsonOpt, UserOpt, check_mode
+from appliance.domain import ApplianceError
 
 
 def eval_command(
+    ctx: typer.Context,
     qa_file: Annotated[Path, typer.Argument(help='JSON lines {"question", "doc", "answer_any": [...]}.')],
-    collection: Annotated[
-        str | None, typer.Option("--collection", "-c", help="Knowledge base (collection).")
-    ] = None,
+    collection: CollectionOpt = None,
     k: Annotated[int, typer.Option("--k", min=1, max=100, help="Results judged per question.")] = 5,
     no_generate: Annotated[
         bool, typer.Option("--no-generate", help="Judge retrieval only; do not run the model.")
@@ -24,29 +24,22 @@ def eval_command(
     mode: Annotated[
         str, typer.Option("--mode", help="Retrieval to judge: hybrid, dense or bm25 (ablation).")
     ] = "hybrid",
-    user: Annotated[
-        str | None, typer.Option("--user", help="Act as this user (default: local administrator).")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
+    user: UserOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Report hit@1, hit@k and MRR by document; with generation also answer and citation rates."""
-    import asyncio
-
-    from appliance.cli import _emit, _fail, _local, _principal, _remote, _settings
-    from appliance.domain import ApplianceError
+    # Imported here: the RAG pipeline pulls in the retrieval stack.
     from appliance.evaluation import evaluate, load_qa, summary_text
     from appliance.rag.pipeline import citation_dicts
 
-    if mode not in ("hybrid", "dense", "bm25"):
-        _fail(f"--mode must be hybrid, dense or bm25, not {mode!r}", 2)
+    cli = AppContext.of(ctx)
+    search_mode = check_mode(mode)
     try:
         items = load_qa(qa_file)
     except ApplianceError as exc:
-        _fail(exc.message, 2)
-    settings = _settings()
-    name = collection or settings.rag.default_collection
-    remote = _remote(settings, user)
-    container: Any = None
+        cli.fail(exc.message, 2)
+    name = collection or cli.settings.rag.default_collection
+    remote = cli.remote(user)
     if remote:
 
         def search(question: str, n: int) -> list[dict[str, Any]]:
@@ -58,11 +51,11 @@ def eval_command(
             return result["answer"], result["citations"]
 
     else:
-        container = _local(settings)
-        principal = _principal(user)
+        container = cli.local()
+        principal = cli.principal(user)
 
         def search(question: str, n: int) -> list[dict[str, Any]]:
-            hits, _ = container.retriever.search(question, principal, name, n, None, mode)
+            hits, _ = container.retriever.search(question, principal, name, n, None, search_mode)
             return citation_dicts(hits)
 
         def ask(question: str) -> tuple[str, list[dict[str, Any]]]:
@@ -72,8 +65,7 @@ def eval_command(
     try:
         report = evaluate(items, search, k, None if no_generate else ask, mode)
     except ApplianceError as exc:
-        _fail(exc.message)
+        cli.fail(exc.message)
     finally:
-        if container is not None:
-            container.close()
-    _emit(report.as_dict(), as_json, summary_text(report))
+        cli.close()
+    cli.emit(report.as_dict(), as_json, summary_text(report))

@@ -1,5 +1,5 @@
-"""Ingestion from the CLI: the progress bar of `appliance ingest` (local or through a running
-server's job API) and `appliance verify`, the ledger-vs-index consistency check."""
+"""``appliance ingest`` with its progress bar (in this process, or as a job of a running server)
+and ``appliance verify``, the ledger-vs-index consistency check."""
 
 from __future__ import annotations
 
@@ -8,6 +8,12 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
+
+from appliance.commands.context import AppContext
+from appliance.commands.options import CollectionOpt, JsonOpt
+from appliance.commands.output import fail
+from appliance.commands.remote import RemoteServer
+from appliance.domain import ApplianceError
 
 POLL_S = 0.5
 
@@ -69,7 +75,6 @@ def ingest_local(
 ) -> dict[str, Any]:
     """Run an ingest job in this process (no server owns the data dir), with a progress bar."""
     from appliance.domain import ApplianceError
-    from appliance.ingestion.jobs import run_ingest
 
     jobs = container.jobs
     name = collection or container.settings.rag.default_collection
@@ -84,21 +89,18 @@ def ingest_local(
 
         def work(job: Any) -> dict[str, Any]:
             job.progress.listener = listener
-            try:
-                return run_ingest(container, connectors, name, acl, "admin", job.progress, job.cancel)
-            finally:
-                for connector in connectors:
-                    getattr(connector, "close", lambda: None)()
+            return jobs.run(connectors, name, acl, "admin", job.progress, job.cancel)  # closes them
 
         job = jobs.manager.run_inline("ingest", "admin", name, work, detail={"sources": list(sources)})
         bar.update(job.progress.snapshot())
     if job.status != "succeeded" or job.result is None:
         raise ApplianceError(job.error or f"ingest job {job.status}")
-    return job.result
+    summary: dict[str, Any] = job.result
+    return summary
 
 
 def ingest_remote(
-    remote: Any,
+    remote: RemoteServer,
     sources: Sequence[str],
     collection: str | None,
     acl: Sequence[str],
@@ -107,8 +109,6 @@ def ingest_remote(
 ) -> dict[str, Any]:
     """Start a job on the running server and follow its progress; Ctrl-C cancels it. Local paths
     in ``sources`` must already be absolute: the server resolves them in its own directory."""
-    from appliance.cli import _fail
-
     body = {
         "sources": list(sources),  # made absolute by the caller
         "collection": collection,
@@ -120,60 +120,108 @@ def ingest_remote(
         try:
             while job["status"] in ("queued", "running"):
                 time.sleep(POLL_S)  # polling a remote job: the interval is the refresh rate, not a sync
-                job = _get(remote, f"/api/v1/jobs/{job['id']}")
+                job = remote.get(f"/api/v1/jobs/{job['id']}")
                 bar.update(job["progress"])
         except KeyboardInterrupt:
             remote.post(f"/api/v1/jobs/{job['id']}/cancel", {})
-            _fail(f"cancelled job {job['id']}", 130)
+            fail(f"cancelled job {job['id']}", 130)
     if job["status"] != "succeeded":
-        _fail(f"ingest job {job['id']} {job['status']}: {job.get('error') or ''}".strip())
+        fail(f"ingest job {job['id']} {job['status']}: {job.get('error') or ''}".strip())
     return job["result"]  # type: ignore[no-any-return]
 
 
-def _get(remote: Any, path: str, params: dict[str, str] | None = None) -> Any:
-    from appliance.cli import _fail
+def ingest(
+    ctx: typer.Context,
+    sources: Annotated[
+        list[str],
+        typer.Argument(
+            help="Folders or files, http(s):// sites, s3://bucket/prefix, git+URL (#BRANCH optional) or "
+            "git:PATH, SQL URLs (sqlite:///kb.db#table, postgresql://...). See README 'Sources'."
+        ),
+    ],
+    collection: CollectionOpt = None,
+    allow: Annotated[
+        list[str] | None, typer.Option("--allow", help="Who may read: group:NAME or user:NAME (repeatable).")
+    ] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--option", "-o", help="Connector option KEY=VALUE, e.g. query='SELECT ...', max_depth=1."
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Parse, chunk, embed and index documents. Unchanged files are skipped. Shows a progress
+    bar on stderr; beside a running server it starts a job there and follows it."""
+    # Imported here: the connector registry imports every connector module.
+    import connectors
 
-    response = remote.client.get(path, params=params)
-    if response.status_code >= 400:
-        _fail(f"{response.status_code}: {response.text[:500]}")
-    return response.json()
+    cli = AppContext.of(ctx)
+    cli.settings  # noqa: B018 - invalid settings fail before the options are checked
+    acl = allow or []
+    options: dict[str, str] = {}
+    for entry in option or []:
+        key, sep, value = entry.partition("=")
+        if not sep or not key.strip():
+            cli.fail(f"--option takes KEY=VALUE, got {entry!r}", 2)
+        options[key.strip()] = value
+    remote = cli.remote()
+    if remote:
+        try:
+            absolute = [connectors.absolute_source(s) for s in sources]
+        except ApplianceError as exc:
+            cli.fail(exc.message, 2)
+        summary = ingest_remote(remote, absolute, collection, acl, options, quiet=as_json)
+    else:
+        container = cli.local()
+        try:
+            summary = ingest_local(container, sources, collection, acl, options, quiet=as_json)
+        except ApplianceError as exc:
+            cli.fail(exc.message)
+        finally:
+            container.close()
+    human = (
+        f"added {summary['added']}, updated {summary['updated']}, unchanged {summary['unchanged']}, "
+        f"deleted {summary['deleted']}, failed {len(summary['failed'])}; {summary['chunks']} chunks "
+        f"in {summary['elapsed_s']:.1f} s"
+    )
+    for failure in summary["failed"]:
+        human += f"\n  failed: {failure['uri']}: {failure['error']}"
+    cli.emit(summary, as_json, human)
 
 
-def register(app: typer.Typer) -> None:
-    @app.command()
-    def verify(
-        collection: Annotated[
-            str | None, typer.Option("--collection", "-c", help="Only this collection.")
-        ] = None,
-        repair: Annotated[
-            bool,
-            typer.Option(
-                "--repair", help="Delete orphan points; mark documents with missing chunks for re-indexing."
-            ),
-        ] = False,
-        as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
-    ) -> None:
-        """Check the ingestion ledger against the index: missing, orphan and duplicate chunks."""
-        from appliance.cli import _emit, _local, _remote, _settings
-
-        settings = _settings()
-        remote = _remote(settings, None)
-        if remote:
-            params = {"repair": str(repair).lower(), **({"collection": collection} if collection else {})}
-            result = _get(remote, "/api/v1/ingest/verify", params)
-        else:
-            container = _local(settings)
-            try:
-                result = container.jobs.verify(collection, repair)
-            finally:
-                container.close()
-        lines = []
-        for name, s in result["collections"].items():
-            lines.append(
-                f"{name:20} {'ok ' if s['ok'] else 'BAD'} {s['documents']} documents, {s['ledger_chunks']} "
-                f"chunks in the ledger, {s['shard_points']} points; missing {s['missing']}, orphan "
-                f"{s['orphan']}, duplicate {s['duplicate']}, pending {s['pending']}"
-            )
-        _emit(result, as_json, "\n".join(lines) or "no collections")
-        if not result["ok"]:
-            raise typer.Exit(1)
+def verify(
+    ctx: typer.Context,
+    collection: Annotated[
+        str | None, typer.Option("--collection", "-c", help="Only this collection.")
+    ] = None,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair", help="Delete orphan points; mark documents with missing chunks for re-indexing."
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the ingestion ledger against the index: missing, orphan and duplicate chunks."""
+    cli = AppContext.of(ctx)
+    remote = cli.remote()
+    if remote:
+        params = {"repair": str(repair).lower(), **({"collection": collection} if collection else {})}
+        result = remote.get("/api/v1/ingest/verify", params)
+    else:
+        container = cli.local()
+        try:
+            result = container.jobs.verify(collection, repair)
+        finally:
+            container.close()
+    lines = []
+    for name, s in result["collections"].items():
+        lines.append(
+            f"{name:20} {'ok ' if s['ok'] else 'BAD'} {s['documents']} documents, {s['ledger_chunks']} "
+            f"chunks in the ledger, {s['shard_points']} points; missing {s['missing']}, orphan "
+            f"{s['orphan']}, duplicate {s['duplicate']}, pending {s['pending']}"
+        )
+    cli.emit(result, as_json, "\n".join(lines) or "no collections")
+    if not result["ok"]:
+        raise typer.Exit(1)

@@ -79,8 +79,8 @@ class SentenceTransformerEmbedder:
             get_dim = (
                 getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
             )
-            self.dim = int(get_dim())
-            self.max_tokens = int(model.max_seq_length)
+            self.dim = int(get_dim())  # type: ignore[arg-type]
+            self.max_tokens = int(model.max_seq_length)  # type: ignore[arg-type]
             # A tokenizer of its own for counting: ingestion chunks the next documents on other
             # threads while this one embeds, and sharing the model's (whose truncation setting
             # encode() changes, hence the model lock) made every count wait for a whole document.

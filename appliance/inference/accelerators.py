@@ -68,10 +68,6 @@ def read_file(path: str) -> str | None:
         return None
 
 
-def _no_import(name: str) -> Any:
-    raise ImportError(name)
-
-
 # -- NVIDIA ---------------------------------------------------------------------------------------
 
 NVIDIA_SMI = [

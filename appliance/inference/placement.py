@@ -134,9 +134,3 @@ def place(req: ModelRequest, probes: list[ProbeResult], gpu_memory_utilization: 
             if entry.format == "gguf":
                 return _on_host(req, probes, need, "GGUF weights")
             return _on_gpus(req, probes, need, gpu_memory_utilization, f"{entry.format} weights need vLLM")
-
-
-def place_all(
-    reqs: list[ModelRequest], probes: list[ProbeResult], gpu_memory_utilization: float = 0.9
-) -> list[Placement]:
-    return [place(r, probes, gpu_memory_utilization) for r in reqs]

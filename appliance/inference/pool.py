@@ -30,7 +30,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,7 +56,7 @@ class DeadlineExceeded(ApplianceError):
 
 @dataclass
 class Replica:
-    backend: Any
+    backend: InferenceBackend
     slots: int
     outstanding: int = 0
     restarts: int = 0
@@ -117,7 +117,7 @@ class Lease:
         params: GenerationParams,
         model: str | None = None,
         user: str | None = None,
-    ) -> AsyncIterator[Delta]:
+    ) -> AsyncGenerator[Delta, None]:
         if self._claimed or not self._held or (model is not None and model != self._group.name):
             return self._pool.chat(messages, params, model or self._group.name, user)
         self._claimed = True
@@ -150,7 +150,7 @@ class InferencePool:
         self._groups: dict[str, _Group] = {}
         for b in backends:
             group = self._groups.setdefault(b.name, _Group(b.name, []))
-            group.replicas.append(Replica(b, max(1, int(getattr(b, "slots", 1)))))
+            group.replicas.append(Replica(b, max(1, b.slots)))
         self.default = backends[0].name
         self.max_queue = max_queue
         self.queue_timeout_s = queue_timeout_s
@@ -169,7 +169,7 @@ class InferencePool:
         return {name: g.replicas[0].backend for name, g in self._groups.items()}
 
     def backend(self, name: str | None = None) -> InferenceBackend:
-        return self._group(name).replicas[0].backend  # type: ignore[no-any-return]
+        return self._group(name).replicas[0].backend
 
     def _group(self, name: str | None) -> _Group:
         key = name or self.default
@@ -178,6 +178,7 @@ class InferencePool:
         return self._groups[key]
 
     def start(self) -> None:
+        """Start every replica and the health checker; calling it again starts what is not running."""
         replicas = [r for g in self._groups.values() for r in g.replicas]
         # Workers load in parallel: N replicas should not take N times as long to come up.
         with ThreadPoolExecutor(max_workers=len(replicas)) as ex:
@@ -220,7 +221,7 @@ class InferencePool:
         params: GenerationParams,
         model: str | None = None,
         user: str | None = None,
-    ) -> AsyncIterator[Delta]:
+    ) -> AsyncGenerator[Delta, None]:
         lease = await self.reserve(model, user)
         try:
             # aclosing: when our consumer closes us (a disconnect), the generation must close now,
@@ -233,7 +234,7 @@ class InferencePool:
 
     async def _generate(
         self, lease: Lease, messages: list[dict[str, str]], params: GenerationParams
-    ) -> AsyncIterator[Delta]:
+    ) -> AsyncGenerator[Delta, None]:
         lease._started = True
         group, replica = lease._group, lease._replica
         name = group.name
@@ -299,7 +300,7 @@ class InferencePool:
         if not free:
             return None
         # A live replica first, however loaded: a dead one restarts on the request path, which
-        # costs a model load (seconds for llama.cpp, minutes for vLLM). Then least outstanding.
+        # costs a model load (the longest wait a request can meet). Then least outstanding.
         return min(free, key=lambda r: (not _alive(r), r.outstanding / r.slots))
 
     def _retry_after(self, group: _Group) -> float:
@@ -395,27 +396,26 @@ class InferencePool:
 
     def _check_replica(self, group: _Group, replica: Replica) -> None:
         backend = replica.backend
-        ensure = getattr(backend, "ensure_running", None)
-        try:
-            if ensure is not None:
-                ensure()
-        except Exception:  # noqa: BLE001 - logged; retried at the next interval
-            log.exception("restarting a worker of %s failed", group.name)
+        process = backend.process  # None for a remote backend: nothing of it to restart here
+        if process is not None:
+            try:
+                process.ensure_running()
+            except Exception:  # noqa: BLE001 - logged; retried at the next interval
+                log.exception("restarting a worker of %s failed", group.name)
         ok = _probe(backend)
         if not ok:
             self.metrics.health_failures.labels(group.name).inc()
-        restart = getattr(backend, "restart", None)
-        if not ok and restart is not None and replica.failures + 1 >= HUNG_AFTER and _alive(replica):
+        if not ok and process is not None and replica.failures + 1 >= HUNG_AFTER and process.alive():
             # Alive but silent for HUNG_AFTER probes: deadlocked or stopped, and it holds its
             # slot forever. Its request, if any, ends with a 503 when the connection breaks.
             log.warning(
                 "%s replica %s answered none of %d health checks; restarting it",
                 group.name,
-                getattr(backend, "replica", "?"),
+                backend.replica,
                 HUNG_AFTER,
             )
             try:
-                restart()
+                process.restart()
             except Exception:  # noqa: BLE001 - logged; retried at the next interval
                 log.exception("restarting a hung worker of %s failed", group.name)
             ok = _probe(backend)
@@ -430,11 +430,11 @@ class InferencePool:
             log.warning(
                 "%s replica %s %s",
                 group.name,
-                getattr(backend, "replica", "?"),
+                backend.replica,
                 "failed its health check; out of routing until it passes" if left else "is healthy again",
             )
-        # Restarts happen here or on the request path; count them from the worker's starts.
-        starts = getattr(getattr(backend, "worker", None), "starts", 1)
+        # Restarts happen here or on the request path; count them from the process's starts.
+        starts = process.starts if process is not None else 1
         if starts - 1 > replica.restarts:
             self.metrics.worker_restarts.labels(group.name).inc(starts - 1 - replica.restarts)
             replica.restarts = starts - 1
@@ -443,29 +443,27 @@ class InferencePool:
         while not self._stop.wait(self.health_interval_s):
             self.check()
 
-    def stop(self) -> None:
+    def close(self) -> None:
+        """Stop the health checker and close every replica; idempotent."""
         self._stop.set()
         if self._checker is not None:
             self._checker.join(timeout=self.health_interval_s + 5)
             self._checker = None
         for group in self._groups.values():
             for replica in group.replicas:
-                replica.backend.stop()
+                replica.backend.close()
 
 
 def _alive(replica: Replica) -> bool:
-    worker = getattr(replica.backend, "worker", None)
-    return worker is None or worker.alive()
+    process = replica.backend.process
+    return process is None or process.alive()
 
 
-def _probe(backend: Any) -> bool:
-    probe = getattr(backend, "probe", None)
-    if probe is None:
-        return True
+def _probe(backend: InferenceBackend) -> bool:
     try:
-        return bool(probe(PROBE_TIMEOUT_S))
+        return backend.probe(PROBE_TIMEOUT_S)
     except Exception:  # noqa: BLE001 - a probe that raises is a failed probe
-        log.debug("health probe of %s raised", getattr(backend, "name", "?"), exc_info=True)
+        log.debug("health probe of %s raised", backend.name, exc_info=True)
         return False
 
 
@@ -474,7 +472,7 @@ def _resolve(waiter: _Waiter) -> None:
         waiter.future.set_result(waiter.replica)  # type: ignore[arg-type]
 
 
-async def _close_quietly(stream: Any) -> None:
+async def _close_quietly(stream: AsyncGenerator[Delta, None]) -> None:
     # The stream may have failed already; its error was reported where it happened.
     with contextlib.suppress(Exception):
         await stream.aclose()

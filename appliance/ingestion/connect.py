@@ -1,99 +1,236 @@
-"""From settings and a SOURCE string to a connector the egress guard lets through.
+"""The one way to build a connector: ``ConnectorFactory``, owned by the container.
 
-The one place that turns the ``connectors`` settings into connector options, so the CLI, the REST
-ingest and (later) stored sources all build connectors alike: settings give the defaults, the
-SOURCE string and explicit options override them.
+It is the only place that turns the settings into connector options, so the CLI, the REST ingest,
+registered sources and uploads all get connectors alike: the settings give the defaults, a SOURCE
+string and a caller's options override them, except the options in ``SETTINGS_ONLY``, which widen
+what a source may reach or read and so come from the settings alone.
 
-Egress: the process refuses non-loopback connections (``appliance.egress``). A remote source an
-admin names explicitly (ingest on the CLI or through the admin API) is that admin's decision to
-reach its hosts, so with ``connectors.allow_source_hosts`` (default) those hosts are added to the
-allow-list of this process; with it off the source fails with a message naming ``egress.allow``.
-The web connector's own address checks (no private or metadata addresses) apply either way.
+Before a connector is handed out, the factory checks where it points (``check_reach``) and what
+it will connect to (``allow_egress``):
+
+- Reach: no source may read the data directory (metadata DB, audit log, key hashes), and a curator
+  may name local paths only under ``connectors.local_roots``.
+- Egress: the process refuses non-loopback connections (``appliance.egress``). A remote source an
+  admin names explicitly (ingest on the CLI or through the admin API) is that admin's decision to
+  reach its hosts, so with ``connectors.allow_source_hosts`` (default) those hosts are added to the
+  allow-list of this process; with it off the source fails with a message naming ``egress.allow``.
+  The web connector's own address checks (no private or metadata addresses) apply either way.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from appliance.domain import Connector, Forbidden, InvalidRequest
+from appliance.domain import MAX_FILE_SETTING, Connector, Forbidden, InvalidRequest
 from appliance.egress import guard_installed, install_guard
-from appliance.settings import Settings
+from appliance.settings import ConnectorsSettings, Settings
+
+if TYPE_CHECKING:
+    from connectors.upload import UploadConnector
 
 log = logging.getLogger(__name__)
 
-
-def kind_options(settings: Settings, kind: str) -> dict[str, Any]:
-    """Options for a connector of ``kind`` that come from the settings."""
-    cfg = settings.connectors
-    match kind:
-        case "filesystem":
-            return {
-                "extensions": settings.ingestion.extensions,
-                "include": cfg.filesystem.include,
-                "exclude": cfg.filesystem.exclude,
-                "allow_hardlinks": cfg.filesystem.allow_hardlinks,
-            }
-        case "web":
-            return {**cfg.web.model_dump(), "cache_dir": _cache_dir(settings, "web")}
-        case "s3":
-            secret = cfg.s3.secret_access_key
-            return {
-                **cfg.s3.model_dump(exclude={"secret_access_key"}),
-                "secret_access_key": secret.get_secret_value() if secret else None,
-                "extensions": settings.ingestion.extensions,
-            }
-        case "git":
-            return {
-                **cfg.git.model_dump(),
-                "cache_dir": _cache_dir(settings, "git"),
-                "extensions": settings.ingestion.extensions,
-            }
-        case "sql":
-            return cfg.sql.model_dump()
-    return {}
-
-
-def _cache_dir(settings: Settings, kind: str) -> str:
-    """Where a connector of ``kind`` keeps what it remembers between runs (clones, validators)."""
-    return str(settings.data_dir.expanduser().resolve() / "cache" / kind)
-
-
-# Options that widen what a source may reach or write: only the settings (the operator) set them,
-# never a request or a command-line option.
-SETTINGS_ONLY = {
+# Options that widen what a source may reach, read or write, and the setting each comes from:
+# never from a request, a command-line option or a stored source.
+SETTINGS_ONLY: dict[str, str] = {
     "allow_private": "connectors.web.allow_private",
-    "cache_dir": "data_dir",
-    "allow_hardlinks": "connectors.filesystem.allow_hardlinks",
     "max_bytes": "connectors.web.max_bytes",
+    "allow_hardlinks": "connectors.filesystem.allow_hardlinks",
+    "max_file_bytes": MAX_FILE_SETTING,
+    "cache_dir": "data_dir",
+    "upload_dir": "data_dir",
 }
 
 
-def open_source(settings: Settings, spec: str, options: dict[str, Any] | None = None) -> Connector:
-    """The connector for a SOURCE string, ready to discover (egress widened if allowed)."""
-    import connectors
+@dataclass(frozen=True)
+class ConnectorConfig:
+    """What the factory takes from the settings."""
 
-    for key in set(options or ()) & set(SETTINGS_ONLY):
+    connectors: ConnectorsSettings
+    extensions: tuple[str, ...]
+    max_file_bytes: int
+    egress_block: bool
+    egress_allow: tuple[str, ...]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConnectorConfig:
+        return cls(
+            connectors=settings.connectors,
+            extensions=tuple(settings.ingestion.extensions),
+            max_file_bytes=int(settings.ingestion.max_file_mb * 2**20),
+            egress_block=settings.egress.block,
+            egress_allow=tuple(settings.egress.allow),
+        )
+
+
+def refuse_settings_only(options: Mapping[str, Any]) -> None:
+    """Raise when a caller's options name one that only the settings may set."""
+    for key in sorted(set(options) & set(SETTINGS_ONLY)):
         raise InvalidRequest(f"option {key} can only be set in the settings ({SETTINGS_ONLY[key]})")
 
-    kind = connectors.kind_of(spec)
-    connector = connectors.for_source(spec, **{**kind_options(settings, kind), **(options or {})})
-    allow_egress(settings, connector)
-    return connector
 
+class ConnectorFactory:
+    """Connectors from a SOURCE string, a kind with options, stored options, or an upload."""
 
-def rebuild(settings: Settings, kind: str, options: dict[str, Any]) -> Connector:
-    """A connector from stored ``options()``. Secrets and the settings-only options come from the
-    current settings, whatever was stored, so a stored source can't widen its own reach."""
-    import connectors
+    def __init__(self, config: ConnectorConfig, data_dir: Path) -> None:
+        self.config = config
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.upload_dir = self.data_dir / "uploads"
 
-    defaults = kind_options(settings, kind)
-    pinned = {k: v for k, v in defaults.items() if k in SETTINGS_ONLY}
-    connector = connectors.build(kind, **{**defaults, **options, **pinned})
-    allow_egress(settings, connector)
-    return connector
+    @property
+    def max_file_bytes(self) -> int:
+        """The file size limit every connector gets (``ingestion.max_file_mb``)."""
+        return self.config.max_file_bytes
+
+    def defaults(self, kind: str) -> dict[str, Any]:
+        """The options of a connector of ``kind`` that come from the settings (secrets included)."""
+        cfg = self.config.connectors
+        extensions = list(self.config.extensions)
+        options: dict[str, Any]
+        match kind:
+            case "filesystem":
+                options = {
+                    "extensions": extensions,
+                    "include": cfg.filesystem.include,
+                    "exclude": cfg.filesystem.exclude,
+                    "allow_hardlinks": cfg.filesystem.allow_hardlinks,
+                }
+            case "upload":
+                options = {"upload_dir": str(self.upload_dir)}
+            case "web":
+                options = {**cfg.web.model_dump(), "cache_dir": self._cache_dir("web")}
+            case "s3":
+                secret = cfg.s3.secret_access_key
+                options = {
+                    **cfg.s3.model_dump(exclude={"secret_access_key"}),
+                    "secret_access_key": secret.get_secret_value() if secret else None,
+                    "extensions": extensions,
+                }
+            case "git":
+                options = {
+                    **cfg.git.model_dump(),
+                    "cache_dir": self._cache_dir("git"),
+                    "extensions": extensions,
+                }
+            case "sql":
+                options = cfg.sql.model_dump()
+            case _:
+                options = {}
+        return {**options, "max_file_bytes": self.config.max_file_bytes}
+
+    def _cache_dir(self, kind: str) -> str:
+        """Where a connector of ``kind`` keeps what it remembers between runs (clones, validators)."""
+        return str(self.data_dir / "cache" / kind)
+
+    # -- building ----------------------------------------------------------------------------------
+
+    def for_source(
+        self, spec: str, options: Mapping[str, Any] | None = None, *, admin: bool = True
+    ) -> Connector:
+        """The connector for a SOURCE argument (a path or URL) with a caller's ``options``.
+
+        ``admin``: the caller may point at any local path but the data directory; otherwise only
+        under ``connectors.local_roots``."""
+        import connectors
+
+        given = dict(options or {})
+        refuse_settings_only(given)
+        kind = connectors.kind_of(spec)
+        return self._admit(connectors.for_source(spec, **{**self.defaults(kind), **given}), admin)
+
+    def for_kind(self, kind: str, options: Mapping[str, Any], *, admin: bool = True) -> Connector:
+        """A connector of ``kind`` from a caller's ``options`` (a source registered by kind)."""
+        if kind == "upload":
+            raise InvalidRequest("uploads are added through the documents API, not as a source")
+        refuse_settings_only(options)
+        return self._admit(self._build(kind, options), admin)
+
+    def rebuild(self, kind: str, options: Mapping[str, Any], *, admin: bool = True) -> Connector:
+        """A connector from its stored ``options()``. Secrets and the settings-only options come
+        from the current settings, whatever was stored, so a stored source can't widen its reach."""
+        if kind == "upload":
+            return self.upload(str(options.get("uri", "")))
+        return self._admit(self._build(kind, options), admin)
+
+    def upload(self, uri: str) -> UploadConnector:
+        """The connector of an uploaded document, from its ``upload://`` URI."""
+        import connectors
+
+        return connectors.UploadConnector(uri, self.upload_dir, self.max_file_bytes)
+
+    def new_upload(self, collection: str, filename: str | None) -> UploadConnector:
+        """A new upload to ``collection``: write its file at ``connector.path``."""
+        import connectors
+
+        connector, _ = connectors.UploadConnector.store(
+            self.upload_dir, collection, filename, self.max_file_bytes
+        )
+        return connector
+
+    def _build(self, kind: str, options: Mapping[str, Any]) -> Connector:
+        import connectors
+
+        defaults = self.defaults(kind)
+        pinned = {k: v for k, v in defaults.items() if k in SETTINGS_ONLY}
+        return connectors.build(kind, **{**defaults, **options, **pinned})
+
+    def _admit(self, connector: Connector, admin: bool) -> Connector:
+        # Uploads never come through here: their files are the appliance's own, in the data dir.
+        self.check_reach(connector, admin)
+        self.allow_egress(connector)
+        return connector
+
+    # -- where a connector may point -----------------------------------------------------------------
+
+    def check_reach(self, connector: Connector, admin: bool) -> None:
+        """Where a source may point. The data directory holds the metadata DB, the audit log and the
+        key hashes: indexing it would let its readers search them, so no source may lie in it. A
+        curator may name local paths only under ``connectors.local_roots``: without that, anyone who
+        curates a collection could index any file the appliance's account can read."""
+        for path in connector.local_paths():
+            real = path.resolve()
+            if (
+                real == self.data_dir
+                or real.is_relative_to(self.data_dir)
+                or _walks_into(real, self.data_dir)
+            ):
+                raise Forbidden(
+                    f"{path} is, or contains, the appliance's data directory ({self.data_dir}); it can't "
+                    "be a source (move the data directory, or name a folder beside it)"
+                )
+            if admin:
+                continue
+            roots = [Path(r).expanduser().resolve() for r in self.config.connectors.local_roots]
+            if not any(real == r or real.is_relative_to(r) for r in roots):
+                raise Forbidden(
+                    f"{path} is not under a folder curators may index (connectors.local_roots, "
+                    "APPLIANCE_CONNECTORS__LOCAL_ROOTS); ask an admin to add it or to register the source"
+                )
+
+    def allow_egress(self, connector: Connector) -> None:
+        """Let this process reach the hosts of a source an admin or curator named, or refuse it."""
+        hosts = [h for h in connector.hosts() if h and not _is_local(h)]
+        if not hosts or not self.config.egress_block:
+            return
+        missing = [h for h in hosts if h not in self.config.egress_allow]
+        if not missing:
+            return
+        if not self.config.connectors.allow_source_hosts:
+            raise InvalidRequest(
+                f"the {connector.kind} source {connector.root} needs to reach {', '.join(missing)}, "
+                "which egress.block refuses: add them to egress.allow (APPLIANCE_EGRESS__ALLOW) or set "
+                "connectors.allow_source_hosts"
+            )
+        if guard_installed():
+            log.info(
+                "egress: allowing %s for the %s source %s", ", ".join(missing), connector.kind, connector.root
+            )
+            install_guard(missing)
 
 
 def _is_local(host: str) -> bool:
@@ -103,72 +240,6 @@ def _is_local(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def allow_egress(settings: Settings, connector: Any) -> None:
-    hosts = [h for h in getattr(connector, "hosts", list)() if h and not _is_local(h)]
-    if not hosts or not settings.egress.block:
-        return
-    missing = [h for h in hosts if h not in settings.egress.allow]
-    if not missing:
-        return
-    if not settings.connectors.allow_source_hosts:
-        raise InvalidRequest(
-            f"the {connector.kind} source {connector.root} needs to reach {', '.join(missing)}, which "
-            "egress.block refuses: add them to egress.allow (APPLIANCE_EGRESS__ALLOW) or set "
-            "connectors.allow_source_hosts"
-        )
-    if guard_installed():
-        log.info(
-            "egress: allowing %s for the %s source %s", ", ".join(missing), connector.kind, connector.root
-        )
-        install_guard(missing)
-
-
-def local_paths(connector: Any) -> list[Path]:
-    """The files or folders on this host a connector reads (none for remote sources, uploads)."""
-    from urllib.parse import unquote, urlsplit
-
-    match getattr(connector, "kind", ""):
-        case "filesystem":
-            return [Path(connector.base)]
-        case "git" if not connector.remote:
-            return [Path(connector.repo)]
-        case "git" if connector.repo.lower().startswith("file:"):
-            # Cloned like a remote, but it reads this host's disk.
-            return [Path(unquote(urlsplit(connector.repo).path)).expanduser().resolve()]
-        case "sql":
-            url = connector._url
-            database = url.database or ""
-            if not url.drivername.startswith("sqlite") or database in ("", ":memory:"):
-                return []
-            if database.startswith("file:"):  # SQLite URI filename (?uri=true): file:/path?mode=ro
-                database = unquote(urlsplit(database).path)
-            return [Path(database).expanduser().resolve()]
-    return []
-
-
-def check_reach(settings: Settings, connector: Any, admin: bool) -> None:
-    """Where a source may point. The data directory holds the metadata DB, the audit log and the
-    key hashes: indexing it would let its readers search them, so no source may lie in it. A
-    curator may name local paths only under ``connectors.local_roots``: without that, anyone who
-    curates a collection could index any file the appliance's account can read."""
-    data_dir = Path(settings.data_dir).expanduser().resolve()
-    for path in local_paths(connector):
-        real = path.resolve()
-        if real == data_dir or real.is_relative_to(data_dir) or _walks_into(real, data_dir):
-            raise Forbidden(
-                f"{path} is, or contains, the appliance's data directory ({data_dir}); it can't be a "
-                "source (move the data directory, or name a folder beside it)"
-            )
-        if admin:
-            continue
-        roots = [Path(r).expanduser().resolve() for r in settings.connectors.local_roots]
-        if not any(real == r or real.is_relative_to(r) for r in roots):
-            raise Forbidden(
-                f"{path} is not under a folder curators may index (connectors.local_roots, "
-                "APPLIANCE_CONNECTORS__LOCAL_ROOTS); ask an admin to add it or to register the source"
-            )
 
 
 def _walks_into(source: Path, data_dir: Path) -> bool:

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,64 +21,15 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 
-from appliance.audit import AuditEvent
 from appliance.db import jobs as jobs_table
 from appliance.db import now
-from appliance.domain import ApplianceError, Connector, NotFound
-from appliance.ingestion.pipeline import IngestProgress, IngestReport, Progress
+from appliance.domain import ApplianceError, NotFound
+from appliance.ingestion.pipeline import IngestProgress
 
 log = logging.getLogger(__name__)
 
 ACTIVE = ("queued", "running")
 PERSIST_EVERY_S = 1.0
-
-
-def run_ingest(
-    container: Any,
-    sources: Sequence[Connector],
-    collection: str | None,
-    acl: Sequence[str],
-    actor: str,
-    progress: IngestProgress | Progress | None = None,
-    cancel: threading.Event | None = None,
-    items: Any = None,
-    force: bool = False,
-) -> dict[str, Any]:
-    """Ingest several sources into one collection and audit it; returns the summary dict."""
-    collection = collection or container.settings.rag.default_collection
-    if progress is None or not isinstance(progress, IngestProgress):
-        progress = IngestProgress(listener=progress)
-    # Readers, most specific first: --allow for the whole run, then what the source says of an item
-    # (S3 object metadata, an ACL column), then the collection's default readers.
-    default_acl = container.collections.default_acl(collection)
-    total = IngestReport()
-    for connector in sources:
-        report = container.ingestion.ingest(
-            connector,
-            collection,
-            acl=acl,
-            default_acl=default_acl,
-            progress=progress,
-            cancel=cancel,
-            items=items,
-            force=force,
-        )
-        for name in ("added", "updated", "unchanged", "deleted", "chunks", "reused"):
-            setattr(total, name, getattr(total, name) + getattr(report, name))
-        total.failed.extend(report.failed)
-        total.elapsed_s += report.elapsed_s
-        total.cancelled = total.cancelled or report.cancelled
-        if report.cancelled:
-            break
-    summary = total.as_dict()
-    if total.cancelled:
-        summary["cancelled"] = True
-    container.audit.append(
-        AuditEvent(
-            actor, "ingest", collection, {"sources": [c.root for c in sources], "acl": list(acl), **summary}
-        )
-    )
-    return summary
 
 
 @dataclass
@@ -135,16 +86,15 @@ Work = Callable[[Job], dict[str, Any]]
 
 
 class JobManager:
-    def __init__(self, engine: Engine, audit: Any = None, tick_s: float = 30.0) -> None:
+    def __init__(self, engine: Engine, tick_s: float = 30.0) -> None:
         self.engine = engine
-        self.audit = audit
         self.tick_s = tick_s
         self._live: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="appliance-ingest")
         self._stop = threading.Event()
         self._scheduler: threading.Thread | None = None
-        self._due: Callable[[], None] | None = None
+        self._due: Callable[[], object] | None = None
         # This process owns the data dir now: whatever was running before it did not finish.
         with self.engine.begin() as conn:
             conn.execute(
@@ -299,7 +249,7 @@ class JobManager:
 
     # -- schedule -----------------------------------------------------------------------------------
 
-    def start_scheduler(self, run_due: Callable[[], None]) -> None:
+    def start_scheduler(self, run_due: Callable[[], object]) -> None:
         """Call ``run_due`` every ``tick_s`` seconds until ``close``."""
         if self._scheduler is not None:
             return

@@ -69,7 +69,7 @@ def _use_local_spacy(spacy_path: str, senter: bool = True) -> None:
         raise RuntimeError("spaCy model download refused: the appliance runs offline")
 
     # _run_pipeline looks _get_nlp up at call time, so replacing the module attribute is enough.
-    tokenize._get_nlp = lambda: nlp
+    tokenize._get_nlp = lambda: nlp  # type: ignore[assignment]
     tokenize._install_spacy_model = _refuse_download
 
 

@@ -11,12 +11,15 @@ curate is 403 (404 when one cannot even see it), and another collection's source
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, BinaryIO
+import threading
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO
 
+from appliance.audit import AuditEvent
 from appliance.domain import (
+    MAX_FILE_SETTING,
     Conflict,
+    Connector,
     Forbidden,
     InvalidRequest,
     NotFound,
@@ -26,13 +29,20 @@ from appliance.domain import (
     document_id,
     validate_collection_name,
 )
-from appliance.ingestion.connect import check_reach
-from appliance.ingestion.jobs import Job, JobManager, is_due, run_ingest
-from appliance.ingestion.sources import Source, SourceStore, UploadConnector, build_connector
-from appliance.ingestion.state import DocumentRecord
+from appliance.ingestion.connect import ConnectorFactory
+from appliance.ingestion.jobs import Job, JobManager, is_due
+from appliance.ingestion.pipeline import IngestProgress, IngestReport, Progress
+from appliance.ingestion.sources import Source, SourceStore
+from appliance.ingestion.state import DocumentRecord, Ledger
 from appliance.ingestion.verify import verify
 from appliance.security.acl import can_read as acl_allows
 from appliance.security.acl import is_curator
+
+if TYPE_CHECKING:
+    from appliance.audit import AuditLog
+    from appliance.collections import CollectionService
+    from appliance.ingestion.pipeline import IngestionService
+    from appliance.vectorstore.base import VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -68,33 +78,46 @@ def document_dict(rec: DocumentRecord) -> dict[str, Any]:
 
 
 class IngestionJobs:
-    def __init__(self, container: Any) -> None:
-        self.container = container
-        cfg = container.settings.ingestion
-        self.extensions = list(cfg.extensions)
-        self.max_upload_bytes = int(cfg.max_file_mb * 2**20)
-        self.default_interval_s = int(cfg.default_sync_interval_s)
-        self.upload_dir = Path(container.data_dir) / "uploads"
-        self.sources = SourceStore(container.engine)
-        self.manager = JobManager(container.engine, container.audit, cfg.scheduler_tick_s)
+    """Jobs, sources and documents, on the services they use (the container builds it)."""
 
-    @property
-    def ledger(self) -> Any:
-        return self.container.ledger
+    def __init__(
+        self,
+        *,
+        manager: JobManager,
+        sources: SourceStore,
+        connectors: ConnectorFactory,
+        ingestion: IngestionService,
+        ledger: Ledger,
+        collections: CollectionService,
+        store: VectorStore,
+        audit: AuditLog,
+        default_collection: str,
+        default_interval_s: int,
+    ) -> None:
+        self.manager = manager
+        self.sources = sources
+        self.connectors = connectors
+        self.ingestion = ingestion
+        self.ledger = ledger
+        self.collections = collections
+        self.store = store
+        self.audit = audit
+        self.default_collection = default_collection
+        self.default_interval_s = default_interval_s
 
     def _collection(self, name: str | None) -> str:
-        return validate_collection_name(name or self.container.settings.rag.default_collection)
+        return validate_collection_name(name or self.default_collection)
 
     def _curated(self, principal: Principal, name: str | None) -> str:
         """The effective collection name, once the principal may curate it (403/404 otherwise)."""
         collection = self._collection(name)
-        self.container.collections.require_curator(principal, collection)
+        self.collections.require_curator(principal, collection)
         return collection
 
     def _source(self, principal: Principal, source_id: str) -> Source:
         _require_curator_role(principal)
         source = self.sources.get(source_id)
-        if not self.container.collections.curates(principal, source.collection):
+        if not self.collections.curates(principal, source.collection):
             raise NotFound(f"no source {source_id!r}")  # another collection's source: none of theirs
         return source
 
@@ -104,27 +127,67 @@ class IngestionJobs:
         spec: str | None,
         options: dict[str, Any] | None = None,
         principal: Principal | None = None,
-    ) -> Any:
-        """A connector for a source; with ``principal``, also where that caller may point one
-        (``connect.check_reach``). Without, the caller is the local admin (CLI) or a stored source."""
-        opts = dict(options or {})
-        if kind == "upload":
-            opts["upload_dir"] = str(self.upload_dir)
-        connector = build_connector(self.container.settings, kind, spec, opts)
-        if kind != "upload":
-            check_reach(self.container.settings, connector, admin=principal is None or principal.is_admin)
-        return connector
+    ) -> Connector:
+        """A connector for a SOURCE string (``spec``) or a kind with a caller's options; with
+        ``principal``, only where that caller may point one (``ConnectorFactory.check_reach``).
+        Without, the caller is the local admin (CLI). Uploads are never a caller's source: an
+        ``upload://`` URI names another collection's file as well as one's own."""
+        admin = principal is None or principal.is_admin
+        if spec:
+            return self.connectors.for_source(spec, options, admin=admin)
+        return self.connectors.for_kind(kind, options or {}, admin=admin)
 
-    def _run(
-        self, connectors: list[Any], collection: str, acl: Sequence[str], actor: str, job: Job, **kw: Any
+    def _stored(self, source: Source) -> Connector:
+        """The connector of a registered source, as the scheduler (an admin) runs it."""
+        if source.spec:
+            return self.connectors.for_source(source.spec, source.options)
+        return self.connectors.rebuild(source.kind, source.options)
+
+    def run(
+        self,
+        connectors: Sequence[Connector],
+        collection: str | None,
+        acl: Sequence[str],
+        actor: str,
+        progress: IngestProgress | Progress | None = None,
+        cancel: threading.Event | None = None,
+        items: Iterable[SourceItem] | None = None,
+        force: bool = False,
     ) -> dict[str, Any]:
+        """Ingest ``connectors`` into one collection (the default one when None), in the calling
+        thread, and audit it; the connectors are closed afterwards. Returns the summary dict.
+        ``items``: only those (of the one connector given) are reindexed, nothing is deleted."""
         try:
-            return run_ingest(
-                self.container, connectors, collection, acl, actor, job.progress, job.cancel, **kw
-            )
+            name = self._collection(collection)
+            if progress is None or not isinstance(progress, IngestProgress):
+                progress = IngestProgress(listener=progress)
+            # Readers, most specific first: --allow for the whole run, then what the source says of
+            # an item (S3 object metadata, an ACL column), then the collection's default readers.
+            default_acl = self.collections.default_acl(name)
+            total = IngestReport()
+            for connector in connectors:
+                report = self.ingestion.ingest(
+                    connector,
+                    name,
+                    acl=acl,
+                    default_acl=default_acl,
+                    progress=progress,
+                    cancel=cancel,
+                    items=items,
+                    force=force,
+                )
+                _accumulate(total, report)
+                if report.cancelled:
+                    break
         finally:
             for connector in connectors:
-                getattr(connector, "close", lambda: None)()
+                connector.close()
+        summary = total.as_dict()
+        if total.cancelled:
+            summary["cancelled"] = True
+        detail = {"sources": [c.root for c in connectors], "acl": list(acl), **summary}
+        self.audit.append(AuditEvent(actor, "ingest", name, detail))
+        return summary
 
     # -- jobs -------------------------------------------------------------------------------------
 
@@ -143,7 +206,7 @@ class IngestionJobs:
         connectors = [self.connector("spec", s, options, principal) for s in specs]
 
         def work(job: Job) -> dict[str, Any]:
-            return self._run(connectors, name, acl, actor, job)
+            return self.run(connectors, name, acl, actor, job.progress, job.cancel)
 
         return self.manager.submit(
             "ingest", actor, name, work, detail={"sources": list(specs), "allow": list(acl)}
@@ -164,10 +227,10 @@ class IngestionJobs:
     def delete_collection(self, principal: Principal, name: str) -> dict[str, Any]:
         """Delete a collection with its documents and sources; refused (409) while one of its jobs
         is queued or running, which would write into it again."""
-        self.container.collections.require_curator(principal, name)
+        self.collections.require_curator(principal, name)
         if self.manager.active_for_collection(name):
             raise Conflict(f"collection {name!r} has a job queued or running; cancel it or wait")
-        return self.container.collections.delete(name, principal)
+        return self.collections.delete(name, principal)
 
     def list_jobs(
         self, principal: Principal, limit: int, status: str | None = None, source_id: str | None = None
@@ -176,7 +239,7 @@ class IngestionJobs:
         _require_curator_role(principal)
         if principal.is_admin and principal.collections is None:
             return self.manager.list(limit, status, source_id)
-        curates = self.container.collections.curates_any(principal)
+        curates = self.collections.curates_any(principal)
         window = limit
         while True:
             rows = self.manager.list(window, status, source_id)
@@ -188,7 +251,7 @@ class IngestionJobs:
     def get_job(self, principal: Principal, job_id: str) -> dict[str, Any]:
         _require_curator_role(principal)
         job = self.manager.get(job_id)
-        if not self.container.collections.curates(principal, job["collection"]):
+        if not self.collections.curates(principal, job["collection"]):
             raise NotFound(f"no job {job_id!r}")  # another collection's job: none of theirs
         return job
 
@@ -224,8 +287,9 @@ class IngestionJobs:
         if not spec and not kind:
             raise InvalidRequest("give either `spec` (a path or URL) or `kind` with `options`")
         connector = self.connector(kind or "spec", spec, options, principal)  # fails now if unreachable
+        connector.close()
         return self.sources.add(
-            kind or getattr(connector, "kind", "filesystem"),
+            kind or connector.kind,
             spec,
             options,
             name,
@@ -235,7 +299,7 @@ class IngestionJobs:
 
     def list_sources(self, principal: Principal) -> list[Source]:
         _require_curator_role(principal)
-        curates = self.container.collections.curates_any(principal)
+        curates = self.collections.curates_any(principal)
         return [s for s in self.sources.list() if curates(s.collection)]
 
     def source(self, principal: Principal, source_id: str) -> Source:
@@ -249,8 +313,8 @@ class IngestionJobs:
         source = self.sources.get(source_id)
 
         def work(job: Job) -> dict[str, Any]:
-            connector = self.connector(source.kind, source.spec, source.options)
-            return self._run([connector], source.collection, source.acl, actor, job)
+            connector = self._stored(source)
+            return self.run([connector], source.collection, source.acl, actor, job.progress, job.cancel)
 
         job = self.manager.submit(
             "sync", actor, source.collection, work, source_id=source.id, detail={"source": source.as_dict()}
@@ -262,9 +326,10 @@ class IngestionJobs:
         """Forget a source; with ``purge`` its documents leave the index too."""
         source = self._source(principal, source_id)
         if purge:
-            connector = self.connector(source.kind, source.spec, source.options)
+            connector = self._stored(source)
+            connector.close()
             for rec in self.ledger.for_source(source.collection, connector.root):
-                self.container.ingestion.remove_document(rec)
+                self.ingestion.remove_document(rec)
         self.sources.remove(source_id)
 
     # -- documents ----------------------------------------------------------------------------------
@@ -278,23 +343,24 @@ class IngestionJobs:
         acl: Sequence[str],
     ) -> tuple[str, Job]:
         name = self._curated(principal, collection)
-        connector, path = UploadConnector.store(self.upload_dir, name, filename)
+        connector = self.connectors.new_upload(name, filename)
+        limit = self.connectors.max_file_bytes
         size = 0
         try:
-            with open(path, "wb") as out:
+            with open(connector.path, "wb") as out:
                 while block := stream.read(COPY_CHUNK):
                     size += len(block)
-                    if size > self.max_upload_bytes:
+                    if size > limit:
                         raise PayloadTooLarge(
-                            f"file is over the {self.max_upload_bytes / 2**20:g} MiB limit (ingestion.max_file_mb)"
+                            f"file is over the {limit / 2**20:g} MiB limit ({MAX_FILE_SETTING})"
                         )
                     out.write(block)
         except BaseException:
-            path.unlink(missing_ok=True)
+            connector.remove()
             raise
 
         def work(job: Job) -> dict[str, Any]:
-            return self._run([connector], name, acl, principal.name, job)
+            return self.run([connector], name, acl, principal.name, job.progress, job.cancel)
 
         job = self.manager.submit(
             "upload",
@@ -309,7 +375,7 @@ class IngestionJobs:
         rec = self.ledger.get(doc_id)
         if rec is None or not can_read(principal, rec):
             raise NotFound(f"no document {doc_id!r}")
-        return rec  # type: ignore[no-any-return]
+        return rec
 
     def documents(
         self, principal: Principal, collection: str | None, limit: int, offset: int
@@ -324,28 +390,34 @@ class IngestionJobs:
         """A document the principal may read (404 otherwise) in a collection it curates (403)."""
         _require_curator_role(principal)
         rec = self._readable(principal, doc_id)
-        self.container.collections.require_curator(principal, rec.collection)
+        self.collections.require_curator(principal, rec.collection)
         return rec
 
     def delete_document(self, principal: Principal, doc_id: str) -> dict[str, Any]:
         rec = self._managed(principal, doc_id)
-        self.container.ingestion.remove_document(rec)
+        self.ingestion.remove_document(rec)
         if rec.uri.startswith("upload://"):
             try:
-                UploadConnector.from_uri(rec.uri, self.upload_dir).remove()
+                self.connectors.upload(rec.uri).remove()
             except InvalidRequest:
                 log.warning("not removing the file of %s: unexpected URI", rec.uri)
         return document_dict(rec)
 
     def reindex(self, principal: Principal, doc_id: str) -> Job:
         rec = self._managed(principal, doc_id)
-        kind = "upload" if rec.uri.startswith("upload://") else "spec"
 
         def work(job: Job) -> dict[str, Any]:
-            connector = self.connector(kind, rec.uri if kind == "upload" else rec.source)
-            item = _find(connector, rec.uri)
-            return self._run(
-                [connector], rec.collection, rec.acl, principal.name, job, items=[item], force=True
+            if rec.uri.startswith("upload://"):
+                connector: Connector = self.connectors.upload(rec.uri)
+            else:
+                connector = self.connectors.for_source(rec.source)
+            try:
+                item = _find(connector, rec.uri)
+            except BaseException:
+                connector.close()
+                raise
+            return self.run(
+                [connector], rec.collection, rec.acl, principal.name, job.progress, job.cancel, [item], True
             )
 
         return self.manager.submit(
@@ -353,14 +425,22 @@ class IngestionJobs:
         )
 
     def verify(self, collection: str | None = None, repair: bool = False) -> dict[str, Any]:
-        return verify(self.ledger, self.container.store, collection, repair)
+        return verify(self.ledger, self.store, collection, repair)
 
     def close(self) -> None:
         self.manager.close()
 
 
-def _find(connector: Any, uri: str) -> SourceItem:
+def _accumulate(total: IngestReport, report: IngestReport) -> None:
+    for name in ("added", "updated", "unchanged", "deleted", "chunks", "reused"):
+        setattr(total, name, getattr(total, name) + getattr(report, name))
+    total.failed.extend(report.failed)
+    total.elapsed_s += report.elapsed_s
+    total.cancelled = total.cancelled or report.cancelled
+
+
+def _find(connector: Connector, uri: str) -> SourceItem:
     for item in connector.discover():
         if item.uri == uri:
-            return item  # type: ignore[no-any-return]
+            return item
     raise NotFound(f"{uri} is no longer at its source")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,7 +85,7 @@ class Ledger:
             ).first()
         return DocumentRecord.from_row(row) if row else None
 
-    def collections(self) -> list[str]:
+    def collections(self) -> builtins.list[str]:
         with self.engine.connect() as conn:
             return sorted(r[0] for r in conn.execute(select(documents.c.collection).distinct()).all())
 
@@ -97,7 +98,7 @@ class Ledger:
             if not changed:
                 conn.execute(insert(documents).values(id=doc_id, **values))
 
-    def begin_write(self, rec: DocumentRecord, pending: list[str]) -> None:
+    def begin_write(self, rec: DocumentRecord, pending: builtins.list[str]) -> None:
         """Record the ids about to be written, before writing them (crash recovery needs them).
         ``rec`` is the document's last committed state (status "pending" when it has none).
 

@@ -30,7 +30,7 @@ def verify(ledger: Ledger, store: Any, collection: str | None = None, repair: bo
         duplicates = sum(n - 1 for n in committed.values() if n > 1)
         duplicates += sum(n - 1 for n in in_shard.values() if n > 1)
         duplicates += sum(n - 1 for n in positions.values() if n > 1)
-        stats = {
+        stats: dict[str, Any] = {
             "documents": len(records),
             "ledger_chunks": sum(committed.values()),
             "shard_points": len(points),

@@ -13,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from appliance.domain import ScoredChunk
+from appliance.embeddings.base import Embedder
 from appliance.inference.base import GenerationParams
 from appliance.rag import grounding
 
@@ -33,8 +36,11 @@ class Outcome:
     dropped: int = 0  # unsupported sentences withheld (grounded)
 
 
-async def evidence(question: str, hits: list[ScoredChunk], embedder: Any) -> list[grounding.Extract]:
-    """The source sentences that best answer the question (embedding + word overlap)."""
+async def evidence(
+    question: str, question_vector: np.ndarray, hits: list[ScoredChunk], embedder: Embedder
+) -> list[grounding.Extract]:
+    """The source sentences that best answer the question (embedding + word overlap).
+    ``question_vector``: the question as retrieval embedded it (not embedded again)."""
     texts = [h.chunk.text for h in hits]
 
     def pick() -> list[grounding.Extract]:
@@ -42,7 +48,7 @@ async def evidence(question: str, hits: list[ScoredChunk], embedder: Any) -> lis
         if not candidates:
             return []
         vecs = embedder.embed_documents([s for _, s in candidates])
-        return grounding.best_sentences(question, texts, embedder.embed_query(question), vecs)
+        return grounding.best_sentences(question, texts, question_vector, vecs)
 
     return await asyncio.to_thread(pick)
 
@@ -53,8 +59,10 @@ def format_evidence(extracts: list[grounding.Extract], hits: list[ScoredChunk]) 
     return grounding.format_extract(extracts)
 
 
-async def extractive(question: str, hits: list[ScoredChunk], embedder: Any) -> str:
-    return format_evidence(await evidence(question, hits, embedder), hits)
+async def extractive(
+    question: str, question_vector: np.ndarray, hits: list[ScoredChunk], embedder: Embedder
+) -> str:
+    return format_evidence(await evidence(question, question_vector, hits, embedder), hits)
 
 
 async def abstractive(
@@ -64,7 +72,7 @@ async def abstractive(
     params: GenerationParams,
     outcome: Outcome,
     user: str | None = None,
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     # aclosing, here and by our callers: when the client goes, the generation must close now (the
     # worker stops, the slot is free), not whenever the garbage collector finalises it.
     async with contextlib.aclosing(pool.chat(messages, params, model=model, user=user)) as deltas:
@@ -120,13 +128,14 @@ async def grounded(
     messages: list[dict[str, str]],
     params: GenerationParams,
     question: str,
+    question_vector: np.ndarray,
     hits: list[ScoredChunk],
-    embedder: Any,
+    embedder: Embedder,
     min_support: float,
     outcome: Outcome,
     user: str | None = None,
-) -> AsyncIterator[str]:
-    extracts = await evidence(question, hits, embedder)
+) -> AsyncGenerator[str, None]:
+    extracts = await evidence(question, question_vector, hits, embedder)
     q_bag = grounding.bag(question)
     gate = Gate(
         grounding.source_bags([h.chunk.text for h in hits]),

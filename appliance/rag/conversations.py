@@ -12,6 +12,7 @@ may read NOW: citations of other documents are dropped, and an answer that cited
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -160,7 +161,7 @@ class ConversationStore:
 
     def history(
         self, conversation_id: str, user: str, turns: int = 3, reader: Principal | None = None
-    ) -> list[dict[str, str]]:
+    ) -> builtins.list[dict[str, str]]:
         """The last turns as chat messages, oldest first (for condensing a follow-up). With
         ``reader``, an answer that cited what the reader may no longer read is withheld, so it
         does not reach the model's prompt either."""
@@ -231,11 +232,13 @@ class ConversationStore:
         self.answer(answer_id, user)  # only the asker rates an answer
         stamp = now()
         with self.engine.begin() as conn:
-            fid = conn.execute(
+            key = conn.execute(
                 insert(feedback).values(
                     answer_id=answer_id, user=user, rating=rating, comment=comment, created_at=stamp
                 )
-            ).inserted_primary_key[0]
+            ).inserted_primary_key
+        assert key is not None
+        fid = key[0]
         return {
             "id": int(fid),
             "answer_id": answer_id,

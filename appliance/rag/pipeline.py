@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
-
-import numpy as np
 
 from appliance.audit import QueryRecorder, audit_query
 from appliance.domain import Principal, ScoredChunk
@@ -25,7 +22,7 @@ from appliance.rag.condense import condense_heuristic, condense_llm
 from appliance.rag.conversations import ConversationStore, new_id
 from appliance.rag.prompts import NO_SOURCES_ANSWER, build_messages, format_source
 from appliance.retrieval import Retriever, access_filter
-from appliance.vectorstore.base import SearchFilter, SearchMode, VectorStore
+from appliance.vectorstore.base import SearchFilter, SearchMode
 
 __all__ = ["AskResult", "RagOptions", "RagService", "access_filter", "citation_dicts"]
 
@@ -36,11 +33,8 @@ CondenseMode = Literal["heuristic", "llm", "off"]
 @dataclass(frozen=True)
 class RagOptions:
     answer_mode: AnswerMode = "extractive"
-    min_relevance: float = 0.2
-    relative_relevance: float = 0.5
     min_support: float = 0.6
     condense: CondenseMode = "heuristic"
-    candidates: int = 8
     history_turns: int = 3
     source_tokens: int = 48
 
@@ -64,10 +58,13 @@ class AskResult:
 
 
 class RagService:
+    """Answers (and searches) over one retriever. ``default_collection`` is applied here, once per
+    question, when the caller names none."""
+
     def __init__(
         self,
+        retriever: Retriever,
         embedder: Embedder,
-        store: VectorStore,
         pool: InferencePool,
         audit: QueryRecorder | None,
         top_k: int,
@@ -75,11 +72,9 @@ class RagService:
         defaults: GenerationParams,
         options: RagOptions | None = None,
         conversations: ConversationStore | None = None,
-        retriever: Retriever | None = None,
     ) -> None:
-        self.retriever = retriever or Retriever(embedder, store)
+        self.retriever = retriever
         self.embedder = embedder
-        self.store = store
         self.pool = pool
         self.audit = audit
         self.top_k = top_k
@@ -97,63 +92,36 @@ class RagService:
         filter: SearchFilter | None = None,
         mode: SearchMode = "hybrid",
     ) -> tuple[list[ScoredChunk], float]:
-        """Retrieval only; ``filter`` narrows what the principal may read, never widens it."""
+        """Retrieval only, not audited; ``filter`` narrows what the principal may read, never
+        widens it."""
         return self.retriever.search(
             query, principal, collection or self.default_collection, k or self.top_k, filter, mode
         )
 
-    def relevance(self, query: str, hits: list[ScoredChunk]) -> list[float]:
-        """How well each hit matches the query: the better of the cosine similarity (embedder) and
-        the share of the query's words the chunk contains. RRF scores are ranks, not relevance: they
-        cannot tell "the best of nothing" from a real match, so the threshold uses this instead.
-        The word share keeps exact-term matches (codes, names, languages the embedder handles
-        poorly) from being judged irrelevant."""
-        if not hits:
-            return []
-        dense = self._hit_vectors(hits) @ np.asarray(self.embedder.embed_query(query))
-        return [
-            max(float(d), 0.5 * grounding.coverage(query, h.chunk.text))
-            for d, h in zip(dense, hits, strict=True)
-        ]
-
-    def _hit_vectors(self, hits: list[ScoredChunk]) -> np.ndarray:
-        """The hits' vectors as stored at ingestion (the same embedder made them), so a question
-        does not embed its candidate chunks again: that was most of retrieval's time (~130 ms for
-        a handful of chunks with torch on 2 cores). Embedded afresh when the store can't say."""
-        get = getattr(self.store, "get_with_vectors", None)
-        found: dict[str, np.ndarray] = {}
-        if get is not None:
-            by_collection: dict[str, list[str]] = {}
-            for h in hits:
-                by_collection.setdefault(h.chunk.collection, []).append(h.chunk.id)
-            for name, ids in by_collection.items():
-                found.update((chunk.id, vector) for chunk, vector in get(name, ids))
-        if all(h.chunk.id in found for h in hits):
-            return np.stack([found[h.chunk.id] for h in hits])
-        return np.asarray(self.embedder.embed_documents([h.chunk.text for h in hits]))
-
-    def retrieve(
-        self, query: str, principal: Principal, collection: str | None, k: int | None
+    def search_and_audit(
+        self,
+        query: str,
+        principal: Principal,
+        collection: str | None = None,
+        k: int | None = None,
+        filter: SearchFilter | None = None,
+        mode: SearchMode = "hybrid",
     ) -> tuple[list[ScoredChunk], float]:
-        """Relevant, distinct hits, best first: more candidates than needed, then threshold and
-        dedupe, then the best ``k``."""
-        k = k or self.top_k
-        hits, _ = self.search(query, principal, collection, max(k, self.options.candidates))
-        started = time.perf_counter()
-        scores = self.relevance(query, hits)
-        # Absolute floor ("nothing relevant": don't know) and relative floor (a distant runner-up
-        # only distracts a small model).
-        floor = max(self.options.min_relevance, self.options.relative_relevance * max(scores, default=0.0))
-        seen: set[str] = set()
-        kept: list[ScoredChunk] = []
-        for hit, score in zip(hits, scores, strict=True):
-            key = hashlib.sha256(" ".join(hit.chunk.text.split()).lower().encode()).hexdigest()
-            if score < floor or key in seen or hit.chunk.id in seen:
-                continue
-            seen.update((key, hit.chunk.id))
-            kept.append(hit)
-        ms = (time.perf_counter() - started) * 1000
-        return kept[:k], ms
+        """A search as a user makes it (REST, CLI, UI): the hits and the retrieval time in ms,
+        recorded in the audit log (and metered) as a ``search``."""
+        collection = collection or self.default_collection
+        hits, ms = self.search(query, principal, collection, k, filter, mode)
+        audit_query(
+            self.audit,
+            action="search",
+            principal=principal,
+            collection=collection,
+            question=query,
+            hits=hits,
+            status="ok",
+            latency_ms=round(ms, 1),
+        )
+        return hits, ms
 
     @staticmethod
     def pack(
@@ -200,12 +168,13 @@ class RagService:
         history: list[dict[str, str]] | None = None,
         conversation_id: str | None = None,
         mode: AnswerMode | None = None,
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """Events: ``citations`` (first, with the answer ``id``), ``delta`` (many), ``done`` (last,
         with the full result). ``history``: earlier turns as chat messages (the conversation's, when
         ``conversation_id`` names one and no history is given)."""
         backend = self.pool.backend(model)
         mode = mode or self.options.answer_mode
+        collection = collection or self.default_collection
         if conversation_id and self.conversations is not None:
             stored = await asyncio.to_thread(
                 self.conversations.history,
@@ -221,12 +190,14 @@ class RagService:
         if mode != "extractive":
             await asyncio.to_thread(backend.start)  # loading the model is not time to first token
         started = time.perf_counter()
-        collection = collection or self.default_collection
         answer_id = new_id()
         query, condense_usage = await self.condense(question, history, backend.name, principal.name)
         t0 = time.perf_counter()
-        hits, _ = await asyncio.to_thread(self.retrieve, query, principal, collection, k)
+        found = await asyncio.to_thread(
+            self.retriever.retrieve, query, principal, collection, k or self.top_k
+        )
         retrieval_ms = (time.perf_counter() - t0) * 1000
+        hits = found.hits
         params = params or self.defaults
         prompt_history = history if query == question else []  # a condensed query carries the context
         shown = hits  # what the model reads of each source: its sentences on the question
@@ -260,9 +231,9 @@ class RagService:
                 lease = await self.pool.reserve(backend.name, principal.name)
             yield {"type": "citations", "citations": citations, "id": answer_id}
             if not hits:
-                stream: AsyncIterator[str] = _once(NO_SOURCES_ANSWER)
+                stream: AsyncGenerator[str, None] = _once(NO_SOURCES_ANSWER)
             elif mode == "extractive":
-                stream = _once(await answering.extractive(query, hits, self.embedder))
+                stream = _once(await answering.extractive(query, found.query_vector, hits, self.embedder))
             else:
                 assert lease is not None
                 messages = build_messages(query, shown, prompt_history)
@@ -278,6 +249,7 @@ class RagService:
                         messages,
                         params,
                         query,
+                        found.query_vector,
                         hits,
                         self.embedder,
                         self.options.min_support,
@@ -397,5 +369,5 @@ def focus_sources(question: str, hits: list[ScoredChunk], budget: int, count: An
     ]
 
 
-async def _once(text: str) -> AsyncIterator[str]:
+async def _once(text: str) -> AsyncGenerator[str, None]:
     yield text

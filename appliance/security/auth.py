@@ -92,7 +92,7 @@ class KeyStore:
         cols = tuple(collections) if collections else None
         rts = tuple(routes) if routes else None
         with self.engine.begin() as conn:
-            key_id = conn.execute(
+            inserted = conn.execute(
                 insert(api_keys).values(
                     prefix=key[:10],
                     key_hash=_hash(key),
@@ -103,8 +103,9 @@ class KeyStore:
                     routes=list(rts) if rts else None,
                     expires_at=expires,
                 )
-            ).inserted_primary_key[0]
-        return IssuedKey(key, user, role, int(key_id), cols, rts, expires)
+            ).inserted_primary_key
+        assert inserted is not None
+        return IssuedKey(key, user, role, int(inserted[0]), cols, rts, expires)
 
     def add_ephemeral(self, principal: Principal) -> str:
         """A key valid for this process's lifetime only (the local CLI's token)."""

@@ -140,6 +140,7 @@ class IdentityStore:
                 select(users.c.password_hash, users.c.disabled).where(users.c.name == name)
             ).first()
         stored = row.password_hash if row is not None and row.password_hash else None
+        ok: bool
         try:
             ok = _hasher.verify(stored or _DUMMY_HASH, password)
         except (VerificationError, InvalidHashError):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
 from appliance.domain import Chunk, ScoredChunk
+
+if TYPE_CHECKING:
+    from appliance.vectorstore.hybrid import FusionConfig
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ def _intersect(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
     return both or (_NOTHING,)
 
 
-def _bound(pick: Any, a: float | None, b: float | None) -> float | None:
+def _bound(pick: Callable[[float, float], float], a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else pick(a, b)
 
 
@@ -117,12 +120,27 @@ class VectorStore(Protocol):
         filter: SearchFilter | None,
         k: int,
         mode: SearchMode = "hybrid",
+        *,
+        fusion: FusionConfig | None = None,
+        with_vectors: bool = False,
     ) -> list[ScoredChunk]:
-        """Dense + BM25 candidates fused with weighted RRF, best first, at most the configured number
-        of chunks per document. ``mode`` ``dense`` or ``bm25`` uses one side only (ablation)."""
+        """Dense + BM25 candidates fused with weighted RRF, best first, at most
+        ``fusion.max_per_document`` chunks per document. ``mode`` ``dense`` or ``bm25`` uses one
+        side only (ablation). ``fusion``: how candidates are gathered and fused (None: the store's
+        default). ``with_vectors``: each hit carries its stored dense vector in
+        ``ScoredChunk.vector``, from the same store request."""
         ...
 
     def get(self, collection: str, chunk_ids: Sequence[str]) -> list[Chunk]: ...
+
+    def get_with_vectors(self, collection: str, chunk_ids: Sequence[str]) -> list[tuple[Chunk, np.ndarray]]:
+        """The chunks that exist among ``chunk_ids`` with their stored dense vectors (ingestion
+        reuses the vectors of unchanged content)."""
+        ...
+
+    def point_index(self, collection: str, page: int = 1000) -> list[tuple[str, str, int]]:
+        """(point id, document id, position) of every point: the ledger-vs-index check."""
+        ...
 
     def count(self, collection: str) -> int: ...
 

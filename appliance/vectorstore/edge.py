@@ -27,6 +27,8 @@ from appliance.vectorstore.hybrid import (
     FusionConfig,
     HybridSearchMixin,
     SideQuery,
+    SideResults,
+    dense_vector,
 )
 
 log = logging.getLogger(__name__)
@@ -202,8 +204,12 @@ class EdgeVectorStore(HybridSearchMixin):
         return q.Filter(must=must) if must else None
 
     def _run_queries(
-        self, collection: str, queries: Sequence[SideQuery], filter: SearchFilter | None
-    ) -> list[list[Candidate]]:
+        self,
+        collection: str,
+        queries: Sequence[SideQuery],
+        filter: SearchFilter | None,
+        with_vectors: bool = False,
+    ) -> SideResults:
         import qdrant_edge as q
 
         flt = self._filter(filter)
@@ -213,11 +219,24 @@ class EdgeVectorStore(HybridSearchMixin):
                 sparse = q.SparseVector(side.sparse.indices, side.sparse.values)
                 query: Any = q.Query.Nearest(sparse, using=SPARSE)
             else:
-                query = q.Query.Nearest(side.dense, using=DENSE)
-            requests.append(q.QueryRequest(limit=side.limit, query=query, filter=flt, with_payload=True))
+                query = q.Query.Nearest(side.dense or [], using=DENSE)
+            requests.append(
+                q.QueryRequest(
+                    limit=side.limit,
+                    query=query,
+                    filter=flt,
+                    with_payload=True,
+                    with_vector=[DENSE] if with_vectors else False,
+                )
+            )
         with self._lock:
             results = self._shard(collection).query_batch(q.QueryBatchRequest(requests))
-        return [[Candidate(str(p.id), float(p.score), p.payload or {}) for p in points] for points in results]
+        found = SideResults(
+            [[Candidate(str(p.id), float(p.score), p.payload or {}) for p in points] for points in results]
+        )
+        if with_vectors:
+            found.vectors.update((str(p.id), p.vector) for points in results for p in points)
+        return found
 
     def get(self, collection: str, chunk_ids: Sequence[str]) -> list[Chunk]:
         with self._lock:
@@ -239,10 +258,9 @@ class EdgeVectorStore(HybridSearchMixin):
             records = self._shard(collection).retrieve(list(chunk_ids), with_payload=True, with_vector=True)
         out = []
         for r in records:
-            vector = r.vector.get(DENSE) if isinstance(r.vector, dict) else r.vector
-            if vector is None:
-                continue
-            out.append((Chunk.from_payload(str(r.id), r.payload or {}), np.asarray(vector, dtype=np.float32)))
+            vector = dense_vector(r.vector)
+            if vector is not None:
+                out.append((Chunk.from_payload(str(r.id), r.payload or {}), vector))
         return out
 
     def point_index(self, collection: str, page: int = 1000) -> list[tuple[str, str, int]]:

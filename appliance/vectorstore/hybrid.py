@@ -4,7 +4,7 @@ batch, fuse them and cap results per document. Adapters only translate filters a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -43,13 +43,33 @@ class SideQuery:
     limit: int
 
 
+def dense_vector(stored: object) -> np.ndarray | None:
+    """The dense vector of a point as a client returns it (named vectors: a dict), or None."""
+    vector = stored.get(DENSE) if isinstance(stored, dict) else stored
+    return None if vector is None else np.asarray(vector, dtype=np.float32)
+
+
+@dataclass
+class SideResults:
+    """What one batch of side queries returned: each side's candidates, best first, and (when asked
+    for) every candidate's vectors by id, as the client returned them (only the hits that survive
+    fusion are converted, by ``dense_vector``)."""
+
+    candidates: list[list[Candidate]]
+    vectors: dict[str, object] = field(default_factory=dict)
+
+
 class HybridSearchMixin:
     fusion: FusionConfig
 
     def _run_queries(
-        self, collection: str, queries: Sequence[SideQuery], filter: SearchFilter | None
-    ) -> list[list[Candidate]]:
-        """Each query's candidates, best first, filtered inside the store."""
+        self,
+        collection: str,
+        queries: Sequence[SideQuery],
+        filter: SearchFilter | None,
+        with_vectors: bool = False,
+    ) -> SideResults:
+        """Each query's candidates, best first, filtered inside the store, in one request."""
         raise NotImplementedError
 
     def search(
@@ -60,10 +80,13 @@ class HybridSearchMixin:
         filter: SearchFilter | None,
         k: int,
         mode: SearchMode = "hybrid",
+        *,
+        fusion: FusionConfig | None = None,
+        with_vectors: bool = False,
     ) -> list[ScoredChunk]:
         if filter is not None and filter.empty_result:
             return []
-        cfg = self.fusion
+        cfg = fusion or self.fusion
         # The per-document cap throws candidates away, so fetch more of them.
         limit = max(cfg.prefetch, k * (3 if cfg.max_per_document else 1))
         queries: list[SideQuery] = []
@@ -79,11 +102,12 @@ class HybridSearchMixin:
             return []
         # Equal scores may come back in any order (segments differ between stores); ranking them
         # by id makes RRF ranks, and so results, the same on every adapter.
-        lists = [
-            sorted(side, key=lambda c: (-round(c.score, 4), c.id))
-            for side in self._run_queries(collection, queries, filter)
-        ]
+        found = self._run_queries(collection, queries, filter, with_vectors)
+        lists = [sorted(side, key=lambda c: (-round(c.score, 4), c.id)) for side in found.candidates]
         # One side alone keeps its own scores (cosine or BM25): more telling than a rank score.
         fused = lists[0] if len(lists) == 1 else weighted_rrf(lists, weights, cfg.rrf_k)
         top = cap_per_document(fused, k, cfg.max_per_document)
-        return [ScoredChunk(Chunk.from_payload(c.id, c.payload), c.score) for c in top]
+        return [
+            ScoredChunk(Chunk.from_payload(c.id, c.payload), c.score, dense_vector(found.vectors.get(c.id)))
+            for c in top
+        ]

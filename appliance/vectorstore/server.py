@@ -29,6 +29,8 @@ from appliance.vectorstore.hybrid import (
     FusionConfig,
     HybridSearchMixin,
     SideQuery,
+    SideResults,
+    dense_vector,
 )
 
 log = logging.getLogger(__name__)
@@ -241,8 +243,12 @@ class QdrantServerStore(HybridSearchMixin):
         return models.Filter(must=must) if must else None
 
     def _run_queries(
-        self, collection: str, queries: Sequence[SideQuery], filter: SearchFilter | None
-    ) -> list[list[Candidate]]:
+        self,
+        collection: str,
+        queries: Sequence[SideQuery],
+        filter: SearchFilter | None,
+        with_vectors: bool = False,
+    ) -> SideResults:
         from qdrant_client import models
 
         flt = self._filter(filter)
@@ -255,16 +261,26 @@ class QdrantServerStore(HybridSearchMixin):
             )
             requests.append(
                 models.QueryRequest(
-                    query=query, using=side.using, filter=flt, limit=side.limit, with_payload=True
+                    query=query,
+                    using=side.using,
+                    filter=flt,
+                    limit=side.limit,
+                    with_payload=True,
+                    with_vector=[DENSE] if with_vectors else False,
                 )
             )
         responses = self._call(
             "query", self.client.query_batch_points, self._require(collection), requests=requests
         )
-        return [
-            [Candidate(str(p.id), float(p.score), p.payload or {}) for p in response.points]
-            for response in responses
-        ]
+        found = SideResults(
+            [
+                [Candidate(str(p.id), float(p.score), p.payload or {}) for p in response.points]
+                for response in responses
+            ]
+        )
+        if with_vectors:
+            found.vectors.update((str(p.id), p.vector) for response in responses for p in response.points)
+        return found
 
     def get(self, collection: str, chunk_ids: Sequence[str]) -> list[Chunk]:
         records = self._call(
@@ -295,11 +311,9 @@ class QdrantServerStore(HybridSearchMixin):
         )
         out = []
         for r in records:
-            vector = r.vector.get(DENSE) if isinstance(r.vector, dict) else r.vector
+            vector = dense_vector(r.vector)
             if vector is not None:
-                out.append(
-                    (Chunk.from_payload(str(r.id), r.payload or {}), np.asarray(vector, dtype=np.float32))
-                )
+                out.append((Chunk.from_payload(str(r.id), r.payload or {}), vector))
         return out
 
     def point_index(self, collection: str, page: int = 1000) -> list[tuple[str, str, int]]:

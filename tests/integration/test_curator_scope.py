@@ -19,7 +19,6 @@ from fastapi.testclient import TestClient
 import connectors
 from appliance.api.app import create_app
 from appliance.container import Container
-from appliance.ingestion.jobs import run_ingest
 from appliance.security.auth import issue_key
 from appliance.settings import load_settings
 
@@ -65,7 +64,7 @@ def kb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     docs = {}
     for collection in ("eng-kb", "hr-kb", "hr-news"):
         folder = _folder(root / "src", collection)
-        report = run_ingest(container, [connectors.for_source(str(folder))], collection, [], "admin")
+        report = container.jobs.run([connectors.for_source(str(folder))], collection, [], "admin")
         assert report["added"] == 1 and report["failed"] == [], report
         docs[collection] = container.ledger.list(collection)[0].id
     keys = {u: issue_key(container.keys, ids, u).key for u in ("pat", "hana", "emma")}
@@ -285,3 +284,8 @@ def test_where_a_source_may_point(kb: dict[str, Any]) -> None:
     # A folder that contains a visible data directory would be walked into: refused too.
     r = c.post("/api/v1/jobs", json={"sources": [str(kb["root"])], "collection": "eng-kb"}, headers=admin)
     assert _code(r) == (403, "forbidden"), r.text
+    # An upload is never a source one names: its URI may be another collection's file.
+    upload = "upload://hr-kb/" + "0" * 32 + ".md/notes.md"
+    for body in ({"spec": upload}, {"kind": "upload", "options": {"uri": upload}}):
+        r = c.post("/api/v1/sources", json={**body, "collection": "eng-kb"}, headers=admin)
+        assert _code(r) == (400, "invalid_request"), (body, r.text)

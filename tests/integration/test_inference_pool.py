@@ -51,7 +51,7 @@ def worker() -> Iterator[LlamaCppBackend]:
     try:
         yield backend
     finally:
-        backend.stop()
+        backend.close()
 
 
 def make_pool(worker: LlamaCppBackend, **kw: Any) -> InferencePool:
@@ -65,7 +65,7 @@ async def collect(pool: InferencePool, params: GenerationParams = SHORT, **kw: A
 
 def worker_health(worker: LlamaCppBackend) -> dict[str, Any]:
     r = httpx.get(
-        f"http://127.0.0.1:{worker.worker.port}/health", headers={"Authorization": f"Bearer {worker.token}"}
+        f"http://127.0.0.1:{worker.process.port}/health", headers={"Authorization": f"Bearer {worker.token}"}
     )
     r.raise_for_status()
     return r.json()  # type: ignore[no-any-return]
@@ -117,7 +117,7 @@ def test_system_prompt_prefix_is_not_prefilled_again(worker: LlamaCppBackend) ->
 def test_one_thread_calls_llama_cpp(worker: LlamaCppBackend) -> None:
     """Loading, warming and every answer run on the worker's one llama thread: a second calling
     thread gives llama.cpp a second OpenMP team, and libgomp then sleeps between tokens instead of
-    spinning (pool decode fell to 0.65x of in-process llama.cpp)."""
+    spinning, and decode falls well behind in-process llama.cpp."""
     pool = make_pool(worker)
     for _ in range(3):
         asyncio.run(collect(pool))
@@ -242,7 +242,7 @@ def test_deadline_stops_a_long_generation(worker: LlamaCppBackend) -> None:
 
 def test_kill_9_mid_stream_gives_a_clean_error_and_the_worker_comes_back(worker: LlamaCppBackend) -> None:
     pool = make_pool(worker)
-    old_pid = worker.worker.pid
+    old_pid = worker.process.pid
     assert old_pid is not None
 
     async def run() -> None:
@@ -254,14 +254,14 @@ def test_kill_9_mid_stream_gives_a_clean_error_and_the_worker_comes_back(worker:
         asyncio.run(run())
     assert info.value.status == 503 and "crashed" in info.value.message
     assert pool.stats() == {"outstanding": 0, "waiting": 0}
-    wait_until(lambda: worker.worker.alive() and worker.worker.pid != old_pid)
+    wait_until(lambda: worker.process.alive() and worker.process.pid != old_pid)
     assert asyncio.run(collect(pool)).strip()
     pool.check()
     assert 'appliance_worker_restarts_total{model="smol"}' in pool.metrics.render().decode()
 
 
 def test_remote_backend_speaks_to_the_workers_openai_endpoint(worker: LlamaCppBackend) -> None:
-    worker.ensure_running()
+    worker.process.ensure_running()
     remote = RemoteBackend("smol", worker.base_url, worker.token, slots=2)
     assert remote.health()["alive"]
     pool = InferencePool([remote], max_queue=2, queue_timeout_s=30)
@@ -282,7 +282,7 @@ async def _deltas(pool: InferencePool) -> list[Any]:
 def test_a_reserved_slot_is_held_until_its_generation_or_release(worker: LlamaCppBackend) -> None:
     """What the streaming endpoints rely on to answer 429 before their 200: the slot is taken at
     admission, so a request that was admitted can't lose it to one that came later."""
-    worker.ensure_running()
+    worker.process.ensure_running()
     pool = make_pool(worker, max_queue=1)
 
     async def run() -> None:
@@ -303,7 +303,7 @@ def test_a_reserved_slot_is_held_until_its_generation_or_release(worker: LlamaCp
 
 
 def test_routing_prefers_a_live_replica_to_a_less_loaded_dead_one(worker: LlamaCppBackend) -> None:
-    worker.ensure_running()
+    worker.process.ensure_running()
     # Two slots, so the live replica is still free (half loaded) when it holds one request.
     live = RemoteBackend("smol", worker.base_url, worker.token, slots=2)
     dead = LlamaCppBackend("smol", worker.path, 1024, 1, 64)  # never started: no process
@@ -320,13 +320,13 @@ def test_routing_prefers_a_live_replica_to_a_less_loaded_dead_one(worker: LlamaC
 
     try:
         assert asyncio.run(run()).strip()
-        assert dead.worker.starts == 0
+        assert dead.process.starts == 0
     finally:
-        dead.stop()
+        dead.close()
 
 
 def test_a_replica_failing_its_health_check_is_out_of_routing(worker: LlamaCppBackend) -> None:
-    worker.ensure_running()
+    worker.process.ensure_running()
     gone = RemoteBackend("smol", f"http://127.0.0.1:{free_port()}/v1", "key")  # nothing listens there
     good = RemoteBackend("smol", worker.base_url, worker.token)
     pool = InferencePool([gone, good], max_queue=2, queue_timeout_s=30)
@@ -340,21 +340,21 @@ def test_a_replica_failing_its_health_check_is_out_of_routing(worker: LlamaCppBa
 
 
 def test_a_hung_worker_is_taken_out_of_routing_and_restarted(worker: LlamaCppBackend) -> None:
-    worker.ensure_running()
+    worker.process.ensure_running()
     pool = make_pool(worker)
-    hung, starts = worker.worker.pid, worker.worker.starts
+    hung, starts = worker.process.pid, worker.process.starts
     assert hung is not None
     os.kill(hung, signal.SIGSTOP)  # alive to the kernel, answers nothing: what a deadlock looks like
     try:
         pool.check()
         assert pool.health()["smol"]["replicas"][0]["healthy"] is False
-        assert worker.worker.pid == hung  # one missed probe is not yet a hang
+        assert worker.process.pid == hung  # one missed probe is not yet a hang
         for _ in range(HUNG_AFTER - 1):
             pool.check()
     finally:
-        if worker.worker.pid == hung:  # not replaced: let it run again
+        if worker.process.pid == hung:  # not replaced: let it run again
             os.kill(hung, signal.SIGCONT)
-    assert worker.worker.pid != hung and worker.worker.alive() and worker.worker.starts == starts + 1
+    assert worker.process.pid != hung and worker.process.alive() and worker.process.starts == starts + 1
     assert pool.health()["smol"]["replicas"][0]["healthy"] is True
     assert asyncio.run(collect(pool)).strip()
     metrics = pool.metrics.render().decode()

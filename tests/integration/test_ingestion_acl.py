@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 import connectors
-from appliance.ingestion.jobs import run_ingest
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +35,7 @@ def test_item_acl_beats_collection_default_and_allow_beats_both(tmp_path: Path) 
     container = Container(load_settings(data_dir=tmp_path / "data", log_level="WARNING"))
     try:
         container.collections.create("hr", ["group:hr"])
-        report = run_ingest(container, [connectors.for_source(source)], "hr", [], "t")
+        report = container.jobs.run([connectors.for_source(source)], "hr", [], "t")
         assert report["added"] == 2 and report["failed"] == []
         acl = {r.title.split(" (")[0]: r.acl for r in container.ledger.list("hr")}
         assert acl == {"Litigation hold": ["group:legal"], "Leave policy": ["group:hr"]}
@@ -45,7 +44,7 @@ def test_item_acl_beats_collection_default_and_allow_beats_both(tmp_path: Path) 
         by_title = {c.title.split(" (")[0]: set(c.acl) for c in chunks}
         assert by_title == {"Litigation hold": {"group:legal"}, "Leave policy": {"group:hr"}}
 
-        report = run_ingest(container, [connectors.for_source(source)], "hr", ["group:audit"], "t")
+        report = container.jobs.run([connectors.for_source(source)], "hr", ["group:audit"], "t")
         assert report["updated"] == 2
         assert {tuple(r.acl) for r in container.ledger.list("hr")} == {("group:audit",)}
     finally:

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 import connectors
-from appliance.ingestion.jobs import run_ingest
 from appliance.ingestion.prepare import Prepared
 from appliance.ingestion.verify import verify
 
@@ -54,7 +53,7 @@ def test_two_crashed_attempts_with_changing_content_leave_no_orphans(tmp_path: P
     container = Container(load_settings(data_dir=tmp_path / "data", log_level="WARNING"))
     try:
         ext = container.settings.ingestion.extensions
-        first = run_ingest(container, [connectors.for_source(str(src), extensions=ext)], None, [], "t")
+        first = container.jobs.run([connectors.for_source(str(src), extensions=ext)], None, [], "t")
         assert first["added"] == 1 and first["failed"] == []
         (committed,) = container.ledger.list("default")
 
@@ -72,7 +71,7 @@ def test_two_crashed_attempts_with_changing_content_leave_no_orphans(tmp_path: P
         assert before["orphan"] > 0  # the crash did leave uncommitted points behind
 
         doc.write_text(_text(4))
-        final = run_ingest(container, [connectors.for_source(str(src), extensions=ext)], None, [], "t")
+        final = container.jobs.run([connectors.for_source(str(src), extensions=ext)], None, [], "t")
         assert final["updated"] == 1 and final["failed"] == []
 
         stats = verify(container.ledger, container.store, "default")["collections"]["default"]

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import connectors
-from appliance.ingestion.jobs import run_ingest
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +39,7 @@ def test_twins_in_one_run_are_embedded_once(tmp_path: Path, monkeypatch: pytest.
 
         monkeypatch.setattr(embedder, "embed_documents", spy)
         ext = container.settings.ingestion.extensions
-        report = run_ingest(container, [connectors.for_source(str(src), extensions=ext)], None, [], "t")
+        report = container.jobs.run([connectors.for_source(str(src), extensions=ext)], None, [], "t")
         assert report["failed"] == [] and report["added"] == 3 and report["reused"] == 1, report
 
         docs = {Path(d.uri).name: d for d in container.ledger.list("default")}

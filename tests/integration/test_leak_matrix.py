@@ -23,7 +23,6 @@ import connectors
 from appliance.api.app import create_app
 from appliance.container import Container
 from appliance.domain import EVERYONE, Principal
-from appliance.ingestion.jobs import run_ingest
 from appliance.rag.pipeline import access_filter, citation_dicts
 from appliance.security.auth import issue_key
 from appliance.settings import load_settings
@@ -95,14 +94,14 @@ def kb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             f"Only the {doc} readers know that {canary} is the codename.\n",
             encoding="utf-8",
         )
-        report = run_ingest(container, [connectors.for_source(str(folder))], None, list(acl), "admin")
+        report = container.jobs.run([connectors.for_source(str(folder))], None, list(acl), "admin")
         assert report["failed"] == [] and report["added"] == 1, report
     vault = sources / VAULT
     vault.mkdir()
     (vault / "vault.md").write_text(
         f"# Vault budget notes\n\n{TOPIC}\n\nThe vault codename is {VAULT_CANARY}.\n", encoding="utf-8"
     )
-    report = run_ingest(container, [connectors.for_source(str(vault))], VAULT, list(VAULT_ACL), "admin")
+    report = container.jobs.run([connectors.for_source(str(vault))], VAULT, list(VAULT_ACL), "admin")
     assert report["failed"] == [] and report["added"] == 1, report
     uris = {doc: str((sources / doc / f"{doc}.md").resolve()) for doc in DOCS}
     keys = {u: issue_key(container.keys, ids, u).key for u in USERS}
@@ -368,11 +367,11 @@ def test_acl_change_applies_to_the_next_query(kb: dict[str, Any]) -> None:
 
     assert sees_hr("carol") and not sees_hr("bob")
     try:
-        report = run_ingest(container, [connectors.for_source(folder)], None, ["group:finance"], "admin")
+        report = container.jobs.run([connectors.for_source(folder)], None, ["group:finance"], "admin")
         assert report["updated"] == 1, report
         assert not sees_hr("carol") and sees_hr("bob")
     finally:
-        run_ingest(container, [connectors.for_source(folder)], None, ["group:hr"], "admin")
+        container.jobs.run([connectors.for_source(folder)], None, ["group:hr"], "admin")
     assert sees_hr("carol") and not sees_hr("bob")
 
 

@@ -8,6 +8,7 @@ in tokenisation, fusion or filtering fails them while embedder noise does not.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,6 @@ from fastapi.testclient import TestClient
 import connectors
 from appliance.domain import LOCAL_ADMIN, Principal
 from appliance.evaluation import evaluate, load_qa
-from appliance.ingestion.jobs import run_ingest
 from appliance.rag.pipeline import citation_dicts
 from tests.conftest import base_env, run_cli
 
@@ -44,10 +44,9 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     container = _container(root / "data")
     try:
         ext = container.settings.ingestion.extensions
-        report = run_ingest(container, [connectors.for_source(str(KB), extensions=ext)], "kb", [], "t")
+        report = container.jobs.run([connectors.for_source(str(KB), extensions=ext)], "kb", [], "t")
         assert report["failed"] == [] and report["added"] == 18
-        report = run_ingest(
-            container,
+        report = container.jobs.run(
             [connectors.for_source(str(root / "legal"), extensions=ext)],
             "kb",
             ["group:legal"],
@@ -195,11 +194,14 @@ def test_rerank_stage_orders_by_cross_encoder_scores(container) -> None:  # type
     # CrossEncoder whose scores, while meaningless, are what the stage must sort by.
     from appliance.embeddings.rerank import CrossEncoderReranker
     from appliance.retrieval import Retriever
+    from appliance.vectorstore.hybrid import FusionConfig
 
     reranker = CrossEncoderReranker(container.embedder.path, threads=1)
     try:
         plain = Retriever(container.embedder, container.store)
-        reranked = Retriever(container.embedder, container.store, reranker, 8, max_per_document=1)
+        reranked = Retriever(
+            container.embedder, container.store, reranker, 8, FusionConfig(max_per_document=1)
+        )
         query = "How do I report a suspicious email?"
         candidates, _ = plain.search(query, LOCAL_ADMIN, "kb", 8)
         hits, _ = reranked.search(query, LOCAL_ADMIN, "kb", 3)
@@ -217,3 +219,27 @@ def test_rerank_stage_orders_by_cross_encoder_scores(container) -> None:  # type
         assert hits[0].chunk.id == best
     finally:
         reranker.close()
+
+
+def test_a_question_embeds_its_query_once_and_asks_the_store_once(container, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Spies around the real embedder and store: retrieval, relevance and the evidence sentences
+    # share one query vector, and the hits come with their vectors from the one search.
+    calls = {"embed_query": 0, "search": 0, "get_with_vectors": 0}
+    for obj, name in (
+        (container.embedder, "embed_query"),
+        (container.store, "search"),
+        (container.store, "get_with_vectors"),
+    ):
+
+        def spy(*args, _real=getattr(obj, name), _name=name, **kwargs):  # type: ignore[no-untyped-def]
+            calls[_name] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(obj, name, spy)
+    result = asyncio.run(
+        container.rag.ask(
+            "How do I report a suspicious email?", LOCAL_ADMIN, collection="kb", mode="extractive"
+        )
+    )
+    assert result.citations and result.answer
+    assert calls == {"embed_query": 1, "search": 1, "get_with_vectors": 0}

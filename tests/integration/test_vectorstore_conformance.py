@@ -239,14 +239,28 @@ def test_document_uri_source_and_date_filters(store, filled, data) -> None:  # t
 
 
 def test_per_document_cap(store, filled, data) -> None:  # type: ignore[no-untyped-def]
-    capped = type(store).__new__(type(store))
-    capped.__dict__.update(store.__dict__)
-    capped.fusion = FusionConfig(prefetch=20, max_per_document=1)
+    # The fusion configuration is the caller's (the retriever's), per search.
+    capped = FusionConfig(prefetch=20, max_per_document=1)
     query = "leave sick parental annual days"
     loose = store.search(filled, np.zeros(DIM, dtype=np.float32), query, None, 4, mode="bm25")
-    tight = capped.search(filled, np.zeros(DIM, dtype=np.float32), query, None, 4, mode="bm25")
+    tight = store.search(filled, np.zeros(DIM, dtype=np.float32), query, None, 4, mode="bm25", fusion=capped)
     assert len({h.chunk.document_id for h in loose}) < 4  # the leave policy dominates uncapped
     assert len({h.chunk.document_id for h in tight}) == 4
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "bm25"])
+def test_search_returns_the_stored_vectors_when_asked(store, filled, data, mode) -> None:  # type: ignore[no-untyped-def]
+    # One call gives the hits and their vectors: hits found by BM25 alone carry theirs too.
+    chunk, vec = data[3]
+    stored = {c.id: v for c, v in data}
+    query = "BrewMaster descaling citric"
+    plain = store.search(filled, vec, query, None, 6, mode=mode)
+    hits = store.search(filled, vec, query, None, 6, mode=mode, with_vectors=True)
+    assert ids(hits) == ids(plain) and len(hits) >= 2  # BM25 alone matches two chunks
+    assert all(h.vector is None for h in plain)
+    for h in hits:
+        assert h.vector is not None and h.vector.shape == (DIM,)
+        np.testing.assert_allclose(h.vector, stored[h.chunk.id], atol=1e-5)
 
 
 # -- congruence with Edge ---------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def vllm() -> Iterator[VllmBackend]:
     try:
         yield backend
     finally:
-        backend.stop()
+        backend.close()
 
 
 def test_vllm_answers_through_the_pool_with_its_key_kept_off_the_command_line(vllm: VllmBackend) -> None:
@@ -77,7 +77,7 @@ def test_vllm_answers_through_the_pool_with_its_key_kept_off_the_command_line(vl
     # is nowhere on its command line (which every user of the host can read).
     base = f"http://127.0.0.1:{vllm.port}/v1"
     assert httpx.get(f"{base}/models", timeout=10).status_code == 401
-    key = vllm.worker.env["VLLM_API_KEY"]
+    key = vllm.process.env["VLLM_API_KEY"]
     ok = httpx.get(f"{base}/models", headers={"Authorization": f"Bearer {key}"}, timeout=10)
     assert ok.status_code == 200 and ok.json()["data"][0]["id"] == "smol"
-    assert key.encode() not in Path(f"/proc/{vllm.worker.pid}/cmdline").read_bytes()
+    assert key.encode() not in Path(f"/proc/{vllm.process.pid}/cmdline").read_bytes()

@@ -9,11 +9,16 @@ import pytest
 
 import connectors
 from appliance.domain import InvalidRequest
-from appliance.ingestion.connect import allow_egress, kind_options, open_source
-from appliance.settings import load_settings
+from appliance.ingestion.connect import ConnectorConfig, ConnectorFactory
+from appliance.settings import Settings, load_settings
 from connectors._net import address_problem
 
 pytestmark = pytest.mark.usefixtures("clean_env")
+
+
+def factory(settings: Settings | None = None) -> ConnectorFactory:
+    settings = settings or load_settings()
+    return ConnectorFactory(ConnectorConfig.from_settings(settings), settings.data_dir)
 
 
 @pytest.mark.parametrize(
@@ -69,10 +74,10 @@ def test_string_option_values_are_converted() -> None:
         sitemap="false",
         allow_private="10.0.0.0/8",
     )
-    assert c.options()["max_pages"] == 7 and c.options()["timeout_s"] == 2.5  # type: ignore[attr-defined]
-    assert c.options()["sitemap"] is False and c.options()["allow_private"] == ["10.0.0.0/8"]  # type: ignore[attr-defined]
+    assert c.options()["max_pages"] == 7 and c.options()["timeout_s"] == 2.5
+    assert c.options()["sitemap"] is False and c.options()["allow_private"] == ["10.0.0.0/8"]
     assert c.root == "https://a.example/ https://b.example/"
-    assert c.options()["allowed_domains"] == ["a.example", "b.example"]  # type: ignore[attr-defined]
+    assert c.options()["allowed_domains"] == ["a.example", "b.example"]
     with pytest.raises(InvalidRequest, match="bad option value"):
         connectors.build("web", start_urls="https://a.example/", max_pages="many")
 
@@ -105,14 +110,17 @@ def test_settings_flow_into_connector_options(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setenv("APPLIANCE_CONNECTORS__WEB__MAX_PAGES", "5")
     monkeypatch.setenv("APPLIANCE_CONNECTORS__S3__SECRET_ACCESS_KEY", "s3cr3t")
     monkeypatch.setenv("APPLIANCE_DATA_DIR", str(tmp_path / "data"))
-    settings = load_settings()
-    assert kind_options(settings, "web")["max_pages"] == 5
-    assert kind_options(settings, "s3")["secret_access_key"] == "s3cr3t"
-    assert kind_options(settings, "git")["cache_dir"] == str(tmp_path / "data" / "cache" / "git")
-    c = open_source(settings, "https://docs.example/", {"max_depth": "1"})
-    assert c.options()["max_pages"] == 5 and c.options()["max_depth"] == 1  # type: ignore[attr-defined]
-    s3 = open_source(settings, "s3://b/p")
-    assert "s3cr3t" not in repr(s3.options())  # type: ignore[attr-defined]
+    f = factory()
+    assert f.defaults("web")["max_pages"] == 5
+    assert f.defaults("s3")["secret_access_key"] == "s3cr3t"
+    assert f.defaults("git")["cache_dir"] == str(tmp_path / "data" / "cache" / "git")
+    assert f.defaults("upload")["upload_dir"] == str(tmp_path / "data" / "uploads")
+    assert all(f.defaults(kind)["max_file_bytes"] == f.max_file_bytes for kind in connectors.REGISTRY)
+    c = f.for_source("https://docs.example/", {"max_depth": "1"})
+    assert c.options()["max_pages"] == 5 and c.options()["max_depth"] == 1
+    s3 = f.for_source("s3://b/p")
+    assert "s3cr3t" not in repr(s3.options())
+    assert f.rebuild("s3", s3.options()).root == s3.root
 
 
 def test_egress_is_widened_for_a_named_source_or_refused_with_the_setting_to_use(
@@ -124,17 +132,21 @@ def test_egress_is_widened_for_a_named_source_or_refused_with_the_setting_to_use
     monkeypatch.setattr(connect, "guard_installed", lambda: True)
     monkeypatch.setattr(connect, "install_guard", lambda hosts: widened.append(list(hosts)))
     web = connectors.for_source("https://docs.example/")
-    allow_egress(load_settings(), web)
+    factory().allow_egress(web)
     assert widened == [["docs.example"]]
+    factory().for_source("s3://b/p")  # the factory asks for every connector it builds
+    assert widened[-1] == ["b.s3.us-east-1.amazonaws.com", "s3.us-east-1.amazonaws.com"]
 
     monkeypatch.setenv("APPLIANCE_CONNECTORS__ALLOW_SOURCE_HOSTS", "false")
     with pytest.raises(InvalidRequest, match="egress.allow"):
-        allow_egress(load_settings(), web)
+        factory().allow_egress(web)
+    with pytest.raises(InvalidRequest, match="egress.allow"):
+        factory().for_source("https://docs.example/")
     monkeypatch.setenv("APPLIANCE_EGRESS__ALLOW", '["docs.example"]')
-    allow_egress(load_settings(), web)  # already allowed: fine
+    factory().allow_egress(web)  # already allowed: fine
     local = connectors.for_source("http://127.0.0.1:9/")
-    allow_egress(load_settings(), local)  # loopback never needs the allow-list
-    assert widened == [["docs.example"]]
+    factory().allow_egress(local)  # loopback never needs the allow-list
+    assert len(widened) == 2
 
 
 def test_local_paths_are_made_absolute_for_a_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -151,20 +163,25 @@ def test_local_paths_are_made_absolute_for_a_server(tmp_path: Path, monkeypatch:
 
 
 def test_options_that_widen_reach_come_only_from_the_settings() -> None:
-    for key in ("allow_private", "cache_dir", "allow_hardlinks"):
+    from appliance.ingestion.connect import SETTINGS_ONLY
+
+    for key in SETTINGS_ONLY:
         with pytest.raises(InvalidRequest, match="only be set in the settings"):
-            open_source(load_settings(), "https://docs.example/", {key: "x"})
+            factory().for_source("https://docs.example/", {key: "x"})
+        with pytest.raises(InvalidRequest, match="only be set in the settings"):
+            factory().for_kind("web", {"start_urls": ["https://docs.example/"], key: "x"})
+    # Uploads are made by the upload API only: never a source a caller names by kind.
+    with pytest.raises(InvalidRequest, match="documents API"):
+        factory().for_kind("upload", {"uri": "upload://default/" + "0" * 32 + "/x.txt"})
 
 
 def test_rebuild_takes_settings_only_options_from_the_current_settings(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from appliance.ingestion.connect import rebuild
-
     stored = connectors.build(
         "web", start_urls=["https://docs.example/"], allow_private=["10.0.0.0/8"]
-    ).options()  # type: ignore[attr-defined]
-    c = rebuild(load_settings(), "web", stored)
-    assert c.options()["allow_private"] == [] and c.root == "https://docs.example/"  # type: ignore[attr-defined]
+    ).options()
+    c = factory().rebuild("web", stored)
+    assert c.options()["allow_private"] == [] and c.root == "https://docs.example/"
     monkeypatch.setenv("APPLIANCE_CONNECTORS__WEB__ALLOW_PRIVATE", '["intranet.example"]')
-    assert rebuild(load_settings(), "web", stored).options()["allow_private"] == ["intranet.example"]  # type: ignore[attr-defined]
+    assert factory().rebuild("web", stored).options()["allow_private"] == ["intranet.example"]

@@ -130,17 +130,17 @@ def test_vllm_features_come_from_its_argument_definitions() -> None:
 
 def test_vllm_backend_sets_visible_devices_and_keeps_the_key_off_argv() -> None:
     b = VllmBackend("m", Path("/m"), "fp8", 4096, 2, [2, 3], "cuda", 0.9, 16, [])
-    assert b.worker.env["CUDA_VISIBLE_DEVICES"] == "2,3" and b.slots == 16
+    assert b.process.env["CUDA_VISIBLE_DEVICES"] == "2,3" and b.slots == 16
     assert "fp8" in b.argv
     # vLLM reads $VLLM_API_KEY; argv is readable by every user of the host (ps, /proc/PID/cmdline).
-    key = b.worker.env["VLLM_API_KEY"]
+    key = b.process.env["VLLM_API_KEY"]
     assert len(key) >= 24 and "--api-key" not in b.argv and not any(key in a for a in b.argv)
     bounded = "--max-num-queued-reqs" in b.argv
     assert bounded == ("max_num_queued_reqs" in vllm_features())
     if bounded:  # headroom for aborts still in progress after the pool freed their slots
         assert b.argv[b.argv.index("--max-num-queued-reqs") + 1] == "32"
     npu = VllmBackend("m", Path("/m"), "hf", 4096, 1, [0], "ascend", 0.9, 8, [])
-    assert npu.worker.env["ASCEND_RT_VISIBLE_DEVICES"] == "0"
+    assert npu.process.env["ASCEND_RT_VISIBLE_DEVICES"] == "0"
 
 
 def test_llamacpp_worker_offloads_to_metal_only_on_apple_silicon() -> None:
@@ -151,10 +151,10 @@ def test_llamacpp_worker_offloads_to_metal_only_on_apple_silicon() -> None:
     # The backend hands exactly that to its worker process.
     b = LlamaCppBackend(*args, platform="mps")
     try:
-        sent = json.loads(b.worker.env["APPLIANCE_WORKER_CONFIG"])
+        sent = json.loads(b.process.env["APPLIANCE_WORKER_CONFIG"])
         assert sent["gpu_layers"] == -1 and sent["context_tokens"] == 2048 and sent["threads"] == 4
     finally:
-        b.stop()
+        b.close()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")

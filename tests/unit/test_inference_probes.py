@@ -247,9 +247,10 @@ def test_doctor_fails_on_a_llama_build_for_another_cpu(
 
     wrong = llamacpp.check_build(llamacpp.build_features(SYSTEM_INFO_AMX), AVX2_FLAGS)
     monkeypatch.setattr(llamacpp, "build_report", lambda flags: wrong)  # an AMX build on an older CPU
+    from appliance.container import Container
     from appliance.settings import load_settings
 
-    checks = doctor.collect(load_settings(data_dir=tmp_path))
+    checks = doctor.collect(Container(load_settings(data_dir=tmp_path)))
     assert checks["llama_cpp"] == wrong and checks["ok"] is False
     text = doctor.human(checks)
     assert "llama.cpp build: FAIL" in text and "LLAMA_CPU=avx2" in text

@@ -13,7 +13,7 @@ from appliance.domain import InvalidRequest, ParseError
 from appliance.ingestion.formats import ArchiveLimits, detect_kind, preflight
 from appliance.ingestion.jobs import is_due
 from appliance.ingestion.pipeline import IngestProgress
-from appliance.ingestion.sources import UploadConnector, safe_filename
+from connectors.upload import UploadConnector, safe_filename
 from tests.fixtures import hostile
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from appliance.domain import FileTooLarge, InvalidRequest, ParseError, read_capped
+from appliance.ingestion.connect import ConnectorConfig, ConnectorFactory
 from appliance.ingestion.formats import ArchiveLimits, declared_entries, preflight
-from appliance.ingestion.sources import UploadConnector, build_connector
-from appliance.settings import load_settings
+from appliance.settings import Settings, load_settings
 from tests.conftest import bytes_read
 from tests.fixtures import hostile
 
@@ -30,24 +30,37 @@ def test_read_capped_stops_one_byte_past_the_limit() -> None:
     assert read_capped(io.BytesIO(b"y" * 5000).read, None, block=64) == b"y" * 5000
 
 
+def _factory(settings: Settings) -> ConnectorFactory:
+    return ConnectorFactory(ConnectorConfig.from_settings(settings), settings.data_dir)
+
+
 def test_every_connector_gets_the_file_limit_from_the_settings_only(tmp_path: Path) -> None:
-    settings = load_settings(data_dir=tmp_path / "data", ingestion={"max_file_mb": 0.5})
+    factory = _factory(load_settings(data_dir=tmp_path / "data", ingestion={"max_file_mb": 0.5}))
     (tmp_path / "docs").mkdir()
-    spec = build_connector(settings, "spec", str(tmp_path / "docs"), {})
+    spec = factory.for_source(str(tmp_path / "docs"))
     assert spec.max_file_bytes == 2**19  # type: ignore[attr-defined]
-    stored = build_connector(settings, "filesystem", None, spec.options())
+    stored = factory.rebuild("filesystem", spec.options())
     assert stored.max_file_bytes == 2**19  # type: ignore[attr-defined]
     assert "max_file_bytes" not in spec.options(), "a stored source can't carry its own limit"
-    with pytest.raises(InvalidRequest, match=r"only be set in the settings \(ingestion.max_file_mb\)"):
-        build_connector(settings, "spec", str(tmp_path / "docs"), {"max_file_bytes": "999999999"})
+    for given in (
+        lambda: factory.for_source(str(tmp_path / "docs"), {"max_file_bytes": "999999999"}),
+        lambda: factory.for_kind("filesystem", {"root": str(tmp_path / "docs"), "max_file_bytes": 10**9}),
+    ):
+        with pytest.raises(InvalidRequest, match=r"only be set in the settings \(ingestion.max_file_mb\)"):
+            given()
+    # A stored source naming its own limit gets the settings' one instead.
+    forged = factory.rebuild("filesystem", {**spec.options(), "max_file_bytes": 10**9})
+    assert forged.max_file_bytes == 2**19  # type: ignore[attr-defined]
 
 
 def test_an_oversized_upload_is_refused_without_being_read(tmp_path: Path) -> None:
-    settings = load_settings(data_dir=tmp_path / "data", ingestion={"max_file_mb": 1})
-    connector, path = UploadConnector.store(tmp_path / "uploads", "default", "huge.txt")
-    with open(path, "wb") as fh:
+    factory = _factory(load_settings(data_dir=tmp_path / "data", ingestion={"max_file_mb": 1}))
+    connector = factory.new_upload("default", "huge.txt")
+    with open(connector.path, "wb") as fh:
         fh.truncate(3 * 2**30)  # sparse
-    again = build_connector(settings, "upload", connector.root, {"upload_dir": str(tmp_path / "uploads")})
+    path = connector.path
+    again = factory.upload(connector.root)
+    assert again.path == path and path.is_relative_to(tmp_path / "data" / "uploads")
     [item] = list(again.discover())
     before = bytes_read()
     with pytest.raises(

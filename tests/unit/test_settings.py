@@ -54,3 +54,15 @@ def test_every_setting_is_documented_in_the_settings_page() -> None:
     missing = [name for name, _ in iter_setting_names() if f"`{name}`" not in page]
     assert not missing, f"settings missing from docs/settings.md: {missing}"
     assert all(description for _, description in iter_setting_names())
+
+
+def test_moved_fusion_settings_are_still_read_under_their_old_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("rag:\n  rrf_k: 42\nvectorstore:\n  prefetch: 12\n")
+    s = load_settings(cfg)
+    assert (s.retrieval.rrf_k, s.retrieval.prefetch, s.retrieval.dense_weight) == (42, 12, 1.0)
+    assert "rrf_k" not in redacted(s)["rag"] and "prefetch" not in redacted(s)["vectorstore"]
+    monkeypatch.setenv("APPLIANCE_RAG__RRF_K", "7")
+    assert load_settings().retrieval.rrf_k == 7

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from appliance.api.deps import ContainerDep, PrincipalDep
+from appliance.api.deps import ConversationsDep, PrincipalDep, RagDep
 from appliance.api.disconnect import unless_disconnected
 from appliance.api.schemas.ask import AskRequest, AskResponse
 from appliance.api.schemas.common import COMMON_ERRORS, error_responses
@@ -38,11 +38,17 @@ def _sse(event: str, data: Any) -> bytes:
         200: {"content": {"text/event-stream": {}}, "description": "JSON, or events when `stream`"},
     },
 )
-async def ask(req: AskRequest, request: Request, container: ContainerDep, principal: PrincipalDep) -> Any:
+async def ask(
+    req: AskRequest,
+    request: Request,
+    rag: RagDep,
+    conversations: ConversationsDep,
+    principal: PrincipalDep,
+) -> Any:
     conversation_id = req.conversation_id
     if conversation_id is None:
-        conversation_id = container.conversations.create(principal.name, "", req.collection)["id"]
-    events = container.rag.ask_stream(
+        conversation_id = conversations.create(principal.name, "", req.collection)["id"]
+    events = rag.ask_stream(
         req.question,
         principal,
         collection=req.collection,

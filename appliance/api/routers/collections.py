@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from appliance.api.deps import AdminDep, ContainerDep, CuratorDep, PrincipalDep
+from appliance.api.deps import AdminDep, CollectionsDep, CuratorDep, JobsDep, PrincipalDep
 from appliance.api.schemas.collections import Collection, CollectionCreate, CollectionUpdate
 from appliance.api.schemas.common import COMMON_ERRORS, PageOf, error_responses
 
@@ -23,9 +23,9 @@ router = APIRouter(prefix="/api/v1/collections", tags=["collections"], responses
     summary="Curator: create a collection owned by your groups, with its default readers",
     responses=error_responses(400, 403, 404, 409),
 )
-async def create_collection(req: CollectionCreate, container: ContainerDep, principal: CuratorDep) -> Any:
+async def create_collection(req: CollectionCreate, collections: CollectionsDep, principal: CuratorDep) -> Any:
     return await asyncio.to_thread(
-        container.collections.create,
+        collections.create,
         req.name,
         req.default_acl,
         req.description,
@@ -36,20 +36,20 @@ async def create_collection(req: CollectionCreate, container: ContainerDep, prin
 
 @router.get("", response_model=PageOf[Collection], summary="Collections you may read in or curate, by name")
 def list_collections(
-    container: ContainerDep,
+    collections: CollectionsDep,
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Any:
-    items, total = container.collections.list(limit, offset, principal)
+    items, total = collections.list(limit, offset, principal)
     return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 
 @router.get(
     "/{name}", response_model=Collection, summary="One collection", responses=error_responses(400, 404)
 )
-def get_collection(name: str, container: ContainerDep, principal: PrincipalDep) -> Any:
-    return container.collections.get(name, principal)
+def get_collection(name: str, collections: CollectionsDep, principal: PrincipalDep) -> Any:
+    return collections.get(name, principal)
 
 
 @router.patch(
@@ -58,8 +58,10 @@ def get_collection(name: str, container: ContainerDep, principal: PrincipalDep) 
     summary="Admin: set a collection's owner groups or description",
     responses=error_responses(400, 403, 404),
 )
-def update_collection(name: str, req: CollectionUpdate, container: ContainerDep, principal: AdminDep) -> Any:
-    return container.collections.update(name, req.owners, req.description, principal=principal)
+def update_collection(
+    name: str, req: CollectionUpdate, collections: CollectionsDep, principal: AdminDep
+) -> Any:
+    return collections.update(name, req.owners, req.description, principal=principal)
 
 
 @router.delete(
@@ -68,6 +70,6 @@ def update_collection(name: str, req: CollectionUpdate, container: ContainerDep,
     summary="Curator: delete a collection you curate: its shard directory, ledger rows and sources",
     responses=error_responses(400, 403, 404, 409),
 )
-async def delete_collection(name: str, container: ContainerDep, principal: CuratorDep) -> Response:
-    await asyncio.to_thread(container.jobs.delete_collection, principal, name)
+async def delete_collection(name: str, jobs: JobsDep, principal: CuratorDep) -> Response:
+    await asyncio.to_thread(jobs.delete_collection, principal, name)
     return Response(status_code=204)

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Response
 
-from appliance.api.deps import AdminDep, ContainerDep, PrincipalDep
+from appliance.api.deps import AdminDep, ConversationsDep, PrincipalDep
 from appliance.api.schemas.common import COMMON_ERRORS, Limit, Offset, PageOf, error_responses
 from appliance.api.schemas.conversations import (
     Conversation,
@@ -25,15 +25,17 @@ NOT_FOUND = error_responses(404)
 
 
 @router.post("/conversations", status_code=201, response_model=Conversation, summary="Start a conversation")
-def create_conversation(req: ConversationCreate, container: ContainerDep, principal: PrincipalDep) -> Any:
-    return container.conversations.create(principal.name, req.title, req.collection)
+def create_conversation(
+    req: ConversationCreate, conversations: ConversationsDep, principal: PrincipalDep
+) -> Any:
+    return conversations.create(principal.name, req.title, req.collection)
 
 
 @router.get("/conversations", response_model=PageOf[Conversation], summary="Your conversations, latest first")
 def list_conversations(
-    container: ContainerDep, principal: PrincipalDep, limit: Limit = 20, offset: Offset = 0
+    conversations: ConversationsDep, principal: PrincipalDep, limit: Limit = 20, offset: Offset = 0
 ) -> Any:
-    return container.conversations.list(principal.name, limit, offset).as_dict()
+    return conversations.list(principal.name, limit, offset).as_dict()
 
 
 @router.get(
@@ -44,15 +46,14 @@ def list_conversations(
 )
 def get_conversation(
     conversation_id: str,
-    container: ContainerDep,
+    conversations: ConversationsDep,
     principal: PrincipalDep,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> Any:
-    store = container.conversations
-    conversation = store.get(conversation_id, principal.name)
+    conversation = conversations.get(conversation_id, principal.name)
     # Citations (with their chunk text) are re-checked against what the caller may read now.
-    turns = store.turns(conversation_id, principal.name, limit, offset, reader=principal)
+    turns = conversations.turns(conversation_id, principal.name, limit, offset, reader=principal)
     return {**conversation, "messages": turns.as_dict()}
 
 
@@ -63,9 +64,9 @@ def get_conversation(
     responses=NOT_FOUND,
 )
 def rename_conversation(
-    conversation_id: str, req: ConversationRename, container: ContainerDep, principal: PrincipalDep
+    conversation_id: str, req: ConversationRename, conversations: ConversationsDep, principal: PrincipalDep
 ) -> Any:
-    return container.conversations.rename(conversation_id, principal.name, req.title)
+    return conversations.rename(conversation_id, principal.name, req.title)
 
 
 @router.delete(
@@ -74,8 +75,10 @@ def rename_conversation(
     summary="Delete a conversation, its turns and their feedback",
     responses=NOT_FOUND,
 )
-def delete_conversation(conversation_id: str, container: ContainerDep, principal: PrincipalDep) -> Response:
-    container.conversations.delete(conversation_id, principal.name)
+def delete_conversation(
+    conversation_id: str, conversations: ConversationsDep, principal: PrincipalDep
+) -> Response:
+    conversations.delete(conversation_id, principal.name)
     return Response(status_code=204)
 
 
@@ -87,10 +90,10 @@ def delete_conversation(conversation_id: str, container: ContainerDep, principal
     responses=NOT_FOUND,
     tags=["feedback"],
 )
-async def add_feedback(req: FeedbackCreate, container: ContainerDep, principal: PrincipalDep) -> Any:
+async def add_feedback(req: FeedbackCreate, conversations: ConversationsDep, principal: PrincipalDep) -> Any:
     answer_id = req.answer_id.removeprefix("chatcmpl-")
     return await asyncio.to_thread(
-        container.conversations.add_feedback, answer_id, principal.name, req.rating, req.comment
+        conversations.add_feedback, answer_id, principal.name, req.rating, req.comment
     )
 
 
@@ -102,10 +105,10 @@ async def add_feedback(req: FeedbackCreate, container: ContainerDep, principal: 
     tags=["feedback"],
 )
 def list_feedback(
-    container: ContainerDep,
+    conversations: ConversationsDep,
     _: AdminDep,
     limit: Limit = 50,
     offset: Offset = 0,
     rating: Literal["up", "down"] | None = None,
 ) -> Any:
-    return container.conversations.list_feedback(limit, offset, rating).as_dict()
+    return conversations.list_feedback(limit, offset, rating).as_dict()

@@ -8,7 +8,7 @@ import base64
 import numpy as np
 from fastapi import APIRouter
 
-from appliance.api.deps import ContainerDep, PrincipalDep
+from appliance.api.deps import EmbedderDep, MetricsDep, PrincipalDep
 from appliance.api.schemas.common import COMMON_ERRORS, error_responses
 from appliance.api.schemas.embeddings import (
     EmbeddingData,
@@ -26,8 +26,9 @@ MAX_INPUTS = 2048  # OpenAI's own limit per request
 @router.post(
     "/embeddings", response_model=EmbeddingResponse, summary="Embed texts with the appliance's model"
 )
-async def embeddings(req: EmbeddingRequest, container: ContainerDep, _: PrincipalDep) -> EmbeddingResponse:
-    embedder = container.embedder
+async def embeddings(
+    req: EmbeddingRequest, embedder: EmbedderDep, metrics: MetricsDep, _: PrincipalDep
+) -> EmbeddingResponse:
     if req.model not in (None, "", "default", embedder.name):
         raise NotFound(
             f"embedding model {req.model!r} is not served here; this appliance serves {embedder.name!r}"
@@ -45,7 +46,7 @@ async def embeddings(req: EmbeddingRequest, container: ContainerDep, _: Principa
         return embedder.embed_documents(texts), sum(embedder.count_tokens(t) for t in texts)
 
     vectors, tokens = await asyncio.to_thread(run)
-    container.metrics.embedded_texts.labels(embedder.name).inc(len(texts))
+    metrics.embedded_texts.labels(embedder.name).inc(len(texts))
     data = [
         EmbeddingData(
             index=i,

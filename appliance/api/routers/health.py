@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from appliance.api.deps import ContainerDep
+from appliance.api.deps import ReadyDep
 
 router = APIRouter(tags=["health"])
 
@@ -14,6 +14,5 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="Readiness: models loaded and the store open")
-def readyz(container: ContainerDep) -> JSONResponse:
-    ready = getattr(container, "ready", False)
+def readyz(ready: ReadyDep) -> JSONResponse:
     return JSONResponse({"status": "ready" if ready else "starting"}, status_code=200 if ready else 503)

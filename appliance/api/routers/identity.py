@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from appliance.api.deps import AdminDep, ContainerDep, PrincipalDep
+from appliance.api.deps import AdminDep, IdentityDep, KeysDep, PrincipalDep
 from appliance.api.schemas.common import COMMON_ERRORS, Limit, Offset, error_responses, page
 from appliance.api.schemas.identity import (
     Group,
@@ -38,15 +38,15 @@ router = APIRouter(
 
 
 @router.get("/users", response_model=UserList, summary="List users")
-def list_users(container: ContainerDep, _: AdminDep, limit: Limit = 100, offset: Offset = 0) -> Any:
-    got = page(container.identity.list_users(), limit, offset)
+def list_users(identity: IdentityDep, _: AdminDep, limit: Limit = 100, offset: Offset = 0) -> Any:
+    got = page(identity.list_users(), limit, offset)
     return UserList(data=got.pop("page"), **got)
 
 
 @router.post("/users", response_model=User, status_code=201, summary="Create a user")
-def create_user(req: UserCreate, request: Request, container: ContainerDep, _: AdminDep) -> Any:
+def create_user(req: UserCreate, request: Request, identity: IdentityDep, _: AdminDep) -> Any:
     request.state.audit = {"user": req.name, "role": req.role, "groups": req.groups}
-    return container.identity.add_user(req.name, req.role, req.groups, req.password)
+    return identity.add_user(req.name, req.role, req.groups, req.password)
 
 
 @router.get("/me", response_model=Me, summary="Who the caller is: role, all groups, key scopes")
@@ -68,9 +68,9 @@ def _own_or_404(principal: Principal, name: str) -> None:
 
 
 @router.get("/users/{name}", response_model=User, summary="One user (non-admins: themselves only)")
-def get_user(name: str, container: ContainerDep, principal: PrincipalDep) -> Any:
+def get_user(name: str, identity: IdentityDep, principal: PrincipalDep) -> Any:
     _own_or_404(principal, name)
-    return container.identity.get_user(name)
+    return identity.get_user(name)
 
 
 @router.patch(
@@ -79,7 +79,12 @@ def get_user(name: str, container: ContainerDep, principal: PrincipalDep) -> Any
     summary="Change role, password or disable (non-admins: their own password only)",
 )
 def update_user(
-    name: str, req: UserUpdate, request: Request, container: ContainerDep, principal: PrincipalDep
+    name: str,
+    req: UserUpdate,
+    request: Request,
+    identity: IdentityDep,
+    keys: KeysDep,
+    principal: PrincipalDep,
 ) -> Any:
     _own_or_404(principal, name)
     request.state.audit = {
@@ -89,16 +94,16 @@ def update_user(
     }
     if not principal.is_admin and (req.role is not None or req.disabled is not None):
         raise Forbidden("only an admin changes roles or disables users")
-    user = container.identity.update_user(name, req.role, req.disabled, req.password)
+    user = identity.update_user(name, req.role, req.disabled, req.password)
     if req.disabled:
-        container.keys.revoke_user(name)
+        keys.revoke_user(name)
     return user
 
 
 @router.delete("/users/{name}", response_model=User, summary="Disable a user and revoke their keys")
-def disable_user(name: str, container: ContainerDep, _: AdminDep) -> Any:
-    user = container.identity.update_user(name, disabled=True)
-    container.keys.revoke_user(name)
+def disable_user(name: str, identity: IdentityDep, keys: KeysDep, _: AdminDep) -> Any:
+    user = identity.update_user(name, disabled=True)
+    keys.revoke_user(name)
     return user
 
 
@@ -106,59 +111,55 @@ def disable_user(name: str, container: ContainerDep, _: AdminDep) -> Any:
 
 
 @router.get("/groups", response_model=GroupList, summary="List groups")
-def list_groups(container: ContainerDep, _: AdminDep, limit: Limit = 100, offset: Offset = 0) -> Any:
-    got = page(container.identity.list_groups(), limit, offset)
+def list_groups(identity: IdentityDep, _: AdminDep, limit: Limit = 100, offset: Offset = 0) -> Any:
+    got = page(identity.list_groups(), limit, offset)
     return GroupList(data=got.pop("page"), **got)
 
 
 @router.post("/groups", response_model=Group, status_code=201, summary="Create a group")
-def create_group(req: GroupCreate, request: Request, container: ContainerDep, _: AdminDep) -> Any:
+def create_group(req: GroupCreate, request: Request, identity: IdentityDep, _: AdminDep) -> Any:
     request.state.audit = {"group": req.name, "parent": req.parent}
-    return container.identity.add_group(req.name, req.parent)
+    return identity.add_group(req.name, req.parent)
 
 
 @router.get("/groups/{name}", response_model=Group, summary="One group")
-def get_group(name: str, container: ContainerDep, _: AdminDep) -> Any:
-    return container.identity.get_group(name)
+def get_group(name: str, identity: IdentityDep, _: AdminDep) -> Any:
+    return identity.get_group(name)
 
 
 @router.delete("/groups/{name}", status_code=204, summary="Delete a group")
-def delete_group(name: str, container: ContainerDep, _: AdminDep) -> None:
-    container.identity.delete_group(name)
+def delete_group(name: str, identity: IdentityDep, _: AdminDep) -> None:
+    identity.delete_group(name)
 
 
 @router.post("/groups/{name}/members", response_model=Group, summary="Add a user or a group")
-def add_member(name: str, req: MemberAdd, request: Request, container: ContainerDep, _: AdminDep) -> Any:
+def add_member(name: str, req: MemberAdd, request: Request, identity: IdentityDep, _: AdminDep) -> Any:
     request.state.audit = {"member": f"{req.kind}:{req.member}"}
-    return container.identity.add_member(name, req.member, req.kind)
+    return identity.add_member(name, req.member, req.kind)
 
 
 @router.delete("/groups/{name}/members/{kind}/{member}", response_model=Group, summary="Remove a member")
-def remove_member(name: str, kind: str, member: str, container: ContainerDep, _: AdminDep) -> Any:
-    return container.identity.remove_member(name, member, kind)
+def remove_member(name: str, kind: str, member: str, identity: IdentityDep, _: AdminDep) -> Any:
+    return identity.remove_member(name, member, kind)
 
 
 # -- keys ----------------------------------------------------------------------------------------
 
 
 @router.get("/keys", response_model=KeyList, summary="API keys (admins: all; others: their own)")
-def list_keys(
-    container: ContainerDep, principal: PrincipalDep, limit: Limit = 100, offset: Offset = 0
-) -> Any:
-    got = page(container.keys.list(None if principal.is_admin else principal.name), limit, offset)
+def list_keys(keys: KeysDep, principal: PrincipalDep, limit: Limit = 100, offset: Offset = 0) -> Any:
+    got = page(keys.list(None if principal.is_admin else principal.name), limit, offset)
     return KeyList(data=got.pop("page"), **got)
 
 
 @router.post("/keys", response_model=IssuedKey, status_code=201, summary="Create an API key (shown once)")
-def create_key(req: KeyCreate, request: Request, container: ContainerDep, _: AdminDep) -> Any:
-    issued = issue_key(
-        container.keys, container.identity, req.user, req.role, req.collections, req.routes, req.expires_days
-    )
+def create_key(req: KeyCreate, request: Request, identity: IdentityDep, keys: KeysDep, _: AdminDep) -> Any:
+    issued = issue_key(keys, identity, req.user, req.role, req.collections, req.routes, req.expires_days)
     request.state.audit = {k: v for k, v in issued.as_dict().items() if k != "key"}
     return issued.as_dict()
 
 
 @router.delete("/keys/{key_id}", response_model=Key, summary="Revoke an API key")
-async def revoke_key(key_id: int, container: ContainerDep, principal: PrincipalDep) -> Any:
+async def revoke_key(key_id: int, keys: KeysDep, principal: PrincipalDep) -> Any:
     owner = None if principal.is_admin else principal.name
-    return await asyncio.to_thread(container.keys.revoke, key_id, owner)
+    return await asyncio.to_thread(keys.revoke, key_id, owner)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
 
-from appliance.api.deps import AdminDep, ContainerDep, CuratorDep, PrincipalDep
+from appliance.api.deps import AdminDep, CuratorDep, JobsDep, PrincipalDep
 from appliance.api.schemas.common import COMMON_ERRORS, Limit, Offset, error_responses, page
 from appliance.api.schemas.ingestion import (
     Document,
@@ -36,9 +36,9 @@ CURATED = error_responses(400, 403, 404)
 
 
 @router.post("/jobs", response_model=Job, status_code=202, summary="Start an ingest job", responses=CURATED)
-async def start_job(req: JobRequest, container: ContainerDep, principal: CuratorDep) -> Any:
+async def start_job(req: JobRequest, jobs: JobsDep, principal: CuratorDep) -> Any:
     job = await asyncio.to_thread(
-        container.jobs.start_job, principal, req.sources, req.collection, req.allow, req.options
+        jobs.start_job, principal, req.sources, req.collection, req.allow, req.options
     )
     return job.as_dict()
 
@@ -47,7 +47,7 @@ async def start_job(req: JobRequest, container: ContainerDep, principal: Curator
     "/jobs", response_model=JobList, summary="Recent jobs of the collections you curate, newest first"
 )
 def list_jobs(
-    container: ContainerDep,
+    jobs: JobsDep,
     principal: CuratorDep,
     limit: Limit = 50,
     offset: Offset = 0,
@@ -55,20 +55,20 @@ def list_jobs(
     source_id: str | None = None,
 ) -> Any:
     # Jobs are many over time: the list counts at most JOB_HISTORY of them, newest first.
-    got = page(container.jobs.list_jobs(principal, JOB_HISTORY, status, source_id), limit, offset)
+    got = page(jobs.list_jobs(principal, JOB_HISTORY, status, source_id), limit, offset)
     return {"items": got.pop("page"), **got}
 
 
 @router.get("/jobs/{job_id}", response_model=Job, summary="A job with its live progress", responses=CURATED)
-def get_job(job_id: str, container: ContainerDep, principal: CuratorDep) -> Any:
-    return container.jobs.get_job(principal, job_id)
+def get_job(job_id: str, jobs: JobsDep, principal: CuratorDep) -> Any:
+    return jobs.get_job(principal, job_id)
 
 
 @router.post(
     "/jobs/{job_id}/cancel", response_model=Job, summary="Cancel a queued or running job", responses=CURATED
 )
-def cancel_job(job_id: str, container: ContainerDep, principal: CuratorDep) -> Any:
-    return container.jobs.cancel_job(principal, job_id)
+def cancel_job(job_id: str, jobs: JobsDep, principal: CuratorDep) -> Any:
+    return jobs.cancel_job(principal, job_id)
 
 
 # -- sources ---------------------------------------------------------------------------------------
@@ -77,9 +77,9 @@ def cancel_job(job_id: str, container: ContainerDep, principal: CuratorDep) -> A
 @router.post(
     "/sources", response_model=Source, status_code=201, summary="Register a source", responses=CURATED
 )
-async def add_source(req: SourceRequest, container: ContainerDep, principal: CuratorDep) -> Any:
+async def add_source(req: SourceRequest, jobs: JobsDep, principal: CuratorDep) -> Any:
     source = await asyncio.to_thread(
-        container.jobs.add_source,
+        jobs.add_source,
         principal,
         req.kind,
         req.spec,
@@ -92,26 +92,24 @@ async def add_source(req: SourceRequest, container: ContainerDep, principal: Cur
 
 
 @router.get("/sources", response_model=SourceList, summary="Registered sources of the collections you curate")
-def list_sources(
-    container: ContainerDep, principal: CuratorDep, limit: Limit = 100, offset: Offset = 0
-) -> Any:
-    got = page([s.as_dict() for s in container.jobs.list_sources(principal)], limit, offset)
+def list_sources(jobs: JobsDep, principal: CuratorDep, limit: Limit = 100, offset: Offset = 0) -> Any:
+    got = page([s.as_dict() for s in jobs.list_sources(principal)], limit, offset)
     return {"items": got.pop("page"), **got}
 
 
 @router.get("/sources/{source_id}", response_model=Source, summary="One source", responses=CURATED)
-def get_source(source_id: str, container: ContainerDep, principal: CuratorDep) -> Any:
-    return container.jobs.source(principal, source_id).as_dict()
+def get_source(source_id: str, jobs: JobsDep, principal: CuratorDep) -> Any:
+    return jobs.source(principal, source_id).as_dict()
 
 
 @router.delete("/sources/{source_id}", status_code=204, summary="Forget a source", responses=CURATED)
 def delete_source(
     source_id: str,
-    container: ContainerDep,
+    jobs: JobsDep,
     principal: CuratorDep,
     purge: Annotated[bool, Query(description="Also remove its documents from the index.")] = False,
 ) -> None:
-    container.jobs.remove_source(principal, source_id, purge)
+    jobs.remove_source(principal, source_id, purge)
 
 
 @router.post(
@@ -121,8 +119,8 @@ def delete_source(
     summary="Sync a source now",
     responses=CURATED,
 )
-def sync_source(source_id: str, container: ContainerDep, principal: CuratorDep) -> Any:
-    return container.jobs.sync_source(principal, source_id).as_dict()
+def sync_source(source_id: str, jobs: JobsDep, principal: CuratorDep) -> Any:
+    return jobs.sync_source(principal, source_id).as_dict()
 
 
 # -- documents -------------------------------------------------------------------------------------
@@ -136,35 +134,35 @@ def sync_source(source_id: str, container: ContainerDep, principal: CuratorDep) 
     responses={**CURATED, **error_responses(413)},
 )
 async def upload_document(
-    container: ContainerDep,
+    jobs: JobsDep,
     principal: CuratorDep,
     file: Annotated[UploadFile, File(description="The document.")],
     collection: Annotated[str | None, Form()] = None,
     allow: Annotated[list[str] | None, Form(description="ACL entries: group:NAME, user:NAME.")] = None,
 ) -> Any:
     doc_id, job = await asyncio.to_thread(
-        container.jobs.upload, principal, file.file, file.filename, collection, allow or []
+        jobs.upload, principal, file.file, file.filename, collection, allow or []
     )
     return {"document_id": doc_id, "job": job.as_dict()}
 
 
 @router.get("/documents", response_model=DocumentList, summary="Documents the caller may read")
 def list_documents(
-    container: ContainerDep,
+    jobs: JobsDep,
     principal: PrincipalDep,
     collection: str | None = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> Any:
-    items, total = container.jobs.documents(principal, collection, limit, offset)
+    items, total = jobs.documents(principal, collection, limit, offset)
     return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 
 @router.get(
     "/documents/{doc_id}", response_model=Document, summary="One document", responses=error_responses(404)
 )
-def get_document(doc_id: str, container: ContainerDep, principal: PrincipalDep) -> Any:
-    return container.jobs.document(principal, doc_id)
+def get_document(doc_id: str, jobs: JobsDep, principal: PrincipalDep) -> Any:
+    return jobs.document(principal, doc_id)
 
 
 @router.delete(
@@ -173,8 +171,8 @@ def get_document(doc_id: str, container: ContainerDep, principal: PrincipalDep) 
     summary="Remove a document from the index",
     responses=CURATED,
 )
-def delete_document(doc_id: str, container: ContainerDep, principal: CuratorDep) -> Any:
-    return container.jobs.delete_document(principal, doc_id)
+def delete_document(doc_id: str, jobs: JobsDep, principal: CuratorDep) -> Any:
+    return jobs.delete_document(principal, doc_id)
 
 
 @router.post(
@@ -184,15 +182,15 @@ def delete_document(doc_id: str, container: ContainerDep, principal: CuratorDep)
     summary="Parse a document again",
     responses=CURATED,
 )
-def reindex_document(doc_id: str, container: ContainerDep, principal: CuratorDep) -> Any:
-    return container.jobs.reindex(principal, doc_id).as_dict()
+def reindex_document(doc_id: str, jobs: JobsDep, principal: CuratorDep) -> Any:
+    return jobs.reindex(principal, doc_id).as_dict()
 
 
 @router.get("/ingest/verify", response_model=VerifyResponse, summary="Ledger vs index consistency")
 def verify_index(
-    container: ContainerDep,
+    jobs: JobsDep,
     _: AdminDep,
     collection: str | None = None,
     repair: bool = False,
 ) -> Any:
-    return container.jobs.verify(collection, repair)
+    return jobs.verify(collection, repair)

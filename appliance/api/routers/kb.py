@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from appliance.api.deps import AdminDep, ContainerDep, PrincipalDep
+from appliance.api.deps import AdminDep, AuditDep, JobsDep, PrincipalDep, RagDep
 from appliance.api.schemas.common import COMMON_ERRORS, error_responses
 from appliance.api.schemas.kb import (
     AuditVerifyResponse,
@@ -17,7 +17,6 @@ from appliance.api.schemas.kb import (
     SearchResponse,
     citation_models,
 )
-from appliance.audit import audit_query
 from appliance.domain import ApplianceError
 from appliance.rag.pipeline import citation_dicts
 
@@ -27,21 +26,10 @@ router = APIRouter(
 
 
 @router.post("/search", response_model=SearchResponse, summary="Retrieval only")
-async def search(req: SearchRequest, container: ContainerDep, principal: PrincipalDep) -> Any:
+async def search(req: SearchRequest, rag: RagDep, principal: PrincipalDep) -> Any:
     flt = req.filters.to_filter() if req.filters else None
     hits, ms = await asyncio.to_thread(
-        container.rag.search, req.query, principal, req.collection, req.k, flt, req.mode
-    )
-    await asyncio.to_thread(
-        audit_query,
-        container.queries,
-        action="search",
-        principal=principal,
-        collection=req.collection or container.settings.rag.default_collection,
-        question=req.query,
-        hits=hits,
-        status="ok",
-        latency_ms=round(ms, 1),
+        rag.search_and_audit, req.query, principal, req.collection, req.k, flt, req.mode
     )
     return SearchResponse(
         citations=citation_models(citation_dicts(hits)), timings={"retrieval_ms": round(ms, 1)}
@@ -51,17 +39,17 @@ async def search(req: SearchRequest, container: ContainerDep, principal: Princip
 @router.post(
     "/ingest", response_model=IngestResponse, summary="Ingest sources: host paths, web sites, S3, git, SQL"
 )
-async def ingest(req: IngestRequest, container: ContainerDep, principal: AdminDep) -> Any:
+async def ingest(req: IngestRequest, jobs: JobsDep, principal: AdminDep) -> Any:
     # Through the job queue, so this never writes beside a running job; the caller waits for it.
     job = await asyncio.to_thread(
-        container.jobs.start_job, principal, req.sources, req.collection, req.allow, req.options
+        jobs.start_job, principal, req.sources, req.collection, req.allow, req.options
     )
-    done = await asyncio.to_thread(container.jobs.manager.wait, job.id)
+    done = await asyncio.to_thread(jobs.manager.wait, job.id)
     if done["status"] != "succeeded":
         raise ApplianceError(done["error"] or f"ingest job {job.id} {done['status']}")
     return IngestResponse(**done["result"])
 
 
 @router.get("/audit/verify", response_model=AuditVerifyResponse, summary="Check the audit hash chain")
-def audit_verify(container: ContainerDep, _: AdminDep) -> Any:
-    return AuditVerifyResponse(**container.audit.verify().as_dict())
+def audit_verify(audit: AuditDep, _: AdminDep) -> Any:
+    return AuditVerifyResponse(**audit.verify().as_dict())

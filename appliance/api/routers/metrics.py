@@ -9,14 +9,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from appliance.api.deps import ContainerDep, get_principal, require_admin
+from appliance.api.deps import MetricsDep, SettingsDep, get_principal, require_admin
 from appliance.api.schemas.common import error_responses
 
 router = APIRouter(tags=["observability"], responses=error_responses(401, 403))
 
 
 @router.get("/metrics", summary="Prometheus metrics (admin key unless observability.metrics_public)")
-async def metrics(request: Request, container: ContainerDep) -> Response:
-    if not container.settings.observability.metrics_public:
+async def metrics(request: Request, settings: SettingsDep, registry: MetricsDep) -> Response:
+    if not settings.observability.metrics_public:
         require_admin(await get_principal(request))
-    return Response(container.metrics.render(), media_type=container.metrics.content_type)
+    return Response(registry.render(), media_type=registry.content_type)

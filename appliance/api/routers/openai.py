@@ -10,7 +10,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from appliance.api.deps import ContainerDep, PrincipalDep
+from appliance.api.deps import (
+    CollectionsDep,
+    PoolDep,
+    PrincipalDep,
+    RagDep,
+    StoreDep,
+    model_collection,
+)
 from appliance.api.disconnect import unless_disconnected
 from appliance.api.schemas.common import COMMON_ERRORS, error_responses
 from appliance.api.schemas.openai import (
@@ -23,6 +30,8 @@ from appliance.api.schemas.openai import (
 )
 from appliance.domain import ApplianceError, InvalidRequest
 from appliance.inference.base import GenerationParams
+from appliance.inference.pool import InferencePool
+from appliance.vectorstore.base import VectorStore
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=COMMON_ERRORS)
 
@@ -37,15 +46,19 @@ async def _result(events: AsyncIterator[dict[str, Any]]) -> Any:
 
 
 @router.get("/models", response_model=ModelList, summary="Served models and knowledge bases")
-def list_models(container: ContainerDep, principal: PrincipalDep) -> ModelList:
-    names = list(container.pool.backends)
+def list_models(pool: PoolDep, collections: CollectionsDep, principal: PrincipalDep) -> ModelList:
+    names = list(pool.backends)
     # Only the knowledge bases this caller may know of (as GET /api/v1/collections).
-    names += [c for c in container.collections.visible_names(principal) if c not in names]
+    names += [c for c in collections.visible_names(principal) if c not in names]
     return ModelList(data=[ModelCard(id=n) for n in names])
 
 
 def _resolve(
-    container: Any, req: ChatCompletionRequest
+    request: Request,
+    req: ChatCompletionRequest,
+    pool: InferencePool,
+    store: VectorStore,
+    defaults: GenerationParams,
 ) -> tuple[str | None, str | None, GenerationParams, str, list[dict[str, str]]]:
     last_user = next(
         (i for i in range(len(req.messages) - 1, -1, -1) if req.messages[i].role == "user"), None
@@ -62,13 +75,12 @@ def _resolve(
     ]
     model: str | None = None
     collection: str | None = None
-    if req.model and req.model in container.pool.backends:
+    if req.model and req.model in pool.backends:
         model = req.model
-    elif req.model and req.model in container.store.collections():
+    elif req.model and model_collection(request, req.model, store):
         collection = req.model
     elif req.model and req.model not in ("default", ""):
         raise InvalidRequest(f"unknown model {req.model!r}; GET /v1/models lists what is served")
-    defaults = container.rag.defaults
     stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
     params = GenerationParams(
         max_tokens=req.max_completion_tokens or req.max_tokens or defaults.max_tokens,
@@ -98,11 +110,16 @@ def _usage(u: dict[str, int]) -> dict[str, int]:
     },
 )
 async def chat_completions(
-    req: ChatCompletionRequest, request: Request, container: ContainerDep, principal: PrincipalDep
+    req: ChatCompletionRequest,
+    request: Request,
+    rag: RagDep,
+    pool: PoolDep,
+    store: StoreDep,
+    principal: PrincipalDep,
 ) -> Any:
-    model, collection, params, question, history = _resolve(container, req)
+    model, collection, params, question, history = _resolve(request, req, pool, store, rag.defaults)
     created = int(time.time())
-    events = container.rag.ask_stream(
+    events = rag.ask_stream(
         question,
         principal,
         collection=collection,
@@ -112,7 +129,7 @@ async def chat_completions(
         conversation_id=req.conversation_id,
         mode=req.answer_mode,
     )
-    served = container.pool.backend(model).name
+    served = pool.backend(model).name
 
     if not req.stream:
         result = await unless_disconnected(request, _result(events))

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 
-from appliance.api.deps import AdminDep, ContainerDep, PrincipalDep
+from appliance.api.deps import AdminDep, AuditDep, KeysDep, MeteringDep, PrincipalDep
 from appliance.api.schemas.common import COMMON_ERRORS, Limit, Offset, error_responses, page
 from appliance.api.schemas.usage import Quota, QuotaList, UsageReport
 from appliance.metering import to_csv
@@ -25,7 +25,8 @@ router = APIRouter(
     responses={200: {"content": {"text/csv": {}}}},
 )
 def usage_report(
-    container: ContainerDep,
+    keys: KeysDep,
+    metering: MeteringDep,
     principal: PrincipalDep,
     since: Annotated[str | None, Query(description="First day, YYYY-MM-DD.")] = None,
     until: Annotated[str | None, Query(description="Last day, YYYY-MM-DD.")] = None,
@@ -34,27 +35,27 @@ def usage_report(
 ) -> Any:
     own = None
     if not principal.is_admin:
-        own = [f"user:{principal.name}"] + [f"key:{k['id']}" for k in container.keys.list(principal.name)]
-    rows = container.metering.report(since, until, own, kind)
+        own = [f"user:{principal.name}"] + [f"key:{k['id']}" for k in keys.list(principal.name)]
+    rows = metering.report(since, until, own, kind)
     if format == "csv":
         return PlainTextResponse(to_csv(rows), media_type="text/csv")
-    return UsageReport(data=rows)
+    return UsageReport.model_validate({"data": rows})
 
 
 @router.get("/quotas", response_model=QuotaList, summary="Quotas per user and group")
-def list_quotas(container: ContainerDep, _: AdminDep, limit: Limit = 100, offset: Offset = 0) -> Any:
-    got = page(container.metering.list_quotas(), limit, offset)
+def list_quotas(metering: MeteringDep, _: AdminDep, limit: Limit = 100, offset: Offset = 0) -> Any:
+    got = page(metering.list_quotas(), limit, offset)
     return QuotaList(data=got.pop("page"), **got)
 
 
 @router.put("/quotas", response_model=Quota, summary="Set the quota of user:NAME or group:NAME")
-def set_quota(req: Quota, container: ContainerDep, _: AdminDep) -> Any:
-    return container.metering.set_quota(req.subject, req.tokens_per_day, req.requests_per_minute)
+def set_quota(req: Quota, metering: MeteringDep, _: AdminDep) -> Any:
+    return metering.set_quota(req.subject, req.tokens_per_day, req.requests_per_minute)
 
 
 @router.delete("/quotas/{subject}", status_code=204, summary="Remove a quota (defaults apply again)")
-def delete_quota(subject: str, container: ContainerDep, _: AdminDep) -> None:
-    container.metering.delete_quota(subject)
+def delete_quota(subject: str, metering: MeteringDep, _: AdminDep) -> None:
+    metering.delete_quota(subject)
 
 
 @router.get(
@@ -63,6 +64,6 @@ def delete_quota(subject: str, container: ContainerDep, _: AdminDep) -> None:
     # Not response_class: that would document the JSON errors as text/plain too.
     responses={200: {"content": {"application/x-ndjson": {}}, "description": "JSON lines"}},
 )
-async def audit_export(container: ContainerDep, _: AdminDep) -> Any:
-    text = await asyncio.to_thread(container.audit.export)
+async def audit_export(audit: AuditDep, _: AdminDep) -> Any:
+    text = await asyncio.to_thread(audit.export)
     return PlainTextResponse(text, media_type="application/x-ndjson")

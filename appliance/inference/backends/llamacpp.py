@@ -8,27 +8,19 @@ queues and sheds load, and runs N workers for N parallel answers.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from appliance.domain import Unavailable
-from appliance.inference.backends.openai_client import OpenAIChatClient, WorkerLost
-from appliance.inference.backends.process import WorkerProcess, read_ready_line
-from appliance.inference.base import Delta, GenerationParams
-
-log = logging.getLogger(__name__)
+from appliance.inference.backends.process import ProcessBackend, read_ready_line
 
 
 def worker_config(
@@ -131,9 +123,10 @@ def build_report(flags: set[str], timeout_s: float = 60.0) -> dict[str, Any]:
     return check_build(build_features(done.stdout), flags)
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(ProcessBackend):
     kind = "llamacpp"
     slots = 1
+    token_env = "APPLIANCE_WORKER_TOKEN"
 
     def __init__(
         self,
@@ -153,38 +146,32 @@ class LlamaCppBackend:
         """``tcp``: listen on a loopback port instead of a private Unix socket (to expose the
         worker's OpenAI endpoint to other clients, as the tests of the remote backend do).
         ``platform``: the placement's (``mps``: offload to Metal, else the CPU)."""
-        self.name = name
         self.path = path
-        self._context_tokens = context_tokens
         self.threads = threads
         self.batch_tokens = batch_tokens
-        self.replica = replica
-        self.request_timeout_s = request_timeout_s
+        self.platform = platform
         self._vocab: Any = None
         self._vocab_lock = threading.Lock()
-        self._token = ""
-        self.platform = platform
         config = worker_config(name, path, context_tokens, threads, batch_tokens, warm_messages, platform)
         self._sock_dir = None if tcp else tempfile.mkdtemp(prefix="kbw-")  # short: sun_path is 108 bytes
         if self._sock_dir:
             config["uds"] = os.path.join(self._sock_dir, "worker.sock")
-        self.uds: str | None = config.get("uds")  # type: ignore[assignment]
-        self._env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_WORKER_")}
-        self._env["APPLIANCE_WORKER_CONFIG"] = json.dumps(config)
-        self.worker = WorkerProcess(
-            f"llama.cpp worker {name}#{replica}",
-            [sys.executable, "-m", "appliance.inference.backends.llamacpp_worker"],
-            self._env,
-            start_timeout_s,
-            self._wait_ready,
-            log_file,
+        self.uds = config.get("uds")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_WORKER_")}
+        env["APPLIANCE_WORKER_CONFIG"] = json.dumps(config)
+        super().__init__(
+            name,
+            context_tokens,
+            request_timeout_s,
+            replica,
+            label=f"llama.cpp worker {name}#{replica}",
+            argv=[sys.executable, "-m", "appliance.inference.backends.llamacpp_worker"],
+            env=env,
+            start_timeout_s=start_timeout_s,
+            log_file=log_file,
         )
 
-    @property
-    def context_tokens(self) -> int:
-        return self._context_tokens
-
-    def _wait_ready(self, proc: Any, deadline: float) -> int | None:
+    def _wait_ready(self, proc: subprocess.Popen[str], deadline: float) -> int | None:
         line = read_ready_line(proc, deadline)
         try:
             where = json.loads(line)
@@ -194,27 +181,16 @@ class LlamaCppBackend:
 
     @property
     def base_url(self) -> str:
-        host = "worker" if self.uds else f"127.0.0.1:{self.worker.port}"
+        host = "worker" if self.uds else f"127.0.0.1:{self.process.port}"
         return f"http://{host}/v1"
 
-    @property
-    def token(self) -> str:
-        return self._token
+    def _prepare(self) -> None:
+        if self._sock_dir:  # close() removed it; a start after that needs it back
+            os.makedirs(self._sock_dir, mode=0o700, exist_ok=True)
+        super()._prepare()
 
-    def ensure_running(self) -> bool:
-        # A fresh token per start: a stale client of a dead worker can't talk to its successor.
-        with self.worker._lock:
-            if self.worker.alive():
-                return False
-            if self._sock_dir:
-                os.makedirs(self._sock_dir, mode=0o700, exist_ok=True)
-            self._token = secrets.token_urlsafe(24)
-            self._env["APPLIANCE_WORKER_TOKEN"] = self._token
-            return self.worker.ensure_running()
-
-    def start(self) -> None:
+    def _load(self) -> None:
         self._load_vocab()
-        self.ensure_running()
 
     def _load_vocab(self) -> Any:
         with self._vocab_lock:
@@ -228,57 +204,12 @@ class LlamaCppBackend:
                 self._vocab = Llama(model_path=str(self.path), vocab_only=True, verbose=False)
             return self._vocab
 
-    @property
-    def client(self) -> OpenAIChatClient:
-        return OpenAIChatClient(self.base_url, self._token, self.name, self.request_timeout_s, self.uds)
-
-    def health(self) -> dict[str, Any]:
-        return {
-            "backend": self.kind,
-            "model": self.name,
-            "replica": self.replica,
-            "alive": self.worker.alive(),
-            "pid": self.worker.pid,
-            "starts": self.worker.starts,
-        }
-
-    def probe(self, timeout_s: float) -> bool:
-        # The worker's own OpenAI endpoint with its token: a hung worker keeps its pid, not this.
-        return self.worker.alive() and self.client.health("/models", timeout_s)
-
-    def restart(self) -> None:
-        """Kill a worker that stopped answering and start a fresh one (with a new token)."""
-        self.worker.kill()
-        self.ensure_running()
-
     def count_tokens(self, text: str) -> int:
         vocab = self._load_vocab()
         with self._vocab_lock:
             return len(vocab.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
-    async def chat(self, messages: list[dict[str, str]], params: GenerationParams) -> AsyncIterator[Delta]:
-        await asyncio.to_thread(self.ensure_running)
-        client = self.client
-        try:
-            async for delta in client.chat(messages, params):
-                yield delta
-        except WorkerLost as exc:
-            if await asyncio.to_thread(self.worker.exited, 1.0):
-                # Bring it back now rather than on the next request; this answer is lost either way.
-                threading.Thread(target=self._restart_quietly, daemon=True).start()
-                raise WorkerLost(
-                    "the model worker crashed during the answer; it is restarting, retry"
-                ) from exc
-            raise
-
-    def _restart_quietly(self) -> None:
-        try:
-            self.ensure_running()
-        except Exception:  # noqa: BLE001 - the health checker tries again
-            log.exception("restarting %s failed", self.worker.label)
-
-    def stop(self) -> None:
-        self.worker.stop()
+    def _release(self) -> None:
         if self._sock_dir:
             shutil.rmtree(self._sock_dir, ignore_errors=True)
         with self._vocab_lock:

@@ -14,8 +14,8 @@ One thread calls llama.cpp: it loads the model, warms it and runs every generati
 computes with an OpenMP team per calling thread, and libgomp counts the threads of every team:
 once they outnumber the cores (a second calling thread is enough on 2 cores) it stops spinning
 between parallel regions and puts its threads to sleep, and each token then waits for them to
-wake. Loading on the main thread and generating on executor threads, pool decode ran at
-0.59-0.72x of the same model in-process; from one thread it runs at ~1.0x.
+wake. Loading on the main thread and generating on executor threads made the worker decode
+clearly slower than the same model in-process; from one thread it keeps up (bench/serving.py).
 
 Prefix caching: llama.cpp keeps the KV cache of the previous prompt and re-evaluates only the
 tokens after the longest common prefix. Our RAG prompts start with the same system prompt, so
@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -47,8 +47,8 @@ _DONE = object()
 LLAMA_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
 # Generated text is handed to the event loop at most this often (the first piece at once). Per
 # token, the hand-off wakes two event loops in two processes, and on a 2-core box each wake-up
-# preempts one of llama.cpp's compute threads, which then stalls the other at its barrier. 50 ms
-# is ~3 tokens at this model's speed, below what a reader notices.
+# preempts one of llama.cpp's compute threads, which then stalls the other at its barrier. A few
+# tokens at a time is still below what a reader notices.
 EMIT_INTERVAL_S = 0.05
 
 
@@ -92,7 +92,7 @@ class Engine:
 
     def prompt(self, messages: list[dict[str, Any]]) -> tuple[list[int], list[str]]:
         # The chat template is applied here so the prompt's token count, and its prefix, are exact.
-        formatted = self.formatter(messages=messages)
+        formatted = self.formatter(messages=messages)  # type: ignore[arg-type] # OpenAI-shaped dicts
         stop = formatted.stop or []
         stop = [stop] if isinstance(stop, str) else list(stop)
         tokens = self.llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=False, special=True)
@@ -140,7 +140,9 @@ class Engine:
             self.busy = True
             try:
                 self._reuse_prefix(tokens)
-                stream = self.llm.create_completion(
+                # stream=True: an iterator of chunks (the library's return type also covers the
+                # whole-answer dict of stream=False).
+                stream: Iterator[Any] = self.llm.create_completion(  # type: ignore[assignment]
                     prompt=tokens,
                     max_tokens=max_tokens,
                     temperature=float(0.2 if body.get("temperature") is None else body["temperature"]),

@@ -8,7 +8,7 @@ is what tells the server on the other side to stop generating.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -43,7 +43,7 @@ class OpenAIChatClient:
 
     def _client(self, timeout: httpx.Timeout) -> httpx.AsyncClient:
         # Plain-HTTP servers (our workers, vLLM on loopback) need no TLS context, and building one
-        # loads the CA bundle: tens of milliseconds on every request's time to first token.
+        # loads the CA bundle, which every request's time to first token would pay.
         tls = self.base_url.startswith("https://")
         transport = httpx.AsyncHTTPTransport(uds=self.uds, verify=tls)
         return httpx.AsyncClient(timeout=timeout, transport=transport)
@@ -65,7 +65,9 @@ class OpenAIChatClient:
             body["stop"] = list(params.stop)
         return body
 
-    async def chat(self, messages: list[dict[str, str]], params: GenerationParams) -> AsyncIterator[Delta]:
+    async def chat(
+        self, messages: list[dict[str, str]], params: GenerationParams
+    ) -> AsyncGenerator[Delta, None]:
         finish: str | None = None
         usage: dict[str, int] = {}
         completion = 0

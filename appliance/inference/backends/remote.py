@@ -1,16 +1,18 @@
 """Remote backend: any OpenAI-compatible server (another appliance node, MindIE, a vLLM router).
 
-The egress guard still applies: add the host to ``egress.allow``.
+The same ``InferenceBackend`` contract as the process backends, without the process: nothing to
+load, restart or end here (``process`` is None). The egress guard still applies: add the host to
+``egress.allow``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from appliance.inference.backends.openai_client import OpenAIChatClient
-from appliance.inference.base import Delta, GenerationParams
+from appliance.inference.base import Delta, GenerationParams, ManagedProcess
 
 
 class RemoteBackend:
@@ -37,11 +39,12 @@ class RemoteBackend:
     def context_tokens(self) -> int:
         return self._context_tokens
 
+    @property
+    def process(self) -> ManagedProcess | None:
+        return None
+
     def start(self) -> None:
         """Nothing to load; reachability shows in ``health()``."""
-
-    def ensure_running(self) -> bool:
-        return False
 
     def health(self) -> dict[str, Any]:
         return {
@@ -60,9 +63,11 @@ class RemoteBackend:
         # No tokenizer here; three characters a token over-counts English, which errs on the safe side.
         return math.ceil(len(text) / 3)
 
-    async def chat(self, messages: list[dict[str, str]], params: GenerationParams) -> AsyncIterator[Delta]:
+    async def chat(
+        self, messages: list[dict[str, str]], params: GenerationParams
+    ) -> AsyncGenerator[Delta, None]:
         async for delta in self.client.chat(messages, params):
             yield delta
 
-    def stop(self) -> None:
-        """Nothing to release."""
+    def close(self) -> None:
+        """Nothing to release: each request opens and closes its own connection."""

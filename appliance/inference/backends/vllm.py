@@ -1,4 +1,5 @@
-"""vLLM backend: spawns vLLM's OpenAI-compatible server and talks to it with the shared client.
+"""vLLM backend: vLLM's OpenAI-compatible server in a child process, supervised by the shared
+``ProcessBackend`` (start, probe, restart after a crash, close) like the llama.cpp worker.
 
 vllm is the ``gpu`` extra; without it ``start()`` fails with the install hint. On Ascend the
 vllm-ascend plugin hooks into the same command. ``vllm_command()`` is a pure function so the
@@ -17,20 +18,16 @@ import functools
 import importlib.util
 import math
 import os
-import secrets
+import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from appliance.domain import Unavailable
 from appliance.egress import OFFLINE_ENV
-from appliance.inference.backends.openai_client import OpenAIChatClient
-from appliance.inference.backends.process import WorkerProcess
-from appliance.inference.base import Delta, GenerationParams
+from appliance.inference.backends.process import ProcessBackend
 
 INSTALL_HINT = "pip install 'kb-appliance[gpu]' (and vllm-ascend on Huawei Ascend)"
 # vLLM's --quantization names for the catalog formats; hf and gguf need none.
@@ -109,8 +106,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class VllmBackend:
+class VllmBackend(ProcessBackend):
     kind = "vllm"
+    token_env = "VLLM_API_KEY"
 
     def __init__(
         self,
@@ -128,14 +126,9 @@ class VllmBackend:
         request_timeout_s: float = 600.0,
         replica: int = 0,
     ) -> None:
-        self.name = name
         self.path = path
-        self.replica = replica
         self.slots = max_num_seqs
-        self._context_tokens = context_tokens
-        self.request_timeout_s = request_timeout_s
         self.port = _free_port()
-        self._token = secrets.token_urlsafe(24)
         features = vllm_features()
         self.argv = vllm_command(
             path,
@@ -152,7 +145,6 @@ class VllmBackend:
         )
         # Offline like the appliance (no hub look-ups, no usage statistics) whoever starts it.
         env = dict(os.environ) | OFFLINE_ENV
-        env["VLLM_API_KEY"] = self._token  # environment, not argv: ps shows argv to every user
         visible = ",".join(str(d) for d in devices)
         match platform:
             case "cuda":
@@ -161,57 +153,40 @@ class VllmBackend:
                 env["HIP_VISIBLE_DEVICES"] = visible
             case "ascend":
                 env["ASCEND_RT_VISIBLE_DEVICES"] = visible
-        self.worker = WorkerProcess(
-            f"vLLM {name}#{replica}", self.argv, env, start_timeout_s, self._wait_health
+        super().__init__(
+            name,
+            context_tokens,
+            request_timeout_s,
+            replica,
+            label=f"vLLM {name}#{replica}",
+            argv=self.argv,
+            env=env,
+            start_timeout_s=start_timeout_s,
         )
 
     @property
-    def context_tokens(self) -> int:
-        return self._context_tokens
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
 
-    def _wait_health(self, proc: Any, deadline: float) -> int:
+    def _wait_ready(self, proc: subprocess.Popen[str], deadline: float) -> int:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise Unavailable(f"vLLM exited with code {proc.returncode} while loading {self.name}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
-                    return self.port
-            except httpx.HTTPError:
-                pass
+            if self._answers(2.0):
+                return self.port
             time.sleep(1.0)  # polling a child's health endpoint until a deadline
         raise Unavailable(f"vLLM did not become healthy in time for {self.name}")
 
-    def ensure_running(self) -> bool:
-        return self.worker.ensure_running()
-
-    def start(self) -> None:
+    def _load(self) -> None:
         if importlib.util.find_spec("vllm") is None:
             raise Unavailable(f"the vLLM backend needs vllm: {INSTALL_HINT}")
-        self.ensure_running()
 
-    def health(self) -> dict[str, Any]:
-        return {
-            "backend": self.kind,
-            "model": self.name,
-            "replica": self.replica,
-            "alive": self.worker.alive(),
-            "pid": self.worker.pid,
-            "starts": self.worker.starts,
-        }
-
-    def probe(self, timeout_s: float) -> bool:
+    def _answers(self, timeout_s: float) -> bool:
         # vLLM's /health answers 200 only while its engine runs (it needs no key).
-        if not self.worker.alive():
-            return False
         try:
             return httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=timeout_s).status_code == 200
         except httpx.HTTPError:
             return False
-
-    def restart(self) -> None:
-        """Kill a server that stopped answering and start it again."""
-        self.worker.kill()
-        self.ensure_running()
 
     def count_tokens(self, text: str) -> int:
         # vLLM exposes /tokenize; one local round trip keeps prompt fitting exact.
@@ -219,19 +194,9 @@ class VllmBackend:
             r = httpx.post(
                 f"http://127.0.0.1:{self.port}/tokenize",
                 json={"model": self.name, "prompt": text, "add_special_tokens": False},
-                headers={"Authorization": f"Bearer {self._token}"},
+                headers={"Authorization": f"Bearer {self.token}"},
                 timeout=10,
             )
             return int(r.json()["count"])
         except (httpx.HTTPError, ValueError, KeyError):
             return math.ceil(len(text) / 3)
-
-    async def chat(self, messages: list[dict[str, str]], params: GenerationParams) -> AsyncIterator[Delta]:
-        client = OpenAIChatClient(
-            f"http://127.0.0.1:{self.port}/v1", self._token, self.name, self.request_timeout_s
-        )
-        async for delta in client.chat(messages, params):
-            yield delta
-
-    def stop(self) -> None:
-        self.worker.stop()

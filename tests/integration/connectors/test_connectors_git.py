@@ -71,7 +71,7 @@ def test_file_url_is_cloned_into_the_cache_and_fetched(repo: Path, tmp_path: Pat
     git(repo, "commit", "-qm", "new")
     git(repo, "push", "-q", str(bare), "main")
     assert "new.md" in listing(url_c)
-    rebuilt = connectors.build("git", **url_c.options())  # type: ignore[attr-defined]
+    rebuilt = connectors.build("git", **url_c.options())
     assert rebuilt.root == url_c.root
 
 
@@ -104,4 +104,4 @@ def test_a_blob_over_the_size_limit_is_refused_by_its_size(repo: Path) -> None:
     with pytest.raises(FileTooLarge, match=r"over the 1 MiB limit \(ingestion.max_file_mb\); not read"):
         c.fetch(items["big.md"])
     assert c.fetch(items["hr/leave.md"]) == b"30 days\n"
-    assert "max_file_bytes" not in c.options(), "the limit comes from the settings, not a stored source"  # type: ignore[attr-defined]
+    assert "max_file_bytes" not in c.options(), "the limit comes from the settings, not a stored source"

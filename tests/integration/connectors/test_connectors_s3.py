@@ -49,7 +49,7 @@ def test_discover_fetch_versions_and_acl_metadata(s3_server: S3, bucket: str) ->
     assert c.fetch(again[leave.uri]) == b"# Leave\n31 days"
 
     # options() carries no credentials; build() with them from the settings rebuilds it.
-    opts = c.options()  # type: ignore[attr-defined]
+    opts = c.options()
     assert "secret_access_key" not in opts and "access_key_id" not in opts
     rebuilt = connectors.build("s3", **opts, access_key_id="test", secret_access_key="test")
     assert rebuilt.root == c.root and [i.uri for i in rebuilt.discover()] == [leave.uri]

@@ -42,7 +42,7 @@ def check_source(url: str, engine: sa.Engine, table: str) -> None:
     assert again[2].version == "updated:2026-02-01"
     assert again[3].version != items[3].version
     # A fetch without the discovery cache re-reads that one row.
-    fresh = connectors.build("sql", **c.options())  # type: ignore[attr-defined]
+    fresh = connectors.build("sql", **c.options())
     assert fresh.root == c.root
     assert fresh.fetch(again[2]) == b"# Payroll\n\nWeekly now.\n"
 
