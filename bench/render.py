@@ -141,6 +141,10 @@ def detail_tables(r: dict[str, Any]) -> list[str]:
 
 def markdown(r: dict[str, Any], plots: list[str], link_prefix: str = "") -> str:
     lines = [f"Measured {machine_line(r)}.", ""]
+    if r.get("steps_reused"):
+        lines[-1:-1] = [f"Steps taken from an earlier run's parts: {', '.join(r['steps_reused'])}."]
+    if r.get("note"):
+        lines[-1:-1] = [r["note"]]
     lines += figures_table(r["figures"])
     lines += detail_tables(r)
     if r.get("errors"):

@@ -96,6 +96,7 @@ def main() -> None:
         help="with --only: take the other steps' figures from their last parts (a failed step re-run)",
     )
     parser.add_argument("--no-docs", action="store_true", help="leave README and docs alone")
+    parser.add_argument("--note", default="", help="recorded in the results, e.g. what the host ran")
     args = parser.parse_args()
     from bench.render import write_run
     from bench.report import build
@@ -136,6 +137,7 @@ def main() -> None:
         "duration_s": round(time.perf_counter() - t0),
         "steps_s": {n: p.get("seconds") for n, p in parts.items()},
         "steps_reused": [n for n, p in parts.items() if p.get("reused_part")],
+        "note": args.note,
     }
     results = build(parts, meta)
     write_json(PARTS / "all.json", parts)
