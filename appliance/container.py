@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from appliance.inference.placement import ModelRequest, Placement
     from appliance.inference.pool import InferencePool
     from appliance.ingestion.connect import ConnectorFactory
+    from appliance.ingestion.originals import Originals
     from appliance.ingestion.parsing import ParserPool
     from appliance.ingestion.pipeline import IngestionService
     from appliance.ingestion.service import IngestionJobs
@@ -362,6 +363,7 @@ class Container:
                 dense_weight=r.dense_weight,
                 bm25_weight=r.bm25_weight,
                 max_per_document=r.max_per_document,
+                method=r.fusion,
             ),
             Relevance(rag.candidates, rag.min_relevance, rag.relative_relevance),
         )
@@ -402,6 +404,13 @@ class Container:
         from appliance.collections import CollectionService
 
         return CollectionService(self.engine, self.store, self.embedder, self.ledger)
+
+    @cached_property
+    def originals(self) -> Originals:
+        """Documents' original files and text previews, for their readers."""
+        from appliance.ingestion.originals import Originals
+
+        return Originals(self.connectors, self.ledger, self.store)
 
     @cached_property
     def ingestion(self) -> IngestionService:

@@ -140,12 +140,18 @@ class ServedModel(Section):
 
 
 class RetrievalSettings(Section):
+    fusion: Literal["minmax", "dbsf", "rrf"] = Field(
+        "minmax",
+        description="How the dense and BM25 candidates are fused: `minmax` (each side's scores scaled "
+        "to 0..1, weighted and added; measured best, docs/retrieval.md), `dbsf` (scaled by mean and "
+        "spread, as Qdrant's DBSF) or `rrf` (reciprocal ranks, `rrf_k`).",
+    )
     prefetch: int = Field(
-        30, ge=1, description="Candidates each of dense and BM25 search return before RRF fusion."
+        30, ge=1, description="Candidates each of dense and BM25 search return before fusion."
     )
     rrf_k: int = Field(60, ge=1, description="RRF constant: score = sum(weight / (rrf_k + rank)).")
-    dense_weight: float = Field(1.0, ge=0, description="Weight of the dense (embedding) ranking in RRF.")
-    bm25_weight: float = Field(1.0, ge=0, description="Weight of the BM25 (keyword) ranking in RRF.")
+    dense_weight: float = Field(1.0, ge=0, description="Weight of the dense (embedding) side in fusion.")
+    bm25_weight: float = Field(1.25, ge=0, description="Weight of the BM25 (keyword) side in fusion.")
     max_per_document: int = Field(
         2, ge=0, description="Most chunks of one document in a search result (0: no cap)."
     )

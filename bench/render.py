@@ -23,6 +23,8 @@ HEADLINE = (
     "chat_p95_ms_at_8_users",
     "idle_rss_mb",
     "hit_at_5",
+    "hit_at_1_pydoc_hybrid",
+    "hit_at_1_zh_hybrid",
     "answer_contains_extractive",
 )
 

@@ -28,6 +28,7 @@ PARTS = (
     "retrieval_1m",
     "ingest",
     "profile_ingest",
+    "quality",
     "answers",
     "serving",
     "serve_load",
@@ -256,11 +257,39 @@ def ingest_bound(parts: dict[str, Any], search: list[dict[str, Any]]) -> list[di
     return out
 
 
+# The product's fusion (retrieval.fusion minmax, BM25 weight 1.25) among bench/quality.py's modes.
+PRODUCT_FUSION = "minmax-b1.25"
+
+
+def quality_set_figures(parts: dict[str, Any]) -> dict[str, Any]:
+    """Hybrid hit@1 per labelled set (bench/quality.py), against its better single leg."""
+    src = "bench/quality.py"
+    err = _err(parts, "quality")
+    sets = (parts.get("quality") or {}).get("sets", {})
+    out = {}
+    for name in ("kb", "pydoc", "zh"):
+        modes = (sets.get(name) or {}).get("modes", {})
+        hybrid = modes.get(PRODUCT_FUSION, {}).get("hit@1")
+        legs = [modes[m]["hit@1"] for m in ("dense", "bm25") if m in modes]
+        goal = (">=", max(legs)) if legs and hybrid is not None else None
+        bound = f"dense {modes['dense']['hit@1']}, BM25 {modes['bm25']['hit@1']}" if len(legs) == 2 else None
+        reason = err or f"no {name} set in this run"
+        out[f"hit_at_1_{name}_hybrid"] = figure(hybrid, "share", goal, bound, reason, src)
+    return out
+
+
 def build(parts: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     """The results document of one run: ``meta`` (date, host, mode, machine, duration) and the
     figures, comparisons and curves taken from the scripts' ``parts``."""
     figures: dict[str, Any] = {}
-    for make in (ingest_figures, serving_figures, retrieval_figures, serve_figures, quality_figures):
+    for make in (
+        ingest_figures,
+        serving_figures,
+        retrieval_figures,
+        serve_figures,
+        quality_figures,
+        quality_set_figures,
+    ):
         figures.update(make(parts))
     ing = parts.get("ingest") or {}
     search = [r for n in ("retrieval", "retrieval_1m") for r in (parts.get(n) or {}).get("search", [])]

@@ -43,6 +43,7 @@ STEPS: dict[str, tuple[list[str] | None, list[str] | None]] = {
         ["--docs", "2", "--repeat", "2", "--pydoc-files", "6", "--zh-docs", "2", "--scale", "1000"],
     ),
     "profile_ingest": ([], ["--pydoc-files", "6", "--zh-docs", "2", "--quick"]),
+    "quality": ([], []),
     "answers": ([], ["--sample", "4"]),
     "serving": (
         [],
@@ -51,6 +52,7 @@ STEPS: dict[str, tuple[list[str] | None, list[str] | None]] = {
     "serve_load": ([], ["--per-user", "1", "--idle-s", "5"]),
 }
 SCRIPT = {"retrieval_1m": "retrieval"}
+OUT_FLAG = {"quality": "--json"}  # bench/quality.py names its output option so
 # What one 1M-chunk collection holds in the bench process and the shard: 384 float32 + the text and
 # payload + the Chunk objects the script builds up front, with the HNSW graph (measured at 100k).
 BYTES_PER_CHUNK_1M = 6_000
@@ -60,7 +62,7 @@ def run_step(name: str, args: list[str], log_dir: Path) -> dict[str, Any]:
     out = PARTS / f"{name}.json"
     out.unlink(missing_ok=True)
     script = ROOT / "bench" / f"{SCRIPT.get(name, name)}.py"
-    argv = [sys.executable, str(script), *args, "--out", str(out)]
+    argv = [sys.executable, str(script), *args, OUT_FLAG.get(name, "--out"), str(out)]
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     print(f"== {name}: {' '.join(argv[1:])}", flush=True)
     t = time.perf_counter()

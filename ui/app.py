@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
 import gradio as gr
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from gradio.routes import App as GradioApp
 from starlette.routing import Mount
 
@@ -31,7 +32,7 @@ from appliance.audit import AuditEvent
 from appliance.domain import Forbidden, NotFound, Principal, Unauthenticated
 from appliance.security.acl import check_collection_scope, check_route_scope
 from appliance.security.auth import resolve_key_session
-from ui.chat import build_chat
+from ui.chat import CHAT_CSS, CHAT_HEAD, build_chat
 
 log = logging.getLogger(__name__)
 
@@ -162,20 +163,43 @@ def _gradio_app(app: FastAPI, path: str) -> GradioApp:
     raise RuntimeError(f"the Gradio app mounted at {path!r} was not found")
 
 
+def cookie_sessions(
+    gradio_app: GradioApp, container: Any, ui_path: str
+) -> Callable[[Request], Principal | None]:
+    """Who the UI sign-in cookie of a request acts as now (None: no live session), for REST
+    routes the chat links to (a document's original). Same table and checks as the UI itself."""
+
+    def resolve(request: Request) -> Principal | None:
+        cookie = gradio_app.cookie_id
+        token = request.cookies.get(f"access-token-{cookie}") or request.cookies.get(
+            f"access-token-unsecure-{cookie}"
+        )
+        user = gradio_app.tokens.get(token) if token else None
+        return session_principal(container, user, ui_path) if isinstance(user, SessionUser) else None
+
+    return resolve
+
+
 def mount_ui(app: FastAPI, container: Any, path: str = "/") -> FastAPI:
-    blocks = build_chat(container, LiveSessions(container, path))  # type: ignore[arg-type]
+    blocks = build_chat(container, LiveSessions(container, path))
     mounted = gr.mount_gradio_app(
         app,
         blocks,
         path=path,
         auth=make_login(container, path),
-        auth_message="Sign in with your user name and password (or an API key of yours).",
+        auth_message="Sign in with your user name and password (or an API key of yours). "
+        "请使用您的用户名和密码（或您自己的 API 密钥）登录。",
         ssr_mode=False,
         footer_links=[],
+        run_history=False,  # Gradio would keep every question and answer in the browser's storage
+        css=CHAT_CSS,
+        head=CHAT_HEAD,
     )
     # Without this the sessions would never be re-checked: fail at start if Gradio changed.
     gradio_app = _gradio_app(mounted, path)
     if not isinstance(gradio_app.tokens, dict) or gradio_app.tokens:
         raise RuntimeError("unexpected Gradio session table; ui/app.py needs updating")
     gradio_app.tokens = SessionTokens(container, path)
+    # The chat's links to a document's original carry the sign-in cookie, not a key.
+    app.state.ui_session = cookie_sessions(gradio_app, container, path)
     return mounted

@@ -23,6 +23,7 @@ from appliance.api.routers import (
     kb,
     metrics,
     openai,
+    originals,
     usage,
 )
 from appliance.api.routers import ingestion as ingestion_routes
@@ -91,6 +92,7 @@ def create_app(
     app.include_router(identity.router)
     app.include_router(usage.router)
     app.include_router(ingestion_routes.router)
+    app.include_router(originals.router)
     if mount_ui is not None:
         mount_ui(app, container)
     return app

@@ -23,6 +23,7 @@ from appliance.container import Container
 from appliance.domain import Forbidden, Principal
 from appliance.embeddings.base import Embedder
 from appliance.inference.pool import InferencePool
+from appliance.ingestion.originals import Originals
 from appliance.ingestion.service import IngestionJobs
 from appliance.metering import Metering
 from appliance.observability import Metrics
@@ -94,6 +95,10 @@ def get_metrics(request: Request) -> Metrics:
     return _container(request).metrics
 
 
+def get_originals(request: Request) -> Originals:
+    return _container(request).originals
+
+
 def get_ready(request: Request) -> bool:
     return _container(request).ready
 
@@ -111,6 +116,7 @@ AuditDep = Annotated[AuditLog, Depends(get_audit)]
 CollectionsDep = Annotated[CollectionService, Depends(get_collections)]
 ConversationsDep = Annotated[ConversationStore, Depends(get_conversations)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+OriginalsDep = Annotated[Originals, Depends(get_originals)]
 ReadyDep = Annotated[bool, Depends(get_ready)]
 
 

@@ -136,7 +136,7 @@ def ingest(
         list[str],
         typer.Argument(
             help="Folders or files, http(s):// sites, s3://bucket/prefix, git+URL (#BRANCH optional) or "
-            "git:PATH, SQL URLs (sqlite:///kb.db#table, postgresql://...). See README 'Sources'."
+            "git:PATH, SQL URLs (sqlite:///kb.db#table, postgresql://...). See docs/sources.md."
         ),
     ],
     collection: CollectionOpt = None,

@@ -1,22 +1,40 @@
 """Structure-aware chunking bounded by the embedder's tokenizer.
 
-``unstructured``'s ``chunk_by_title`` keeps a section's paragraphs, lists and tables with their
-heading and packs small sections together; it works in characters, so a second pass measures each
-chunk with the embedder's own tokenizer and splits any that would be truncated — at sentence
-boundaries first (CJK punctuation included), then at words, then at characters for unspaced text.
+A document's elements are grouped into sections by their headings (``Title`` elements; headings
+with nothing between them form one heading block). Each section becomes one chunk when it fits,
+else several of even size, cut between elements first, then at sentence ends (CJK punctuation
+included), then at words, then at characters for unspaced text. The rules that keep chunks
+readable on their own:
+
+- Every chunk of a section starts with the section's heading, so a heading never stands alone
+  and a continuation chunk still says what it is about (to the embedder, to BM25, to the reader).
+- Neighbouring chunks of one section share ``overlap_tokens`` of whole sentences: the end of one
+  chunk opens the next, so a fact cut at a chunk boundary is whole in one of them.
+- No fragments: sections smaller than a quarter of the target are packed together with their
+  neighbours (up to the target), and any chunk still under ``min_tokens`` joins a neighbour (up
+  to the embedder's limit), so no chunk is a lone character or a heading.
+
+Sizes are measured with the embedder's own tokenizer, so no chunk is truncated when embedded.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 # Sentence ends: Latin punctuation followed by space, or CJK full stops which need no space.
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|(?<=[。！？；])|\n+")
-CHARS_PER_TOKEN = 4  # a first guess for chunk_by_title; the token pass below has the last word
 MAX_CHARS_PER_TOKEN = 10
+MAX_HEADING_CHARS = 300  # a longer "Title" is body text unstructured misclassified
+# Shares of the target size: a section under COMBINE is packed with its neighbours, a chunk under
+# MIN is a fragment, a heading over HEADING is too long to repeat on every chunk of its section.
+COMBINE_SHARE = 0.25
+MIN_SHARE = 0.1
+HEADING_SHARE = 0.3
+BLOCK_SEPARATOR = "\n\n"
 
 
 @dataclass
@@ -27,6 +45,33 @@ class TextChunk:
     section_path: tuple[str, ...] = ()
 
 
+@dataclass
+class _Unit:
+    """A piece of body text no larger than the budget: a whole element or one of its sentences."""
+
+    text: str
+    tokens: int
+    block: int  # index of the element it comes from: units of one element join without a break
+    page: int | None
+
+
+@dataclass
+class _Section:
+    heading: str
+    path: tuple[str, ...]
+    page: int | None
+    blocks: list[tuple[str, int | None]] = field(default_factory=list)
+
+
+@dataclass
+class _Draft:
+    text: str
+    tokens: int
+    page: int | None
+    path: tuple[str, ...]
+    whole: bool  # the whole section in one chunk: may be packed with its neighbours
+
+
 def chunk_elements(
     elements: list[dict[str, Any]],
     count_tokens: Callable[[str], int],
@@ -34,58 +79,35 @@ def chunk_elements(
     max_tokens: int,
     overlap_tokens: int = 0,
 ) -> list[TextChunk]:
-    from unstructured.chunking.title import chunk_by_title
+    """Chunks of at most ``target_tokens`` (capped at ``max_tokens``, the embedder's limit) of
+    the elements (``unstructured`` element dicts) of one document; see the module docstring."""
     from unstructured.staging.base import elements_from_dicts
 
-    target_tokens = min(target_tokens, max_tokens)
+    target = min(target_tokens, max_tokens)
     elems = [e for e in elements_from_dicts(elements) if (e.text or "").strip()]
     if not elems:
         return []
-    paths = section_paths(elems)
-    max_chars = target_tokens * CHARS_PER_TOKEN
-    composite = chunk_by_title(
-        elems,
-        max_characters=max_chars,
-        new_after_n_chars=int(max_chars * 0.8),
-        combine_text_under_n_chars=max_chars // 4,
-        multipage_sections=True,
+
+    def bare(text: str) -> int:
+        # Special tokens ([CLS]/[SEP]) come once per chunk, not once per part of it.
+        return max(count_tokens(text) - 2, len(text) // MAX_CHARS_PER_TOKEN, 1)
+
+    drafts: list[_Draft] = []
+    for part in _sections(elems):
+        drafts.extend(_chunk_section(part, bare, count_tokens, target, overlap_tokens))
+    drafts = _pack_small(
+        drafts, bare, target, int(target * COMBINE_SHARE), int(target * MIN_SHARE), max_tokens
     )
     out: list[TextChunk] = []
-    # chunk_by_title isolates every table, which leaves its heading alone in a chunk of its own:
-    # a chunk of nothing but headings is carried into the next chunk instead.
-    carried = ""
-    for chunk in composite:
-        text = chunk.text.strip()
-        if not text:
-            continue
-        origin = getattr(chunk.metadata, "orig_elements", None) or ()
-        if len(text) <= MAX_HEADING_CHARS and origin and all(type(e).__name__ == "Title" for e in origin):
-            carried = f"{carried}\n\n{text}".strip()
-            continue
-        if carried:
-            text, carried = f"{carried}\n\n{text}", ""
-        # A heading at the very end belongs to what follows it, not to this chunk.
-        tail: list[str] = []
-        for element in reversed(origin[1:]):
-            title = (element.text or "").strip()
-            if type(element).__name__ != "Title" or not title or len(title) > MAX_HEADING_CHARS:
-                break
-            if not text.endswith(title) or len(text) == len(title):
-                break
-            text = text[: -len(title)].rstrip()
-            tail.insert(0, title)
-        carried = "\n\n".join(tail)
-        page = getattr(chunk.metadata, "page_number", None)
-        path = paths.get(origin[0].id, ()) if origin else ()
-        section = _section_of(chunk) or (path[-1] if path else None)
-        for piece in split_to_tokens(text, count_tokens, target_tokens, overlap_tokens):
-            out.append(TextChunk(piece, page, section, path))
-    if carried:
-        out.append(TextChunk(carried, None, carried.splitlines()[-1][:200], ()))
+    for d in drafts:
+        section = d.path[-1] if d.path else None
+        if count_tokens(d.text) > max_tokens:  # the parts' counts were a hair under the whole's
+            out.extend(
+                TextChunk(p, d.page, section, d.path) for p in split_to_tokens(d.text, count_tokens, target)
+            )
+        else:
+            out.append(TextChunk(d.text, d.page, section, d.path))
     return out
-
-
-MAX_HEADING_CHARS = 300  # a longer "Title" is body text unstructured misclassified
 
 
 def section_paths(elements: list[Any]) -> dict[str, tuple[str, ...]]:
@@ -94,7 +116,7 @@ def section_paths(elements: list[Any]) -> dict[str, tuple[str, ...]]:
     stack: list[tuple[int, str]] = []
     out: dict[str, tuple[str, ...]] = {}
     for element in elements:
-        if type(element).__name__ == "Title" and element.text.strip():
+        if _is_heading(element):
             depth = getattr(element.metadata, "category_depth", None) or 0
             while stack and stack[-1][0] >= depth:
                 stack.pop()
@@ -103,46 +125,188 @@ def section_paths(elements: list[Any]) -> dict[str, tuple[str, ...]]:
     return out
 
 
-def _section_of(chunk: Any) -> str | None:
-    for element in getattr(chunk.metadata, "orig_elements", None) or ():
-        if type(element).__name__ == "Title" and element.text.strip():
-            return str(element.text.strip()[:200])
-    return None
+def _is_heading(element: Any) -> bool:
+    text = (element.text or "").strip()
+    return type(element).__name__ == "Title" and 0 < len(text) <= MAX_HEADING_CHARS
+
+
+def _sections(elements: list[Any]) -> list[_Section]:
+    paths = section_paths(elements)
+    sections: list[_Section] = []
+    current: _Section | None = None
+    for element in elements:
+        text = element.text.strip()
+        page = getattr(element.metadata, "page_number", None)
+        if _is_heading(element):
+            if current is not None and not current.blocks and current.heading:
+                # Headings with nothing between them open one section together.
+                current.heading = f"{current.heading}{BLOCK_SEPARATOR}{text}"
+                current.path = paths[element.id]
+                continue
+            current = _Section(text, paths[element.id], page)
+            sections.append(current)
+            continue
+        if current is None:
+            current = _Section("", paths[element.id], page)
+            sections.append(current)
+        current.blocks.append((text, page))
+    return sections
+
+
+def _chunk_section(
+    section: _Section,
+    bare: Callable[[str], int],
+    count_tokens: Callable[[str], int],
+    target: int,
+    overlap_tokens: int,
+) -> list[_Draft]:
+    budget = target - 2  # the special tokens every chunk carries
+    heading, blocks = section.heading, list(section.blocks)
+    head_tokens = bare(heading) if heading else 0
+    if not blocks or head_tokens > target * HEADING_SHARE:
+        # A heading block with no body, or too long to repeat: it is body text of its own.
+        blocks = [(heading, section.page), *blocks] if heading else blocks
+        heading, head_tokens = "", 0
+    prefix = f"{heading}{BLOCK_SEPARATOR}" if heading else ""
+    room = budget - head_tokens
+    units: list[_Unit] = []
+    for index, (text, page) in enumerate(blocks):
+        n = bare(text)
+        if n <= room:
+            units.append(_Unit(text, n, index, page))
+        else:
+            units.extend(_Unit(t, m, index, page) for t, m in _units(text, count_tokens, room + 2))
+    total = sum(u.tokens for u in units)
+    if total <= room:
+        text = prefix + _join(units)
+        return [_Draft(text, head_tokens + total, section.page or units[0].page, section.path, True)]
+    overlap = min(overlap_tokens, room // 4)
+    groups = _pack(units, room - overlap)
+    drafts = []
+    previous: list[_Unit] = []
+    for group in groups:
+        tail = _tail(previous, overlap, count_tokens)
+        body = _join(tail + group) if tail and tail[-1].block == group[0].block else _join(group)
+        if tail and tail[-1].block != group[0].block:
+            body = f"{_join(tail)}{BLOCK_SEPARATOR}{body}"
+        tokens = head_tokens + sum(u.tokens for u in tail + group)
+        drafts.append(_Draft(prefix + body, tokens, group[0].page, section.path, False))
+        previous = group
+    return drafts
+
+
+def _tail(units: list[_Unit], overlap: int, count_tokens: Callable[[str], int]) -> list[_Unit]:
+    """The last whole sentences of ``units`` that fit in ``overlap`` tokens."""
+    if overlap <= 0 or not units:
+        return []
+    last = units[-1]
+    whole = _units(last.text, count_tokens, len(last.text) + 2)  # sentences, however long
+    return _last_fitting([_Unit(t, m, last.block, last.page) for t, m in whole], overlap)
+
+
+def _last_fitting(units: Sequence[_Unit], budget: int) -> list[_Unit]:
+    """The longest run at the end of ``units`` within ``budget`` tokens."""
+    tail: list[_Unit] = []
+    size = 0
+    for unit in reversed(units):
+        if size + unit.tokens > budget:
+            break
+        tail.insert(0, unit)
+        size += unit.tokens
+    return tail
+
+
+def _pack(units: Sequence[_Unit], budget: int) -> list[list[_Unit]]:
+    """Consecutive units in groups of at most ``budget`` tokens, of about even size: a section of
+    1.1 budgets becomes two halves, not a full chunk and a sliver."""
+    total = sum(u.tokens for u in units)
+    even = math.ceil(total / max(1, math.ceil(total / max(1, budget))))
+    groups: list[list[_Unit]] = []
+    current: list[_Unit] = []
+    size = 0
+    for unit in units:
+        if current and (size + unit.tokens > budget or size >= even):
+            groups.append(current)
+            current, size = [], 0
+        current.append(unit)
+        size += unit.tokens
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _join(units: Sequence[_Unit]) -> str:
+    parts: list[str] = []
+    for i, unit in enumerate(units):
+        if i and unit.block != units[i - 1].block:
+            parts[-1] = parts[-1].rstrip()
+            parts.append(BLOCK_SEPARATOR)
+        parts.append(unit.text)
+    return "".join(parts).strip()
+
+
+def _pack_small(
+    drafts: list[_Draft], bare: Callable[[str], int], target: int, combine: int, minimum: int, limit: int
+) -> list[_Draft]:
+    """Small whole sections packed with the next ones up to ``target``; then fragments under
+    ``minimum`` joined to the smaller neighbour up to ``limit``."""
+    packed: list[_Draft] = []
+    for d in drafts:
+        last = packed[-1] if packed else None
+        if last and last.whole and d.whole and last.tokens < combine and last.tokens + d.tokens <= target - 2:
+            packed[-1] = _merged(last, d, bare)
+        else:
+            packed.append(d)
+    out: list[_Draft] = []
+    i = 0
+    while i < len(packed):
+        d = packed[i]
+        if d.tokens < minimum and len(packed) > 1:
+            before = out[-1] if out else None
+            after = packed[i + 1] if i + 1 < len(packed) else None
+            fits_before = before is not None and before.tokens + d.tokens <= limit - 2
+            fits_after = after is not None and after.tokens + d.tokens <= limit - 2
+            if fits_before and before and (not fits_after or not after or before.tokens <= after.tokens):
+                out[-1] = _merged(before, d, bare)
+                i += 1
+                continue
+            if fits_after and after:
+                packed[i + 1] = _merged(d, after, bare)
+                i += 1
+                continue
+        out.append(d)
+        i += 1
+    return out
+
+
+def _merged(first: _Draft, second: _Draft, bare: Callable[[str], int]) -> _Draft:
+    text = f"{first.text}{BLOCK_SEPARATOR}{second.text}"
+    # A chunk that spans sections belongs to the headings they share.
+    common = 0
+    while common < min(len(first.path), len(second.path)) and first.path[common] == second.path[common]:
+        common += 1
+    return _Draft(
+        text, bare(text), first.page or second.page, first.path[:common], first.whole and second.whole
+    )
 
 
 def split_to_tokens(
     text: str, count_tokens: Callable[[str], int], limit: int, overlap_tokens: int = 0
 ) -> list[str]:
-    """Split ``text`` into pieces of at most ``limit`` tokens, repeating up to ``overlap_tokens``
-    of trailing sentences between consecutive pieces."""
+    """Split ``text`` into pieces of at most ``limit`` tokens and about even size, repeating up
+    to ``overlap_tokens`` of trailing sentences between consecutive pieces."""
     if count_tokens(text) <= limit and len(text) // MAX_CHARS_PER_TOKEN <= limit - 2:
         return [text]
-    units = _units(text, count_tokens, limit)
     budget = limit - 2  # room for the special tokens the embedder adds to every input
+    units = [_Unit(t, n, 0, None) for t, n in _units(text, count_tokens, limit)]
+    overlap = min(overlap_tokens, budget // 4)
     pieces: list[str] = []
-    current: list[tuple[str, int]] = []
-    size = 0
-    for unit, n in units:
-        if current and size + n > budget:
-            pieces.append(_join(u for u, _ in current))
-            # carry the tail of the previous piece as overlap
-            carry: list[tuple[str, int]] = []
-            carried = 0
-            for u, m in reversed(current):
-                if carried + m > overlap_tokens or carried + m + n > budget:
-                    break
-                carry.insert(0, (u, m))
-                carried += m
-            current, size = carry, carried
-        current.append((unit, n))
-        size += n
-    if current:
-        pieces.append(_join(u for u, _ in current))
+    previous: list[_Unit] = []
+    for group in _pack(units, budget - overlap):
+        carry = _last_fitting(previous, overlap) if overlap > 0 else []
+        pieces.append(_join(carry + group))
+        previous = group
     return [p for p in pieces if p.strip()]
-
-
-def _join(units: Any) -> str:
-    return "".join(units).strip()
 
 
 def _units(text: str, count_tokens: Callable[[str], int], limit: int) -> list[tuple[str, int]]:

@@ -29,6 +29,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from appliance.domain import ParseError
+from appliance.ingestion.cleaning import clean_elements, strip_boilerplate
 
 OOXML = {
     "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
@@ -212,8 +213,13 @@ def decode_text(data: bytes) -> str:
 
 
 def partition(data: bytes, kind: str, filename: str, ocr: OcrOptions) -> Iterator[Any]:
-    """``unstructured`` elements for one document of a known kind, in document order. OCR output
-    comes page by page (frame by frame), each page only when the one before has been taken."""
+    """``unstructured`` elements for one document of a known kind, in document order, cleaned
+    (``cleaning.py``). OCR output comes page by page (frame by frame), each page only when the one
+    before has been taken."""
+    return clean_elements(_partition(data, kind, filename, ocr), kind)
+
+
+def _partition(data: bytes, kind: str, filename: str, ocr: OcrOptions) -> Iterator[Any]:
     f = io.BytesIO(data)
     # languages=[""]: no language detection. unstructured would run langdetect over the whole
     # text (a quarter of the parse time of a plain document) only to fill metadata.languages,
@@ -241,7 +247,7 @@ def partition(data: bytes, kind: str, filename: str, ocr: OcrOptions) -> Iterato
         case "html":
             from unstructured.partition.html import partition_html
 
-            return iter(partition_html(text=decode_text(data), **common))
+            return iter(partition_html(text=strip_boilerplate(decode_text(data)), **common))
         case "md":
             from unstructured.partition.md import partition_md
 

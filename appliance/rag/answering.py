@@ -39,18 +39,113 @@ class Outcome:
 async def evidence(
     question: str, question_vector: np.ndarray, hits: list[ScoredChunk], embedder: Embedder
 ) -> list[grounding.Extract]:
-    """The source sentences that best answer the question (embedding + word overlap).
+    """The source sentences that best answer the question (embedding + word overlap), headings
+    left out and sentences with the kind of fact asked for (a figure, a name) preferred.
     ``question_vector``: the question as retrieval embedded it (not embedded again)."""
-    texts = [h.chunk.text for h in hits]
 
     def pick() -> list[grounding.Extract]:
-        candidates = grounding.candidate_sentences(texts)
+        candidates = quotable_sentences(hits)
         if not candidates:
             return []
         vecs = embedder.embed_documents([s for _, s in candidates])
-        return grounding.best_sentences(question, texts, question_vector, vecs)
+        return choose_sentences(question, candidates, question_vector, vecs)
 
     return await asyncio.to_thread(pick)
+
+
+# A CJK full stop ends a sentence with no space after it.
+_CJK_SENTENCE = re.compile(r"(?<=[。！？；])(?=\S)")
+
+
+def quotable_sentences(hits: list[ScoredChunk]) -> list[tuple[int, str]]:
+    """(source number, sentence) pairs worth quoting: the sources' sentences, Chinese ones cut at
+    their full stops too, without the chunks' headings (all of them when nothing else is left)."""
+    candidates = grounding.candidate_sentences([h.chunk.text for h in hits])
+    split = [
+        (i, part.strip())
+        for i, sentence in candidates
+        for part in _CJK_SENTENCE.split(sentence)
+        if len(grounding.content_tokens(part)) >= 3
+    ]
+    quotable = [(i, s) for i, s in split if not is_heading(s, hits[i - 1].chunk)]
+    return quotable or split
+
+
+# Section numbering that only headings start with: "4.1 ", "3) ", "一、", "第三章 ", "Chapter 2".
+_NUMBERED_HEADING = re.compile(
+    r"^(?:\d+(?:\.\d+)*\.?\s|\d+\)\s|[一二三四五六七八九十]+、|第[一二三四五六七八九十百\d]+[章节条部分篇]\s?|"
+    r"(?:chapter|section|part|appendix)\s+\w+)",
+    re.IGNORECASE,
+)
+_TERMINAL = re.compile(r"[.!?。！？；;:：]\s*$")
+
+
+def is_heading(sentence: str, chunk: Any) -> bool:
+    """Whether a candidate "sentence" is one of the chunk's headings rather than a statement: a
+    heading of its section path, or a short numbered line without closing punctuation."""
+    text = sentence.strip()
+    if text in chunk.section_path or text == chunk.section:
+        return True
+    if _TERMINAL.search(text) or len(text) > 80:
+        return False
+    return bool(_NUMBERED_HEADING.match(text)) and f"{text}\n" in f"{chunk.text}\n"
+
+
+# Questions that ask for a figure: an amount, a count, a duration, a date, a share.
+_ASKS_FIGURE = re.compile(
+    r"\bhow (?:many|much|long|often|far|old|big|large|high|soon)\b|\bwhat (?:percentage|share|number|"
+    r"amount|time|year|date|day)\b|\b(?:when|which year)\b|多少|几|多久|多长|多大|多高|多少钱|什么时候|何时|"
+    r"哪一?年|哪一?天|比例|占比|比率|百分",
+    re.IGNORECASE,
+)
+_FIGURE = re.compile(
+    r"\d|[零一二两三四五六七八九十百千万]+(?:个|天|年|月|日|周|小时|分钟|次|倍|元|岁|人|家|项|条|级|类|位)|"
+    r"\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|hundred)\b",
+    re.IGNORECASE,
+)
+# Questions that ask for a name: who, which team or product.
+_ASKS_NAME = re.compile(
+    r"\bwho(?:m|se)?\b|\bwhich (?:team|department|company|person|product|tool|system)\b|谁|哪个部门|哪家|哪个团队",
+    re.IGNORECASE,
+)
+_NAME = re.compile(r"(?<!^)(?<![.!?]\s)\b[A-Z][\w-]+|[\u4e00-\u9fff]{2,}(?:部|中心|公司|团队|委员会|小组)")
+# Of a score that is cosine similarity plus word-overlap share (0..2): a sentence without any figure
+# cannot answer "how many", however many of the question's words it repeats.
+FACT_BONUS = 0.15
+NO_FIGURE_MALUS = 0.6
+
+
+def fact_bonus(question: str, sentence: str) -> float:
+    """A bonus for a sentence that carries the kind of fact the question asks for, a malus for
+    one that does not: 'how many days' is answered by the sentence with the number."""
+    if _ASKS_FIGURE.search(question):
+        return FACT_BONUS if _FIGURE.search(sentence) else -NO_FIGURE_MALUS
+    if _ASKS_NAME.search(question):
+        return FACT_BONUS if _NAME.search(sentence) else 0.0
+    return 0.0
+
+
+def choose_sentences(
+    question: str, candidates: list[tuple[int, str]], question_vec: Any, sentence_vecs: Any, limit: int = 2
+) -> list[grounding.Extract]:
+    """The candidates (source number, sentence) that answer ``question`` best: embedding
+    similarity plus the share of the question's words they contain plus the fact bonus, with a
+    small bonus for higher-ranked sources. A second sentence only when nearly as good."""
+    q_bag = grounding.bag(question)
+    scored = []
+    for j, (src, sentence) in enumerate(candidates):
+        lexical = len(q_bag & grounding.bag(sentence)) / max(1, len(q_bag))
+        semantic = float(sentence_vecs[j] @ question_vec)
+        score = semantic + lexical + fact_bonus(question, sentence) + 0.05 / src
+        scored.append(grounding.Extract(sentence, src, score))
+    scored.sort(key=lambda e: e.score, reverse=True)
+    picked = scored[:1]
+    for extra in scored[1:]:
+        if len(picked) >= limit:
+            break
+        if extra.score >= 0.8 * picked[0].score and extra.sentence != picked[0].sentence:
+            picked.append(extra)
+    return picked
 
 
 def format_evidence(extracts: list[grounding.Extract], hits: list[ScoredChunk]) -> str:

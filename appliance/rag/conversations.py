@@ -229,7 +229,9 @@ class ConversationStore:
     # -- feedback --------------------------------------------------------------------------------
 
     def add_feedback(self, answer_id: str, user: str, rating: Rating, comment: str | None) -> dict[str, Any]:
-        self.answer(answer_id, user)  # only the asker rates an answer
+        """Rate one of ``user``'s answers. The answer row keeps the chunks retrieved for it, so the
+        feedback carries them (``chunks``): a curator sees what the retrieval gave the model."""
+        rated = self.answer(answer_id, user)  # only the asker rates an answer
         stamp = now()
         with self.engine.begin() as conn:
             key = conn.execute(
@@ -246,12 +248,32 @@ class ConversationStore:
             "rating": rating,
             "comment": comment,
             "created_at": _iso(stamp),
+            "chunks": _chunk_ids(rated["citations"]),
         }
+
+    def comment_feedback(self, feedback_id: int, user: str, comment: str) -> None:
+        """Add a comment to feedback ``user`` gave (the chat rates at the click, the comment may
+        follow). Someone else's feedback is reported as missing."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(feedback)
+                .where(feedback.c.id == feedback_id, feedback.c.user == user)
+                .values(comment=comment.strip()[:4000] or None)
+            ).rowcount
+        if not done:
+            raise NotFound(f"feedback {feedback_id} not found")
 
     def list_feedback(self, limit: int = 50, offset: int = 0, rating: Rating | None = None) -> Page:
         where = [feedback.c.rating == rating] if rating else []
         query = (
-            select(feedback, answers.c.question, answers.c.answer, answers.c.support, answers.c.mode)
+            select(
+                feedback,
+                answers.c.question,
+                answers.c.answer,
+                answers.c.support,
+                answers.c.mode,
+                answers.c.citations,
+            )
             .outerjoin(answers, answers.c.id == feedback.c.answer_id)
             .where(*where)
             .order_by(feedback.c.created_at.desc(), feedback.c.id.desc())
@@ -273,10 +295,16 @@ class ConversationStore:
                 "answer": r.answer,
                 "support": r.support,
                 "mode": r.mode,
+                "chunks": _chunk_ids(r.citations or []),
             }
             for r in rows
         ]
         return Page(items, int(total), limit, offset)
+
+
+def _chunk_ids(citations: list[Any]) -> list[str]:
+    """The chunks retrieved for an answer (its citations, cited or not), in rank order."""
+    return [str(c["chunk_id"]) for c in citations if isinstance(c, dict) and c.get("chunk_id")]
 
 
 def _cited_document(citation: dict[str, Any], collection: str | None) -> str:

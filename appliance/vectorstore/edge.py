@@ -20,10 +20,11 @@ from appliance.vectorstore.base import SearchFilter
 from appliance.vectorstore.bm25 import encode_document
 from appliance.vectorstore.fusion import Candidate
 from appliance.vectorstore.hybrid import (
+    CURRENT_SPARSE,
     DENSE,
     FLOAT_FIELDS,
     KEYWORD_FIELDS,
-    SPARSE,
+    SPARSE_VERSIONS,
     FusionConfig,
     HybridSearchMixin,
     SideQuery,
@@ -39,6 +40,7 @@ class EdgeVectorStore(HybridSearchMixin):
         self.root = root
         self.fusion = fusion or FusionConfig()
         self._shards: dict[str, Any] = {}
+        self._sparse: dict[str, str] = {}  # collection -> its BM25 vector name (tokenizer version)
         self._lock = threading.RLock()
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -70,7 +72,7 @@ class EdgeVectorStore(HybridSearchMixin):
                     raise InvalidRequest(
                         f"collection {name!r} holds {stored}-dimensional vectors, the embedder makes {dim}"
                     )
-                if not sparse:
+                if sparse is None:
                     raise InvalidRequest(
                         f"collection {name!r} was created before BM25 sparse vectors; delete "
                         f"{path} and ingest its documents again"
@@ -80,7 +82,7 @@ class EdgeVectorStore(HybridSearchMixin):
             config = q.EdgeConfig(
                 vectors={DENSE: q.EdgeVectorParams(size=dim, distance=q.Distance.Cosine)},
                 # BM25: documents carry term-frequency weights, the store applies IDF (see bm25.py).
-                sparse_vectors={SPARSE: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf)},
+                sparse_vectors={CURRENT_SPARSE: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf)},
                 wal_enabled=True,
             )
             shard = q.EdgeShard.create(str(path), config)
@@ -90,21 +92,33 @@ class EdgeVectorStore(HybridSearchMixin):
                 shard.update(q.UpdateOperation.create_field_index(field, q.PayloadSchemaType.Float))
             shard.flush()
             self._shards[name] = shard
+            self._sparse[name] = CURRENT_SPARSE
 
     @staticmethod
-    def _vector_config(path: Path) -> tuple[int | None, bool]:
-        """The stored dense size (None if unreadable) and whether the BM25 sparse vector exists."""
+    def _vector_config(path: Path) -> tuple[int | None, str | None]:
+        """The stored dense size (None if unreadable) and the BM25 sparse vector's name (None if
+        the collection has none)."""
         import json
 
         try:
             config = json.loads((path / "edge_config.json").read_text())
         except (OSError, ValueError):
-            return None, True
+            return None, CURRENT_SPARSE
         try:
             size: int | None = int(config["vectors"][DENSE]["size"])
         except (KeyError, ValueError, TypeError):
             size = None
-        return size, SPARSE in (config.get("sparse_vectors") or {})
+        names = [n for n in config.get("sparse_vectors") or {} if n in SPARSE_VERSIONS]
+        return size, max(names, key=SPARSE_VERSIONS.__getitem__) if names else None
+
+    def _sparse_name(self, collection: str) -> str:
+        with self._lock:
+            name = self._sparse.get(collection)
+            if name is None:
+                validate_collection_name(collection)
+                name = self._vector_config(self.root / collection)[1] or CURRENT_SPARSE
+                self._sparse[collection] = name
+            return name
 
     def collections(self) -> list[str]:
         if not self.root.is_dir():
@@ -118,6 +132,7 @@ class EdgeVectorStore(HybridSearchMixin):
         validate_collection_name(name)
         with self._lock:
             shard = self._shards.pop(name, None)
+            self._sparse.pop(name, None)
             if shard is not None:
                 shard.close()
             shutil.rmtree(self.root / name, ignore_errors=True)
@@ -141,11 +156,12 @@ class EdgeVectorStore(HybridSearchMixin):
         if not chunks:
             return
         points = []
+        name = self._sparse_name(collection)
         for c, v in zip(chunks, vectors, strict=True):
-            sparse = encode_document(c.text)
+            sparse = encode_document(c.text, SPARSE_VERSIONS[name])
             vector = {
                 DENSE: v.astype(np.float32).tolist(),
-                SPARSE: q.SparseVector(sparse.indices, sparse.values),
+                name: q.SparseVector(sparse.indices, sparse.values),
             }
             points.append(q.Point(id=c.id, vector=vector, payload=c.payload()))
         with self._lock:
@@ -217,7 +233,7 @@ class EdgeVectorStore(HybridSearchMixin):
         for side in queries:
             if side.sparse is not None:
                 sparse = q.SparseVector(side.sparse.indices, side.sparse.values)
-                query: Any = q.Query.Nearest(sparse, using=SPARSE)
+                query: Any = q.Query.Nearest(sparse, using=side.using)
             else:
                 query = q.Query.Nearest(side.dense or [], using=DENSE)
             requests.append(

@@ -5,32 +5,53 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
 from appliance.domain import Chunk, ScoredChunk
 from appliance.vectorstore import bm25
 from appliance.vectorstore.base import SearchFilter, SearchMode
-from appliance.vectorstore.fusion import Candidate, cap_per_document, weighted_rrf
+from appliance.vectorstore.fusion import Candidate, cap_per_document, dbsf, minmax, weighted_rrf
 
 DENSE = "dense"
+# A collection's BM25 sparse vector is named after the tokenizer that filled it, so that a new
+# tokenizer never mixes its terms with an old one's: collections made before jieba keep "bm25"
+# (tokenizer 1) and keep working as they were; new collections get "bm25-v2". Re-creating a
+# collection (drop, ingest again) moves it to the current tokenizer.
 SPARSE = "bm25"
+SPARSE_NAMES = {1: SPARSE, 2: "bm25-v2"}
+SPARSE_VERSIONS = {name: version for version, name in SPARSE_NAMES.items()}
+CURRENT_SPARSE = SPARSE_NAMES[bm25.TOKENIZER_VERSION]
 # Payload fields with an index: everything a SearchFilter or a delete can name.
 KEYWORD_FIELDS = ("document_id", "collection", "uri", "source", "acl")
 FLOAT_FIELDS = ("modified",)
+FusionMethod = Literal["minmax", "dbsf", "rrf"]
 
 
 @dataclass(frozen=True)
 class FusionConfig:
-    """How candidates are gathered and fused. ``prefetch``: candidates per side. ``rrf_k``: RRF
-    constant. ``dense_weight`` / ``bm25_weight``: weights of the two sides in RRF.
-    ``max_per_document``: cap on chunks from one document in a result (0: none)."""
+    """How candidates are gathered and fused. ``prefetch``: candidates per side. ``method``:
+    ``minmax`` (min-max normalised scores, added), ``dbsf`` (distribution-based score fusion) or
+    ``rrf`` (reciprocal-rank fusion); see fusion.py. ``rrf_k``: RRF constant. ``dense_weight`` /
+    ``bm25_weight``: weights of the two sides in any method. ``max_per_document``: cap on chunks
+    from one document in a result (0: none)."""
 
     prefetch: int = 30
     rrf_k: int = 60
     dense_weight: float = 1.0
-    bm25_weight: float = 1.0
+    bm25_weight: float = 1.25
     max_per_document: int = 0
+    method: FusionMethod = "minmax"
+
+    def fuse(self, lists: Sequence[Sequence[Candidate]], weights: Sequence[float]) -> list[Candidate]:
+        match self.method:
+            case "rrf":
+                return weighted_rrf(lists, weights, self.rrf_k)
+            case "dbsf":
+                return dbsf(lists, weights)
+            case _:
+                return minmax(lists, weights)
 
 
 @dataclass(frozen=True)
@@ -72,6 +93,10 @@ class HybridSearchMixin:
         """Each query's candidates, best first, filtered inside the store, in one request."""
         raise NotImplementedError
 
+    def _sparse_name(self, collection: str) -> str:
+        """The name of the collection's BM25 sparse vector, one of ``SPARSE_NAMES``'s values."""
+        raise NotImplementedError
+
     def search(
         self,
         collection: str,
@@ -94,10 +119,12 @@ class HybridSearchMixin:
         if mode in ("hybrid", "dense"):
             queries.append(SideQuery(DENSE, query_vec.astype(np.float32).tolist(), None, limit))
             weights.append(cfg.dense_weight)
-        sparse = bm25.encode_query(query_text)
-        if mode in ("hybrid", "bm25") and sparse.indices:
-            queries.append(SideQuery(SPARSE, None, sparse, limit))
-            weights.append(cfg.bm25_weight)
+        if mode in ("hybrid", "bm25"):
+            name = self._sparse_name(collection)
+            sparse = bm25.encode_query(query_text, SPARSE_VERSIONS[name])
+            if sparse.indices:
+                queries.append(SideQuery(name, None, sparse, limit))
+                weights.append(cfg.bm25_weight)
         if not queries:
             return []
         # Equal scores may come back in any order (segments differ between stores); ranking them
@@ -105,7 +132,7 @@ class HybridSearchMixin:
         found = self._run_queries(collection, queries, filter, with_vectors)
         lists = [sorted(side, key=lambda c: (-round(c.score, 4), c.id)) for side in found.candidates]
         # One side alone keeps its own scores (cosine or BM25): more telling than a rank score.
-        fused = lists[0] if len(lists) == 1 else weighted_rrf(lists, weights, cfg.rrf_k)
+        fused = lists[0] if len(lists) == 1 else cfg.fuse(lists, weights)
         top = cap_per_document(fused, k, cfg.max_per_document)
         return [
             ScoredChunk(Chunk.from_payload(c.id, c.payload), c.score, dense_vector(found.vectors.get(c.id)))

@@ -22,10 +22,11 @@ from appliance.vectorstore.base import SearchFilter
 from appliance.vectorstore.bm25 import encode_document
 from appliance.vectorstore.fusion import Candidate
 from appliance.vectorstore.hybrid import (
+    CURRENT_SPARSE,
     DENSE,
     FLOAT_FIELDS,
     KEYWORD_FIELDS,
-    SPARSE,
+    SPARSE_VERSIONS,
     FusionConfig,
     HybridSearchMixin,
     SideQuery,
@@ -62,6 +63,7 @@ class QdrantServerStore(HybridSearchMixin):
         self.timeout_s = timeout_s
         self._client: Any = None
         self._known: set[str] = set()
+        self._sparse: dict[str, str] = {}  # collection -> its BM25 vector name (tokenizer version)
         self._lock = threading.RLock()
 
     @property
@@ -109,6 +111,7 @@ class QdrantServerStore(HybridSearchMixin):
                     raise InvalidRequest(
                         f"collection {name!r} holds {stored.size}-dimensional vectors, the embedder makes {dim}"
                     )
+                self._sparse[name] = self._stored_sparse(info)
                 self._known.add(name)
                 return
             self._call(
@@ -116,7 +119,9 @@ class QdrantServerStore(HybridSearchMixin):
                 self.client.create_collection,
                 full,
                 vectors_config={DENSE: models.VectorParams(size=dim, distance=models.Distance.COSINE)},
-                sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+                sparse_vectors_config={
+                    CURRENT_SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)
+                },
                 shard_number=self.shards,
                 replication_factor=self.replicas,
             )
@@ -126,7 +131,21 @@ class QdrantServerStore(HybridSearchMixin):
                     self.client.create_payload_index(full, field, models.PayloadSchemaType.KEYWORD, wait=True)
                 for field in FLOAT_FIELDS:
                     self.client.create_payload_index(full, field, models.PayloadSchemaType.FLOAT, wait=True)
+            self._sparse[name] = CURRENT_SPARSE
             self._known.add(name)
+
+    @staticmethod
+    def _stored_sparse(info: Any) -> str:
+        names = [n for n in info.config.params.sparse_vectors or {} if n in SPARSE_VERSIONS]
+        return max(names, key=SPARSE_VERSIONS.__getitem__) if names else CURRENT_SPARSE
+
+    def _sparse_name(self, collection: str) -> str:
+        name = self._sparse.get(collection)
+        if name is None:
+            full = self._require(collection)
+            info = self._call("get_collection", self.client.get_collection, full)
+            name = self._sparse[collection] = self._stored_sparse(info)
+        return name
 
     def collections(self) -> list[str]:
         response = self._call("get_collections", self.client.get_collections)
@@ -145,6 +164,7 @@ class QdrantServerStore(HybridSearchMixin):
         """Delete a collection; a missing one is not an error."""
         full = self._name(name)
         self._known.discard(name)
+        self._sparse.pop(name, None)
         if self._call("collection_exists", self.client.collection_exists, full):
             self._call("delete_collection", self.client.delete_collection, full)
 
@@ -167,14 +187,15 @@ class QdrantServerStore(HybridSearchMixin):
             return
         full = self._require(collection)
         points = []
+        name = self._sparse_name(collection)
         for c, v in zip(chunks, vectors, strict=True):
-            sparse = encode_document(c.text)
+            sparse = encode_document(c.text, SPARSE_VERSIONS[name])
             points.append(
                 models.PointStruct(
                     id=c.id,
                     vector={
                         DENSE: v.astype(np.float32).tolist(),
-                        SPARSE: models.SparseVector(indices=sparse.indices, values=sparse.values),
+                        name: models.SparseVector(indices=sparse.indices, values=sparse.values),
                     },
                     payload=c.payload(),
                 )

@@ -135,3 +135,19 @@ def test_a_withheld_answer_takes_the_rewritten_queries_with_it(tmp_path: Path) -
     items = store.turns(conv["id"], "erin", reader=outside).items
     assert "FINCANARY7731" not in str(items)
     assert [t["query"] for t in items] == [t["question"] for t in items]
+
+
+def test_feedback_carries_the_retrieved_chunks_and_takes_a_later_comment(store: ConversationStore) -> None:
+    mine = answer(None, "Who approves travel?", "Ingrid Solberg [1].")
+    mine["citations"] = [
+        {"index": 1, "uri": "/x", "chunk_id": "c-1", "cited": True},
+        {"index": 2, "uri": "/y", "chunk_id": "c-2", "cited": False},
+    ]
+    store.record("alice", mine)
+    fb = store.add_feedback(mine["id"], "alice", "down", None)
+    assert fb["chunks"] == ["c-1", "c-2"]  # what retrieval gave, cited or not, best first
+    with pytest.raises(NotFound):
+        store.comment_feedback(fb["id"], "bob", "not yours")
+    store.comment_feedback(fb["id"], "alice", "  wrong person  ")
+    listed = store.list_feedback(rating="down").items
+    assert listed[0]["comment"] == "wrong person" and listed[0]["chunks"] == ["c-1", "c-2"]

@@ -65,3 +65,6 @@ class Feedback(BaseModel):
     answer: str | None = None
     support: float | None = None
     mode: str | None = None
+    chunks: list[str] = Field(
+        default_factory=list, description="Ids of the chunks retrieved for the rated answer, best first."
+    )
