@@ -40,9 +40,9 @@ STEPS: dict[str, tuple[list[str] | None, list[str] | None]] = {
     ),  # fmt: skip
     "ingest": (
         [],
-        ["--docs", "2", "--repeat", "2", "--pydoc-files", "6", "--zh-docs", "2", "--scale", "1000"],
+        ["--docs", "2", "--repeat", "2", "--pydoc-files", "6", "--zh-docs", "3", "--scale", "1000"],
     ),
-    "profile_ingest": ([], ["--pydoc-files", "6", "--zh-docs", "2", "--quick"]),
+    "profile_ingest": ([], ["--pydoc-files", "6", "--zh-docs", "3", "--quick"]),
     "quality": ([], []),
     "answers": ([], ["--sample", "4"]),
     "serving": (
