@@ -30,7 +30,7 @@ WHEELHOUSE ?= $(HOME)/.cache/kb-appliance/wheels/llama-$(LLAMA_KEY)
 
 PIP := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt --find-links $(WHEELHOUSE)
 
-.PHONY: install install-test run test lint bench helm-check clean system-deps system-deps-runtime system-deps-build
+.PHONY: install install-test run test lint bench bench-quick bench-deps helm-check clean system-deps system-deps-runtime system-deps-build
 
 # Debian packages, installed when missing and we are root (otherwise the list is printed):
 # - what the appliance runs: libmagic for type detection, tesseract for OCR, poppler for PDF pages,
@@ -114,14 +114,22 @@ lint: install-test
 	$(BIN)/ruff check appliance connectors ui tests bench tools
 	$(BIN)/ruff format --check appliance connectors ui tests bench tools
 
-bench: install
-	$(PIP) -e '.[bench]'
-	$(BIN)/python bench/skeleton.py
-	$(BIN)/python bench/retrieval.py
-	$(BIN)/python bench/ingest.py
-	$(BIN)/python bench/answers.py
-	$(BIN)/python bench/serving.py
-	$(BIN)/python bench/security.py
+# `make bench`: every benchmark, side by side with LangChain, LlamaIndex, raw llama-cpp-python and
+# qdrant-client's local mode; writes bench/results/<date>-<host>.json, its markdown table, PNG
+# plots and latest.json, and regenerates the README's and docs/benchmarks.md's tables from it.
+# `make bench-quick`: the same at small sizes (under 10 minutes on an idle 2-core host). python3-doc
+# is the text-heavy corpus of the ingestion bench.
+BENCH_PACKAGES := python3-doc
+
+bench-deps: install-test
+	$(call debian_packages,$(BENCH_PACKAGES))
+	$(PIP) -e '.[test,bench]'
+
+bench: bench-deps
+	$(BIN)/python bench/run.py
+
+bench-quick: bench-deps
+	$(BIN)/python bench/run.py --quick
 
 # The chart check runs Helm's own engine (Helm's Go SDK in helm-python-sdk's wheel: no helm binary,
 # no cluster, no network) and validates every rendered object against the Kubernetes schemas

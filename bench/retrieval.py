@@ -9,14 +9,13 @@
 - Embedding: chunks/s of 256-token chunks for torch fp32, ONNX fp32 and ONNX int8, at 1 and 2
   threads, in one run.
 
-Prints a table and writes bench/results/retrieval.json. Run with `make bench`.
+Prints a table and writes its JSON part (bench/common.py). Run with `make bench`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -30,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from appliance.egress import install_guard, prepare_offline_env  # noqa: E402
+from bench.common import PARTS, machine_info  # noqa: E402
 
 KB = ROOT / "tests" / "fixtures" / "kb"
 DIM = 384
@@ -184,7 +184,7 @@ def main() -> None:
         "--local-queries", type=int, default=20, help="Searches per local-mode configuration."
     )
     parser.add_argument("--embed-chunks", type=int, default=64, help="Chunks per embedding run.")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "retrieval.json"))
+    parser.add_argument("--out", default=str(PARTS / "retrieval.json"))
     args = parser.parse_args()
     prepare_offline_env()
     install_guard()
@@ -199,8 +199,10 @@ def main() -> None:
         chunks, vectors = make_chunks(n, words, rng)
         search_rows.extend(bench_store(kind, n, chunks, vectors, queries))
         print(f"  measured {kind} at {n} chunks", file=sys.stderr)
-    with tempfile.TemporaryDirectory() as tmp:
-        embed_rows = bench_embeddings(Path(tmp), args.embed_chunks)
+    embed_rows = []
+    if args.embed_chunks:  # 0: search only (bench/run.py's 1M step)
+        with tempfile.TemporaryDirectory() as tmp:
+            embed_rows = bench_embeddings(Path(tmp), args.embed_chunks)
 
     print("\nSearch (hybrid, k=5), latency per query")
     print(
@@ -216,7 +218,7 @@ def main() -> None:
     for r in embed_rows:
         print(f"{r['backend']:12} {r['variant']:>7} {r['threads']:>7} {r['chunks_per_s']:>9.1f}")
     result = {
-        "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)},
+        "machine": machine_info(),
         "search": search_rows,
         "embedding": embed_rows,
     }

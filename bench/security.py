@@ -1,12 +1,12 @@
 """Cost of the security layer per request: principal resolution (key + user + nested groups),
 quota check, usage recording, audit append and verify. Metadata DB only (SQLite), no models.
 
-Prints a table and writes bench/results/security.json. Run with `make bench`.
+Prints a table and writes its JSON part (bench/common.py). Run with `make bench`.
 """
 
 from __future__ import annotations
 
-import json
+import argparse
 import statistics
 import sys
 import tempfile
@@ -23,6 +23,7 @@ from appliance.db import make_engine  # noqa: E402
 from appliance.metering import Metering  # noqa: E402
 from appliance.security.auth import KeyStore, issue_key, resolve_principal  # noqa: E402
 from appliance.security.identity import IdentityStore  # noqa: E402
+from bench.common import add_out_arg, write_json  # noqa: E402
 
 DEPTH = 6  # nesting levels of departments
 USERS = 200
@@ -45,6 +46,9 @@ def timed(fn: Callable[[], Any], n: int) -> dict[str, float]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_out_arg(parser, "security")
+    args = parser.parse_args()
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         engine = make_engine(Path(tmp) / "bench.db")
@@ -82,9 +86,7 @@ def main() -> None:
     v = results["audit_verify"]
     print(f"audit verify: {v['records']} records in {v['seconds']} s ({v['records_per_s']}/s)")
     print(f"principal with {results['resolve_principal']['groups']} groups ({DEPTH} nesting levels)")
-    out = ROOT / "bench" / "results" / "security.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    write_json(args.out, results)
 
 
 if __name__ == "__main__":

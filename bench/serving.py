@@ -9,14 +9,13 @@ llama-cpp-python in the same run, and a concurrency sweep with 429 rates.
 - Concurrency 1 -> 16 closed-loop clients against one worker (queue of 8): p50/p95 latency and
   the share of 429s.
 
-Prints a table and writes bench/results/serving.json. Run with `make bench`.
+Prints a table and writes its JSON part (bench/common.py). Run with `make bench`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import statistics
@@ -29,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from appliance.egress import install_guard, prepare_offline_env  # noqa: E402
+from bench.common import add_out_arg, machine_info, write_json  # noqa: E402
 
 TOPICS = ["turbine", "gearbox", "warranty", "maintenance", "blade", "bearing", "generator", "inspection",
           "safety", "policy", "vacation", "expense", "contract", "supplier", "invoice", "voltage"]  # fmt: skip
@@ -219,6 +219,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--queue", type=int, default=8)
     parser.add_argument("--note", default="", help="Recorded in the JSON, e.g. the machine's load.")
+    add_out_arg(parser, "serving")
     args = parser.parse_args()
 
     prepare_offline_env()
@@ -256,7 +257,13 @@ def main() -> None:
         return round(statistics.median(xs), 1) if xs else float("nan")
 
     result = {
-        "machine": {"threads": args.threads, "batch": args.batch, "context": args.context, "note": args.note},
+        "machine": machine_info(),
+        "settings": {
+            "threads": args.threads,
+            "batch": args.batch,
+            "context": args.context,
+            "note": args.note,
+        },
         "load_average": list(os.getloadavg()),
         "prompt_tokens_median": statistics.median(pair["prompt_tokens"]),
         "raw": {"ttft_p50_ms": med(raw_side["ttft_ms"]), "decode_tps_p50": med(raw_side["decode_tps"])},
@@ -296,10 +303,8 @@ def main() -> None:
             f"{r['clients']:>8}{r['requests']:>10}{r['ok']:>5}{r['p50_ms']:>10}{r['p95_ms']:>10}"
             f"{r['rate_429']:>10}{r['answers_per_s']:>8}"
         )
-    out = ROOT / "bench" / "results" / "serving.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"\nwrote {out}")
+    write_json(args.out, result)
+    print(f"\nwrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,12 @@
 """Walking-skeleton figures: ingest throughput and ask latency, on the real components.
 
-Prints a table and writes bench/results/skeleton.json. Run with `make bench`.
+Prints a table and writes its JSON part (bench/common.py). Run with `make bench`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import statistics
 import sys
@@ -19,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from appliance.egress import install_guard, prepare_offline_env  # noqa: E402
+from bench.common import add_out_arg, write_json  # noqa: E402
 
 WORDS = [
     "turbine",
@@ -76,11 +76,13 @@ def synthetic_corpus(root: Path, docs: int = 20, sections: int = 8, seed: int = 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--modes", default="extractive,grounded", help="Answer modes to time, comma-separated."
     )
-    modes = [m for m in parser.parse_args().modes.split(",") if m]
+    add_out_arg(parser, "skeleton")
+    args = parser.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
     prepare_offline_env()
     install_guard()
     import connectors
@@ -140,9 +142,7 @@ def main() -> None:
     print(f"{'figure':{width}}  value")
     for key, value in results.items():
         print(f"{key:{width}}  {value}")
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "skeleton.json").write_text(json.dumps(results, indent=2))
+    write_json(args.out, results)
 
 
 if __name__ == "__main__":

@@ -79,7 +79,7 @@ class Beacon:
         self.server.server_close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def beacon() -> Iterator[Beacon]:
     server = Beacon()
     try:
@@ -93,7 +93,7 @@ def _ingest(api: httpx.Client, path: Path, collection: str, allow: list[str]) ->
     assert r.status_code == 200 and not r.json()["failed"], r.text
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def site(tmp_path_factory: pytest.TempPathFactory, beacon: Beacon) -> Iterator[dict[str, Any]]:
     """The server with: the mixed corpus in `default` (everyone) plus a document only carol may
     read; Chinese policies in `zh`; a hostile document in `lab`; payroll in `finance` (its group)."""
@@ -137,7 +137,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, beacon: Beacon) -> Iterator[d
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: `make system-deps` installs Debian's chromium")

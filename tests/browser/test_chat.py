@@ -29,9 +29,10 @@ def choose_collection(page: Any, name: str) -> None:
     if box.input_value() == name:
         return
     box.click()
-    box.fill(name)  # the dropdown filters its options; Enter takes the one left
-    page.get_by_role("option", name=name, exact=True).wait_for()
-    box.press("Enter")
+    box.fill(name)  # the dropdown filters its options
+    # Click the option: typed text alone shows in the box while the component keeps its old value.
+    page.get_by_role("option", name=name, exact=True).click()
+    page.locator("#kb-question textarea").click()  # blur: a typed-only value would revert here
     wait_until(lambda: page.locator("#kb-collection input").input_value() == name, 30, f"collection {name}")
 
 
