@@ -39,7 +39,16 @@ class ServerSettings(Section):
     host: str = Field("127.0.0.1", description="Interface `appliance serve` binds to. Loopback by default.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port of the REST API and the UI.")
     max_request_mb: float = Field(
-        50.0, gt=0, description="Largest accepted request body in MiB; larger requests get 413."
+        50.0,
+        gt=0,
+        description="Largest request body in MiB the UI accepts; larger requests get 413 "
+        "(uploads are capped by `ingestion.max_file_mb`, REST calls by `server.max_json_mb`).",
+    )
+    max_json_mb: float = Field(
+        8.0,
+        gt=0,
+        description="Largest request body in MiB of a REST call other than an upload; larger "
+        "(also chunked) bodies get 413 while they stream, after the caller is authenticated.",
     )
 
 

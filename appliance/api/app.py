@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request
 
-from appliance.api.errors import error_body, install_error_handlers
+from appliance.api.deps import _bearer
+from appliance.api.errors import install_error_handlers
+from appliance.api.limits import BodyLimits, RequestBounds
 from appliance.api.middleware import install_security
 from appliance.api.routers import (
     ask,
@@ -29,6 +30,8 @@ from appliance.api.routers import (
 from appliance.api.routers import ingestion as ingestion_routes
 from appliance.audit import keep_retention
 from appliance.container import Container
+from appliance.domain import Principal
+from appliance.security.auth import resolve_principal
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +71,24 @@ def create_app(
     app.state.container = container
     container.ready = False
     install_error_handlers(app)
-    limit = int(container.settings.server.max_request_mb * 2**20)
+    server = container.settings.server
 
-    @app.middleware("http")
-    async def body_limit(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > limit:
-            return JSONResponse(
-                error_body("payload_too_large", f"request body over {limit // 2**20} MiB"), status_code=413
-            )
-        return await call_next(request)
+    def authenticate(request: Request) -> Principal:
+        # What get_principal resolves (a Bearer key), or the UI sign-in cookie the originals
+        # route accepts; mount_ui sets ``ui_session`` after this app is built.
+        token = _bearer(request)
+        session = getattr(app.state, "ui_session", None)
+        if token is None and session is not None and (principal := session(request)) is not None:
+            return principal
+        return resolve_principal(container.keys, container.identity, token)
+
+    limits = BodyLimits(
+        upload=int(container.settings.ingestion.max_file_mb * 2**20),
+        api=int(server.max_json_mb * 2**20),
+        ui=int(server.max_request_mb * 2**20),
+    )
+    # Added before install_security, so it runs inside it: its 401s are audited as auth.denied.
+    app.add_middleware(RequestBounds, limits=limits, authenticate=authenticate)
 
     install_security(app, container.settings, container.audit)
 

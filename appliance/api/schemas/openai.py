@@ -4,12 +4,25 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
+
+# A question is at most 8000 characters on /api/v1/ask; a chat turn may carry a longer system
+# prompt or pasted history, but not unbounded text for the tokenizer and the audit log.
+MAX_MESSAGE_CHARS = 32_000
+MAX_MESSAGES = 256
 
 
 class ChatMessage(BaseModel):
     role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[dict[str, Any]] | None = Field(
+        None, description=f"At most {MAX_MESSAGE_CHARS} characters."
+    )
+
+    @model_validator(mode="after")
+    def _bounded(self) -> ChatMessage:
+        if len(self.text()) > MAX_MESSAGE_CHARS:
+            raise ValueError(f"a message holds at most {MAX_MESSAGE_CHARS} characters")
+        return self
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -19,7 +32,7 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(BaseModel):
     model: str | None = Field(None, description="A served model name, or a knowledge-base collection name.")
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     stream: bool = False
     max_tokens: int | None = Field(None, ge=1, le=8192)
     max_completion_tokens: int | None = Field(None, ge=1, le=8192)
