@@ -23,6 +23,7 @@ from appliance.domain import ScoredChunk
 from appliance.embeddings.base import Embedder
 from appliance.inference.base import GenerationParams
 from appliance.rag import grounding
+from appliance.rag.prompts import FENCE_ECHO
 
 FALLBACK_NOTICE = "The generated answer was not supported by the sources, so here is what they say: "
 
@@ -166,7 +167,9 @@ async def abstractive(
                 outcome.usage = delta.usage
 
 
-_ECHO = re.compile(r"<<<[^>\n]*>{0,3}|^\s*(?:question|sources?|answer)\s*:\s*", re.IGNORECASE | re.MULTILINE)
+_ECHO = re.compile(
+    rf"{FENCE_ECHO.pattern}|^\s*(?:question|sources?|answer)\s*:\s*", re.IGNORECASE | re.MULTILINE
+)
 
 
 @dataclass

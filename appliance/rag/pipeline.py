@@ -21,6 +21,7 @@ from appliance.rag.citations import citation_dicts, mark_cited
 from appliance.rag.condense import condense_heuristic, condense_llm
 from appliance.rag.conversations import ConversationStore, new_id
 from appliance.rag.prompts import NO_SOURCES_ANSWER, build_messages, format_source
+from appliance.rag.render import safe_markdown, safe_stream
 from appliance.retrieval import Retriever, access_filter
 
 __all__ = ["AskResult", "RagOptions", "RagService", "access_filter", "citation_dicts"]
@@ -215,7 +216,8 @@ class RagService:
                         outcome,
                         principal.name,
                     )
-            async with contextlib.aclosing(stream) as pieces:  # see answering.abstractive
+            # Whatever the mode, a reader gets no image, link or prompt fence from the answer.
+            async with contextlib.aclosing(safe_stream(stream)) as pieces:  # see answering.abstractive
                 async for piece in pieces:
                     if not parts:
                         ttft_ms = (time.perf_counter() - started) * 1000
@@ -227,7 +229,7 @@ class RagService:
         finally:
             if lease is not None:
                 lease.release()  # when no generation started on it; a started one frees it itself
-            answer = "".join(parts).strip()
+            answer = safe_markdown("".join(parts)).strip()
             usage = dict(outcome.usage)
             for key, value in condense_usage.items():
                 usage[key] = usage.get(key, 0) + value

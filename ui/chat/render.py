@@ -21,35 +21,18 @@ from typing import Any
 from urllib.parse import quote
 
 from appliance.ingestion.originals import version_label
+from appliance.rag.render import safe_markdown
 from ui.i18n import t
 
-# ![alt](url), ![alt][ref]; [text](url), [text][ref]; [ref]: url definitions; <scheme:...> autolinks.
-_MD_IMAGE = re.compile(r"!\[([^\]\n]*)\](?:\([^)\n]*\)|\[[^\]\n]*\])")
-_MD_LINK = re.compile(r"\[([^\]\n]*)\]\([^)\n]*\)")
-_MD_REF_LINK = re.compile(r"\[([^\]\n]*)\]\[([^\]\n]*)\]")
-_MD_REF_DEF = re.compile(r"^[ \t]{0,3}\[[^\]\n]+\]:[ \t]*\S.*$", re.MULTILINE)
-_AUTOLINK = re.compile(r"<((?:https?|ftp|mailto|file|data|javascript):[^>\s]*)>", re.IGNORECASE)
 _MARKER = re.compile(r"\[(\d{1,3})\]")
 _ID = re.compile(r"^[0-9a-fA-F-]{8,64}$")
 SNIPPET_CHARS = 320
 
 
-def _is_marker_list(text: str) -> bool:
-    return bool(re.fullmatch(r"[\d,\s]*", text))
-
-
 def neutralise(text: str) -> str:
-    """``text`` with Markdown images, links and link definitions reduced to their words, so no
-    renderer downstream can make a browser fetch something from it. Citation markers ``[1][2]``
-    are left alone."""
-    text = _MD_IMAGE.sub(lambda m: m.group(1), text)
-    text = _MD_LINK.sub(lambda m: m.group(1), text)
-    text = _MD_REF_LINK.sub(
-        lambda m: m.group(0) if _is_marker_list(m.group(1)) and _is_marker_list(m.group(2)) else m.group(1),
-        text,
-    )
-    text = _MD_REF_DEF.sub("", text)
-    return _AUTOLINK.sub(lambda m: m.group(1), text)
+    """``text`` with Markdown images, links and link definitions reduced to their words and no
+    prompt-fence echo (``appliance.rag.render.safe_markdown``, the one place that decides)."""
+    return safe_markdown(text)
 
 
 def as_text(text: str) -> str:
