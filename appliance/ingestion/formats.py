@@ -7,10 +7,12 @@ picks the dialect of plain text, which libmagic cannot tell apart: markdown and 
 "text/plain" to it), and refuses what would be dangerous or pointless to parse — empty files,
 unknown binary content, password-protected documents, ZIP containers whose entries declare too
 much uncompressed data or too many entries, and XML that declares a DTD (XXE, billion laughs:
-Office Open XML never needs one). It is not run in the parent because it is not strictly bounded
-there: libmagic and ``zipfile`` parse hostile bytes in C and Python, ``zipfile`` builds an object
-per central-directory entry (a 100 MiB file can declare millions), and the DTD scan inflates the
-head of every XML entry (up to ``max_entries`` x 64 KiB).
+Office Open XML never needs one). XML parts are read by an XML parser with defusedxml's
+settings (no DTD, no entities, no external references) up to their root element, so a DTD in
+UTF-16 or behind a long prolog is found as surely as a plain one; a byte pattern would miss both.
+It is not run in the parent because it is not strictly bounded there: libmagic and ``zipfile``
+parse hostile bytes in C and Python, ``zipfile`` builds an object per central-directory entry (a
+100 MiB file can declare millions), and the prolog check inflates every XML entry up to its root.
 
 ``partition`` then yields elements: one ``unstructured`` partitioner per type, plus OCR with the
 local tesseract binary for images and for PDF pages that have no text layer, page by page, so a
@@ -19,14 +21,20 @@ caller that stops at the text limit stops the OCR too.
 
 from __future__ import annotations
 
+import codecs
 import io
 import re
 import struct
+import xml.sax
+import xml.sax.handler
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
+
+from defusedxml import DefusedXmlException
+from defusedxml import expatreader as defused_expat
 
 from appliance.domain import ParseError
 from appliance.ingestion.cleaning import clean_elements, strip_boilerplate
@@ -63,9 +71,8 @@ TEXT_DIALECTS = {
 # The part of a ZIP container that says which Office format it is.
 ZIP_MARKERS = (("word/document.xml", "docx"), ("ppt/presentation.xml", "pptx"), ("xl/workbook.xml", "xlsx"))
 ZIP_KINDS = frozenset(OOXML.values())
-_DTD = re.compile(rb"<!(DOCTYPE|ENTITY)", re.IGNORECASE)
-_ENTITY = re.compile(rb"<!ENTITY", re.IGNORECASE)
-XML_PROLOG_BYTES = 64 * 1024  # DTDs live in the prolog, before the root element
+_ENTITY = re.compile(r"<!ENTITY", re.IGNORECASE)
+XML_READ_BYTES = 64 * 1024  # an XML part is fed to the parser in pieces of this size
 
 
 @dataclass(frozen=True)
@@ -167,13 +174,50 @@ def check_archive(data: bytes, limits: ArchiveLimits) -> None:
             if info.filename.lower().endswith((".xml", ".rels")) and not info.is_dir():
                 try:
                     with zf.open(info) as fh:
-                        head = fh.read(XML_PROLOG_BYTES)
+                        check_xml_prolog(fh, info.filename)
                 except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, RuntimeError) as exc:
                     raise ParseError(f"damaged archive entry {info.filename}: {exc}") from None
-                if _DTD.search(head):
-                    raise ParseError(
-                        f"{info.filename} declares a DTD or entities (refused: XXE / entity expansion)"
-                    )
+
+
+class _RootReached(Exception):
+    """The root element started: the prolog, where a DTD could be, is over."""
+
+
+class _StopAtRoot(xml.sax.handler.ContentHandler):
+    def startElement(self, name: str, attrs: Any) -> None:  # noqa: N802 - the SAX API's name
+        raise _RootReached
+
+    def startElementNS(self, name: Any, qname: Any, attrs: Any) -> None:  # noqa: N802
+        raise _RootReached
+
+
+def check_xml_prolog(stream: BinaryIO, name: str) -> None:
+    """Refuse an XML document whose prolog declares a DTD, entities or external references,
+    whatever its encoding and however late the declaration comes; the parser stops at the root
+    element, so the body is never parsed here. Malformed XML before the root is refused too."""
+    parser = defused_expat.create_parser(forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    parser.setContentHandler(_StopAtRoot())
+    try:
+        while block := stream.read(XML_READ_BYTES):
+            parser.feed(block)
+        parser.close()
+    except _RootReached:
+        return
+    except DefusedXmlException:
+        raise ParseError(f"{name} declares a DTD or entities (refused: XXE / entity expansion)") from None
+    except xml.sax.SAXParseException as exc:
+        raise ParseError(f"{name} is not well-formed XML: {exc.getMessage()}") from None
+
+
+def _text_of(data: bytes) -> str:
+    """Markup bytes as text for a declaration check: by BOM, else UTF-8 (ASCII-compatible
+    encodings spell ``<!ENTITY`` the same; BOM-less UTF-16 is no type libmagic lets through)."""
+    for bom, codec in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32")):
+        if data.startswith(bom):
+            return data.decode(codec, errors="replace")
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data.decode("utf-16", errors="replace")
+    return data.decode("utf-8", errors="replace")
 
 
 def preflight(data: bytes, filename: str, limits: ArchiveLimits) -> str:
@@ -183,8 +227,9 @@ def preflight(data: bytes, filename: str, limits: ArchiveLimits) -> str:
     kind = detect_kind(data, filename)
     if kind in ZIP_KINDS:
         check_archive(data, limits)
-    elif kind == "html" and _ENTITY.search(data[:XML_PROLOG_BYTES]):
-        # A doctype is fine in a web page; an internal subset declaring entities is an attack.
+    elif kind == "html" and _ENTITY.search(_text_of(data)):
+        # A doctype is fine in a web page (HTML is no XML, an XML parser would refuse most pages);
+        # an internal subset declaring entities is an attack, in any encoding, early or late.
         raise ParseError("document declares XML entities (refused: XXE / entity expansion)")
     return kind
 
