@@ -14,6 +14,7 @@ import logging
 import threading
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
+from urllib.parse import urlsplit
 
 from appliance.audit import AuditEvent
 from appliance.domain import (
@@ -138,7 +139,10 @@ class IngestionJobs:
         return self.connectors.for_kind(kind, options or {}, admin=admin)
 
     def _stored(self, source: Source) -> Connector:
-        """The connector of a registered source, as the scheduler (an admin) runs it."""
+        """The connector of a registered source, as the scheduler (an admin) runs it. An upload
+        registered as a source before that was refused syncs only into its own collection."""
+        if source.kind == "upload":
+            _own_upload(str(source.options.get("uri", "")), source.collection)
         if source.spec:
             return self.connectors.for_source(source.spec, source.options)
         return self.connectors.rebuild(source.kind, source.options)
@@ -397,14 +401,24 @@ class IngestionJobs:
         rec = self._managed(principal, doc_id)
         self.ingestion.remove_document(rec)
         if rec.uri.startswith("upload://"):
-            try:
-                self.connectors.upload(rec.uri).remove()
-            except InvalidRequest:
-                log.warning("not removing the file of %s: unexpected URI", rec.uri)
+            # The file is the upload's own collection's: a copy indexed elsewhere (registered as a
+            # source before that was refused) never unlinks it, and while another record still
+            # indexes the file, it stays.
+            others = [r for r in self.ledger.with_uri(rec.uri) if r.id != rec.id]
+            if upload_collection(rec.uri) != rec.collection or others:
+                log.info("keeping the file of %s: it is not this document's alone", rec.uri)
+            else:
+                try:
+                    self.connectors.upload(rec.uri).remove()
+                except InvalidRequest:
+                    log.warning("not removing the file of %s: unexpected URI", rec.uri)
         return document_dict(rec)
 
     def reindex(self, principal: Principal, doc_id: str) -> Job:
         rec = self._managed(principal, doc_id)
+
+        if rec.uri.startswith("upload://"):
+            _own_upload(rec.uri, rec.collection)
 
         def work(job: Job) -> dict[str, Any]:
             if rec.uri.startswith("upload://"):
@@ -429,6 +443,19 @@ class IngestionJobs:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def upload_collection(uri: str) -> str:
+    """The collection an ``upload://<collection>/...`` URI's file was uploaded to."""
+    return urlsplit(uri).netloc
+
+
+def _own_upload(uri: str, collection: str) -> None:
+    """Refuse reading an upload's file for any collection but the one it was uploaded to."""
+    if upload_collection(uri) != collection:
+        raise InvalidRequest(
+            f"{uri} is an upload of another collection; upload the file to {collection!r} instead"
+        )
 
 
 def _accumulate(total: IngestReport, report: IngestReport) -> None:

@@ -63,6 +63,12 @@ class Ledger:
             ).all()
         return [DocumentRecord.from_row(r) for r in rows]
 
+    def with_uri(self, uri: str) -> builtins.list[DocumentRecord]:
+        """Every collection's record of ``uri`` (an upload's copies, made before they were refused)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(documents).where(documents.c.uri == uri)).all()
+        return [DocumentRecord.from_row(r) for r in rows]
+
     def list(self, collection: str | None = None) -> list[DocumentRecord]:
         query = select(documents).order_by(documents.c.uri)
         if collection:
