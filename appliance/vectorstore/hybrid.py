@@ -134,7 +134,21 @@ class HybridSearchMixin:
         # One side alone keeps its own scores (cosine or BM25): more telling than a rank score.
         fused = lists[0] if len(lists) == 1 else cfg.fuse(lists, weights)
         top = cap_per_document(fused, k, cfg.max_per_document)
+        scores = [c.score for c in top]
+        if filter is not None and filter.acl_any is not None and any(q.sparse for q in queries):
+            scores = rank_scores(len(top), cfg.rrf_k)
         return [
-            ScoredChunk(Chunk.from_payload(c.id, c.payload), c.score, dense_vector(found.vectors.get(c.id)))
-            for c in top
+            ScoredChunk(Chunk.from_payload(c.id, c.payload), score, dense_vector(found.vectors.get(c.id)))
+            for c, score in zip(top, scores, strict=True)
         ]
+
+
+def rank_scores(n: int, rrf_k: int) -> list[float]:
+    """Scores that say only the order: what a caller under an ACL filter gets once BM25 took part.
+
+    The store's ``idf`` modifier weighs terms by their frequency over the WHOLE collection, readable
+    or not, and no adapter can compute it over a filtered subset; so raw BM25 scores (and scores
+    fused from them) would let a caller count the unreadable chunks that contain a word, by
+    watching a readable chunk's score move. The order of the caller's own results shows nothing
+    it cannot read, so that is all these scores carry. Admins read everything and keep the raw ones."""
+    return [1.0 / (rrf_k + rank) for rank in range(1, n + 1)]
