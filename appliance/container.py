@@ -459,7 +459,7 @@ class Container:
         self.parser  # noqa: B018
         cfg = self.settings.ingestion
         jobs = IngestionJobs(
-            manager=JobManager(self.engine, cfg.scheduler_tick_s),
+            manager=JobManager(self.engine, cfg.scheduler_tick_s, cfg.keep_jobs_days, cfg.keep_jobs),
             sources=SourceStore(self.engine),
             connectors=self.connectors,
             ingestion=self.ingestion,

@@ -298,6 +298,12 @@ class IngestionSettings(Section):
     scheduler_tick_s: float = Field(
         30.0, gt=0, description="How often `serve` checks for sources whose sync interval has passed."
     )
+    keep_jobs_days: float = Field(
+        30.0, gt=0, description="Finished ingest jobs older than this many days are forgotten."
+    )
+    keep_jobs: int = Field(
+        10000, ge=1, description="At most this many finished ingest jobs are remembered (the newest)."
+    )
     default_sync_interval_s: float = Field(
         0.0,
         ge=0,

@@ -4,7 +4,8 @@ Jobs run one at a time on a single background thread: the embedded shard has one
 a small CPU budget two parses at once would only slow each other down. Their live progress is in
 memory; their state and outcome are written to the ``jobs`` table at every transition (and about
 once a second while running), so `GET /api/v1/jobs/{id}` answers after a restart too, and a job
-that was running when the process died shows as ``interrupted``.
+that was running when the process died shows as ``interrupted``. Finished jobs leave memory at
+once and the table after ``keep_days`` or beyond the newest ``keep_count``.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, delete, insert, select, update
 
 from appliance.db import jobs as jobs_table
 from appliance.db import now
@@ -86,9 +87,13 @@ Work = Callable[[Job], dict[str, Any]]
 
 
 class JobManager:
-    def __init__(self, engine: Engine, tick_s: float = 30.0) -> None:
+    def __init__(
+        self, engine: Engine, tick_s: float = 30.0, keep_days: float = 30.0, keep_count: int = 10_000
+    ) -> None:
         self.engine = engine
         self.tick_s = tick_s
+        self.keep_days = keep_days
+        self.keep_count = keep_count
         self._live: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="appliance-ingest")
@@ -97,6 +102,9 @@ class JobManager:
         self._due: Callable[[], object] | None = None
         # This process owns the data dir now: whatever was running before it did not finish.
         with self.engine.begin() as conn:
+            self.interrupted = [
+                _row_dict(r) for r in conn.execute(select(jobs_table).where(jobs_table.c.status.in_(ACTIVE)))
+            ]
             conn.execute(
                 update(jobs_table)
                 .where(jobs_table.c.status.in_(ACTIVE))
@@ -106,6 +114,19 @@ class JobManager:
                     finished_at=now(),
                 )
             )
+        self.prune()
+
+    def prune(self) -> int:
+        """Forget finished jobs older than ``keep_days`` and beyond the newest ``keep_count``."""
+        finished = jobs_table.c.status.not_in(ACTIVE)
+        newest = select(jobs_table.c.id).order_by(jobs_table.c.created_at.desc()).limit(self.keep_count)
+        cutoff = now() - timedelta(days=self.keep_days)
+        with self.engine.begin() as conn:
+            old = conn.execute(delete(jobs_table).where(finished, jobs_table.c.created_at < cutoff)).rowcount
+            many = conn.execute(
+                delete(jobs_table).where(finished, jobs_table.c.id.not_in(newest.scalar_subquery()))
+            ).rowcount
+        return int(old or 0) + int(many or 0)
 
     # -- submitting and running --------------------------------------------------------------------
 
@@ -162,6 +183,12 @@ class JobManager:
         finally:
             job.finished_at = now()
             self._persist(job)
+            with self._lock:
+                self._live.pop(job.id, None)  # the table has it now; memory holds active jobs only
+            try:
+                self.prune()
+            except Exception:  # bookkeeping must never fail the ingestion itself
+                log.exception("could not prune the job table")
             job.finished.set()
 
     def _row(self, job: Job) -> dict[str, Any]:

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from appliance.collections import CollectionService
     from appliance.ingestion.pipeline import IngestionService
     from appliance.vectorstore.base import VectorStore
+    from connectors.upload import UploadConnector
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +265,40 @@ class IngestionJobs:
         return self.manager.cancel(job_id)
 
     def start_scheduler(self) -> None:
+        self.recover_uploads()
         self.manager.start_scheduler(self.run_due)
+
+    def recover_uploads(self) -> list[Job]:
+        """At start: the upload jobs the last process did not finish run again from their stored
+        files, and files that no document or job will ever read (an upload cut off while it was
+        received, a job lost with its process) are removed."""
+        retried = []
+        for old in self.manager.interrupted:
+            detail = old["detail"] or {}
+            if old["kind"] != "upload" or not isinstance(detail.get("uri"), str):
+                continue
+            try:
+                connector = self.connectors.upload(detail["uri"])
+            except InvalidRequest:
+                continue
+            if connector.path.is_file():
+                acl = [str(a) for a in detail.get("allow") or []]
+                size = connector.path.stat().st_size
+                retried.append(self._submit_upload(connector, old["collection"], acl, old["actor"], size))
+                log.info("retrying the interrupted upload %s as job %s", connector.root, retried[-1].id)
+        kept = self.ledger.upload_uris() | {job.detail["uri"] for job in retried}
+        wanted = set()
+        for uri in kept:
+            try:
+                wanted.add(self.connectors.upload(uri).path)
+            except InvalidRequest:
+                continue  # not a URI this appliance made: nothing of it is on disk
+        root = self.connectors.upload_dir
+        for path in root.glob("*/*") if root.is_dir() else ():
+            if path.is_file() and path not in wanted:
+                log.warning("removing %s: an upload that no document or job reads", path)
+                path.unlink(missing_ok=True)
+        return retried
 
     def run_due(self) -> list[Job]:
         started = []
@@ -363,17 +397,22 @@ class IngestionJobs:
             connector.remove()
             raise
 
-        def work(job: Job) -> dict[str, Any]:
-            return self.run([connector], name, acl, principal.name, job.progress, job.cancel)
+        job = self._submit_upload(connector, name, acl, principal.name, size)
+        return document_id(name, connector.root), job
 
-        job = self.manager.submit(
+    def _submit_upload(
+        self, connector: UploadConnector, name: str, acl: Sequence[str], actor: str, size: int
+    ) -> Job:
+        def work(job: Job) -> dict[str, Any]:
+            return self.run([connector], name, acl, actor, job.progress, job.cancel)
+
+        return self.manager.submit(
             "upload",
-            principal.name,
+            actor,
             name,
             work,
             detail={"filename": connector.filename, "uri": connector.root, "bytes": size, "allow": list(acl)},
         )
-        return document_id(name, connector.root), job
 
     def _readable(self, principal: Principal, doc_id: str) -> DocumentRecord:
         rec = self.ledger.get(doc_id)

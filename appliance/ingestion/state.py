@@ -63,6 +63,12 @@ class Ledger:
             ).all()
         return [DocumentRecord.from_row(r) for r in rows]
 
+    def upload_uris(self) -> set[str]:
+        """The URIs of every uploaded document, in any collection."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(documents.c.uri).where(documents.c.uri.startswith("upload://")))
+            return {r.uri for r in rows}
+
     def with_uri(self, uri: str) -> builtins.list[DocumentRecord]:
         """Every collection's record of ``uri`` (an upload's copies, made before they were refused)."""
         with self.engine.connect() as conn:
