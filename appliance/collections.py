@@ -28,6 +28,7 @@ from appliance.domain import (
     InvalidRequest,
     NotFound,
     Principal,
+    Unavailable,
     validate_collection_name,
 )
 from appliance.security.acl import can_curate, can_read, in_collection_scope, is_curator
@@ -78,6 +79,12 @@ class CollectionService:
         return list(row["owners"]) if row is not None and row["owners"] else []
 
     def _describe(self, name: str, row: Any, docs: int, chunks: int | None = None) -> dict[str, Any]:
+        error = None
+        if chunks is None:
+            try:
+                chunks = self.store.count(name)
+            except Unavailable as exc:  # a damaged shard fails its own collection, not the list
+                chunks, error = 0, exc.message
         return {
             "name": name,
             "default_acl": list(row["default_acl"]) if row and row["default_acl"] else [EVERYONE],
@@ -85,7 +92,8 @@ class CollectionService:
             "description": row["description"] if row else "",
             "created_at": row["created_at"].isoformat() if row else None,
             "documents": docs,
-            "chunks": self.store.count(name) if chunks is None else chunks,
+            "chunks": chunks,
+            "error": error,
         }
 
     def _existing_groups(self, names: Sequence[str]) -> list[str]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from appliance.domain import Chunk, InvalidRequest, validate_collection_name
+from appliance.domain import Chunk, InvalidRequest, Unavailable, validate_collection_name
 from appliance.vectorstore.base import SearchFilter
 from appliance.vectorstore.bm25 import encode_document
 from appliance.vectorstore.fusion import Candidate
@@ -55,7 +55,15 @@ class EdgeVectorStore(HybridSearchMixin):
                 path = self.root / collection
                 if not (path / "edge_config.json").is_file():
                     raise InvalidRequest(f"collection {collection!r} does not exist")
-                shard = q.EdgeShard.load(str(path))
+                try:
+                    shard = q.EdgeShard.load(str(path))
+                except Exception as exc:  # qdrant_edge raises a bare Exception for damaged files
+                    # This collection fails on its own; the others and the collection list go on.
+                    log.error("collection %s cannot be opened: %s", collection, exc)
+                    raise Unavailable(
+                        f"collection {collection!r} cannot be opened: its index files are damaged; "
+                        "restore them from a backup, or delete the collection and ingest it again"
+                    ) from exc
                 self._shards[collection] = shard
             return shard
 

@@ -36,3 +36,6 @@ class Collection(BaseModel):
     created_at: str | None = Field(description="Null for a collection created by an ingest.")
     documents: int = Field(description="Documents (that you may read, unless you curate it).")
     chunks: int = Field(description="Chunks (of documents you may read, unless you curate it).")
+    error: str | None = Field(
+        None, description="Why the collection's index cannot be used now (null: it can)."
+    )
