@@ -7,6 +7,8 @@ guarantees it). The WAL stays on so a crash loses nothing acknowledged by ``flus
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -33,6 +35,18 @@ from appliance.vectorstore.hybrid import (
 )
 
 log = logging.getLogger(__name__)
+
+# What the optimising child runs: at the lowest CPU priority, open the shard, optimise it, say
+# whether anything changed.
+_OPTIMIZE = (
+    "import os, sys\n"
+    "os.nice(19)\n"
+    "import qdrant_edge as q\n"
+    "shard = q.EdgeShard.load(sys.argv[1])\n"
+    "changed = shard.optimize()\n"
+    "shard.close()\n"
+    "print(bool(changed))\n"
+)
 
 
 class EdgeVectorStore(HybridSearchMixin):
@@ -199,13 +213,24 @@ class EdgeVectorStore(HybridSearchMixin):
     def optimize(self, collection: str) -> None:
         # Edge has no background optimiser: without this call every point stays in the plain
         # appendable segment and search is brute force (7.7 ms at 40k x 384 here, 1.2 ms after).
-        # It is incremental (~1.1 ms per new vector, nothing below the indexing threshold) but
-        # holds the GIL while it runs, so a serving process stalls for that long; it is done once
-        # at the end of an ingest run, not per batch.
+        # It is incremental (nothing below the indexing threshold) but holds the GIL for its whole
+        # run, minutes for a large collection: in this process the event loop, and so /healthz,
+        # would stop answering. So it runs in a child process at the lowest CPU priority, on the
+        # shard this process closes meanwhile (a shard has one owner at a time); requests to the
+        # store wait for the lock as they would for the optimiser, the rest of the server answers.
         with self._lock:
             started = time.monotonic()
-            changed = self._shard(collection).optimize()
-        if changed:
+            self._shard(collection)  # fails now, as before, for a missing or damaged collection
+            self._shards.pop(collection).close()
+            done = subprocess.run(
+                [sys.executable, "-c", _OPTIMIZE, str(self.root / collection)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        if done.returncode != 0:
+            raise RuntimeError(f"optimising collection {collection!r} failed: {done.stderr.strip()[-2000:]}")
+        if done.stdout.strip() == "True":
             log.info("optimised collection %s in %.1f s", collection, time.monotonic() - started)
 
     # -- reads -----------------------------------------------------------------------------------
