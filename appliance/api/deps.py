@@ -205,17 +205,34 @@ def require_role(minimum: str) -> Callable[[Principal], Principal]:
     return check
 
 
-def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+def _admin_refusal(principal: Principal) -> str | None:
+    """Why this principal may not use admin-only power, or None when it may: the one rule behind
+    ``AdminDep`` and ``AdminViewDep``."""
     if not principal.is_admin:
-        raise Forbidden("this operation needs the admin role")
+        return "this operation needs the admin role"
     # Admin routes act on the whole appliance (users, keys, quotas, the audit log, every
     # collection's ledger): a key scoped to some collections must not reach them, or it could,
     # say, mint an unscoped key for itself.
     if principal.collections is not None:
-        raise Forbidden("this operation needs an admin key that is not scoped to collections")
+        return "this operation needs an admin key that is not scoped to collections"
+    return None
+
+
+def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    refusal = _admin_refusal(principal)
+    if refusal is not None:
+        raise Forbidden(refusal)
     return principal
+
+
+def admin_view(principal: Annotated[Principal, Depends(get_principal)]) -> Principal | None:
+    """For routes that show an admin everything and anyone else their own things (users, keys,
+    usage): the caller when it has admin power by the rule of ``require_admin``, else None. A key
+    scoped to collections is then an ordinary user of its own account."""
+    return principal if _admin_refusal(principal) is None else None
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 AdminDep = Annotated[Principal, Depends(require_admin)]
+AdminViewDep = Annotated[Principal | None, Depends(admin_view)]
 CuratorDep = Annotated[Principal, Depends(require_role("curator"))]

@@ -14,9 +14,13 @@ from typing import Any
 import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
+from sqlalchemy import insert
 
 from appliance.api.app import create_app
 from appliance.container import Container
+from appliance.db import collections as collections_table
+from appliance.db import now
+from appliance.domain import Principal
 from appliance.security.auth import issue_key
 from appliance.settings import load_settings
 
@@ -34,6 +38,15 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     container.identity.add_user("emp2", "employee", ["staff"])
     container.identity.add_user("svc", "app")
     container.identity.add_user("cur", "curator", ["staff"])
+    # Things outside the `kb` scope whose names must never reach a key scoped to `kb`.
+    container.identity.add_group("outgroup")
+    container.identity.add_user("outsider", "employee", ["outgroup"], "outsider-password")
+    with container.engine.begin() as conn:  # a collection row, without loading the embedder
+        conn.execute(
+            insert(collections_table).values(
+                name="othercol", default_acl=[], description="", created_at=now(), owners=["outgroup"]
+            )
+        )
     app = create_app(container)
     keys = {
         "employee": issue_key(container.keys, container.identity, "emp").key,
@@ -41,7 +54,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "scoped_away": issue_key(container.keys, container.identity, "svc", routes=["/nowhere"]).key,
         "curator_in_kb": issue_key(container.keys, container.identity, "cur", collections=["kb"]).key,
         "admin_in_kb": issue_key(container.keys, container.identity, "admin", collections=["kb"]).key,
+        "outsider": issue_key(container.keys, container.identity, "outsider").key,
     }
+    container.metering.record_usage(Principal("outsider", "employee", ("outgroup",)), 11, 3)
     client = TestClient(app, raise_server_exceptions=False)  # no `with`: no lifespan, no models
     try:
         yield {"client": client, "app": app, "container": container, "keys": keys}
@@ -209,6 +224,53 @@ def test_collection_scoped_admin_key_gets_no_appliance_wide_route(env: dict[str,
         assert "not scoped to collections" in r.json()["error"]["message"], (method, path)
     admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
     assert c.get("/api/v1/users", headers=admin).status_code == 200
+
+
+OUTSIDE = ("outsider", "outgroup", "othercol")
+
+
+def _outside_url(path: str, outsider_key_id: int) -> str:
+    """Each path parameter filled with something of another user or collection."""
+    values = {"key_id": str(outsider_key_id), "kind": "user", "member": "outsider"}
+    if path.startswith("/api/v1/collections/"):
+        values["name"] = "othercol"
+    elif path.startswith("/api/v1/groups/"):
+        values["name"] = "outgroup"
+    else:
+        values["name"] = "outsider"
+    return re.sub(r"\{([^}]+)\}", lambda m: values.get(m.group(1), "1"), path)
+
+
+def test_scoped_admin_key_sweep_every_route(env: dict[str, Any]) -> None:
+    """Every route in the OpenAPI document, called with an admin key scoped to `kb` and pointed at
+    another user's or collection's things: the admin-only routes answer 403, and no other route
+    shows or changes anything outside `kb` (other users, their keys and usage, other collections)."""
+    c: TestClient = env["client"]
+    container = env["container"]
+    headers = {"Authorization": f"Bearer {env['keys']['admin_in_kb']}"}
+    outsider_key = next(k for k in container.keys.list("outsider") if k["active"])
+    admin_only, leaks = [], []
+    for method, path, route in _routes(env["app"]):
+        if path in PUBLIC:
+            continue
+        body = None if method in ("GET", "DELETE", "HEAD") else {}
+        if (method, path) == ("PATCH", "/api/v1/users/{name}"):
+            body = {"password": "taken-over-1", "role": "admin", "disabled": False}
+        r = c.request(method, _outside_url(path, outsider_key["id"]), json=body, headers=headers)
+        if "require_admin" in _calls(route):
+            if r.status_code != 403:
+                admin_only.append((method, path, r.status_code, r.text[:120]))
+        elif r.status_code < 400 and any(name in r.text for name in OUTSIDE):
+            leaks.append((method, path, r.status_code, r.text[:200]))
+    assert not admin_only, admin_only
+    assert not leaks, leaks
+    # Nothing of the outsider changed either.
+    assert container.identity.check_password("outsider", "outsider-password")
+    assert container.identity.lookup("outsider") == ("employee", False)
+    assert any(k["active"] for k in container.keys.list("outsider"))
+    # The same key still works as an ordinary user of its own account.
+    mine = c.get("/api/v1/keys", headers=headers).json()["data"]
+    assert mine and {k["user"] for k in mine} == {"admin"}
 
 
 def test_health_is_public(env: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from appliance.api.deps import AdminDep, IdentityDep, KeysDep, PrincipalDep
+from appliance.api.deps import AdminDep, AdminViewDep, IdentityDep, KeysDep, PrincipalDep
 from appliance.api.schemas.common import COMMON_ERRORS, Limit, Offset, error_responses, page
 from appliance.api.schemas.identity import (
     Group,
@@ -61,15 +61,16 @@ def me(principal: PrincipalDep) -> Any:
     )
 
 
-def _own_or_404(principal: Principal, name: str) -> None:
-    # Non-admins learn nothing about other users, not even whether they exist.
-    if not principal.is_admin and principal.name != name:
+def _own_or_404(admin: Principal | None, principal: Principal, name: str) -> None:
+    # Non-admins (and admin keys scoped to collections) learn nothing about other users, not even
+    # whether they exist.
+    if admin is None and principal.name != name:
         raise NotFound(f"no user {name!r}")
 
 
 @router.get("/users/{name}", response_model=User, summary="One user (non-admins: themselves only)")
-def get_user(name: str, identity: IdentityDep, principal: PrincipalDep) -> Any:
-    _own_or_404(principal, name)
+def get_user(name: str, identity: IdentityDep, principal: PrincipalDep, admin: AdminViewDep) -> Any:
+    _own_or_404(admin, principal, name)
     return identity.get_user(name)
 
 
@@ -85,14 +86,15 @@ def update_user(
     identity: IdentityDep,
     keys: KeysDep,
     principal: PrincipalDep,
+    admin: AdminViewDep,
 ) -> Any:
-    _own_or_404(principal, name)
+    _own_or_404(admin, principal, name)
     request.state.audit = {
         "role": req.role,
         "disabled": req.disabled,
         "password_changed": req.password is not None,
     }
-    if not principal.is_admin and (req.role is not None or req.disabled is not None):
+    if admin is None and (req.role is not None or req.disabled is not None):
         raise Forbidden("only an admin changes roles or disables users")
     user = identity.update_user(name, req.role, req.disabled, req.password)
     if req.disabled:
@@ -147,8 +149,10 @@ def remove_member(name: str, kind: str, member: str, identity: IdentityDep, _: A
 
 
 @router.get("/keys", response_model=KeyList, summary="API keys (admins: all; others: their own)")
-def list_keys(keys: KeysDep, principal: PrincipalDep, limit: Limit = 100, offset: Offset = 0) -> Any:
-    got = page(keys.list(None if principal.is_admin else principal.name), limit, offset)
+def list_keys(
+    keys: KeysDep, principal: PrincipalDep, admin: AdminViewDep, limit: Limit = 100, offset: Offset = 0
+) -> Any:
+    got = page(keys.list(None if admin else principal.name), limit, offset)
     return KeyList(data=got.pop("page"), **got)
 
 
@@ -160,6 +164,6 @@ def create_key(req: KeyCreate, request: Request, identity: IdentityDep, keys: Ke
 
 
 @router.delete("/keys/{key_id}", response_model=Key, summary="Revoke an API key")
-async def revoke_key(key_id: int, keys: KeysDep, principal: PrincipalDep) -> Any:
-    owner = None if principal.is_admin else principal.name
+async def revoke_key(key_id: int, keys: KeysDep, principal: PrincipalDep, admin: AdminViewDep) -> Any:
+    owner = None if admin else principal.name
     return await asyncio.to_thread(keys.revoke, key_id, owner)
