@@ -155,7 +155,8 @@ async def _requested_collections(request: Request, container: Container) -> list
     names: list[object] = list(request.query_params.getlist("collection"))
     ctype = request.headers.get("content-type", "").lower()
     if request.method in ("POST", "PUT", "PATCH"):
-        if "json" in ctype:
+        # FastAPI parses a body with no content type as JSON too.
+        if not ctype or "json" in ctype:
             try:
                 body = json.loads(await request.body() or b"null")
             except ValueError:

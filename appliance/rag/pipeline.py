@@ -22,6 +22,7 @@ from appliance.rag.condense import condense_heuristic, condense_llm
 from appliance.rag.conversations import ConversationStore, new_id
 from appliance.rag.prompts import NO_SOURCES_ANSWER, build_messages, format_source
 from appliance.retrieval import Retriever, access_filter
+from appliance.security.acl import check_collection_scope
 
 __all__ = ["AskResult", "RagOptions", "RagService", "access_filter", "citation_dicts"]
 
@@ -131,9 +132,12 @@ class RagService:
         """Events: ``citations`` (first, with the answer ``id``), ``delta`` (many), ``done`` (last,
         with the full result). ``history``: earlier turns as chat messages (the conversation's, when
         ``conversation_id`` names one and no history is given)."""
+        collection = collection or self.default_collection
+        # Here, on the collection actually searched, whatever route or field named it (the API's
+        # dependency checks what it can see of a request; this holds for every caller).
+        check_collection_scope(principal, [collection], self.default_collection)
         backend = self.pool.backend(model)
         mode = mode or self.options.answer_mode
-        collection = collection or self.default_collection
         if conversation_id and self.conversations is not None:
             stored = await asyncio.to_thread(
                 self.conversations.history,

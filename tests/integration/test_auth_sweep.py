@@ -411,3 +411,32 @@ def test_every_admin_list_is_paginated(env: dict[str, Any]) -> None:
             second = c.get(path, params={"limit": 1, "offset": 1}, headers=admin).json()
             assert second[key] == body[key][1:2] and second["total"] == body["total"], path
         assert c.get(path, params={"limit": 0}, headers=admin).status_code == 422, path
+
+
+def test_collection_scope_is_checked_where_the_search_runs(env: dict[str, Any]) -> None:
+    """The search and answer services check a scoped key against the collection they search, so a
+    request the API's dependency reads differently (here: a JSON body sent with no content type,
+    which FastAPI still parses) or a caller that is not the API cannot reach another collection."""
+    import asyncio
+
+    from appliance.domain import Forbidden
+
+    c: TestClient = env["client"]
+    container = env["container"]
+    headers = {"Authorization": f"Bearer {env['keys']['curator_in_kb']}"}
+    for path, body in (
+        ("/api/v1/search", {"query": "q", "collection": "other"}),
+        ("/api/v1/ask", {"question": "q", "collection": "other"}),
+    ):
+        r = c.post(path, content=json.dumps(body).encode(), headers=headers)
+        assert r.status_code == 403, (path, r.status_code, r.text[:200])
+        assert "may not use collection 'other'" in r.json()["error"]["message"]
+    scoped = Principal("cur", "curator", ("staff",), key_id=1, collections=("kb",))
+    with pytest.raises(Forbidden, match="collection 'other'"):
+        container.search.search("q", scoped, "other")
+    with pytest.raises(Forbidden, match="collection 'default'"):
+        container.search.search_and_audit("q", scoped)
+    with pytest.raises(Forbidden, match="collection 'other'"):
+        asyncio.run(container.rag.ask("q", scoped, collection="other"))
+    with pytest.raises(Forbidden, match="collection 'default'"):
+        asyncio.run(container.rag.ask("q", scoped))
