@@ -137,18 +137,21 @@ def _bearer(request: Request) -> str | None:
     return token.strip()
 
 
-def model_collection(request: Request, model: str, store: VectorStore) -> str | None:
-    """``model`` when it names a collection (an OpenAI client asking a knowledge base), else None.
-    Looked up once per request: the scope check and the chat route both need it."""
+def model_collection(
+    request: Request, model: str, collections: CollectionService, principal: Principal
+) -> str | None:
+    """``model`` when it names a collection this principal may know of (an OpenAI client asking a
+    knowledge base), else None: a collection it may not see is an unknown model, like a name that
+    does not exist. Looked up once per request: the scope check and the chat route both need it."""
     memo: dict[str, str | None] | None = getattr(request.state, "model_collections", None)
     if memo is None:
         memo = request.state.model_collections = {}
     if model not in memo:
-        memo[model] = model if model in store.collections() else None
+        memo[model] = model if collections.visible(principal, model) else None
     return memo[model]
 
 
-async def _requested_collections(request: Request, container: Container) -> list[str]:
+async def _requested_collections(request: Request, container: Container, principal: Principal) -> list[str]:
     """Collections a request names: ``collection`` in the query, the JSON body or the form (an
     upload), or an OpenAI ``model`` that is a collection name. FastAPI has already read (and
     cached) the body or the form by the time dependencies run."""
@@ -165,7 +168,7 @@ async def _requested_collections(request: Request, container: Container) -> list
                 names.append(body.get("collection"))
                 model = body.get("model")
                 if isinstance(model, str):
-                    names.append(model_collection(request, model, container.store))
+                    names.append(model_collection(request, model, container.collections, principal))
         elif ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
             names += (await request.form()).getlist("collection")
     return [n for n in names if isinstance(n, str) and n]
@@ -181,7 +184,7 @@ async def get_principal(request: Request) -> Principal:
     check_route_scope(principal, request.url.path)
     metered = any(request.url.path.startswith(p) for p in container.settings.quotas.metered_routes)
     if principal.collections is not None:
-        named = await _requested_collections(request, container)
+        named = await _requested_collections(request, container, principal)
         # A question naming no collection asks the default one; elsewhere naming none means "all I
         # may see" (lists) or the service picks the default and checks it itself.
         check_collection_scope(

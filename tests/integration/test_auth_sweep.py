@@ -47,6 +47,12 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 name="othercol", default_acl=[], description="", created_at=now(), owners=["outgroup"]
             )
         )
+        conn.execute(
+            insert(collections_table).values(
+                name="staffcol", default_acl=[], description="", created_at=now(), owners=["staff"]
+            )
+        )
+    container.store.ensure_collection("othercol", 384)  # a shard too: the chat route looks there
     app = create_app(container)
     keys = {
         "employee": issue_key(container.keys, container.identity, "emp").key,
@@ -440,3 +446,31 @@ def test_collection_scope_is_checked_where_the_search_runs(env: dict[str, Any]) 
         asyncio.run(container.rag.ask("q", scoped, collection="other"))
     with pytest.raises(Forbidden, match="collection 'default'"):
         asyncio.run(container.rag.ask("q", scoped))
+
+
+def test_no_existence_oracles(env: dict[str, Any]) -> None:
+    """A collection the caller may not see answers like a name that does not exist: as an OpenAI
+    `model` (unknown model, or the scoped key's default collection) and when creating it (the same
+    answer as for a taken name the caller sees, which says nothing of what holds it)."""
+    c: TestClient = env["client"]
+
+    def chat(who: str, model: str) -> tuple[int, str]:
+        r = c.post(
+            "/v1/chat/completions",
+            json={"model": model, "messages": [{"role": "user", "content": "hello"}]},
+            headers={"Authorization": f"Bearer {env['keys'][who]}"},
+        )
+        return r.status_code, r.json()["error"]["message"].replace(model, "NAME")
+
+    for who in ("curator_in_kb", "employee"):
+        assert chat(who, "othercol") == chat(who, "no-such-collection"), who
+    assert chat("employee", "othercol")[0] == 400
+    cur = {
+        "Authorization": f"Bearer {issue_key(env['container'].keys, env['container'].identity, 'cur').key}"
+    }
+    answers = []
+    for name in ("othercol", "staffcol"):  # hidden from `cur` / curated by `cur`
+        r = c.post("/api/v1/collections", json={"name": name, "owners": ["staff"]}, headers=cur)
+        answers.append((r.status_code, r.json()["error"]["message"].replace(name, "NAME")))
+    assert answers[0] == answers[1] and answers[0][0] == 409, answers
+    assert "exist" not in answers[0][1]
