@@ -41,6 +41,11 @@ class ServerSettings(Section):
     max_request_mb: float = Field(
         50.0, gt=0, description="Largest accepted request body in MiB; larger requests get 413."
     )
+    docs: Literal["off", "auth", "public"] = Field(
+        "auth",
+        description="The API documentation (/docs, /redoc, /openapi.json): `auth` for signed-in "
+        "callers (an API key or a UI session), `public` for anyone (development), `off` not served.",
+    )
 
 
 class AuthSettings(Section):
@@ -58,6 +63,17 @@ class AuthSettings(Section):
         [],
         description="Extra browser origins (e.g. https://kb.example.com behind a proxy) allowed to "
         "send state-changing requests to the UI; same-origin requests are always allowed.",
+    )
+    trusted_proxies: list[str] = Field(
+        [],
+        description="Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-Proto is "
+        "believed: `https` from one of them marks the UI cookie Secure, as a TLS request does.",
+    )
+    session_hours: float = Field(
+        12.0,
+        gt=0,
+        description="A UI session signed in with a password (or the configured admin key) ends "
+        "this many hours after sign-in; key sessions end with their key.",
     )
 
 

@@ -3,8 +3,9 @@
 Sign-in: user name and password (argon2-verified), or user name and one of that user's API keys
 (the bootstrap admin has no password until one is set: it signs in with the printed key). A
 session acts as the user as stored NOW (role, groups, disabled), resolved on every request, so a
-membership change or a disabled account applies to the next question. A session signed in with
-a key is that key's session: its role cap and collection and route scopes apply, and once the key
+membership change or a disabled account applies to the next question. A password session ends
+``auth.session_hours`` after sign-in, and every session of a user ends once its password changes.
+A session signed in with a key is that key's session: its role cap and collection and route scopes apply, and once the key
 is revoked or expires the session ends at its next request. Cookie and CSRF hardening around
 Gradio's login is in appliance/api/middleware.py.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
@@ -40,13 +42,18 @@ log = logging.getLogger(__name__)
 class SessionUser(str):
     """A signed-in user name as Gradio passes it around, with the id of the API key the session
     signed in with (None: a password, or the configured admin key / CLI token, which cannot be
-    revoked one by one and last as long as the process)."""
+    revoked one by one), when it signed in, and a stamp of the user's password then (None: not
+    checked): a password change ends every UI session of the user opened before it."""
 
     key_id: int | None
+    signed_in_at: float
+    password_stamp: str | None
 
-    def __new__(cls, name: str, key_id: int | None = None) -> SessionUser:
+    def __new__(cls, name: str, key_id: int | None = None, password_stamp: str | None = None) -> SessionUser:
         user = super().__new__(cls, name)
         user.key_id = key_id
+        user.signed_in_at = time.time()
+        user.password_stamp = password_stamp
         return user
 
 
@@ -61,6 +68,16 @@ def session_principal(container: Any, user: SessionUser, ui_path: str = "/") -> 
     app, the key was revoked or expired, or the key's scopes do not cover the UI (its path, the
     default collection the chat asks)."""
     try:
+        if (
+            user.key_id is None
+            and time.time() - user.signed_in_at > container.settings.auth.session_hours * 3600
+        ):
+            return None  # a password session expires; a key session lasts as long as its key
+        if (
+            user.password_stamp is not None
+            and container.identity.password_stamp(str(user)) != user.password_stamp
+        ):
+            return None  # the password changed since this session signed in
         if user.key_id is None:
             principal: Principal = container.identity.principal(str(user))
         else:
@@ -146,12 +163,12 @@ def _check(container: Any, username: str, password: str, ui_path: str) -> Sessio
     if not username or not password:
         return None
     if container.identity.check_password(username, password):
-        user = SessionUser(username)
+        user = SessionUser(username, None, container.identity.password_stamp(username))
     else:
         key = container.keys.authenticate(password)
         if key is None or key.name != username:
             return None
-        user = SessionUser(username, key.key_id)
+        user = SessionUser(username, key.key_id, container.identity.password_stamp(username))
     return user if session_principal(container, user, ui_path) is not None else None
 
 

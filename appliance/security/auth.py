@@ -28,6 +28,7 @@ __all__ = [
     "ROLES",
     "IssuedKey",
     "KeyStore",
+    "is_limited_key",
     "issue_key",
     "resolve_key_session",
     "resolve_principal",
@@ -266,6 +267,17 @@ def _as_user(identity: IdentityStore, principal: Principal, require_user: bool =
         collections=principal.collections,
         routes=principal.routes,
     )
+
+
+def is_limited_key(principal: Principal, stored_role: str | None) -> bool:
+    """Does the caller act through a key narrower than its user (scoped to collections or routes,
+    or carrying a lower role)? Such a key manages no other key of its owner: it could otherwise
+    revoke the owner's keys or list them to pick a wider one."""
+    if principal.key_id is None:
+        return False
+    if principal.collections is not None or principal.routes is not None:
+        return True
+    return stored_role is not None and ROLE_RANK.get(principal.role, -1) < ROLE_RANK.get(stored_role, -1)
 
 
 def issue_key(

@@ -316,7 +316,17 @@ def test_identity_rest_and_own_keys(env: dict[str, Any]) -> None:
     assert c.get("/api/v1/users/nobody-at-all", headers=zoe).status_code == 404
     assert c.patch("/api/v1/users/emp", json={"password": "x" * 12}, headers=zoe).status_code == 404
     assert c.patch("/api/v1/users/zoe", json={"role": "admin"}, headers=zoe).status_code == 403
-    assert c.patch("/api/v1/users/zoe", json={"password": "new-password"}, headers=zoe).status_code == 200
+    # A password change needs the current password, whatever key asks.
+    assert c.patch("/api/v1/users/zoe", json={"password": "new-password"}, headers=zoe).status_code == 403
+    r = c.patch(
+        "/api/v1/users/zoe", json={"password": "new-password", "current_password": "wrong-one"}, headers=zoe
+    )
+    assert r.status_code == 403
+    assert env["container"].identity.check_password("zoe", "longenough")
+    r = c.patch(
+        "/api/v1/users/zoe", json={"password": "new-password", "current_password": "longenough"}, headers=zoe
+    )
+    assert r.status_code == 200
     assert env["container"].identity.check_password("zoe", "new-password")
     me = c.get("/api/v1/me", headers=zoe).json()
     assert (me["name"], me["role"], me["groups"], me["key_id"]) == (
@@ -474,3 +484,43 @@ def test_no_existence_oracles(env: dict[str, Any]) -> None:
         answers.append((r.status_code, r.json()["error"]["message"].replace(name, "NAME")))
     assert answers[0] == answers[1] and answers[0][0] == 409, answers
     assert "exist" not in answers[0][1]
+
+
+def test_passwords_and_limited_keys(env: dict[str, Any]) -> None:
+    """A key, however limited, turns into its user's password only with the current password (an
+    unscoped admin sets another user's without it); a limited key (scoped, or with a lower role
+    than its user) neither lists nor revokes its owner's other keys."""
+    c: TestClient = env["client"]
+    container = env["container"]
+    container.identity.add_user("pam", "curator", ["staff"], "pam-password-1")
+    full = issue_key(container.keys, container.identity, "pam")
+    limited = {
+        "scoped": issue_key(container.keys, container.identity, "pam", collections=["kb"]),
+        "routes": issue_key(container.keys, container.identity, "pam", routes=["/api/v1"]),
+        "capped": issue_key(container.keys, container.identity, "pam", role="employee"),
+    }
+
+    def h(key: Any) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key.key}"}
+
+    for name, key in limited.items():
+        r = c.patch("/api/v1/users/pam", json={"password": "taken-over-1"}, headers=h(key))
+        assert r.status_code == 403, (name, r.text)
+        mine = c.get("/api/v1/keys", headers=h(key)).json()["data"]
+        assert [k["id"] for k in mine] == [key.id], name
+        assert c.delete(f"/api/v1/keys/{full.id}", headers=h(key)).status_code == 404, name
+    assert container.identity.check_password("pam", "pam-password-1")
+    # The full key sees and manages them all; the limited ones may revoke themselves.
+    everything = {k["id"] for k in c.get("/api/v1/keys", headers=h(full)).json()["data"]}
+    assert everything == {full.id, *(k.id for k in limited.values())}
+    assert c.delete(f"/api/v1/keys/{limited['capped'].id}", headers=h(limited["capped"])).status_code == 200
+    assert c.delete(f"/api/v1/keys/{limited['routes'].id}", headers=h(full)).status_code == 200
+    # An unscoped admin sets another user's password without it; its own needs the current one, and
+    # a scoped admin key is no admin here.
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    assert c.patch("/api/v1/users/pam", json={"password": "reset-by-admin"}, headers=admin).status_code == 200
+    assert container.identity.check_password("pam", "reset-by-admin")
+    scoped_admin = {"Authorization": f"Bearer {env['keys']['admin_in_kb']}"}
+    r = c.patch("/api/v1/users/admin", json={"password": "taken-over-1"}, headers=scoped_admin)
+    assert r.status_code == 403
+    assert not container.identity.check_password("admin", "taken-over-1")

@@ -171,3 +171,37 @@ def test_revoking_or_expiring_the_key_ends_the_session(ui: dict[str, Any]) -> No
     assert c.get("/gradio_api/login_check").status_code == 200
     records = [json.loads(x) for x in container.audit.path.read_text().splitlines()]
     assert ("fay", "auth.session_ended") in [(r["actor"], r["action"]) for r in records]
+
+
+def test_a_password_change_ends_the_users_sessions(ui: dict[str, Any]) -> None:
+    c, container = ui["client"], ui["container"]
+    ids = container.identity
+    ids.add_user("gus", "employee", password="gus-password-1")
+    key = issue_key(container.keys, ids, "gus")
+    for secret in ("gus-password-1", key.key):
+        assert _login(c, "gus", secret).status_code == 200
+        user = _session_user(c)
+        assert LiveSessions(container).get(user) is not None
+        ids.update_user("gus", password=f"changed-{secret[:6]}-x")
+        assert LiveSessions(container).get(user) is None
+        assert c.get("/gradio_api/login_check").status_code == 401
+        secret_now = f"changed-{secret[:6]}-x"
+        if secret == "gus-password-1":
+            assert _login(c, "gus", "gus-password-1").status_code == 400
+            assert _login(c, "gus", secret_now).status_code == 200
+    # The key itself still signs in (it was not revoked): only the sessions opened before ended.
+    assert _login(c, "gus", key.key).status_code == 200
+
+
+def test_password_sessions_expire(ui: dict[str, Any]) -> None:
+    c, container = ui["client"], ui["container"]
+    container.identity.add_user("hal", "employee", password="hal-password-1")
+    assert _login(c, "hal", "hal-password-1").status_code == 200
+    user = _session_user(c)
+    hours = container.settings.auth.session_hours
+    assert hours == 12.0
+    user.signed_in_at -= hours * 3600 - 60  # a minute before it expires: still signed in
+    assert LiveSessions(container).get(user) is not None
+    user.signed_in_at -= 120  # a minute after
+    assert LiveSessions(container).get(user) is None
+    assert c.get("/gradio_api/login_check").status_code == 401

@@ -27,7 +27,8 @@ from appliance.api.schemas.identity import (
     UserUpdate,
 )
 from appliance.domain import Forbidden, NotFound, Principal
-from appliance.security.auth import issue_key
+from appliance.security.auth import is_limited_key, issue_key
+from appliance.security.identity import IdentityStore
 
 router = APIRouter(
     prefix="/api/v1", tags=["identity"], responses={**COMMON_ERRORS, **error_responses(400, 403, 404, 409)}
@@ -96,6 +97,12 @@ def update_user(
     }
     if admin is None and (req.role is not None or req.disabled is not None):
         raise Forbidden("only an admin changes roles or disables users")
+    # Whoever holds one of a user's keys, a limited one included, must not be able to turn it into
+    # the user's full password session: only the current password changes it (or an admin, for
+    # another user).
+    own_change = req.password is not None and (admin is None or name == principal.name)
+    if own_change and not (req.current_password and identity.check_password(name, req.current_password)):
+        raise Forbidden("changing a password needs the current one (`current_password`)")
     user = identity.update_user(name, req.role, req.disabled, req.password)
     if req.disabled:
         keys.revoke_user(name)
@@ -148,11 +155,24 @@ def remove_member(name: str, kind: str, member: str, identity: IdentityDep, _: A
 # -- keys ----------------------------------------------------------------------------------------
 
 
+def _limited(identity: IdentityStore, principal: Principal) -> bool:
+    found = identity.lookup(principal.name)
+    return is_limited_key(principal, found[0] if found else None)
+
+
 @router.get("/keys", response_model=KeyList, summary="API keys (admins: all; others: their own)")
 def list_keys(
-    keys: KeysDep, principal: PrincipalDep, admin: AdminViewDep, limit: Limit = 100, offset: Offset = 0
+    keys: KeysDep,
+    identity: IdentityDep,
+    principal: PrincipalDep,
+    admin: AdminViewDep,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> Any:
-    got = page(keys.list(None if admin else principal.name), limit, offset)
+    found = keys.list(None if admin else principal.name)
+    if admin is None and _limited(identity, principal):
+        found = [k for k in found if k["id"] == principal.key_id]  # itself only
+    got = page(found, limit, offset)
     return KeyList(data=got.pop("page"), **got)
 
 
@@ -164,6 +184,14 @@ def create_key(req: KeyCreate, request: Request, identity: IdentityDep, keys: Ke
 
 
 @router.delete("/keys/{key_id}", response_model=Key, summary="Revoke an API key")
-async def revoke_key(key_id: int, keys: KeysDep, principal: PrincipalDep, admin: AdminViewDep) -> Any:
+async def revoke_key(
+    key_id: int, keys: KeysDep, identity: IdentityDep, principal: PrincipalDep, admin: AdminViewDep
+) -> Any:
     owner = None if admin else principal.name
+    if (
+        admin is None
+        and key_id != principal.key_id
+        and await asyncio.to_thread(_limited, identity, principal)
+    ):
+        raise NotFound(f"no key {key_id}")  # as for another user's key
     return await asyncio.to_thread(keys.revoke, key_id, owner)
