@@ -20,7 +20,7 @@ from fastapi import Depends, Request
 from appliance.audit import AuditLog
 from appliance.collections import CollectionService
 from appliance.container import Container
-from appliance.domain import Forbidden, Principal
+from appliance.domain import Forbidden, Principal, Unauthenticated
 from appliance.embeddings.base import Embedder
 from appliance.inference.pool import InferencePool
 from appliance.ingestion.originals import Originals
@@ -197,6 +197,22 @@ async def get_principal(request: Request) -> Principal:
     return principal
 
 
+async def signed_in(request: Request) -> Principal:
+    """A Bearer key's principal, or the signed-in UI session's (``app.state.ui_session``, set when
+    the UI is mounted): for what a browser opens without a key (a document's original from the
+    chat's links, the API documentation). The cookie is SameSite=Strict, so another site cannot
+    make a signed-in browser fetch these."""
+    if request.headers.get("authorization"):
+        return await get_principal(request)  # a bad key is a 401, not a fall back to the cookie
+    resolve = getattr(request.app.state, "ui_session", None)
+    principal = await asyncio.to_thread(resolve, request) if resolve is not None else None
+    if principal is None:
+        raise Unauthenticated("sign in to the UI, or send 'Authorization: Bearer <key>'")
+    request.state.principal = principal
+    check_route_scope(principal, request.url.path)
+    return principal  # type: ignore[no-any-return]
+
+
 def require_role(minimum: str) -> Callable[[Principal], Principal]:
     """A dependency that lets through ``minimum`` and higher roles (admin > curator > employee > app)."""
 
@@ -239,4 +255,5 @@ def admin_view(principal: Annotated[Principal, Depends(get_principal)]) -> Princ
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 AdminDep = Annotated[Principal, Depends(require_admin)]
 AdminViewDep = Annotated[Principal | None, Depends(admin_view)]
+SignedInDep = Annotated[Principal, Depends(signed_in)]
 CuratorDep = Annotated[Principal, Depends(require_role("curator"))]

@@ -524,3 +524,40 @@ def test_passwords_and_limited_keys(env: dict[str, Any]) -> None:
     r = c.patch("/api/v1/users/admin", json={"password": "taken-over-1"}, headers=scoped_admin)
     assert r.status_code == 403
     assert not container.identity.check_password("admin", "taken-over-1")
+
+
+@pytest.mark.parametrize("mode", ["auth", "off", "public"])
+def test_api_documentation_needs_a_signed_in_caller(tmp_path: Path, mode: str) -> None:
+    """/docs, /redoc and /openapi.json are the map of every route: by default (server.docs: auth)
+    only a caller with a key (or a UI session, see test_ui_login) reads them; `off` serves none,
+    `public` (development) serves them to anyone."""
+    settings = {"data_dir": tmp_path, "auth": {"admin_key": ADMIN_KEY}}
+    if mode != "auth":
+        settings["server"] = {"docs": mode}
+    else:
+        assert load_settings(data_dir=tmp_path).server.docs == "auth"  # the default
+    container = Container(load_settings(**settings))
+    try:
+        c = TestClient(create_app(container), raise_server_exceptions=False)
+        employee = issue_key(container.keys, container.identity, _user(container, "reader")).key
+        for path in ("/openapi.json", "/docs", "/redoc"):
+            anonymous = c.get(path)
+            signed_in = c.get(path, headers={"Authorization": f"Bearer {employee}"})
+            wrong = c.get(path, headers={"Authorization": "Bearer kb-not-a-key"})
+            if mode == "public":
+                assert anonymous.status_code == 200, path
+            elif mode == "off":
+                assert (anonymous.status_code, signed_in.status_code) == (404, 404), path
+            else:
+                assert (anonymous.status_code, wrong.status_code) == (401, 401), path
+                assert signed_in.status_code == 200, path
+        if mode == "auth":
+            spec = c.get("/openapi.json", headers={"Authorization": f"Bearer {employee}"}).json()
+            assert "/api/v1/users" in spec["paths"]
+    finally:
+        container.close()
+
+
+def _user(container: Container, name: str) -> str:
+    container.identity.add_user(name, "employee")
+    return name

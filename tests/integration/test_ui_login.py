@@ -205,3 +205,12 @@ def test_password_sessions_expire(ui: dict[str, Any]) -> None:
     user.signed_in_at -= 120  # a minute after
     assert LiveSessions(container).get(user) is None
     assert c.get("/gradio_api/login_check").status_code == 401
+
+
+def test_api_documentation_opens_for_a_ui_session(ui: dict[str, Any]) -> None:
+    c = ui["client"]
+    c.cookies.clear()
+    assert c.get("/openapi.json").status_code == 401
+    assert _login(c, "alice", "alice-password").status_code == 200
+    assert c.get("/openapi.json").json()["paths"]
+    assert c.get("/docs").status_code == 200
