@@ -37,6 +37,7 @@ from appliance.ingestion.state import DocumentRecord, Ledger
 from appliance.ingestion.verify import verify
 from appliance.security.acl import can_read as acl_allows
 from appliance.security.acl import is_curator
+from appliance.security.secrets import redact
 
 if TYPE_CHECKING:
     from appliance.audit import AuditLog
@@ -185,7 +186,7 @@ class IngestionJobs:
         summary = total.as_dict()
         if total.cancelled:
             summary["cancelled"] = True
-        detail = {"sources": [c.root for c in connectors], "acl": list(acl), **summary}
+        detail = {"sources": [redact(c.root) for c in connectors], "acl": list(acl), **summary}
         self.audit.append(AuditEvent(actor, "ingest", name, detail))
         return summary
 
@@ -209,7 +210,7 @@ class IngestionJobs:
             return self.run(connectors, name, acl, actor, job.progress, job.cancel)
 
         return self.manager.submit(
-            "ingest", actor, name, work, detail={"sources": list(specs), "allow": list(acl)}
+            "ingest", actor, name, work, detail={"sources": redact(list(specs)), "allow": list(acl)}
         )
 
     def start_job(
