@@ -8,13 +8,15 @@ UI session cookie and CSRF hardening that Gradio's built-in login lacks.
 - Every 401 and 403 from any route is audited as ``auth.denied``.
 - Gradio 6 sets its login cookie ``access-token-<id>`` with SameSite=None (and a non-Secure
   ``access-token-unsecure-<id>`` twin) and answers any origin's POST. We rewrite both cookies to
-  SameSite=Strict (Secure, and without the twin, when ``auth.secure_cookies``) and refuse
+  SameSite=Strict (Secure, and without the twin, when ``auth.secure_cookies``, when the request
+  came over TLS, or through a proxy in ``auth.trusted_proxies`` saying X-Forwarded-Proto https) and refuse
   state-changing UI requests whose Origin is neither this host nor in ``auth.trusted_origins``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
@@ -37,6 +39,7 @@ _API_PREFIXES = ("/api/", "/v1/", "/docs", "/redoc", "/openapi.json", "/healthz"
 
 def install_security(app: FastAPI, settings: Settings, audit: AuditLog) -> None:
     trusted = {o.rstrip("/") for o in settings.auth.trusted_origins}
+    proxies = [ipaddress.ip_network(p, strict=False) for p in settings.auth.trusted_proxies]
 
     @app.middleware("http")
     async def security(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -71,7 +74,7 @@ def install_security(app: FastAPI, settings: Settings, audit: AuditLog) -> None:
         except Exception:  # an audit write failing must not turn a done action into a 500
             log.exception("could not write the audit record for %s %s", request.method, path)
         if not is_api:
-            _harden_cookies(response, settings.auth.secure_cookies)
+            _harden_cookies(response, settings.auth.secure_cookies or _over_tls(request, proxies))
         return response
 
 
@@ -104,6 +107,22 @@ def _same_origin(request: Request, trusted: set[str]) -> bool:
     if f"{parts.scheme}://{parts.netloc}" in trusted:
         return True
     return parts.netloc == request.headers.get("host", "")
+
+
+def _over_tls(request: Request, proxies: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    """Did the browser reach us over TLS: directly, or through a trusted proxy that says so in
+    X-Forwarded-Proto (its first value: the hop nearest the browser)? Anyone else's header is
+    ignored, or a client could ask for a cookie its own plain connection then leaks."""
+    if request.url.scheme == "https":
+        return True
+    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    if forwarded != "https" or not proxies or request.client is None:
+        return False
+    try:
+        peer = ipaddress.ip_address(request.client.host)
+    except ValueError:
+        return False
+    return any(peer in net for net in proxies)
 
 
 def _harden_cookies(response: Response, secure: bool) -> None:

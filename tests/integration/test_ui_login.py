@@ -214,3 +214,41 @@ def test_api_documentation_opens_for_a_ui_session(ui: dict[str, Any]) -> None:
     assert _login(c, "alice", "alice-password").status_code == 200
     assert c.get("/openapi.json").json()["paths"]
     assert c.get("/docs").status_code == 200
+
+
+def test_cookies_are_secure_over_tls_or_through_a_trusted_proxy(tmp_path: Path) -> None:
+    """Secure (and no non-Secure twin) whenever the browser came over TLS: directly, or through a
+    proxy in auth.trusted_proxies that says X-Forwarded-Proto https; anyone else saying so is
+    ignored."""
+    container = Container(load_settings(data_dir=tmp_path, auth={"trusted_proxies": ["10.0.0.0/8"]}))
+    try:
+        app = create_app(container, mount_ui)
+        container.identity.add_user("ivy", "employee", password="ivy-password-1")
+        plain = "http://127.0.0.1:8000"
+        cases = (
+            (TestClient(app, base_url="https://127.0.0.1:8000"), {}, True),
+            (
+                TestClient(app, base_url=plain, client=("10.1.2.3", 5000)),
+                {"X-Forwarded-Proto": "https"},
+                True,
+            ),
+            (TestClient(app, base_url=plain, client=("10.1.2.3", 5000)), {}, False),
+            (
+                TestClient(app, base_url=plain, client=("192.0.2.7", 5000)),
+                {"X-Forwarded-Proto": "https"},
+                False,
+            ),
+        )
+        for client, headers, secure in cases:
+            r = _login(client, "ivy", "ivy-password-1", **headers)
+            assert r.status_code == 200, r.text
+            cookies = r.headers.get_list("set-cookie")
+            flags = [{a.strip().lower() for a in c.split(";")} for c in cookies]
+            if secure:
+                assert len(cookies) == 1 and "unsecure" not in cookies[0], (headers, cookies)
+                assert "secure" in flags[0]
+            else:
+                assert any("unsecure" in c for c in cookies), (headers, cookies)
+                assert all("secure" not in f for f in flags), (headers, cookies)
+    finally:
+        container.close()
