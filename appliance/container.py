@@ -351,6 +351,7 @@ class Container:
             request_timeout_s=cfg.request_timeout_s,
             health_interval_s=cfg.health_interval_s,
             metrics=self.metrics,
+            max_queue_per_user=cfg.max_queue_per_user or max(1, cfg.max_queue // 2),
         )
         self._closers.append(pool.close)
         return pool

@@ -220,6 +220,12 @@ class InferenceSettings(Section):
     queue_timeout_s: float = Field(
         60.0, gt=0, description="Longest a request waits for the model before it gets 429."
     )
+    max_queue_per_user: int | None = Field(
+        None,
+        ge=1,
+        description="Requests one user may have waiting for a model, so nobody takes the whole "
+        "queue; unset: half of max_queue (at least 1).",
+    )
     replicas: int = Field(1, ge=1, description="Worker processes (llama.cpp) or servers (vLLM) per model.")
     request_timeout_s: float = Field(
         300.0,
