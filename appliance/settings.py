@@ -75,6 +75,19 @@ class AuthSettings(Section):
         description="A UI session signed in with a password (or the configured admin key) ends "
         "this many hours after sign-in; key sessions end with their key.",
     )
+    login_rate: str = Field(
+        "10/minute",
+        description="Failed UI sign-ins allowed per user name and per client address (`limits` "
+        "notation, e.g. 10/minute); past it further attempts are refused until the window moves.",
+    )
+    denied_audit_per_client: str = Field(
+        "30/minute",
+        description="`auth.denied` audit records written per client address; beyond, they are "
+        "counted and the next record written says how many were left out (`suppressed`).",
+    )
+    denied_audit_total: str = Field(
+        "300/minute", description="`auth.denied` audit records written in all (same counting)."
+    )
 
 
 class ModelSettings(Section):

@@ -21,12 +21,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
 import gradio as gr
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from gradio.routes import App as GradioApp
 from starlette.routing import Mount
 
@@ -34,6 +34,7 @@ from appliance.audit import AuditEvent
 from appliance.domain import Forbidden, NotFound, Principal, Unauthenticated
 from appliance.security.acl import check_collection_scope, check_route_scope
 from appliance.security.auth import resolve_key_session
+from appliance.security.throttle import DeniedAudit, LoginThrottle
 from ui.chat import CHAT_CSS, CHAT_HEAD, build_chat
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,9 @@ class SessionUser(str):
 # new token in the same request. A context variable, not a dict by user name, so two concurrent
 # sign-ins of one user (a password here, a scoped key there) cannot swap their grants.
 _signing_in: ContextVar[SessionUser | None] = ContextVar("appliance_ui_signing_in", default=None)
+# The address of the client of the request in progress, for the sign-in's rate limit (Gradio's
+# auth callback receives only the user name and password).
+_client: ContextVar[str | None] = ContextVar("appliance_ui_client", default=None)
 
 
 def session_principal(container: Any, user: SessionUser, ui_path: str = "/") -> Principal | None:
@@ -142,17 +146,39 @@ def _audit(container: Any, actor: str, action: str, data: dict[str, Any]) -> Non
         log.exception("could not audit a UI %s", action)
 
 
-def make_login(container: Any, ui_path: str = "/") -> Any:
-    def login_sync(username: str, password: str) -> SessionUser | None:
+def make_login(
+    container: Any,
+    ui_path: str = "/",
+    throttle: LoginThrottle | None = None,
+    denied: DeniedAudit | None = None,
+) -> Any:
+    """Gradio's ``auth`` callback. Failed attempts are limited per user name and per client
+    address (``throttle``); refusals are audited within the bounds of ``denied``."""
+    throttle = throttle or LoginThrottle(container.settings.auth.login_rate)
+
+    def refused(username: str, client: str | None, reason: str) -> None:
+        if denied is not None:
+            denied.record(username, "ui", client, {"via": "ui", "reason": reason})
+        else:
+            _audit(container, username, "auth.denied", {"reason": reason, "client": client})
+
+    def login_sync(username: str, password: str, client: str | None) -> SessionUser | None:
+        if not throttle.allowed(username, client):
+            # Not even checked: a guess past the limit learns nothing, right or wrong.
+            refused(username, client, "rate_limited")
+            return None
         user = _check(container, username, password, ui_path)
-        data = {"key_id": user.key_id} if user is not None and user.key_id is not None else {}
-        _audit(container, username, "auth.login" if user is not None else "auth.denied", data)
+        if user is None:
+            throttle.failed(username, client)
+            refused(username, client, "bad_credentials")
+            return None
+        _audit(container, username, "auth.login", {"key_id": user.key_id} if user.key_id is not None else {})
         return user
 
     async def login(username: str, password: str) -> bool:
         # argon2 takes tens of milliseconds on purpose: keep it off the event loop. The result is
         # set here, in the request's own context, for SessionTokens to pick up right after.
-        user = await asyncio.to_thread(login_sync, username, password)
+        user = await asyncio.to_thread(login_sync, username, password, _client.get())
         _signing_in.set(user)
         return user is not None
 
@@ -203,7 +229,7 @@ def mount_ui(app: FastAPI, container: Any, path: str = "/") -> FastAPI:
         app,
         blocks,
         path=path,
-        auth=make_login(container, path),
+        auth=make_login(container, path, denied=getattr(app.state, "denied_audit", None)),
         auth_message="Sign in with your user name and password (or an API key of yours). "
         "请使用您的用户名和密码（或您自己的 API 密钥）登录。",
         ssr_mode=False,
@@ -217,6 +243,17 @@ def mount_ui(app: FastAPI, container: Any, path: str = "/") -> FastAPI:
     if not isinstance(gradio_app.tokens, dict) or gradio_app.tokens:
         raise RuntimeError("unexpected Gradio session table; ui/app.py needs updating")
     gradio_app.tokens = SessionTokens(container, path)
+
+    @gradio_app.middleware("http")
+    async def remember_client(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        token = _client.set(request.client.host if request.client else None)
+        try:
+            return await call_next(request)
+        finally:
+            _client.reset(token)
+
     # The chat's links to a document's original carry the sign-in cookie, not a key.
     app.state.ui_session = cookie_sessions(gradio_app, container, path)
     return mounted

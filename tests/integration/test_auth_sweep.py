@@ -31,7 +31,9 @@ ADMIN_KEY = "kb-sweep-admin-0123456789"
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     data_dir = tmp_path_factory.mktemp("sweep")
-    container = Container(load_settings(data_dir=data_dir, auth={"admin_key": ADMIN_KEY}))
+    # The sweep is one flood of refusals from one address: the audit bound has its own test.
+    unbounded = {"denied_audit_per_client": "100000/minute", "denied_audit_total": "100000/minute"}
+    container = Container(load_settings(data_dir=data_dir, auth={"admin_key": ADMIN_KEY, **unbounded}))
     container.keys.bootstrap_admin()
     container.identity.add_group("staff")
     container.identity.add_user("emp", "employee", ["staff"])
@@ -561,3 +563,26 @@ def test_api_documentation_needs_a_signed_in_caller(tmp_path: Path, mode: str) -
 def _user(container: Container, name: str) -> str:
     container.identity.add_user(name, "employee")
     return name
+
+
+def test_audit_of_refusals_is_bounded(tmp_path: Path) -> None:
+    """A flood of bad keys is refused every time, but writes at most `denied_audit_per_client`
+    records per address and `denied_audit_total` in all; the next record written says how many
+    were left out."""
+    limits = {"denied_audit_per_client": "5/minute", "denied_audit_total": "8/minute"}
+    container = Container(load_settings(data_dir=tmp_path, auth={"admin_key": ADMIN_KEY, **limits}))
+    try:
+        app = create_app(container)
+        flood = TestClient(app, raise_server_exceptions=False)
+        other = TestClient(app, raise_server_exceptions=False, client=("192.0.2.1", 4000))
+        bad = {"Authorization": "Bearer kb-wrong"}
+        assert all(flood.get("/api/v1/users", headers=bad).status_code == 401 for _ in range(20))
+        assert all(other.get("/api/v1/users", headers=bad).status_code == 401 for _ in range(20))
+        records = [json.loads(x) for x in container.audit.path.read_text().splitlines()]
+        denied = [r for r in records if r["action"] == "auth.denied"]
+        assert len(denied) == 8, len(denied)
+        assert [r["data"]["client"] for r in denied].count("testclient") == 5
+        assert denied[5]["data"]["client"] == "192.0.2.1" and denied[5]["data"]["suppressed"] == 15
+        assert container.audit.verify().ok
+    finally:
+        container.close()

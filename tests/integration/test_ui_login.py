@@ -27,7 +27,8 @@ def _client(tmp: Path, **auth: Any) -> tuple[TestClient, Container]:
 
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    client, container = _client(tmp_path_factory.mktemp("ui"))
+    # Many sign-ins fail on purpose here, all from one address: the rate limit has its own test.
+    client, container = _client(tmp_path_factory.mktemp("ui"), login_rate="1000/minute")
     admin = container.keys.bootstrap_admin()
     assert admin is not None
     container.identity.add_user("alice", "employee", password="alice-password")
@@ -250,5 +251,26 @@ def test_cookies_are_secure_over_tls_or_through_a_trusted_proxy(tmp_path: Path) 
             else:
                 assert any("unsecure" in c for c in cookies), (headers, cookies)
                 assert all("secure" not in f for f in flags), (headers, cookies)
+    finally:
+        container.close()
+
+
+def test_failed_sign_ins_are_rate_limited_per_user_and_address(tmp_path: Path) -> None:
+    client, container = _client(tmp_path, login_rate="3/minute")
+    try:
+        container.identity.add_user("kim", "employee", password="kim-password-1")
+        container.identity.add_user("lee", "employee", password="lee-password-1")
+        for _ in range(3):
+            assert _login(client, "kim", "wrong-password").status_code == 400
+        # Past the limit even the right password is refused, from anywhere, for a while.
+        assert _login(client, "kim", "kim-password-1").status_code == 400
+        elsewhere = TestClient(client.app, base_url="http://127.0.0.1:8000", client=("192.0.2.9", 4000))
+        assert _login(elsewhere, "kim", "kim-password-1").status_code == 400
+        # Another user from another address signs in; from the flooding address nobody does.
+        assert _login(elsewhere, "lee", "lee-password-1").status_code == 200
+        assert _login(client, "lee", "lee-password-1").status_code == 400
+        records = [json.loads(x) for x in container.audit.path.read_text().splitlines()]
+        reasons = [r["data"].get("reason") for r in records if r["action"] == "auth.denied"]
+        assert reasons.count("bad_credentials") == 3 and reasons.count("rate_limited") == 3
     finally:
         container.close()
