@@ -410,6 +410,7 @@ class Container:
                 source_tokens=r.source_tokens,
             ),
             self.conversations,
+            metering=self.metering,
         )
 
     @cached_property
