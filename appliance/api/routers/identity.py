@@ -1,6 +1,7 @@
-"""Users, groups and API keys. Admin only, except that every user may read themselves (`/me`,
-`/users/{own name}`), change their own password, and list and revoke their own
-keys (another user's key id answers 404)."""
+"""Users, groups and API keys. Admin only (an admin key scoped to collections is no admin here:
+``AdminDep``/``AdminViewDep``), except that every user may read themselves (`/me`,
+`/users/{own name}`), change their own password given the current one, and list and revoke their
+own keys (another user's key id answers 404; a limited key sees and revokes only itself)."""
 
 from __future__ import annotations
 
