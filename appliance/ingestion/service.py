@@ -14,7 +14,6 @@ import logging
 import threading
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
-from urllib.parse import urlsplit
 
 from appliance.audit import AuditEvent
 from appliance.domain import (
@@ -35,6 +34,7 @@ from appliance.ingestion.jobs import Job, JobManager, is_due
 from appliance.ingestion.pipeline import IngestProgress, IngestReport, Progress
 from appliance.ingestion.sources import Source, SourceStore
 from appliance.ingestion.state import DocumentRecord, Ledger
+from appliance.ingestion.uploads import orphaned_files, require_own_upload, upload_collection
 from appliance.ingestion.verify import verify
 from appliance.security.acl import can_read as acl_allows
 from appliance.security.acl import filter_tokens, is_curator
@@ -156,7 +156,7 @@ class IngestionJobs:
         """The connector of a registered source, as the scheduler (an admin) runs it. An upload
         registered as a source before that was refused syncs only into its own collection."""
         if source.kind == "upload":
-            _own_upload(str(source.options.get("uri", "")), source.collection)
+            require_own_upload(str(source.options.get("uri", "")), source.collection)
         if source.spec:
             return self.connectors.for_source(source.spec, source.options)
         return self.connectors.rebuild(source.kind, source.options)
@@ -300,17 +300,9 @@ class IngestionJobs:
                 retried.append(self._submit_upload(connector, old["collection"], acl, old["actor"], size))
                 log.info("retrying the interrupted upload %s as job %s", connector.root, retried[-1].id)
         kept = self.ledger.upload_uris() | {job.detail["uri"] for job in retried}
-        wanted = set()
-        for uri in kept:
-            try:
-                wanted.add(self.connectors.upload(uri).path)
-            except InvalidRequest:
-                continue  # not a URI this appliance made: nothing of it is on disk
-        root = self.connectors.upload_dir
-        for path in root.glob("*/*") if root.is_dir() else ():
-            if path.is_file() and path not in wanted:
-                log.warning("removing %s: an upload that no document or job reads", path)
-                path.unlink(missing_ok=True)
+        for path in orphaned_files(self.connectors, kept):
+            log.warning("removing %s: an upload that no document or job reads", path)
+            path.unlink(missing_ok=True)
         return retried
 
     def run_due(self) -> list[Job]:
@@ -478,7 +470,7 @@ class IngestionJobs:
         rec = self._managed(principal, doc_id)
 
         if rec.uri.startswith("upload://"):
-            _own_upload(rec.uri, rec.collection)
+            require_own_upload(rec.uri, rec.collection)
 
         def work(job: Job) -> dict[str, Any]:
             if rec.uri.startswith("upload://"):
@@ -503,19 +495,6 @@ class IngestionJobs:
 
     def close(self) -> None:
         self.manager.close()
-
-
-def upload_collection(uri: str) -> str:
-    """The collection an ``upload://<collection>/...`` URI's file was uploaded to."""
-    return urlsplit(uri).netloc
-
-
-def _own_upload(uri: str, collection: str) -> None:
-    """Refuse reading an upload's file for any collection but the one it was uploaded to."""
-    if upload_collection(uri) != collection:
-        raise InvalidRequest(
-            f"{uri} is an upload of another collection; upload the file to {collection!r} instead"
-        )
 
 
 def _accumulate(total: IngestReport, report: IngestReport) -> None:
