@@ -308,15 +308,31 @@ def _probe_scopes(live: _Live, row: Any) -> None:
     )
     for method, path, body in (
         ("GET", "/api/v1/users", None),
-        ("GET", "/api/v1/keys", None),
         ("POST", "/api/v1/keys", {"user": "carl"}),
         ("PATCH", "/api/v1/users/erin", {"role": "admin"}),
-        ("GET", "/api/v1/usage", None),
+        ("PUT", "/api/v1/quotas", {"subject": "user:carl", "tokens_per_day": 10}),
     ):
         r = http.request(method, path, json=body, headers=live.as_(scoped))
-        row(
-            f"admin key scoped to one collection: {method} {path}", "403", r.status_code, r.status_code == 403
-        )
+        ok = r.status_code in (403, 404)
+        row(f"admin key scoped to one collection: {method} {path}", "403 or 404", r.status_code, ok)
+    # Routes every caller may use answer such a key for its own user only.
+    r = http.get("/api/v1/keys", headers=live.as_(scoped))
+    users = sorted({k["user"] for k in r.json().get("data", [])}) if r.is_success else r.status_code
+    row(
+        "admin key scoped to one collection: GET /api/v1/keys",
+        "403, or own keys",
+        users,
+        users in (403, ["carl"]),
+    )
+    r = http.get("/api/v1/usage", headers=live.as_(scoped))
+    subjects = sorted({u["subject"] for u in r.json().get("data", [])}) if r.is_success else []
+    own = r.is_success and all(x == "user:carl" or x.startswith("key:") for x in subjects)
+    row(
+        "admin key scoped to one collection: GET /api/v1/usage",
+        "403, or own usage",
+        subjects or r.status_code,
+        r.status_code == 403 or own,
+    )
     http.post(
         "/api/v1/users", json={"name": "pat", "role": "employee", "password": "pat-password-1"}, headers=admin
     )
