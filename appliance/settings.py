@@ -482,6 +482,12 @@ class ConnectorsSettings(Section):
         "hosts to the egress allow-list for that process. Off: such a source fails with a message "
         "naming `egress.allow`.",
     )
+    allow_private: list[str] = Field(
+        [],
+        description="Hosts or CIDR ranges git, SQL and S3 sources may reach although they are loopback, "
+        "private, link-local or cloud-metadata addresses (refused otherwise, checked after DNS; the "
+        "checked address is the one connected to). Web sources have `connectors.web.allow_private`.",
+    )
     local_roots: list[Path] = Field(
         [],
         description="Folders under which a curator (not an admin) may register local sources through "

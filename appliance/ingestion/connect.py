@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 # Options that widen what a source may reach, read or write, and the setting each comes from:
 # never from a request, a command-line option or a stored source.
 SETTINGS_ONLY: dict[str, str] = {
-    "allow_private": "connectors.web.allow_private",
+    "allow_private": "connectors.allow_private, or connectors.web.allow_private for web sources",
     "max_bytes": "connectors.web.max_bytes",
     "allow_hardlinks": "connectors.filesystem.allow_hardlinks",
     "max_file_bytes": MAX_FILE_SETTING,
@@ -110,15 +110,17 @@ class ConnectorFactory:
                     **cfg.s3.model_dump(exclude={"secret_access_key"}),
                     "secret_access_key": secret.get_secret_value() if secret else None,
                     "extensions": extensions,
+                    "allow_private": list(cfg.allow_private),
                 }
             case "git":
                 options = {
                     **cfg.git.model_dump(),
                     "cache_dir": self._cache_dir("git"),
                     "extensions": extensions,
+                    "allow_private": list(cfg.allow_private),
                 }
             case "sql":
-                options = cfg.sql.model_dump()
+                options = {**cfg.sql.model_dump(), "allow_private": list(cfg.allow_private)}
             case _:
                 options = {}
         return {**options, "max_file_bytes": self.config.max_file_bytes}
