@@ -361,3 +361,49 @@ def test_a_curator_reaches_only_the_remote_sources_an_admin_listed(kb: dict[str,
     assert r.status_code == 201, r.text
     for sid in [*added, r.json()["id"]]:
         assert c.delete(f"/api/v1/sources/{sid}", headers=admin).status_code == 204
+
+
+def test_a_stored_source_syncs_with_its_registrants_reach_as_it_is_now(kb: dict[str, Any]) -> None:
+    """A curator registers a folder; once disabled, demoted or no longer curating the collection,
+    the source's syncs fail with that reason instead of running with the reach they lost."""
+    c: TestClient = kb["client"]
+    container = kb["container"]
+    ids = container.identity
+    ids.add_user("pia", "curator", ["platform"])
+    pia = {"Authorization": f"Bearer {issue_key(container.keys, ids, 'pia').key}"}
+    admin = _h(kb, "admin")
+    src = str(_folder(kb["root"] / "new", "pia-notes"))
+    r = c.post("/api/v1/sources", json={"spec": src, "collection": "eng-kb", "interval_s": 0}, headers=pia)
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    assert container.jobs.sources.get(sid).created_by == "pia"
+
+    def sync() -> dict[str, Any]:
+        r = c.post(f"/api/v1/sources/{sid}/sync", headers=admin)
+        assert r.status_code == 202, r.text
+        return _wait(kb, r.json()["id"])
+
+    assert sync()["status"] == "succeeded"
+    for change, undo, reason in (
+        ({"disabled": True}, {"disabled": False}, "disabled"),
+        ({"role": "employee"}, {"role": "curator"}, "no longer curates"),
+    ):
+        ids.update_user("pia", **change)
+        job = sync()
+        assert job["status"] == "failed" and reason in job["error"], job
+        assert "pia" in job["error"]
+        ids.update_user("pia", **undo)
+    # Her group loses the collection: the same.
+    c.patch("/api/v1/collections/eng-kb", json={"owners": ["hr"]}, headers=admin)
+    try:
+        job = sync()
+        assert job["status"] == "failed" and "no longer curates" in job["error"], job
+    finally:
+        c.patch("/api/v1/collections/eng-kb", json={"owners": ["engineering"]}, headers=admin)
+    assert sync()["status"] == "succeeded"
+    # The scheduler's syncs are checked the same way: it runs them as jobs of their own.
+    ids.update_user("pia", disabled=True)
+    scheduled = container.jobs.sync(sid, "scheduler")
+    assert _wait(kb, scheduled.id)["status"] == "failed"
+    ids.update_user("pia", disabled=False)
+    assert c.delete(f"/api/v1/sources/{sid}", headers=admin).status_code == 204
