@@ -207,6 +207,8 @@ class GitConnector:
         address = self.reach.address(host, port, f"the git repository {self.root}")
         bracketed = f"[{address}]" if ":" in address else address
         if scheme in ("http", "https"):
+            if address == host.strip("[]"):
+                return self.repo, config, {}  # an address already: nothing for DNS to change
             return self.repo, [*config, f"http.curloptResolve={host}:{port}:{bracketed}"], {}
         if scheme == "ssh":
             ssh = [

@@ -11,6 +11,7 @@ client was handed the checked address instead of resolving the name itself.
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from connectors._net import AllowList, FetchRefused, SafeClient
 from connectors.git import GitConnector, GitError
 from connectors.s3 import S3Connector, S3Error
 from connectors.sql import SqlConnector, SqlError
-from tests.integration.connectors.conftest import S3, Postgres, free_port, git, make_repo
+from tests.integration.connectors.conftest import S3, Postgres, free_port, git, make_repo, wait_port
 
 PUBLIC = "93.184.215.14"  # a global address: what a public name would resolve to
 
@@ -113,6 +114,35 @@ def test_git_connects_to_the_address_it_checked(tmp_path: Path, git_http: GitHtt
     strict.reach.resolver = stand_in_resolver({host: ["127.0.0.1"]})  # type: ignore[attr-defined]
     with pytest.raises(FetchRefused, match="loopback"):
         list(strict.discover())
+
+
+def test_git_protocol_urls_are_rewritten_to_the_checked_address(tmp_path: Path, git_http: GitHttp) -> None:
+    served = tmp_path / "served"
+    port = free_port()
+    daemon = subprocess.Popen(
+        [
+            "git",
+            "daemon",
+            "--export-all",
+            f"--base-path={served}",
+            "--listen=127.0.0.1",
+            f"--port={port}",
+            "--reuseaddr",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port, daemon)
+        host = "kb-gitd.invalid"
+        c = connectors.build(
+            "git", repo=f"git://{host}:{port}/repo.git", cache_dir=str(tmp_path / "c"), allow_private=[host]
+        )
+        c.reach.resolver = stand_in_resolver({host: ["127.0.0.1"]})  # type: ignore[attr-defined]
+        assert [i.metadata["path"] for i in c.discover()] == ["guide.md"]
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=10)
 
 
 def test_git_failures_do_not_echo_addresses_or_server_text(tmp_path: Path) -> None:
