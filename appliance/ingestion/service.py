@@ -137,7 +137,9 @@ class IngestionJobs:
         ``principal``, only where that caller may point one (``ConnectorFactory.check_reach``).
         Without, the caller is the local admin (CLI). Uploads are never a caller's source: an
         ``upload://`` URI names another collection's file as well as one's own."""
-        admin = principal is None or principal.is_admin
+        # An admin key scoped to collections is an admin inside those only: where its sources may
+        # point is a curator's reach, or it could send the appliance's credentials anywhere.
+        admin = principal is None or (principal.is_admin and principal.collections is None)
         if spec:
             return self.connectors.for_source(spec, options, admin=admin)
         return self.connectors.for_kind(kind, options or {}, admin=admin)

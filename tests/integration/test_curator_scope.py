@@ -352,6 +352,16 @@ def test_a_curator_reaches_only_the_remote_sources_an_admin_listed(kb: dict[str,
     )
     assert "db-secret" in sql.options()["url"] and "db-secret" not in sql.root
     sql.close()
+    # An admin key scoped to a collection is an admin inside it only: a curator's reach.
+    scoped = issue_key(container.keys, container.identity, "admin", collections=["eng-kb"]).key
+    outside = str(_folder(kb["root"] / "elsewhere", "scoped-admin"))
+    for body in ({"spec": "s3://finance-docs/"}, {"spec": outside}):
+        r = c.post(
+            "/api/v1/sources",
+            json={**body, "collection": "eng-kb", "interval_s": 0},
+            headers={"Authorization": f"Bearer {scoped}"},
+        )
+        assert _code(r) == (403, "forbidden"), (body, r.text)
     # An admin's own request is the admin's decision.
     r = c.post(
         "/api/v1/sources",
