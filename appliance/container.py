@@ -472,6 +472,7 @@ class Container:
             audit=self.audit,
             default_collection=self.settings.rag.default_collection,
             default_interval_s=int(cfg.default_sync_interval_s),
+            identity=self.identity,
         )
         self._closers.append(jobs.close)
         return jobs

@@ -192,6 +192,9 @@ sources = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("last_sync_at", DateTime(timezone=True), nullable=True),
     Column("last_job_id", String(32), nullable=True),
+    # Who registered it: a sync runs with that user's reach, re-checked at sync time. Null: an
+    # admin's (the CLI's local administrator, or registered before this was recorded).
+    Column("created_by", String(64), nullable=True),
 )
 
 # Ingestion jobs: live progress is in memory; this keeps their outcome across restarts.

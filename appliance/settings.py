@@ -488,6 +488,11 @@ class WebConnectorSettings(Section):
         "kb-appliance-crawler/0.1", description="User-Agent sent, and matched against robots.txt."
     )
     sitemap: bool = Field(True, description="Also crawl the URLs listed in sitemap.xml (and robots.txt).")
+    curator_hosts: list[str] = Field(
+        [],
+        description="Hosts a curator's web source may start at and crawl (its start URLs' hosts and "
+        "allowed domains). Empty: only admins register web sources. A curator naming another gets 403.",
+    )
 
 
 class S3ConnectorSettings(Section):
@@ -503,6 +508,12 @@ class S3ConnectorSettings(Section):
         True,
         description="Read access rules from each object's `x-amz-meta-acl` metadata (one HEAD per object).",
     )
+    curator_buckets: list[str] = Field(
+        [],
+        description="Buckets a curator may name in an S3 source, read with the endpoint, region and "
+        "credentials configured here (a curator can't name others). Empty: only admins register S3 "
+        "sources. A curator naming another bucket gets 403.",
+    )
 
 
 class GitConnectorSettings(Section):
@@ -510,6 +521,13 @@ class GitConnectorSettings(Section):
         "", description="Branch indexed when the source names none (`#branch`); empty: the HEAD branch."
     )
     timeout_s: float = Field(600.0, gt=0, description="Limit for one git clone, fetch or read, in seconds.")
+    curator_repos: list[str] = Field(
+        [],
+        description="Remote repositories a curator may name: a URL exactly, or a prefix ending in `/` "
+        "(e.g. `https://git.example/docs/`). They are fetched with the appliance account's git and ssh "
+        "credentials, so list only repositories those may be used for. Empty: only admins register "
+        "remote git sources. A curator naming another gets 403.",
+    )
 
 
 class SqlConnectorSettings(Section):
@@ -523,6 +541,13 @@ class SqlConnectorSettings(Section):
         "acl", description="Column with per-row access rules (`group:x,user:y`) when the query returns it."
     )
     fmt: Literal["md", "txt"] = Field("md", description="Rows become Markdown (`# title`) or plain text.")
+    curator_urls: list[SecretStr] = Field(
+        [],
+        description="Database URLs a curator may name in a SQL source (SQLite files excepted, which "
+        "`connectors.local_roots` governs). A curator names one without its password; the URL listed "
+        "here, password included, is the one connected to. Empty: only admins register database "
+        "sources. A curator naming another gets 403.",
+    )
 
 
 class ConnectorsSettings(Section):
@@ -531,6 +556,12 @@ class ConnectorsSettings(Section):
         description="When an admin ingests a remote source (web, S3, git URL, SQL server), add its own "
         "hosts to the egress allow-list for that process. Off: such a source fails with a message "
         "naming `egress.allow`.",
+    )
+    allow_private: list[str] = Field(
+        [],
+        description="Hosts or CIDR ranges git, SQL and S3 sources may reach although they are loopback, "
+        "private, link-local or cloud-metadata addresses (refused otherwise, checked after DNS; the "
+        "checked address is the one connected to). Web sources have `connectors.web.allow_private`.",
     )
     local_roots: list[Path] = Field(
         [],
@@ -634,6 +665,8 @@ def redacted(settings: Settings) -> dict[str, Any]:
                 out[name] = str(value)
             elif isinstance(value, list) and any(isinstance(v, BaseModel) for v in value):
                 out[name] = [walk(v) for v in value]
+            elif isinstance(value, list) and any(isinstance(v, SecretStr) for v in value):
+                out[name] = ["**redacted**" for _ in value]
             else:
                 out[name] = value
         return out

@@ -176,8 +176,10 @@ class SafeClient:
             ip = ipaddress.ip_address(address.split("%", 1)[0])
             problem = address_problem(ip)
             if problem and not self.allow.permits(host, ip):
+                # The class of address, not the address: a refusal must not map the inside network.
+                resolved = "is" if str(ip) == host else "resolves to"
                 raise FetchRefused(
-                    f"refused {url}: {host} resolves to {ip}, {problem}; name it in "
+                    f"refused {url}: {host} {resolved} {problem}; name it in "
                     "connectors.web.allow_private to allow it"
                 )
         return parsed.copy_with(host=addresses[0]), host

@@ -8,6 +8,13 @@ list of ``group:NAME`` / ``user:NAME``. Reading it costs one HEAD per object, so
 
 With ``max_file_bytes``, an object whose listed size or ``ContentLength`` is over it fails before
 its body is read, and the body is read with that cap (a size can change between list and get).
+
+The endpoint's host is resolved and checked like a web host (``connectors._reach``: no loopback,
+private, link-local or metadata address unless ``connectors.allow_private`` names it) before the
+client is made, and every call runs inside ``Reach.active()``, which refuses at ``connect`` any
+address that check did not approve: botocore resolving the name again can't reach another one.
+With an endpoint, buckets are addressed by path, so a bucket name never becomes a host name.
+Errors carry the S3 error code, not the server's message text.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from appliance.domain import ApplianceError, FileTooLarge, InvalidRequest, SourceItem, read_capped
+from connectors._reach import Reach
 
 
 class S3Error(ApplianceError):
@@ -43,6 +51,7 @@ class S3Connector:
         read_acl_metadata: bool = True,
         acl: Sequence[str] = (),
         max_file_bytes: int | None = None,
+        allow_private: Sequence[str] = (),
     ) -> None:
         if not bucket:
             raise InvalidRequest("an s3 source needs a bucket: s3://BUCKET/PREFIX")
@@ -55,6 +64,8 @@ class S3Connector:
         self.read_acl_metadata = read_acl_metadata
         self.acl = tuple(acl)
         self.max_file_bytes = max_file_bytes
+        self.allow_private = list(allow_private)
+        self.reach = Reach(allow_private)
         where = f"@{self.endpoint_url}" if self.endpoint_url else ""
         self.root = f"s3://{bucket}/{self.prefix}{where}"
         self._client: Any = None
@@ -68,6 +79,7 @@ class S3Connector:
             "extensions": list(self.extensions),
             "read_acl_metadata": self.read_acl_metadata,
             "acl": list(self.acl),
+            "allow_private": self.allow_private,
         }
 
     def hosts(self) -> list[str]:
@@ -93,6 +105,7 @@ class S3Connector:
                 from botocore.config import Config
             except ImportError as exc:  # pragma: no cover - boto3 is a dependency
                 raise ApplianceError("the s3 connector needs boto3: pip install boto3") from exc
+            self._check_endpoint()
             key, secret = self._credentials
             self._client = boto3.session.Session().client(
                 "s3",
@@ -100,18 +113,40 @@ class S3Connector:
                 region_name=self.region,
                 aws_access_key_id=key,
                 aws_secret_access_key=secret,
-                config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=10),
+                config=Config(
+                    retries={"max_attempts": 3, "mode": "standard"},
+                    connect_timeout=10,
+                    s3={"addressing_style": "path"} if self.endpoint_url else None,
+                    # A proxy from the environment would be a way around the address checks.
+                    proxies={},
+                ),
             )
         return self._client
 
+    def _check_endpoint(self) -> None:
+        if self.endpoint_url:
+            parts = urlsplit(self.endpoint_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise InvalidRequest(f"not an http(s) S3 endpoint: {self.endpoint_url}")
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            self.reach.address(parts.hostname, port, f"the S3 endpoint of {self.root}")
+            return
+        for host in self.hosts():
+            self.reach.address(host, 443, f"the S3 endpoint of {self.root}")
+
     def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
 
         try:
-            return fn(**kwargs)
+            with self.reach.active():
+                return fn(**kwargs)
         except ClientError as exc:
+            # The code only: a server's message text is its own words, which a source must not relay.
             err = exc.response.get("Error", {})
-            raise S3Error(f"s3 {what}: {err.get('Code')}: {err.get('Message')}") from exc
+            raise S3Error(f"s3 {what}: {err.get('Code') or 'error'}") from exc
+        except (ConnectionError, HTTPClientError) as exc:
+            # botocore's text names the address it tried.
+            raise S3Error(f"s3 {what}: could not reach the endpoint of {self.root}") from exc
         except BotoCoreError as exc:
             raise S3Error(f"s3 {what}: {exc}") from exc
 

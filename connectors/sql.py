@@ -9,6 +9,13 @@ The root is the database URL with the password hidden, plus a hash of the query:
 is a different source. ``fetch`` takes the body read during discovery (up to ``CACHE_BYTES``) or
 re-reads the one row with ``SELECT * FROM (query) WHERE id = :id``. A row's document over
 ``max_file_bytes`` fails in ``fetch`` (the driver has already read the row; it is not kept).
+
+Sources only read, twice over: the query must parse (sqlglot) as one SELECT with no data-changing
+or locking part, and every connection is read-only (PostgreSQL ``default_transaction_read_only``
+and a read-only transaction, SQLite ``query_only``, MySQL ``TRANSACTION READ ONLY``), which also
+stops what a parser can't see (``nextval()``, functions that write). A server's host is resolved
+and checked like a web host (``connectors._reach``) and libpq is handed the checked address
+(``hostaddr``); connection failures are reported without the driver's text, which names addresses.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from appliance.domain import ApplianceError, FileTooLarge, InvalidRequest, SourceItem
+from connectors._reach import Reach
 
 CACHE_BYTES = 64 * 2**20
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
@@ -28,6 +36,42 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
 class SqlError(ApplianceError):
     status, code = 502, "sql_error"
+
+
+# The sqlglot dialect of each driver a source may use, and so the drivers with a read-only mode.
+_DIALECTS = {"sqlite": "sqlite", "postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
+# URL query parameters a server source may carry. Others (libpq's host, hostaddr, service,
+# options, passfile; MySQL's init_command, read_default_file, unix_socket) would redirect the
+# connection, run statements or read local files, so they are refused.
+_SERVER_PARAMS = frozenset(
+    {"sslmode", "connect_timeout", "application_name", "target_session_attrs", "charset", "ssl_mode"}
+)
+_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
+
+
+def check_select(query: str, dialect: str) -> None:
+    """Refuse a query that is not one plain SELECT (a UNION of them, a CTE): no statement that
+    writes, no ``SELECT ... INTO``, no row locks, nothing after a ``;``."""
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        statements = [s for s in sqlglot.parse(query, read=dialect) if s is not None]
+    except sqlglot.errors.SqlglotError as exc:
+        raise InvalidRequest(f"the query of a sql source does not parse: {str(exc).splitlines()[0]}") from exc
+    if len(statements) != 1:
+        raise InvalidRequest("a sql source runs one SELECT statement, not several")
+    (statement,) = statements
+    if not isinstance(statement, exp.Query):
+        raise InvalidRequest(f"a sql source runs SELECT statements only, not {statement.key.upper()}")
+    writes = (exp.Insert, exp.Update, exp.Delete, exp.Merge, exp.Create, exp.Drop, exp.Alter, exp.Command)
+    for node in statement.walk():
+        if isinstance(node, writes):
+            raise InvalidRequest(f"a sql source only reads: the query contains {node.key.upper()}")
+        if isinstance(node, exp.Into):
+            raise InvalidRequest("a sql source only reads: SELECT ... INTO writes a table")
+        if isinstance(node, exp.Lock):
+            raise InvalidRequest("a sql source only reads: the query locks rows (FOR UPDATE/SHARE)")
 
 
 def _slug(text: str) -> str:
@@ -50,6 +94,7 @@ class SqlConnector:
         fmt: str = "md",
         acl: Sequence[str] = (),
         max_file_bytes: int | None = None,
+        allow_private: Sequence[str] = (),
     ) -> None:
         from sqlalchemy.engine import make_url
         from sqlalchemy.exc import ArgumentError
@@ -69,6 +114,24 @@ class SqlConnector:
             raise InvalidRequest(f"invalid id column name {id_column!r}")
         if fmt not in ("md", "txt"):
             raise InvalidRequest("fmt must be md or txt")
+        backend = self._url.get_backend_name()
+        if backend not in _DIALECTS:
+            raise InvalidRequest(
+                f"{backend} sources are not supported: sources are read over a read-only connection, "
+                f"which the appliance opens for {', '.join(sorted(_DIALECTS))}"
+            )
+        check_select(query, _DIALECTS[backend])
+        if backend != "sqlite":
+            if self._url.host and "," in self._url.host:
+                raise InvalidRequest("a sql source names one database host")
+            refused = sorted(set(self._url.query) - _SERVER_PARAMS)
+            if refused:
+                raise InvalidRequest(
+                    f"a sql source URL may not set {', '.join(refused)}; it may set "
+                    f"{', '.join(sorted(_SERVER_PARAMS))}"
+                )
+        self.reach = Reach(allow_private)
+        self.allow_private = list(allow_private)
         self.url = url
         self.query = query
         self.table = table
@@ -103,6 +166,7 @@ class SqlConnector:
             "acl_column": self.columns["acl"],
             "fmt": self.fmt,
             "acl": list(self.acl),
+            "allow_private": self.allow_private,
         }
 
     def hosts(self) -> list[str]:
@@ -127,20 +191,42 @@ class SqlConnector:
     @property
     def engine(self) -> Any:
         if self._engine is None:
-            from sqlalchemy import create_engine
+            from sqlalchemy import create_engine, event
 
+            url, connect_args = self._url, {}
+            backend = url.get_backend_name()
+            if backend != "sqlite" and url.host:
+                port = url.port or _DEFAULT_PORTS.get(backend, 0)
+                address = self.reach.address(url.host, port, f"the database host of {self.root}")
+                if backend == "postgresql":
+                    # libpq connects to hostaddr and keeps host for TLS and the password file.
+                    url = url.update_query_dict({"hostaddr": address})
+                    connect_args["options"] = "-c default_transaction_read_only=on"
+                else:
+                    url = url.set(host=address)
             try:
-                self._engine = create_engine(self._url, pool_pre_ping=True)
+                engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
             except Exception as exc:  # a missing driver is an ImportError wrapped or raw
                 raise SqlError(f"cannot open {self.root}: {type(exc).__name__}: {exc}") from exc
+            event.listen(engine, "connect", _read_only_on_connect(backend))
+            self._engine = engine
         return self._engine
 
     def _rows(self, sql: str, params: Mapping[str, Any] | None = None) -> Iterator[Mapping[str, Any]]:
         from sqlalchemy import text
         from sqlalchemy.exc import SQLAlchemyError
 
+        engine = self.engine
         try:
-            with self.engine.connect() as conn:
+            with self.reach.active():  # connecting is what the address rules are about
+                conn = engine.connect()
+        except SQLAlchemyError as exc:
+            # The driver's text names the address it tried and the server's answer.
+            raise SqlError(
+                f"cannot connect to the database of {self.root} (refused, unreachable or the login failed)"
+            ) from exc
+        try:
+            with conn:
                 result = conn.execution_options(stream_results=True).execute(text(sql), params or {})
                 yield from result.mappings()
         except SQLAlchemyError as exc:
@@ -207,3 +293,19 @@ class SqlConnector:
                 raise FileTooLarge(self.max_file_bytes or 0, len(data))
             return data
         raise SqlError(f"row {row_id} is no longer returned by the query")
+
+
+def _read_only_on_connect(backend: str) -> Any:
+    """A connect hook that makes every new DBAPI connection refuse writes."""
+
+    def hook(dbapi_connection: Any, _record: Any) -> None:
+        if backend == "postgresql":
+            dbapi_connection.read_only = True  # psycopg: every transaction is BEGIN READ ONLY
+        elif backend == "sqlite":
+            dbapi_connection.execute("PRAGMA query_only = ON")
+        else:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SET SESSION TRANSACTION READ ONLY")
+            cursor.close()
+
+    return hook

@@ -10,6 +10,12 @@ it will connect to (``allow_egress``):
 
 - Reach: no source may read the data directory (metadata DB, audit log, key hashes), and a curator
   may name local paths only under ``connectors.local_roots``.
+- Remote reach of a curator (``check_remote``): a curator borrows the appliance's credentials and
+  network position, so it may name only the remote sources an admin listed: web hosts
+  (``connectors.web.curator_hosts``), S3 buckets (``connectors.s3.curator_buckets``, through the
+  configured endpoint and credentials only), git repositories (``connectors.git.curator_repos``)
+  and database URLs (``connectors.sql.curator_urls``, connected to with the listed URL and its
+  password). Anything else is 403 before a connector connects anywhere.
 - Egress: the process refuses non-loopback connections (``appliance.egress``). A remote source an
   admin names explicitly (ingest on the CLI or through the admin API) is that admin's decision to
   reach its hosts, so with ``connectors.allow_source_hosts`` (default) those hosts are added to the
@@ -21,10 +27,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pydantic import SecretStr
 
 from appliance.domain import MAX_FILE_SETTING, Connector, Forbidden, InvalidRequest
 from appliance.egress import guard_installed, install_guard
@@ -35,10 +43,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Options of an S3 source that pick where its requests go and what signs them: a curator may not
+# name values other than the settings' (the credentials must not sign for another endpoint).
+S3_ADMIN_ONLY = ("endpoint_url", "region", "access_key_id", "secret_access_key")
+# Settings of a kind's section that are the admin's lists, not connector options.
+CURATOR_LISTS = {"curator_hosts", "curator_buckets", "curator_repos", "curator_urls"}
+
 # Options that widen what a source may reach, read or write, and the setting each comes from:
 # never from a request, a command-line option or a stored source.
 SETTINGS_ONLY: dict[str, str] = {
-    "allow_private": "connectors.web.allow_private",
+    "allow_private": "connectors.allow_private, or connectors.web.allow_private for web sources",
     "max_bytes": "connectors.web.max_bytes",
     "allow_hardlinks": "connectors.filesystem.allow_hardlinks",
     "max_file_bytes": MAX_FILE_SETTING,
@@ -103,22 +117,27 @@ class ConnectorFactory:
             case "upload":
                 options = {"upload_dir": str(self.upload_dir)}
             case "web":
-                options = {**cfg.web.model_dump(), "cache_dir": self._cache_dir("web")}
+                options = {**cfg.web.model_dump(exclude=CURATOR_LISTS), "cache_dir": self._cache_dir("web")}
             case "s3":
                 secret = cfg.s3.secret_access_key
                 options = {
-                    **cfg.s3.model_dump(exclude={"secret_access_key"}),
+                    **cfg.s3.model_dump(exclude={"secret_access_key", *CURATOR_LISTS}),
                     "secret_access_key": secret.get_secret_value() if secret else None,
                     "extensions": extensions,
+                    "allow_private": list(cfg.allow_private),
                 }
             case "git":
                 options = {
-                    **cfg.git.model_dump(),
+                    **cfg.git.model_dump(exclude=CURATOR_LISTS),
                     "cache_dir": self._cache_dir("git"),
                     "extensions": extensions,
+                    "allow_private": list(cfg.allow_private),
                 }
             case "sql":
-                options = cfg.sql.model_dump()
+                options = {
+                    **cfg.sql.model_dump(exclude=CURATOR_LISTS),
+                    "allow_private": list(cfg.allow_private),
+                }
             case _:
                 options = {}
         return {**options, "max_file_bytes": self.config.max_file_bytes}
@@ -141,6 +160,8 @@ class ConnectorFactory:
         given = dict(options or {})
         refuse_settings_only(given)
         kind = connectors.kind_of(spec)
+        if not admin:
+            self._refuse_admin_only(kind, given)
         return self._admit(connectors.for_source(spec, **{**self.defaults(kind), **given}), admin)
 
     def for_kind(self, kind: str, options: Mapping[str, Any], *, admin: bool = True) -> Connector:
@@ -148,6 +169,8 @@ class ConnectorFactory:
         if kind == "upload":
             raise InvalidRequest("uploads are added through the documents API, not as a source")
         refuse_settings_only(options)
+        if not admin:
+            self._refuse_admin_only(kind, options)
         return self._admit(self._build(kind, options), admin)
 
     def rebuild(self, kind: str, options: Mapping[str, Any], *, admin: bool = True) -> Connector:
@@ -155,6 +178,8 @@ class ConnectorFactory:
         from the current settings, whatever was stored, so a stored source can't widen its reach."""
         if kind == "upload":
             return self.upload(str(options.get("uri", "")))
+        if not admin:
+            self._refuse_admin_only(kind, options)
         return self._admit(self._build(kind, options), admin)
 
     def upload(self, uri: str) -> UploadConnector:
@@ -182,7 +207,67 @@ class ConnectorFactory:
     def _admit(self, connector: Connector, admin: bool) -> Connector:
         # Uploads never come through here: their files are the appliance's own, in the data dir.
         self.check_reach(connector, admin)
+        if not admin:
+            connector = self.check_remote(connector)
         self.allow_egress(connector)
+        return connector
+
+    def _refuse_admin_only(self, kind: str, options: Mapping[str, Any]) -> None:
+        if kind != "s3":
+            return
+        configured = self.defaults("s3")
+        for key in S3_ADMIN_ONLY:
+            if key in options and options[key] not in (None, configured.get(key)):
+                raise Forbidden(
+                    f"an S3 source's {key} is the admin's (connectors.s3.{key}); curators name a bucket "
+                    "of connectors.s3.curator_buckets only"
+                )
+
+    def check_remote(self, connector: Connector) -> Connector:
+        """The connector a curator may use for a remote source, or 403 (see the module doc).
+        Local sources (no hosts) are ``check_reach``'s; a SQL source comes back rebuilt on the
+        URL the admin listed, which holds the credentials."""
+        hosts = connector.hosts()
+        if not hosts:
+            return connector
+        cfg = self.config.connectors
+        options = connector.options()
+        match connector.kind:
+            case "web":
+                unlisted = sorted(
+                    h for h in hosts if h.lower() not in {x.lower() for x in cfg.web.curator_hosts}
+                )
+                if unlisted:
+                    raise Forbidden(
+                        f"curators may crawl only the hosts an admin listed (connectors.web.curator_hosts); "
+                        f"not {', '.join(unlisted)}"
+                    )
+            case "s3":
+                if options.get("bucket") not in cfg.s3.curator_buckets:
+                    raise Forbidden(
+                        f"curators may read only the buckets an admin listed (connectors.s3.curator_buckets); "
+                        f"not {options.get('bucket')}"
+                    )
+                if options.get("endpoint_url") != cfg.s3.endpoint_url:
+                    raise Forbidden("an S3 source's endpoint is the admin's (connectors.s3.endpoint_url)")
+            case "git":
+                repo = str(options.get("repo", ""))
+                if not any(
+                    repo == r or (r.endswith("/") and repo.startswith(r)) for r in cfg.git.curator_repos
+                ):
+                    raise Forbidden(
+                        "curators may name only the repositories an admin listed (connectors.git.curator_repos)"
+                    )
+            case "sql":
+                listed = _listed_database(str(options.get("url", "")), cfg.sql.curator_urls)
+                if listed is None:
+                    raise Forbidden(
+                        "curators may name only the databases an admin listed (connectors.sql.curator_urls)"
+                    )
+                connector.close()
+                return self._build("sql", {**options, "url": listed})
+            case _:
+                raise Forbidden(f"curators may not register {connector.kind} sources that reach other hosts")
         return connector
 
     # -- where a connector may point -----------------------------------------------------------------
@@ -231,6 +316,36 @@ class ConnectorFactory:
                 "egress: allowing %s for the %s source %s", ", ".join(missing), connector.kind, connector.root
             )
             install_guard(missing)
+
+
+def _listed_database(url: str, listed: Sequence[SecretStr]) -> str | None:
+    """The listed database URL (with its password) that ``url`` names, compared without passwords."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    def bare(text: str) -> tuple[Any, ...]:
+        parsed = make_url(text)
+        driver = "postgresql" if parsed.drivername == "postgres" else parsed.drivername
+        return (
+            driver,
+            parsed.username,
+            parsed.host,
+            parsed.port,
+            parsed.database,
+            sorted(parsed.query.items()),
+        )
+
+    try:
+        wanted = bare(url)
+    except ArgumentError:
+        return None
+    for entry in listed:
+        try:
+            if bare(entry.get_secret_value()) == wanted:
+                return entry.get_secret_value()
+        except ArgumentError:
+            log.warning("connectors.sql.curator_urls holds an entry that is not a database URL")
+    return None
 
 
 def _is_local(host: str) -> bool:

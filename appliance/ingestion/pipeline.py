@@ -28,7 +28,14 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from appliance.domain import ApplianceError, Connector, SourceItem, document_id, validate_collection_name
+from appliance.domain import (
+    EVERYONE,
+    ApplianceError,
+    Connector,
+    SourceItem,
+    document_id,
+    validate_collection_name,
+)
 from appliance.embeddings.base import Embedder
 from appliance.ingestion.commit import Staged, Writer
 from appliance.ingestion.embed import BatchEmbedder
@@ -92,8 +99,9 @@ class IngestionService:
         """Sync ``connector`` into ``collection``. With ``items``, only those are (re)indexed and
         nothing is deleted; ``force`` re-parses even when version and content are unchanged.
 
-        An item's readers: ``acl`` when given (the whole run), else the item's own (source
-        metadata), else ``default_acl`` (the collection's), else every signed-in user."""
+        An item's readers: its own (source metadata) when it has any, else ``acl`` when given (the
+        whole run), else ``default_acl`` (the collection's), else every signed-in user. ``acl``
+        replaces an item's own rule only to narrow it (``readers``): a run never widens it."""
         validate_collection_name(collection)
         if progress is None or not isinstance(progress, IngestProgress):
             progress = IngestProgress(listener=progress)
@@ -108,6 +116,22 @@ class IngestionService:
             self.parser.start()
         except ApplianceError:
             log.exception("parser workers did not start; parsing will retry")
+
+
+def run_readers(run: tuple[str, ...], own: tuple[str, ...], default: tuple[str, ...]) -> tuple[str, ...]:
+    """Who may read an item. A source's own rule (S3 ``x-amz-meta-acl``, a SQL ``acl`` column) is
+    the owner's word on that item; a run's ``allow`` may narrow it (a subset of its principals, or
+    anything when it is ``*``) but not replace it with another, possibly wider, set of readers."""
+    if own and run and not ("*" in own or set(run) <= set(own)):
+        return own
+    return run or own or default
+
+
+def narrows(old: Sequence[str], new: Sequence[str]) -> bool:
+    """Whether readers ``new`` leave out someone ``old`` let in (``*``: every signed-in user)."""
+    if EVERYONE in new:
+        return False
+    return EVERYONE in old or not set(old) <= set(new)
 
 
 @dataclass
@@ -204,7 +228,7 @@ class IngestRun:
     def _schedule(self, ahead: ThreadPoolExecutor, index: int) -> None:
         if index < len(self.listed) and index not in self.queued:
             item = self.listed[index]
-            readers = self.acl or tuple(item.acl) or self.default_acl
+            readers = run_readers(self.acl, tuple(item.acl), self.default_acl)
             self.queued[index] = ahead.submit(
                 self.service.preparer.prepare, self.connector, item, self.collection, readers, self.force
             )
@@ -268,6 +292,24 @@ class IngestRun:
 
     # -- outcomes --------------------------------------------------------------------------------
 
+    def _fail_closed(self, item: SourceItem) -> str:
+        """A failed or refused item keeps its indexed copy, unless its source now lets fewer people
+        read it than that copy does: then the copy is deleted (chunks and ledger row), since it can
+        be neither updated nor left readable under the old, wider rule. Returns what to add to the
+        item's error."""
+        rec = self.service.ledger.get(document_id(self.collection, item.uri))
+        readers = run_readers(self.acl, tuple(item.acl), self.default_acl)
+        if rec is None or not narrows(rec.acl, sorted(readers) if readers else [EVERYONE]):
+            return ""
+        try:
+            self.service.remove_document(rec)
+        except Exception:  # the store is down too: the copy can't be read through it either
+            log.exception("could not remove %s after its readers narrowed", item.uri)
+            return "; its readers were narrowed and its indexed copy could not be removed (retried next sync)"
+        self.report.deleted += 1
+        log.warning("removed the indexed copy of %s: its source narrowed who may read it", item.uri)
+        return "; its source narrowed who may read it, so its indexed copy was removed"
+
     def _succeeded(self, item: SourceItem, outcome: str, n: int) -> None:
         if outcome == "reused":
             self.report.reused += 1
@@ -285,6 +327,7 @@ class IngestRun:
         else:
             reason = f"{type(exc).__name__}: {exc}"[:2000]
             log.error("failed %s", item.uri, exc_info=exc)
+        reason += self._fail_closed(item)
         self.report.failed.append({"uri": item.uri, "error": reason})
         self.progress.failed += 1
         self.progress.emit("failed", item)

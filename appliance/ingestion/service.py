@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from appliance.audit import AuditEvent
 from appliance.domain import (
+    LOCAL_ADMIN,
     MAX_FILE_SETTING,
     Conflict,
     Connector,
@@ -38,12 +39,14 @@ from appliance.ingestion.uploads import orphaned_files, require_own_upload, uplo
 from appliance.ingestion.verify import verify
 from appliance.security.acl import can_read as acl_allows
 from appliance.security.acl import filter_tokens, is_curator
+from appliance.security.identity import Disabled
 from appliance.security.secrets import redact
 
 if TYPE_CHECKING:
     from appliance.audit import AuditLog
     from appliance.collections import CollectionService
     from appliance.ingestion.pipeline import IngestionService
+    from appliance.security.identity import IdentityStore
     from appliance.vectorstore.base import VectorStore
     from connectors.upload import UploadConnector
 
@@ -108,8 +111,10 @@ class IngestionJobs:
         audit: AuditLog,
         default_collection: str,
         default_interval_s: int,
+        identity: IdentityStore | None = None,
     ) -> None:
         self.manager = manager
+        self.identity = identity  # who registered a source, as they are now (its syncs' reach)
         self.sources = sources
         self.connectors = connectors
         self.ingestion = ingestion
@@ -147,19 +152,55 @@ class IngestionJobs:
         ``principal``, only where that caller may point one (``ConnectorFactory.check_reach``).
         Without, the caller is the local admin (CLI). Uploads are never a caller's source: an
         ``upload://`` URI names another collection's file as well as one's own."""
-        admin = principal is None or principal.is_admin
+        # An admin key scoped to collections is an admin inside those only: where its sources may
+        # point is a curator's reach, or it could send the appliance's credentials anywhere.
+        admin = principal is None or (principal.is_admin and principal.collections is None)
         if spec:
             return self.connectors.for_source(spec, options, admin=admin)
         return self.connectors.for_kind(kind, options or {}, admin=admin)
 
-    def _stored(self, source: Source) -> Connector:
-        """The connector of a registered source, as the scheduler (an admin) runs it. An upload
-        registered as a source before that was refused syncs only into its own collection."""
+    def _stored(self, source: Source, as_registrant: bool = True) -> Connector:
+        """The connector of a registered source, with the reach of the user who registered it as
+        that user is now (``registrant_is_admin``); without ``as_registrant``, an admin's (to find
+        its documents when it is removed). An upload registered as a source before that was
+        refused syncs only into its own collection."""
         if source.kind == "upload":
             require_own_upload(str(source.options.get("uri", "")), source.collection)
+        admin = self.registrant_is_admin(source) if as_registrant else True
         if source.spec:
-            return self.connectors.for_source(source.spec, source.options)
-        return self.connectors.rebuild(source.kind, source.options)
+            return self.connectors.for_source(source.spec, source.options, admin=admin)
+        return self.connectors.rebuild(source.kind, source.options, admin=admin)
+
+    def registrant_is_admin(self, source: Source) -> bool:
+        """Whether a source syncs with an admin's reach (else a curator's), checked at every sync:
+        a registrant since deleted, disabled, demoted or no longer curating the collection makes
+        the sync fail with that reason (403) instead of running with a reach they lost."""
+        name = source.created_by
+        if name is None or self.identity is None:
+            return True  # the CLI's local administrator, or registered before registrants were kept
+        try:
+            registrant = self.identity.principal(name)
+        except Disabled as exc:
+            raise Forbidden(
+                f"source {source.id} syncs with the reach of {name!r}, who registered it: {exc.message}; "
+                "an admin or a curator of the collection may register it again"
+            ) from exc
+        except NotFound as exc:
+            if name == LOCAL_ADMIN.name:
+                return True  # the configured admin key and the CLI act as "admin" without a user row
+            raise Forbidden(
+                f"source {source.id} syncs with the reach of {name!r}, who registered it: {exc.message}; "
+                "an admin or a curator of the collection may register it again"
+            ) from exc
+        if registrant.is_admin:
+            return True
+        if not is_curator(registrant) or not self.collections.curates(registrant, source.collection):
+            raise Forbidden(
+                f"source {source.id} syncs with the reach of {name!r}, who registered it and no longer "
+                f"curates collection {source.collection!r}; an admin or a curator of the collection may "
+                "register it again"
+            )
+        return False
 
     def run(
         self,
@@ -338,6 +379,7 @@ class IngestionJobs:
             name,
             acl,
             self.default_interval_s if interval_s is None else interval_s,
+            created_by=principal.name,
         )
 
     def list_sources(self, principal: Principal) -> list[Source]:
@@ -369,7 +411,7 @@ class IngestionJobs:
         """Forget a source; with ``purge`` its documents leave the index too."""
         source = self._source(principal, source_id)
         if purge:
-            connector = self._stored(source)
+            connector = self._stored(source, as_registrant=False)
             connector.close()
             for rec in self.ledger.for_source(source.collection, connector.root):
                 self.ingestion.remove_document(rec)

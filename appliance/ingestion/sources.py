@@ -1,8 +1,9 @@
 """Registered sources, persisted in the metadata DB.
 
-A source is what an admin asked to keep in sync: a SOURCE argument as the CLI takes it (a path or
-URL) or a connector kind with its options, a collection, access rules and a sync interval. Its
-connector is built by ``ConnectorFactory`` (``appliance.ingestion.connect``).
+A source is what an admin or curator asked to keep in sync: a SOURCE argument as the CLI takes it
+(a path or URL) or a connector kind with its options, a collection, access rules, a sync interval
+and who registered it. Its connector is built by ``ConnectorFactory``
+(``appliance.ingestion.connect``) with the reach of that user as it is at sync time.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Source:
     created_at: datetime
     last_sync_at: datetime | None
     last_job_id: str | None
+    created_by: str | None = None  # the user whose reach its syncs have; None: an admin's
 
     @classmethod
     def from_row(cls, row: Any, box: SecretBox | None = None) -> Source:
@@ -51,6 +53,7 @@ class Source:
             m["created_at"],
             m["last_sync_at"],
             m["last_job_id"],
+            m.get("created_by"),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -66,6 +69,7 @@ class Source:
             "created_at": self.created_at.isoformat() if self.created_at else None,
             "last_sync_at": self.last_sync_at.isoformat() if self.last_sync_at else None,
             "last_job_id": self.last_job_id,
+            "registered_by": self.created_by,
         }
 
 
@@ -84,6 +88,7 @@ class SourceStore:
         collection: str,
         acl: Sequence[str],
         interval_s: int,
+        created_by: str | None = None,
     ) -> Source:
         source_id = uuid.uuid4().hex[:16]
         with self.engine.begin() as conn:
@@ -97,6 +102,7 @@ class SourceStore:
                     acl=list(acl),
                     interval_s=interval_s,
                     created_at=now(),
+                    created_by=created_by,
                 )
             )
         return self.get(source_id)

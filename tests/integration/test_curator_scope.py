@@ -43,8 +43,20 @@ def kb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         load_settings(
             data_dir=root / "data",
             auth={"admin_key": ADMIN_KEY},
-            # Curators may register local folders under new/ only (see the reach test).
-            connectors={"local_roots": [str(root / "new")]},
+            # Curators may register local folders under new/ only (see the reach test), and the
+            # remote sources listed here (see the remote reach test).
+            connectors={
+                "local_roots": [str(root / "new")],
+                "web": {"curator_hosts": ["wiki.example"]},
+                "s3": {
+                    "endpoint_url": "http://s3.internal.example:9000",
+                    "curator_buckets": ["eng-docs"],
+                    "access_key_id": "appliance",
+                    "secret_access_key": "appliance-s3-secret",
+                },
+                "git": {"curator_repos": ["https://git.example/eng/"]},
+                "sql": {"curator_urls": ["postgresql://kb:db-secret@db.example:5432/kb"]},
+            },
             log_level="WARNING",
         )
     )
@@ -289,6 +301,121 @@ def test_where_a_source_may_point(kb: dict[str, Any]) -> None:
     for body in ({"spec": upload}, {"kind": "upload", "options": {"uri": upload}}):
         r = c.post("/api/v1/sources", json={**body, "collection": "eng-kb"}, headers=admin)
         assert _code(r) == (400, "invalid_request"), (body, r.text)
+
+
+def test_a_curator_reaches_only_the_remote_sources_an_admin_listed(kb: dict[str, Any]) -> None:
+    """A curator's remote source borrows the appliance's credentials and network position, so it
+    must be one an admin listed; anything else is 403 before a connector is built to connect."""
+    c: TestClient = kb["client"]
+    container = kb["container"]
+    pat, admin = _h(kb, "pat"), _h(kb, "admin")
+    refused: list[dict[str, Any]] = [
+        {"spec": "s3://finance-docs/"},
+        # The configured credentials must not sign requests to an endpoint a request names.
+        {"spec": "s3://eng-docs/", "options": {"endpoint_url": "http://169.254.169.254/"}},
+        {"kind": "s3", "options": {"bucket": "eng-docs", "endpoint_url": "http://attacker.example/"}},
+        {"spec": "s3://eng-docs/", "options": {"access_key_id": "someone-else"}},
+        # ssh would use the appliance account's keys.
+        {"spec": "git+ssh://git@git.example/finance/ledger.git"},
+        {"spec": "git+https://git.example/engineering-private/notes.git"},  # a prefix ends at its /
+        {"spec": "postgresql://kb@db.example:5432/payroll#SELECT id, body FROM pay"},
+        {"spec": "https://intranet.example/"},
+        {"spec": "https://wiki.example/", "options": {"allowed_domains": ["wiki.example", "hr.example"]}},
+    ]
+    jobs_before = len(container.jobs.manager.list(1000))
+    for body in refused:
+        r = c.post("/api/v1/sources", json={**body, "collection": "eng-kb", "interval_s": 0}, headers=pat)
+        assert _code(r) == (403, "forbidden"), (body, r.text)
+        if "spec" in body:
+            job = {"sources": [body["spec"]], "options": body.get("options", {}), "collection": "eng-kb"}
+            assert _code(c.post("/api/v1/jobs", json=job, headers=pat)) == (403, "forbidden"), body
+    assert len(container.jobs.manager.list(1000)) == jobs_before, "no job started for a refused source"
+
+    added = []
+    for spec in (
+        "s3://eng-docs/handbook/",
+        "git+https://git.example/eng/handbook.git",
+        "postgresql://kb@db.example:5432/kb#SELECT id, body FROM articles",
+        "https://wiki.example/",
+    ):
+        r = c.post(
+            "/api/v1/sources", json={"spec": spec, "collection": "eng-kb", "interval_s": 0}, headers=pat
+        )
+        assert r.status_code == 201, (spec, r.text)
+        assert "db-secret" not in r.text
+        added.append(r.json()["id"])
+    # The database is reached with the URL the admin listed, password included; the curator never
+    # named or saw it.
+    principal = container.keys.authenticate(kb["keys"]["pat"])
+    sql = container.jobs.connector(
+        "spec", "postgresql://kb@db.example:5432/kb#SELECT id, body FROM articles", {}, principal
+    )
+    assert "db-secret" in sql.options()["url"] and "db-secret" not in sql.root
+    sql.close()
+    # An admin key scoped to a collection is an admin inside it only: a curator's reach.
+    scoped = issue_key(container.keys, container.identity, "admin", collections=["eng-kb"]).key
+    outside = str(_folder(kb["root"] / "elsewhere", "scoped-admin"))
+    for body in ({"spec": "s3://finance-docs/"}, {"spec": outside}):
+        r = c.post(
+            "/api/v1/sources",
+            json={**body, "collection": "eng-kb", "interval_s": 0},
+            headers={"Authorization": f"Bearer {scoped}"},
+        )
+        assert _code(r) == (403, "forbidden"), (body, r.text)
+    # An admin's own request is the admin's decision.
+    r = c.post(
+        "/api/v1/sources",
+        json={"spec": "s3://finance-docs/", "collection": "eng-kb", "interval_s": 0},
+        headers=admin,
+    )
+    assert r.status_code == 201, r.text
+    for sid in [*added, r.json()["id"]]:
+        assert c.delete(f"/api/v1/sources/{sid}", headers=admin).status_code == 204
+
+
+def test_a_stored_source_syncs_with_its_registrants_reach_as_it_is_now(kb: dict[str, Any]) -> None:
+    """A curator registers a folder; once disabled, demoted or no longer curating the collection,
+    the source's syncs fail with that reason instead of running with the reach they lost."""
+    c: TestClient = kb["client"]
+    container = kb["container"]
+    ids = container.identity
+    ids.add_user("pia", "curator", ["platform"])
+    pia = {"Authorization": f"Bearer {issue_key(container.keys, ids, 'pia').key}"}
+    admin = _h(kb, "admin")
+    src = str(_folder(kb["root"] / "new", "pia-notes"))
+    r = c.post("/api/v1/sources", json={"spec": src, "collection": "eng-kb", "interval_s": 0}, headers=pia)
+    assert r.status_code == 201 and r.json()["registered_by"] == "pia", r.text
+    sid = r.json()["id"]
+
+    def sync() -> dict[str, Any]:
+        r = c.post(f"/api/v1/sources/{sid}/sync", headers=admin)
+        assert r.status_code == 202, r.text
+        return _wait(kb, r.json()["id"])
+
+    assert sync()["status"] == "succeeded"
+    for change, undo, reason in (
+        ({"disabled": True}, {"disabled": False}, "disabled"),
+        ({"role": "employee"}, {"role": "curator"}, "no longer curates"),
+    ):
+        ids.update_user("pia", **change)
+        job = sync()
+        assert job["status"] == "failed" and reason in job["error"], job
+        assert "pia" in job["error"]
+        ids.update_user("pia", **undo)
+    # Her group loses the collection: the same.
+    c.patch("/api/v1/collections/eng-kb", json={"owners": ["hr"]}, headers=admin)
+    try:
+        job = sync()
+        assert job["status"] == "failed" and "no longer curates" in job["error"], job
+    finally:
+        c.patch("/api/v1/collections/eng-kb", json={"owners": ["engineering"]}, headers=admin)
+    assert sync()["status"] == "succeeded"
+    # The scheduler's syncs are checked the same way: it runs them as jobs of their own.
+    ids.update_user("pia", disabled=True)
+    scheduled = container.jobs.sync(sid, "scheduler")
+    assert _wait(kb, scheduled.id)["status"] == "failed"
+    ids.update_user("pia", disabled=False)
+    assert c.delete(f"/api/v1/sources/{sid}", headers=admin).status_code == 204
 
 
 def test_document_lists_show_readers_only_what_they_need(kb: dict[str, Any]) -> None:

@@ -149,7 +149,7 @@ def migration_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 
 def test_a_new_database_gets_every_revision_and_matches_the_tables(db_url: str) -> None:
     engine = make_engine(db_url)
-    assert revision(engine) == head() == "0003"
+    assert revision(engine) == head() == "0004"
     assert schema_drift(engine) == []
     make_engine(db_url)  # a second start changes nothing
     with engine.connect() as conn:

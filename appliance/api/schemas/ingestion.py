@@ -72,6 +72,10 @@ class Source(BaseModel):
     created_at: str | None
     last_sync_at: str | None
     last_job_id: str | None
+    registered_by: str | None = Field(
+        None,
+        description="The user whose reach, as it is at sync time, the source syncs with; null: an admin.",
+    )
 
 
 class SourceList(Paged):

@@ -181,7 +181,8 @@ class S3World(World):
         self.client.put_object(Bucket=self.bucket, Key="elsewhere/outside.md", Body=b"not under the prefix")
 
     def settings(self) -> dict[str, Any]:
-        return {"connectors": {"s3": self.server.options}}
+        # moto listens on loopback, which a source reaches only when an admin allows it.
+        return {"connectors": {"s3": self.server.options, "allow_private": ["127.0.0.1"]}}
 
     def connector(self, max_file_mb: float | None = None) -> Connector:
         return self.factory(max_file_mb).for_source(f"s3://{self.bucket}/docs/")
@@ -304,6 +305,9 @@ class PostgresWorld(SqliteWorld):
 
     def source(self) -> str:
         return f"{self.url}#{self.table}"
+
+    def settings(self) -> dict[str, Any]:
+        return {"connectors": {"allow_private": ["127.0.0.1"]}}  # the test server is on loopback
 
     def local_paths(self) -> list[Path]:
         return []

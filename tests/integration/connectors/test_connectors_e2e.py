@@ -60,6 +60,7 @@ def test_ingest_every_kind_then_rerun_is_unchanged(tmp_path: Path, site: Site, s
         tmp_path / "data",
         APPLIANCE_CONNECTORS__WEB__ALLOW_PRIVATE='["127.0.0.1"]',
         APPLIANCE_CONNECTORS__WEB__SITEMAP="false",
+        APPLIANCE_CONNECTORS__ALLOW_PRIVATE='["127.0.0.1"]',
         APPLIANCE_CONNECTORS__S3__ENDPOINT_URL=s3_server.endpoint,
         APPLIANCE_CONNECTORS__S3__REGION="us-east-1",
         APPLIANCE_CONNECTORS__S3__ACCESS_KEY_ID="test",

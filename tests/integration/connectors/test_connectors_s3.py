@@ -12,6 +12,8 @@ from tests.integration.connectors.conftest import S3
 
 pytestmark = pytest.mark.services
 
+LOOPBACK = ["127.0.0.1"]  # moto listens on loopback, which a source reaches only when allowed
+
 
 @pytest.fixture
 def bucket(s3_server: S3) -> str:
@@ -29,7 +31,11 @@ def bucket(s3_server: S3) -> str:
 
 def test_discover_fetch_versions_and_acl_metadata(s3_server: S3, bucket: str) -> None:
     c = connectors.for_source(
-        f"s3://{bucket}/docs/", extensions=[".md"], acl=["group:staff"], **s3_server.options
+        f"s3://{bucket}/docs/",
+        extensions=[".md"],
+        acl=["group:staff"],
+        **s3_server.options,
+        allow_private=LOOPBACK,
     )
     assert isinstance(c, S3Connector) and c.root == f"s3://{bucket}/docs/@{s3_server.endpoint}"
     items = {i.uri: i for i in c.discover()}
@@ -56,7 +62,7 @@ def test_discover_fetch_versions_and_acl_metadata(s3_server: S3, bucket: str) ->
 
 
 def test_missing_bucket_is_a_clear_error(s3_server: S3) -> None:
-    c = connectors.for_source("s3://no-such-bucket-kb/", **s3_server.options)
+    c = connectors.for_source("s3://no-such-bucket-kb/", **s3_server.options, allow_private=LOOPBACK)
     with pytest.raises(S3Error, match="NoSuchBucket"):
         list(c.discover())
 
@@ -66,7 +72,11 @@ def test_an_object_over_the_size_limit_is_refused_before_its_body_is_read(s3_ser
 
     s3_server.client().put_object(Bucket=bucket, Key="docs/big.md", Body=b"z" * (2 * 2**20))
     c = connectors.for_source(
-        f"s3://{bucket}/docs/", extensions=[".md"], max_file_bytes=2**20, **s3_server.options
+        f"s3://{bucket}/docs/",
+        extensions=[".md"],
+        max_file_bytes=2**20,
+        **s3_server.options,
+        allow_private=LOOPBACK,
     )
     items = {i.uri: i for i in c.discover()}
     big = items[f"s3://{bucket}/docs/big.md"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -18,8 +19,8 @@ ROWS = [
 ]
 
 
-def check_source(url: str, engine: sa.Engine, table: str) -> None:
-    c = connectors.for_source(f"{url}#{table}", acl=["group:staff"])
+def check_source(url: str, engine: sa.Engine, table: str, **options: Any) -> None:
+    c = connectors.for_source(f"{url}#{table}", acl=["group:staff"], **options)
     assert isinstance(c, SqlConnector) and c.kind == "sql"
     assert "secret" not in c.root
     items = {i.metadata["row_id"]: i for i in c.discover()}
@@ -97,7 +98,12 @@ def test_postgresql(postgres: Postgres) -> None:
             [dict(zip("abcde", row, strict=True)) for row in ROWS],
         )
     # A plain postgresql:// URL works: the connector picks the psycopg (3) driver the appliance ships.
-    check_source(postgres.url.replace("postgresql+psycopg://", "postgresql://"), engine, "kb_articles")
+    check_source(
+        postgres.url.replace("postgresql+psycopg://", "postgresql://"),
+        engine,
+        "kb_articles",
+        allow_private=["127.0.0.1"],  # the test server is on loopback
+    )
     engine.dispose()
 
 
