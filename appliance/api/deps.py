@@ -28,6 +28,7 @@ from appliance.ingestion.service import IngestionJobs
 from appliance.metering import Metering
 from appliance.observability import Metrics
 from appliance.rag.conversations import ConversationStore
+from appliance.rag.modes import split_mode
 from appliance.rag.pipeline import RagService
 from appliance.rag.search import SearchService
 from appliance.security.acl import check_collection_scope, check_route_scope
@@ -138,13 +139,16 @@ def _bearer(request: Request) -> str | None:
 
 
 def model_collection(request: Request, model: str, store: VectorStore) -> str | None:
-    """``model`` when it names a collection (an OpenAI client asking a knowledge base), else None.
-    Looked up once per request: the scope check and the chat route both need it."""
+    """The collection ``model`` names (an OpenAI client asking a knowledge base), also as
+    ``<collection>:<answer mode>``, else None. Looked up once per request: the scope check and
+    the chat route both need it, and must agree."""
     memo: dict[str, str | None] | None = getattr(request.state, "model_collections", None)
     if memo is None:
         memo = request.state.model_collections = {}
     if model not in memo:
-        memo[model] = model if model in store.collections() else None
+        names = store.collections()
+        base, _ = split_mode(model)
+        memo[model] = model if model in names else base if base in names else None
     return memo[model]
 
 
