@@ -288,6 +288,39 @@ def run(
     return data
 
 
+# BM25 weights tried by ``appliance eval --tune`` (the dense side keeps weight 1; 0 is dense alone).
+TUNE_WEIGHTS = (0.0, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)
+
+
+def tune(
+    items: Sequence[QAItem],
+    search_at: Callable[[float], SearchFn],
+    k: int,
+    current: float,
+    weights: Sequence[float] = TUNE_WEIGHTS,
+) -> dict[str, Any]:
+    """Hybrid retrieval's metrics at each BM25 weight (``search_at(weight)`` searches with it), and
+    the best by MRR, then hit@1, then nearness to the ``current`` weight (no change for nothing)."""
+    grid = [{"bm25_weight": w, **evaluate(items, search_at(w), k).retrieval} for w in weights]
+    best = max(grid, key=lambda r: (r["mrr"], r["hit@1"], -abs(r["bm25_weight"] - current)))
+    return {"questions": len(items), "k": k, "current_bm25_weight": current, "grid": grid, "best": best}
+
+
+def tune_text(data: dict[str, Any]) -> str:
+    lines = [f"{data['questions']} questions, k={data['k']}, hybrid at each BM25 weight (dense 1.0):"]
+    for row in data["grid"]:
+        mark = "  <- best" if row is data["best"] else ""
+        lines.append(
+            f"  bm25_weight {row['bm25_weight']:<5}  hit@1 {row['hit@1']:.3f}  hit@{data['k']} "
+            f"{row['hit@k']:.3f}  MRR {row['mrr']:.3f}{mark}"
+        )
+    lines.append(
+        f"set retrieval.bm25_weight: {data['best']['bm25_weight']} to use it (now "
+        f"{data['current_bm25_weight']}); the weight applies to every collection"
+    )
+    return "\n".join(lines)
+
+
 def report_text(data: dict[str, Any]) -> str:
     """The human summary of :func:`run`'s result: metrics, misses, the file, the gate's verdict."""
     r, k = data["retrieval"], data["k"]

@@ -45,6 +45,13 @@ def eval_command(
             help="Set name in the result file (default: the file's stem, or its folder's for qa.jsonl).",
         ),
     ] = None,
+    tune_weight: Annotated[
+        bool,
+        typer.Option(
+            "--tune",
+            help="Instead: hybrid retrieval at a grid of BM25 weights; prints the best (stores nothing).",
+        ),
+    ] = False,
     user: UserOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -64,6 +71,8 @@ def eval_command(
         cli.fail(exc.message, 2)
     name = collection or cli.settings.rag.default_collection
     remote = cli.remote(user)
+    if remote and tune_weight:
+        cli.fail("--tune searches the store directly: run it while `appliance serve` is stopped")
     if remote:
 
         def search(question: str, n: int) -> list[dict[str, Any]]:
@@ -77,6 +86,9 @@ def eval_command(
     else:
         container = cli.local()
         principal = cli.principal(user)
+        if tune_weight:
+            _tune(cli, container, items, k, principal, name, as_json)
+            return
 
         def search(question: str, n: int) -> list[dict[str, Any]]:
             hits, _ = container.retriever.search(question, principal, name, n, None, retrieval)
@@ -106,3 +118,31 @@ def eval_command(
     cli.emit(data, as_json, report_text(data))
     if "gate" in data and not data["gate"]["passed"]:
         raise typer.Exit(3)
+
+
+def _tune(
+    cli: AppContext, container: Any, items: list[Any], k: int, principal: Any, name: str, as_json: bool
+) -> None:
+    """``--tune``: the retriever with each BM25 weight of the grid, judged on the set."""
+    from dataclasses import replace
+
+    from appliance.evaluation import tune, tune_text
+    from appliance.rag.pipeline import citation_dicts
+
+    base = container.retriever
+
+    def search_at(weight: float) -> Any:
+        retriever = replace(base, fusion=replace(base.fusion, bm25_weight=weight))
+
+        def search(question: str, n: int) -> list[dict[str, Any]]:
+            return citation_dicts(retriever.search(question, principal, name, n)[0])
+
+        return search
+
+    try:
+        data = tune(items, search_at, k, base.fusion.bm25_weight)
+    except ApplianceError as exc:
+        cli.fail(exc.message)
+    finally:
+        cli.close()
+    cli.emit({**data, "collection": name}, as_json, tune_text(data))

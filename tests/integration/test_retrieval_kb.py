@@ -100,6 +100,17 @@ def test_eval_gate_exits_3_when_a_metric_drops_below_the_baseline(data_dir: Path
     assert other_k.returncode == 1 and "k=5, this run has k=3" in other_k.stderr
 
 
+def test_eval_tune_reports_hybrid_at_each_bm25_weight(data_dir: Path) -> None:
+    env = base_env(data_dir)
+    result = run_cli(["eval", str(KB / "qa.jsonl"), "-c", "kb", "--tune", "--json"], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(result.stdout)
+    weights = [row["bm25_weight"] for row in data["grid"]]
+    assert weights[0] == 0.0 and 1.25 in weights and data["current_bm25_weight"] == 1.25
+    assert data["best"]["mrr"] == max(row["mrr"] for row in data["grid"])
+    assert data["best"]["mrr"] >= next(r["mrr"] for r in data["grid"] if r["bm25_weight"] == 1.25)
+
+
 def test_search_command_takes_filters(data_dir: Path) -> None:
     env = base_env(data_dir)
     vpn = KB / "it_vpn_guide.html"

@@ -114,3 +114,24 @@ def test_the_committed_baselines_match_their_sets(name: str, qa: str) -> None:
     assert baseline["generation"] is None  # the gate judges retrieval only
     assert [it["question"] for it in baseline["items"]] == questions
     assert baseline["retrieval"]["hit@k"] >= 0.95
+
+
+def test_tune_keeps_the_best_mrr_and_prefers_the_current_weight_on_ties() -> None:
+    from appliance.evaluation import tune, tune_text
+
+    # "where is b" finds b.md first once BM25 weighs at least 1, second below that.
+    def search_at(weight: float):  # type: ignore[no-untyped-def]
+        def search(question: str, n: int) -> list[dict]:
+            doc = question.rsplit(" ", 1)[-1] + ".md"
+            found = [{"uri": f"file:///kb/{doc}"}]
+            if doc == "b.md" and weight < 1:
+                found.insert(0, {"uri": "file:///kb/other.md"})
+            return found
+
+        return search
+
+    data = tune(ITEMS, search_at, 5, current=1.5, weights=(0.5, 1.0, 1.5, 2.0))
+    assert [row["bm25_weight"] for row in data["grid"]] == [0.5, 1.0, 1.5, 2.0]
+    assert (data["grid"][0]["mrr"], data["grid"][1]["mrr"]) == (0.8333, 1.0)
+    assert data["best"]["bm25_weight"] == 1.5  # 1.0, 1.5 and 2.0 tie: no change for nothing
+    assert "retrieval.bm25_weight: 1.5" in tune_text(data)
