@@ -266,17 +266,19 @@ def test_openai_model_ids_choose_the_answer_mode(kb: dict, tmp_path: Path) -> No
     assert chat("default:abstractive")["answer_mode"] == "abstractive"  # a collection and a mode
     assert chat("default")["answer_mode"] == "extractive"  # auto: the small model quotes
     assert chat(f"{llm}:grounded", answer_mode="extractive")["answer_mode"] == "extractive"
-    with pytest.raises(openai.BadRequestError):
+    with pytest.raises(openai.BadRequestError, match="unknown model 'nowhere:grounded'"):
         chat("nowhere:grounded")
-    # A key limited to one collection cannot reach another through a mode suffix.
+    # A key limited to one collection cannot reach another through a mode suffix: to it, the
+    # other collection is an unknown model, as one that does not exist.
     (tmp_path / "claims.md").write_text(INJECTION_MD)
     cli_json(["ingest", str(tmp_path), "--collection", "claims"], kb["env"])
     question = [{"role": "user", "content": "How do I claim the warranty of an X-200 turbine?"}]
     admin = sdk(kb).chat.completions.create(model="claims:extractive", messages=question)
     assert [c["uri"].rsplit("/", 1)[-1] for c in admin.model_extra["citations"]] == ["claims.md"]
     scoped = cli_json(["keys", "create", "--user", "bob", "--collection", "default"], kb["env"])["key"]
-    with pytest.raises(openai.PermissionDeniedError):
+    with pytest.raises(openai.BadRequestError, match="unknown model 'claims:extractive'"):
         sdk(kb, scoped).chat.completions.create(model="claims:extractive", messages=question)
+    assert "claims:extractive" not in {m.id for m in sdk(kb, scoped).models.list().data}
 
 
 def test_conversations_resume_list_rename_delete_and_stay_private(kb: dict) -> None:
@@ -382,7 +384,10 @@ def test_collections_create_list_acl_default_and_delete(kb: dict, tmp_path: Path
 
 
 def test_openapi_documents_every_route_and_its_errors(kb: dict) -> None:
-    spec = httpx.get(f"{kb['server'].url}/openapi.json").json()
+    # Not public outside development (server.docs: auth): a signed-in caller reads it.
+    assert httpx.get(f"{kb['server'].url}/openapi.json").status_code == 401
+    auth = {"Authorization": f"Bearer {kb['server'].admin_key}"}
+    spec = httpx.get(f"{kb['server'].url}/openapi.json", headers=auth).json()
     checked = 0
     for path, ops in spec["paths"].items():
         if path in ("/healthz", "/readyz"):

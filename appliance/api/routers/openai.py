@@ -15,7 +15,6 @@ from appliance.api.deps import (
     PoolDep,
     PrincipalDep,
     RagDep,
-    StoreDep,
     model_collection,
 )
 from appliance.api.disconnect import unless_disconnected
@@ -28,11 +27,11 @@ from appliance.api.schemas.openai import (
     ModelList,
     Usage,
 )
-from appliance.domain import ApplianceError, InvalidRequest
+from appliance.collections import CollectionService
+from appliance.domain import ApplianceError, InvalidRequest, Principal
 from appliance.inference.base import GenerationParams
 from appliance.inference.pool import InferencePool
 from appliance.rag.modes import ANSWER_MODES, AnswerMode, split_mode
-from appliance.vectorstore.base import VectorStore
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=COMMON_ERRORS)
 
@@ -61,7 +60,8 @@ def _resolve(
     request: Request,
     req: ChatCompletionRequest,
     pool: InferencePool,
-    store: VectorStore,
+    collections: CollectionService,
+    principal: Principal,
     defaults: GenerationParams,
 ) -> tuple[str | None, str | None, AnswerMode | None, GenerationParams, str, list[dict[str, str]]]:
     last_user = next(
@@ -83,7 +83,7 @@ def _resolve(
     base, mode = (req.model, None) if req.model in pool.backends else split_mode(req.model or "")
     if base and base in pool.backends:
         model = base
-    elif base and (named := model_collection(request, req.model or "", store)):
+    elif base and (named := model_collection(request, req.model or "", collections, principal)):
         collection = named
     elif base not in ("default", ""):
         raise InvalidRequest(f"unknown model {req.model!r}; GET /v1/models lists what is served")
@@ -121,10 +121,12 @@ async def chat_completions(
     request: Request,
     rag: RagDep,
     pool: PoolDep,
-    store: StoreDep,
+    collections: CollectionsDep,
     principal: PrincipalDep,
 ) -> Any:
-    model, collection, mode, params, question, history = _resolve(request, req, pool, store, rag.defaults)
+    model, collection, mode, params, question, history = _resolve(
+        request, req, pool, collections, principal, rag.defaults
+    )
     created = int(time.time())
     events = rag.ask_stream(
         question,
