@@ -30,7 +30,7 @@ WHEELHOUSE ?= $(HOME)/.cache/kb-appliance/wheels/llama-$(LLAMA_KEY)
 
 PIP := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt --find-links $(WHEELHOUSE)
 
-.PHONY: install install-test run test lint bench bench-quick bench-deps helm-check clean system-deps system-deps-runtime system-deps-build
+.PHONY: install install-test run test lint eval-gate eval-baseline bench bench-quick bench-deps helm-check clean system-deps system-deps-runtime system-deps-build
 
 # Debian packages, installed when missing and we are root (otherwise the list is printed):
 # - what the appliance runs: libmagic for type detection, tesseract for OCR, poppler for PDF pages,
@@ -109,6 +109,28 @@ run: system-deps install
 test: system-deps install-test helm-check
 	$(BIN)/mypy
 	$(BIN)/pytest
+	$(MAKE) eval-gate
+
+# The retrieval gate of `make test` (docs/retrieval.md): the repo's labelled sets (name:folder, the
+# folder holding qa.jsonl) ingested into a scratch data dir (removed after) and judged
+# retrieval-only against the committed baselines in tests/fixtures/eval/baseline/. `appliance eval`
+# exits 3 when a metric is more than EVAL_MAX_DROP below its baseline's: 0.03 lets one question of
+# ~40 move (embedder rounding differs between CPUs), not two. `make eval-baseline` rewrites the
+# baselines after an intended change of retrieval; commit them with it.
+EVAL_SETS := kb:tests/fixtures/kb zh:tests/fixtures/kb_zh
+EVAL_MAX_DROP ?= 0.03
+EVAL_BASELINES := tests/fixtures/eval/baseline
+
+eval-gate eval-baseline: install-test
+	set -e; scratch=$$(mktemp -d); trap 'rm -rf "$$scratch"' EXIT; \
+	export APPLIANCE_DATA_DIR=$$scratch/data APPLIANCE_LOG_LEVEL=WARNING; \
+	for set in $(EVAL_SETS); do \
+	  name=$${set%%:*}; folder=$${set#*:}; \
+	  $(BIN)/appliance ingest $$folder -c gate-$$name --json > /dev/null; \
+	  $(BIN)/appliance eval $$folder/qa.jsonl -c gate-$$name --name $$name --no-generate --out $$scratch/results \
+	    $(if $(filter eval-gate,$@),--baseline $(EVAL_BASELINES)/$$name.json --max-drop $(EVAL_MAX_DROP)); \
+	done; \
+	$(if $(filter eval-baseline,$@),$(PYTHON) tools/eval_baseline.py $$scratch/results $(EVAL_BASELINES),true)
 
 lint: install-test
 	$(BIN)/ruff check appliance connectors ui tests bench tools

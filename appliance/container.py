@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from appliance.metering import Metering
     from appliance.observability import Metrics
     from appliance.rag.conversations import ConversationStore
+    from appliance.rag.modes import AnswerMode
     from appliance.rag.pipeline import RagService
     from appliance.rag.search import SearchService
     from appliance.retrieval import Retriever
@@ -248,6 +249,7 @@ class Container:
             path=self.settings.models.llm,
             url=cfg.url,
             api_key=cfg.api_key,
+            size=self.settings.models.llm_size,
         )
         plan: list[tuple[ModelRequest, Placement, ServedModel]] = []
         for served in [default, *cfg.models]:
@@ -258,6 +260,16 @@ class Container:
             req = ModelRequest(served.name, entry, served.backend, cfg.context_tokens, replicas * slots)
             plan.append((req, place(req, self.probes, cfg.gpu_memory_utilization), served))
         return plan
+
+    def auto_modes(self) -> dict[str, AnswerMode]:
+        """The answer mode ``rag.answer_mode: auto`` gives each chat model, from its size."""
+        from appliance.models import parse_size
+        from appliance.rag.modes import auto_mode
+
+        return {
+            req.name: auto_mode(req.entry.parameters if req.entry else parse_size(served.size))
+            for req, _, served in self.model_plan()
+        }
 
     def _replicas(
         self, req: ModelRequest, placement: Placement, served: ServedModel
@@ -404,6 +416,7 @@ class Container:
             GenerationParams(max_tokens=cfg.inference.max_tokens, temperature=cfg.inference.temperature),
             RagOptions(
                 answer_mode=r.answer_mode,
+                auto_modes=self.auto_modes(),
                 min_support=r.min_support,
                 condense=r.condense,
                 history_turns=r.history_turns,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib.metadata as md
 import json
 import logging
+import math
+import re
 import shutil
 import struct
 import zipfile
@@ -45,6 +47,7 @@ class ModelEntry:
     chat_template: bool = False  # the model ships a chat template
     weights_bytes: int = 0
     kv_bytes_per_token: int = 0  # f16 K and V over every layer
+    parameters: int | None = None  # from the GGUF size label or tensor shapes, or safetensors shapes
 
     def memory_bytes(self, context_tokens: int, concurrency: int = 1) -> int:
         """Weights plus the KV cache for ``concurrency`` sequences of ``context_tokens``."""
@@ -62,6 +65,7 @@ class ModelEntry:
             "chat_template": self.chat_template,
             "weights_bytes": self.weights_bytes,
             "kv_bytes_per_token": self.kv_bytes_per_token,
+            "parameters": self.parameters,
         }
 
 
@@ -134,11 +138,17 @@ def _gguf_value(fh: BinaryIO, kind: int, keep: bool) -> Any:
 
 def read_gguf_metadata(path: Path) -> dict[str, Any]:
     """The header's key/value metadata, without the large token arrays and without the tensors."""
+    return read_gguf_header(path)[0]
+
+
+def read_gguf_header(path: Path) -> tuple[dict[str, Any], int]:
+    """The metadata and the parameter count: the elements of every tensor, summed from the
+    tensor descriptions that follow the metadata (the weights themselves are not read)."""
     out: dict[str, Any] = {}
     with path.open("rb") as fh:
         if fh.read(4) != b"GGUF":
             raise ModelNotFound(f"{path} is not a GGUF file")
-        version, _tensors, kv_count = struct.unpack("<IQQ", fh.read(20))
+        version, tensors, kv_count = struct.unpack("<IQQ", fh.read(20))
         if version < 2:
             raise ModelNotFound(f"{path}: GGUF version {version} is too old")
         for _ in range(kv_count):
@@ -149,7 +159,28 @@ def read_gguf_metadata(path: Path) -> dict[str, Any]:
             value = _gguf_value(fh, kind, keep)
             if keep:
                 out[key] = value
-    return out
+        parameters = 0
+        for _ in range(tensors):
+            (length,) = struct.unpack("<Q", fh.read(8))
+            fh.seek(length, 1)  # the tensor's name
+            (dims,) = struct.unpack("<I", fh.read(4))
+            parameters += math.prod(struct.unpack(f"<{dims}Q", fh.read(8 * dims)))
+            fh.seek(12, 1)  # type (u32) and offset (u64)
+    return out, parameters
+
+
+_SIZE_LABEL = re.compile(r"^\s*(?:(\d+)\s*x\s*)?(\d+(?:\.\d+)?)\s*([KMBT])\b", re.IGNORECASE)
+_UNITS = {"K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
+
+
+def parse_size(label: str | None) -> int | None:
+    """Parameters from a size label as GGUF's ``general.size_label`` and model names write them:
+    ``135M``, ``1.5B``, ``8x7B`` (experts times size); None when it is not one."""
+    match = _SIZE_LABEL.match(label or "")
+    if not match:
+        return None
+    experts, number, unit = match.groups()
+    return int(float(number) * _UNITS[unit.upper()] * int(experts or 1))
 
 
 def _kv_bytes(layers: int, kv_heads: int, head_dim: int) -> int:
@@ -158,7 +189,7 @@ def _kv_bytes(layers: int, kv_heads: int, head_dim: int) -> int:
 
 def describe_gguf(name: str, path: Path, source: str) -> ModelEntry:
     try:
-        meta = read_gguf_metadata(path)
+        meta, tensor_parameters = read_gguf_header(path)
     except (OSError, struct.error, ValueError) as exc:
         raise ModelNotFound(f"cannot read the GGUF header of {path}: {exc}") from exc
     arch = meta.get("general.architecture", "llama")
@@ -179,7 +210,25 @@ def describe_gguf(name: str, path: Path, source: str) -> ModelEntry:
         chat_template=bool(meta.get("tokenizer.chat_template")),
         weights_bytes=path.stat().st_size,
         kv_bytes_per_token=_kv_bytes(layers, kv_heads, head_dim),
+        # The label is what the model's authors call it; the tensors when there is none.
+        parameters=parse_size(meta.get("general.size_label")) or tensor_parameters or None,
     )
+
+
+def safetensors_parameters(folder: Path) -> int | None:
+    """Elements of every tensor in the folder's ``*.safetensors`` files, from their JSON headers
+    (8-byte length, then the header; the weights are not read); None when there are none."""
+    total = 0
+    files = sorted(folder.glob("*.safetensors"))
+    for file in files:
+        try:
+            with file.open("rb") as fh:
+                (length,) = struct.unpack("<Q", fh.read(8))
+                header = json.loads(fh.read(length))
+        except (OSError, struct.error, ValueError):
+            return None
+        total += sum(math.prod(t.get("shape", [])) for k, t in header.items() if k != "__metadata__")
+    return total or None
 
 
 def describe_hf(name: str, path: Path) -> ModelEntry:
@@ -208,6 +257,7 @@ def describe_hf(name: str, path: Path) -> ModelEntry:
         chat_template=template,
         weights_bytes=weights,
         kv_bytes_per_token=_kv_bytes(int(text.get("num_hidden_layers", 0)), kv_heads, head_dim),
+        parameters=safetensors_parameters(path),
     )
 
 

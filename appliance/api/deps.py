@@ -28,6 +28,7 @@ from appliance.ingestion.service import IngestionJobs
 from appliance.metering import Metering
 from appliance.observability import Metrics
 from appliance.rag.conversations import ConversationStore
+from appliance.rag.modes import split_mode
 from appliance.rag.pipeline import RagService
 from appliance.rag.search import SearchService
 from appliance.security.acl import check_collection_scope, check_route_scope
@@ -140,14 +141,21 @@ def _bearer(request: Request) -> str | None:
 def model_collection(
     request: Request, model: str, collections: CollectionService, principal: Principal
 ) -> str | None:
-    """``model`` when it names a collection this principal may know of (an OpenAI client asking a
-    knowledge base), else None: a collection it may not see is an unknown model, like a name that
-    does not exist. Looked up once per request: the scope check and the chat route both need it."""
+    """The collection ``model`` names, also as ``<collection>:<answer mode>``, when this principal
+    may know of it (an OpenAI client asking a knowledge base), else None: a collection it may not
+    see is an unknown model, like a name that does not exist. Looked up once per request: the
+    scope check and the chat route both need it, and must agree."""
     memo: dict[str, str | None] | None = getattr(request.state, "model_collections", None)
     if memo is None:
         memo = request.state.model_collections = {}
     if model not in memo:
-        memo[model] = model if collections.visible(principal, model) else None
+        base, _ = split_mode(model)
+        for name in (model, base):
+            if collections.visible(principal, name):
+                memo[model] = name
+                break
+        else:
+            memo[model] = None
     return memo[model]
 
 

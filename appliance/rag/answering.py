@@ -1,7 +1,8 @@
 """The three ways to turn the packed sources into an answer, each an async stream of text pieces.
 
 - ``abstractive``: the model's tokens as they come.
-- ``extractive``: the sentences of the sources that best answer the question, cited; no model.
+- ``extractive``: the sentences of the sources that best answer the question, cited, one piece per
+  sentence; no model.
 - ``grounded``: the model's answer released sentence by sentence, each only when a source backs it
   and it agrees with the best evidence sentences (its citation repaired to the source that backs
   it); sentences that fail are left out; when none passes, the extractive answer, with a notice. Streaming is per sentence instead of per token: that is the price of
@@ -143,10 +144,27 @@ def format_evidence(extracts: list[grounding.Extract], hits: list[ScoredChunk]) 
     return grounding.format_extract(extracts)
 
 
+def evidence_pieces(extracts: list[grounding.Extract], hits: list[ScoredChunk]) -> list[str]:
+    """:func:`format_evidence` cut into its sentences, each with its citation, for a stream to
+    send one by one; joined they are that text."""
+    if not extracts:
+        return [format_evidence(extracts, hits)]
+    return [("" if n == 0 else " ") + grounding.format_extract([e]) for n, e in enumerate(extracts)]
+
+
 async def extractive(
     question: str, question_vector: np.ndarray, hits: list[ScoredChunk], embedder: Embedder
 ) -> str:
     return format_evidence(await evidence(question, question_vector, hits, embedder), hits)
+
+
+async def extractive_stream(
+    question: str, question_vector: np.ndarray, hits: list[ScoredChunk], embedder: Embedder
+) -> AsyncGenerator[str, None]:
+    """The extractive answer sentence by sentence, so a streaming client sees it arrive as a
+    stream like the generated modes (the sentences are all chosen before the first is sent)."""
+    for piece in evidence_pieces(await evidence(question, question_vector, hits, embedder), hits):
+        yield piece
 
 
 async def abstractive(

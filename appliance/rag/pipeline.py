@@ -1,13 +1,14 @@
 """Retrieval-augmented answering: condense -> retrieve (hybrid, access-filtered) -> keep what is
-relevant -> pack to the window -> answer (abstractive / extractive / grounded) -> cite -> record
--> audit. Everything streams: ``citations`` first, then ``delta`` events, then ``done``."""
+relevant -> pack to the window -> answer (abstractive / extractive / grounded, see rag/modes.py)
+-> cite -> record -> audit. Everything streams: ``citations`` first, then ``delta`` events (the
+extractive answer one per sentence), then ``done``."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ from appliance.rag import answering, grounding
 from appliance.rag.citations import citation_dicts, mark_cited
 from appliance.rag.condense import condense_heuristic, condense_llm
 from appliance.rag.conversations import ConversationStore, new_id
+from appliance.rag.modes import AnswerMode, ModeSetting, choose
 from appliance.rag.prompts import NO_SOURCES_ANSWER, build_messages, format_source
 from appliance.rag.render import safe_markdown, safe_stream
 from appliance.retrieval import Retriever, access_filter
@@ -28,13 +30,14 @@ from appliance.security.acl import check_collection_scope
 
 __all__ = ["AskResult", "RagOptions", "RagService", "access_filter", "citation_dicts"]
 
-AnswerMode = Literal["abstractive", "extractive", "grounded"]
 CondenseMode = Literal["heuristic", "llm", "off"]
 
 
 @dataclass(frozen=True)
 class RagOptions:
-    answer_mode: AnswerMode = "extractive"
+    answer_mode: ModeSetting = "extractive"
+    # For ``auto``: the mode each served model's size calls for (modes.auto_mode), by model name.
+    auto_modes: Mapping[str, AnswerMode] = field(default_factory=dict)
     min_support: float = 0.6
     condense: CondenseMode = "heuristic"
     history_turns: int = 3
@@ -131,17 +134,17 @@ class RagService:
         model: str | None = None,
         history: list[dict[str, str]] | None = None,
         conversation_id: str | None = None,
-        mode: AnswerMode | None = None,
+        mode: ModeSetting | None = None,
     ) -> AsyncGenerator[dict[str, Any], None]:
         """Events: ``citations`` (first, with the answer ``id``), ``delta`` (many), ``done`` (last,
         with the full result). ``history``: earlier turns as chat messages (the conversation's, when
-        ``conversation_id`` names one and no history is given)."""
+        ``conversation_id`` names one and no history is given). ``mode``: None for the setting's."""
         collection = collection or self.default_collection
         # Here, on the collection actually searched, whatever route or field named it (the API's
         # dependency checks what it can see of a request; this holds for every caller).
         check_collection_scope(principal, [collection], self.default_collection)
         backend = self.pool.backend(model)
-        mode = mode or self.options.answer_mode
+        mode = self.mode_for(backend.name, mode)
         if conversation_id and self.conversations is not None:
             stored = await asyncio.to_thread(
                 self.conversations.history,
@@ -208,7 +211,7 @@ class RagService:
             if not hits:
                 stream: AsyncGenerator[str, None] = _once(NO_SOURCES_ANSWER)
             elif mode == "extractive":
-                stream = _once(await answering.extractive(query, found.query_vector, hits, self.embedder))
+                stream = answering.extractive_stream(query, found.query_vector, hits, self.embedder)
             else:
                 assert lease is not None
                 # The lease stands in for the pool: the generation runs on the reserved slot.
@@ -276,6 +279,10 @@ class RagService:
                 if self.metering is not None:
                     self.metering.release(held)  # the real usage is counted now
         yield {"type": "done", "result": result}
+
+    def mode_for(self, model: str, requested: ModeSetting | None = None) -> AnswerMode:
+        """The answer mode a question to ``model`` gets (``requested`` wins over the setting)."""
+        return choose(requested, self.options.answer_mode, model, self.options.auto_modes)
 
     async def ask(self, question: str, principal: Principal, **kwargs: Any) -> AskResult:
         result: AskResult | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 
 import httpx
@@ -210,6 +211,74 @@ def test_ask_streams_server_sent_events(kb: dict) -> None:
     done = events[-1][1]
     assert done["answer"] == "".join(d["content"] for k, d in events if k == "delta").strip()
     assert done["id"] == events[0][1]["id"]
+
+
+def _events(client: httpx.Client, body: dict) -> list[tuple[str, dict]]:
+    with client.stream("POST", "/ask", json={**body, "stream": True}) as r:
+        assert r.status_code == 200, r.read()
+        return [
+            (
+                block.split("\n")[0].removeprefix("event: "),
+                json.loads(block.split("\n")[1].removeprefix("data: ")),
+            )
+            for block in r.read().decode().strip().split("\n\n")
+        ]
+
+
+def test_the_small_model_quotes_and_the_quotes_stream_sentence_by_sentence(kb: dict) -> None:
+    # rag.answer_mode is `auto` (the default) and the packaged model has 135M parameters.
+    assert ask(kb, WARRANTY_Q)["mode"] == "extractive"
+    most = 0
+    questions = [
+        WARRANTY_Q,
+        "Who must approve travel expenses above 500 euros?",
+        "How many days of paid vacation does a permanent employee receive per year?",
+        "Where is the emergency assembly point for the Bergen plant?",
+    ]
+    with api(kb) as client:
+        for question in questions:
+            events = _events(client, {"question": question})
+            deltas = [d["content"] for k, d in events if k == "delta"]
+            done = events[-1][1]
+            assert events[-1][0] == "done" and done["mode"] == "extractive"
+            assert "".join(deltas).strip() == done["answer"]
+            # One piece per quoted sentence, each with its citation.
+            assert all(re.search(r"\[\d+\]$", d.strip()) for d in deltas), deltas
+            whole = ask(kb, question)
+            assert whole["answer"] == done["answer"] and whole["citations"] == done["citations"]
+            most = max(most, len(deltas))
+    assert most >= 2  # some answer quotes two sentences, and they arrive as two events
+
+
+def test_openai_model_ids_choose_the_answer_mode(kb: dict, tmp_path: Path) -> None:
+    listed = {m.id for m in sdk(kb).models.list().data}
+    llm = "smollm2-135m-instruct"
+    assert {llm, f"{llm}:extractive", f"{llm}:grounded", "default:grounded"} <= listed
+
+    def chat(model: str, **extra: object) -> dict:
+        r = sdk(kb).chat.completions.create(
+            model=model, messages=[{"role": "user", "content": WARRANTY_Q}], extra_body=extra or None
+        )
+        assert r.model_extra["citations"][0]["uri"].endswith("/warranty.pdf"), model
+        return r.model_extra
+
+    assert chat(f"{llm}:grounded")["answer_mode"] == "grounded"
+    assert chat("default:abstractive")["answer_mode"] == "abstractive"  # a collection and a mode
+    assert chat("default")["answer_mode"] == "extractive"  # auto: the small model quotes
+    assert chat(f"{llm}:grounded", answer_mode="extractive")["answer_mode"] == "extractive"
+    with pytest.raises(openai.BadRequestError, match="unknown model 'nowhere:grounded'"):
+        chat("nowhere:grounded")
+    # A key limited to one collection cannot reach another through a mode suffix: to it, the
+    # other collection is an unknown model, as one that does not exist.
+    (tmp_path / "claims.md").write_text(INJECTION_MD)
+    cli_json(["ingest", str(tmp_path), "--collection", "claims"], kb["env"])
+    question = [{"role": "user", "content": "How do I claim the warranty of an X-200 turbine?"}]
+    admin = sdk(kb).chat.completions.create(model="claims:extractive", messages=question)
+    assert [c["uri"].rsplit("/", 1)[-1] for c in admin.model_extra["citations"]] == ["claims.md"]
+    scoped = cli_json(["keys", "create", "--user", "bob", "--collection", "default"], kb["env"])["key"]
+    with pytest.raises(openai.BadRequestError, match="unknown model 'claims:extractive'"):
+        sdk(kb, scoped).chat.completions.create(model="claims:extractive", messages=question)
+    assert "claims:extractive" not in {m.id for m in sdk(kb, scoped).models.list().data}
 
 
 def test_conversations_resume_list_rename_delete_and_stay_private(kb: dict) -> None:

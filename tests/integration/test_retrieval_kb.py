@@ -69,6 +69,46 @@ def test_eval_command_reports_retrieval_metrics(data_dir: Path) -> None:
     assert len(report["items"]) == 39 and all("rank" in it for it in report["items"])
     bad = run_cli(["eval", str(KB / "missing.jsonl"), "--json"], env)
     assert bad.returncode == 2 and "cannot read" in bad.stderr
+    # Without --out the dated result file lands in the data dir.
+    assert Path(report["result_file"]) == data_dir / "eval" / f"{report['date']}-kb.json"
+    assert json.loads(Path(report["result_file"]).read_text())["retrieval"] == report["retrieval"]
+
+
+def test_eval_gate_exits_3_when_a_metric_drops_below_the_baseline(data_dir: Path, tmp_path: Path) -> None:
+    env = base_env(data_dir)
+    args = ["eval", str(KB / "qa.jsonl"), "-c", "kb", "--no-generate", "--json", "--out", str(tmp_path)]
+    first = run_cli(args, env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    measured = json.loads(first.stdout)
+    result_file = tmp_path / f"{measured['date']}-kb.json"
+    assert Path(measured["result_file"]) == result_file and "gate" not in measured
+    same = run_cli([*args, "--baseline", str(result_file)], env)
+    assert same.returncode == 0, same.stderr[-3000:]
+    assert json.loads(same.stdout)["gate"]["passed"] is True
+    # A baseline better than this run by more than the margin: the gate fails with exit code 3.
+    higher = json.loads(result_file.read_text())
+    higher["retrieval"]["mrr"] = min(1.0, measured["retrieval"]["mrr"]) + 0.05
+    (tmp_path / "higher.json").write_text(json.dumps(higher))
+    failed = run_cli([*args, "--baseline", str(tmp_path / "higher.json"), "--max-drop", "0.02"], env)
+    assert failed.returncode == 3, failed.stderr[-3000:]
+    gate = json.loads(failed.stdout)["gate"]
+    assert gate["passed"] is False and [d["metric"] for d in gate["drops"]] == ["retrieval.mrr"]
+    assert json.loads(result_file.read_text())["gate"]["passed"] is False  # the verdict is kept
+    looser = run_cli([*args, "--baseline", str(tmp_path / "higher.json"), "--max-drop", "0.06"], env)
+    assert looser.returncode == 0, looser.stderr[-3000:]
+    other_k = run_cli([*args, "--k", "3", "--baseline", str(result_file)], env)
+    assert other_k.returncode == 1 and "k=5, this run has k=3" in other_k.stderr
+
+
+def test_eval_tune_reports_hybrid_at_each_bm25_weight(data_dir: Path) -> None:
+    env = base_env(data_dir)
+    result = run_cli(["eval", str(KB / "qa.jsonl"), "-c", "kb", "--tune", "--json"], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(result.stdout)
+    weights = [row["bm25_weight"] for row in data["grid"]]
+    assert weights[0] == 0.0 and 1.25 in weights and data["current_bm25_weight"] == 1.25
+    assert data["best"]["mrr"] == max(row["mrr"] for row in data["grid"])
+    assert data["best"]["mrr"] >= next(r["mrr"] for r in data["grid"] if r["bm25_weight"] == 1.25)
 
 
 def test_search_command_takes_filters(data_dir: Path) -> None:
@@ -187,6 +227,44 @@ def test_api_search_rejects_bad_filters_with_json_errors(api) -> None:  # type: 
         r = client.post("/api/v1/search", json=body, headers=headers)
         assert r.status_code == 422, (body, r.text)
         assert set(r.json()["error"]) >= {"code", "message"}
+
+
+def test_api_eval_runs_the_gate_for_admins_only(api, container) -> None:  # type: ignore[no-untyped-def]
+    client, keys = api
+    admin = {"Authorization": f"Bearer {keys['admin']}"}
+    items = [json.loads(line) for line in (KB / "qa.jsonl").read_text().splitlines() if line][:10]
+    body = {"items": items, "collection": "kb", "name": "kb-head"}
+    denied = client.post("/api/v1/eval", json=body, headers={"Authorization": f"Bearer {keys['eve']}"})
+    assert denied.status_code == 403
+    r = client.post("/api/v1/eval", json=body, headers=admin)
+    assert r.status_code == 200, r.text
+    first = r.json()
+    assert (first["questions"], first["set"], first["generation"], first["gate"]) == (
+        10,
+        "kb-head",
+        None,
+        None,
+    )
+    assert first["retrieval"]["hit@k"] >= 0.9
+    eval_dir = container.settings.data_dir / "eval"
+    assert Path(first["result_file"]) == eval_dir / f"{first['date']}-kb-head.json"
+    # Gated on a baseline better by more than the margin: still 200, the verdict is in the body.
+    better = {**first, "retrieval": {**first["retrieval"], "mrr": first["retrieval"]["mrr"] + 0.1}}
+    r = client.post("/api/v1/eval", json={**body, "baseline": better, "max_drop": 0.05}, headers=admin)
+    assert r.status_code == 200, r.text
+    gate = r.json()["gate"]
+    assert gate["passed"] is False and [d["metric"] for d in gate["drops"]] == ["retrieval.mrr"]
+    r = client.post("/api/v1/eval", json={**body, "baseline": first}, headers=admin)
+    assert r.json()["gate"]["passed"] is True
+    # A set by name, from <data dir>/eval/sets/.
+    (eval_dir / "sets").mkdir(parents=True, exist_ok=True)
+    (eval_dir / "sets" / "kb.jsonl").write_text((KB / "qa.jsonl").read_text())
+    r = client.post("/api/v1/eval", json={"set": "kb", "collection": "kb", "mode": "bm25"}, headers=admin)
+    assert r.status_code == 200, r.text
+    assert (r.json()["questions"], r.json()["set"], r.json()["mode"]) == (39, "kb", "bm25")
+    assert client.post("/api/v1/eval", json={"set": "nope"}, headers=admin).status_code == 404
+    for bad in ({"set": "kb", "items": items}, {}, {"set": "../secrets"}, {"items": [{"question": "q"}]}):
+        assert client.post("/api/v1/eval", json=bad, headers=admin).status_code == 422, bad
 
 
 def test_rerank_stage_orders_by_cross_encoder_scores(container) -> None:  # type: ignore[no-untyped-def]

@@ -31,6 +31,7 @@ from appliance.collections import CollectionService
 from appliance.domain import ApplianceError, InvalidRequest, Principal
 from appliance.inference.base import GenerationParams
 from appliance.inference.pool import InferencePool
+from appliance.rag.modes import ANSWER_MODES, AnswerMode, split_mode
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=COMMON_ERRORS)
 
@@ -46,10 +47,13 @@ async def _result(events: AsyncIterator[dict[str, Any]]) -> Any:
 
 @router.get("/models", response_model=ModelList, summary="Served models and knowledge bases")
 def list_models(pool: PoolDep, collections: CollectionsDep, principal: PrincipalDep) -> ModelList:
+    """Each served model and knowledge base, then each again per answer mode
+    (``<id>:extractive`` ...), for clients that can only pick a model."""
     names = list(pool.backends)
     # Only the knowledge bases this caller may know of (as GET /api/v1/collections).
     names += [c for c in collections.visible_names(principal) if c not in names]
-    return ModelList(data=[ModelCard(id=n) for n in names])
+    with_modes = [f"{n}:{mode}" for n in names for mode in ANSWER_MODES]
+    return ModelList(data=[ModelCard(id=n) for n in [*names, *with_modes]])
 
 
 def _resolve(
@@ -59,7 +63,7 @@ def _resolve(
     collections: CollectionService,
     principal: Principal,
     defaults: GenerationParams,
-) -> tuple[str | None, str | None, GenerationParams, str, list[dict[str, str]]]:
+) -> tuple[str | None, str | None, AnswerMode | None, GenerationParams, str, list[dict[str, str]]]:
     last_user = next(
         (i for i in range(len(req.messages) - 1, -1, -1) if req.messages[i].role == "user"), None
     )
@@ -75,11 +79,13 @@ def _resolve(
     ]
     model: str | None = None
     collection: str | None = None
-    if req.model and req.model in pool.backends:
-        model = req.model
-    elif req.model and model_collection(request, req.model, collections, principal):
-        collection = req.model
-    elif req.model and req.model not in ("default", ""):
+    # "<model or collection>:<mode>" asks for a mode; an id that is itself served wins.
+    base, mode = (req.model, None) if req.model in pool.backends else split_mode(req.model or "")
+    if base and base in pool.backends:
+        model = base
+    elif base and (named := model_collection(request, req.model or "", collections, principal)):
+        collection = named
+    elif base not in ("default", ""):
         raise InvalidRequest(f"unknown model {req.model!r}; GET /v1/models lists what is served")
     stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
     params = GenerationParams(
@@ -88,7 +94,7 @@ def _resolve(
         top_p=req.top_p or defaults.top_p,
         stop=stop,
     )
-    return model, collection, params, question, history
+    return model, collection, mode, params, question, history
 
 
 def _usage(u: dict[str, int]) -> dict[str, int]:
@@ -100,7 +106,8 @@ def _usage(u: dict[str, int]) -> dict[str, int]:
     "/chat/completions",
     response_model=ChatCompletionResponse,
     summary="Chat over the knowledge base",
-    description="OpenAI-compatible. `model` is a served model (GET /v1/models) or a collection name. "
+    description="OpenAI-compatible. `model` is a served model (GET /v1/models) or a collection name, "
+    "either optionally with `:extractive`, `:grounded` or `:abstractive` to choose the answer mode. "
     "The answer cites sources as [n]; the response carries `citations` (in a stream: on the first "
     "and the last chunk), `answer_id` for feedback, and the grounding `support` score. Earlier "
     "`messages` are used to understand a follow-up question.",
@@ -117,7 +124,7 @@ async def chat_completions(
     collections: CollectionsDep,
     principal: PrincipalDep,
 ) -> Any:
-    model, collection, params, question, history = _resolve(
+    model, collection, mode, params, question, history = _resolve(
         request, req, pool, collections, principal, rag.defaults
     )
     created = int(time.time())
@@ -129,7 +136,7 @@ async def chat_completions(
         model=model,
         history=history or None,
         conversation_id=req.conversation_id,
-        mode=req.answer_mode,
+        mode=req.answer_mode or mode,  # the body's field wins over the model id's suffix
     )
     served = pool.backend(model).name
 

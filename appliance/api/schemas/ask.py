@@ -16,8 +16,10 @@ class AskRequest(BaseModel):
     conversation_id: str | None = Field(
         None, description="Continue this conversation of yours; omitted: a new conversation is started."
     )
-    answer_mode: Literal["abstractive", "extractive", "grounded"] | None = Field(
-        None, description="Override the configured answer mode for this question."
+    answer_mode: Literal["auto", "abstractive", "extractive", "grounded"] | None = Field(
+        None,
+        description="Override the configured answer mode (`rag.answer_mode`) for this question; "
+        "`auto`: the one the model's size calls for.",
     )
     stream: bool = Field(
         False,

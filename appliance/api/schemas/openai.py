@@ -43,8 +43,10 @@ class ChatCompletionRequest(BaseModel):
     conversation_id: str | None = Field(
         None, description="Extension: record this turn in one of your conversations (and use its history)."
     )
-    answer_mode: Literal["abstractive", "extractive", "grounded"] | None = Field(
-        None, description="Extension: override the appliance's answer mode for this request."
+    answer_mode: Literal["auto", "abstractive", "extractive", "grounded"] | None = Field(
+        None,
+        description="Extension: override the appliance's answer mode for this request (wins over "
+        "a `:<mode>` suffix of `model`).",
     )
 
     model_config = {"extra": "allow"}
