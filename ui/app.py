@@ -32,9 +32,11 @@ from appliance.audit import AuditEvent
 from appliance.domain import Forbidden, NotFound, Principal, Unauthenticated
 from appliance.security.acl import check_collection_scope, check_route_scope
 from appliance.security.auth import resolve_key_session
+from ui.admin import ADMIN_CSS, build_admin
 from ui.chat import CHAT_CSS, CHAT_HEAD, build_chat
 
 log = logging.getLogger(__name__)
+ADMIN_PATH = "/admin"
 
 
 class SessionUser(str):
@@ -180,8 +182,10 @@ def cookie_sessions(
     return resolve
 
 
-def mount_ui(app: FastAPI, container: Any, path: str = "/") -> FastAPI:
-    blocks = build_chat(container, LiveSessions(container, path))
+def _mount(
+    app: FastAPI, container: Any, path: str, blocks: gr.Blocks, css: str, head: str | None
+) -> GradioApp:
+    """Mount ``blocks`` at ``path`` behind our sign-in, with sessions re-checked on every request."""
     mounted = gr.mount_gradio_app(
         app,
         blocks,
@@ -192,14 +196,32 @@ def mount_ui(app: FastAPI, container: Any, path: str = "/") -> FastAPI:
         ssr_mode=False,
         footer_links=[],
         run_history=False,  # Gradio would keep every question and answer in the browser's storage
-        css=CHAT_CSS,
-        head=CHAT_HEAD,
+        css=css,
+        head=head,
     )
     # Without this the sessions would never be re-checked: fail at start if Gradio changed.
     gradio_app = _gradio_app(mounted, path)
     if not isinstance(gradio_app.tokens, dict) or gradio_app.tokens:
         raise RuntimeError("unexpected Gradio session table; ui/app.py needs updating")
     gradio_app.tokens = SessionTokens(container, path)
+    return gradio_app
+
+
+def mount_ui(app: FastAPI, container: Any, path: str = "/") -> FastAPI:
+    # The console first: a mount at "/" would answer /admin too. It signs in on its own (its own
+    # session cookie), and the page refuses everyone but curators and admins.
+    admin_path = path.rstrip("/") + ADMIN_PATH
+    _mount(
+        app,
+        container,
+        admin_path,
+        build_admin(container, LiveSessions(container, admin_path)),
+        ADMIN_CSS,
+        None,
+    )
+    gradio_app = _mount(
+        app, container, path, build_chat(container, LiveSessions(container, path)), CHAT_CSS, CHAT_HEAD
+    )
     # The chat's links to a document's original carry the sign-in cookie, not a key.
     app.state.ui_session = cookie_sessions(gradio_app, container, path)
-    return mounted
+    return app
