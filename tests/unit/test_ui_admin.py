@@ -54,7 +54,9 @@ def test_connector_settings_form_round_trips_only_what_changed() -> None:
     rows = dict(option_rows("web"))
     assert "start_urls" in rows and rows["max_pages"] == "200"
     assert "allow_private" not in rows and "cache_dir" not in rows and "acl" not in rows  # settings-only
-    changed = options_from("web", [["start_urls", "http://127.0.0.1:9/"], ["max_pages", "200"], ["max_depth", "1"]])
+    changed = options_from(
+        "web", [["start_urls", "http://127.0.0.1:9/"], ["max_pages", "200"], ["max_depth", "1"]]
+    )
     assert changed == {"start_urls": "http://127.0.0.1:9/", "max_depth": "1"}
     stored = dict(option_rows("filesystem", {"root": "/srv/x", "include": ["*.md", "*.txt"]}))
     assert stored["root"] == "/srv/x" and stored["include"] == "*.md, *.txt"
