@@ -79,6 +79,7 @@ def test_admin_adds_a_folder_source_sees_it_done_and_finds_the_document(
     assert seen[-1] == ("succeeded", "100"), seen
     assert all(status in ("queued", "running", "succeeded") for status, _ in seen), seen
     assert "added 1" in card.inner_text() and "failed 0" in card.inner_text()
+    page.evaluate("window.scrollTo(0, 0)")
     console_png = shot(page, "admin-02-source-done")
     page.get_by_role("tab", name="Documents").click()
     field(page, "kb-docs-search").fill("orchard")

@@ -85,3 +85,45 @@ def test_score_rows_join_the_legs_by_chunk() -> None:
     assert [r[0] for r in rows] == [1, 2]
     assert rows[0][3:6] == ["0.0300", "0.8100", "1.2500"] and rows[1][4] == "—"
     assert rows[0][7].endswith("…")
+
+
+def test_audit_records_filter_by_user_action_and_time_newest_first() -> None:
+    import json
+    from datetime import UTC, datetime
+
+    from ui.admin.audit import audit_records, filter_records, record_rows
+
+    lines = [
+        {
+            "seq": 1,
+            "ts": "2026-12-01T09:00:00+00:00",
+            "actor": "ada",
+            "action": "POST /api/v1/users",
+            "target": "t",
+        },
+        {"seq": 2, "ts": "2026-12-02T09:00:00+00:00", "actor": "ada", "action": "search", "target": "t"},
+        {"seq": 3, "ts": "2026-12-02T09:30:00+00:00", "actor": "erin", "action": "ask", "target": "<b>t</b>"},
+    ]
+    export = "\n".join(json.dumps(r) for r in lines) + '\n{"trailer": {"records": 3}}\n'
+    records = audit_records(export)
+    assert [r["seq"] for r in records] == [1, 2, 3]
+    now = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+    assert [r["seq"] for r in filter_records(records, "", "", "all", now)] == [3, 2, 1]
+    assert [r["seq"] for r in filter_records(records, "ADA", "", "last day", now)] == [2]
+    assert [r["seq"] for r in filter_records(records, "", "users", "all", now)] == [1]
+    assert record_rows(filter_records(records, "erin", "", "last hour", now))[0][4] == "<b>t</b>"
+
+
+def test_usage_totals_per_subject_largest_first() -> None:
+    from ui.admin.usage import usage_frame
+
+    rows = [
+        {"day": "2026-12-01", "subject": "user:a", "requests": 2, "total_tokens": 10},
+        {"day": "2026-12-02", "subject": "user:b", "requests": 1, "total_tokens": 50},
+        {"day": "2026-12-02", "subject": "user:a", "requests": 3, "total_tokens": 15},
+    ]
+    frame = usage_frame(rows)
+    assert frame.to_dict("records") == [
+        {"subject": "user:b", "tokens": 50, "requests": 1},
+        {"subject": "user:a", "tokens": 25, "requests": 5},
+    ]

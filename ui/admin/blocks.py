@@ -13,11 +13,14 @@ from typing import Any
 import gradio as gr
 
 from appliance.security.acl import is_curator
+from ui.admin.audit import build_audit
+from ui.admin.collections import build_collections
 from ui.admin.common import Console, esc, refusal_html
 from ui.admin.documents import build_documents
 from ui.admin.identity import build_identity
 from ui.admin.retrieval import build_retrieval
 from ui.admin.sources import build_sources
+from ui.admin.usage import build_usage
 
 ADMIN_CSS = (Path(__file__).resolve().parent / "admin.css").read_text(encoding="utf-8")
 
@@ -44,30 +47,37 @@ def build_admin(container: Any, sessions: Any) -> gr.Blocks:
                 documents = build_documents(console)
             with gr.Tab("Retrieval testing", id="retrieval", elem_id="kb-tab-retrieval"):
                 retrieval = build_retrieval(console)
+            with gr.Tab("Collections", id="collections", elem_id="kb-tab-collections"):
+                collections = build_collections(console)
             with gr.Tab("Users and keys", id="identity", elem_id="kb-tab-identity") as identity_tab:
                 identity = build_identity(console)
-        pages = [sources, documents, retrieval]
-        admin_pages = [identity]
-        outputs = [header, refused, main, identity_tab]
+            with gr.Tab("Audit", id="audit", elem_id="kb-tab-audit") as audit_tab:
+                audit = build_audit(console)
+            with gr.Tab("Usage", id="usage", elem_id="kb-tab-usage") as usage_tab:
+                usage = build_usage(console)
+        pages = [sources, documents, retrieval, collections]
+        admin_pages = [identity, audit, usage]
+        admin_tabs = [identity_tab, audit_tab, usage_tab]
+        outputs = [header, refused, main, *admin_tabs]
         for page in pages + admin_pages:
             outputs.extend(page["outputs"])
 
         async def on_load(request: gr.Request) -> list[Any]:
             principal = console.who(request)
             if principal is None or not is_curator(principal):
-                hidden = [gr.update()] * (len(outputs) - 4)
+                hidden = [gr.update()] * (len(outputs) - 3 - len(admin_tabs))
                 return [
                     _header(principal),
                     gr.update(value=refusal_html(principal), visible=True),
                     gr.update(visible=False),
-                    gr.update(visible=False),
+                    *[gr.update(visible=False) for _ in admin_tabs],
                     *hidden,
                 ]
             updates: list[Any] = [
                 _header(principal),
                 gr.update(visible=False),
                 gr.update(visible=True),
-                gr.update(visible=principal.is_admin),
+                *[gr.update(visible=principal.is_admin) for _ in admin_tabs],
             ]
             for page in pages:
                 updates.extend(await page["refresh"](request))

@@ -63,11 +63,13 @@ class Console:
         target: str,
         call: Callable[[Principal], T],
         admin: bool = False,
+        record: bool = True,
         **data: Any,
     ) -> T:
         """Run ``call(principal)`` for a curator session (``admin``: an admin one, as the REST
         route's ``AdminDep``) and audit it like its REST route (``action``: ``METHOD
-        /api/v1/route``; ``target``: the path it would have called)."""
+        /api/v1/route``; ``target``: the path it would have called). ``record=False`` for reads,
+        which the REST API does not audit either (refusals are audited all the same)."""
         principal = self.curator(request)
         try:
             if admin and not principal.is_admin:
@@ -78,7 +80,8 @@ class Console:
             if status in (401, 403):
                 self.denied(principal, target, status)
             raise
-        self.audit(principal, action, target, 200, **data)
+        if record:
+            self.audit(principal, action, target, 200, **data)
         return result
 
     def denied(self, principal: Principal, target: str, status: int) -> None:
