@@ -127,3 +127,23 @@ def test_usage_totals_per_subject_largest_first() -> None:
         {"subject": "user:b", "tokens": 50, "requests": 1},
         {"subject": "user:a", "tokens": 25, "requests": 5},
     ]
+
+
+def test_metrics_history_keeps_the_mean_of_each_interval_per_model() -> None:
+    from datetime import UTC, datetime
+
+    from appliance.observability import Metrics
+    from ui.admin.pool import MetricsHistory
+
+    metrics = Metrics()
+    history = MetricsHistory(metrics.registry, lambda: ["m"])
+    history.sample(datetime(2026, 12, 2, 10, 0, tzinfo=UTC))  # the baseline
+    assert history.frame("ttft_s").empty
+    for value in (0.2, 0.4):
+        metrics.ttft.labels("m").observe(value)
+    metrics.decode_rate.labels("m").observe(12.0)
+    history.sample(datetime(2026, 12, 2, 10, 1, tzinfo=UTC))
+    history.sample(datetime(2026, 12, 2, 10, 2, tzinfo=UTC))  # nothing observed: no point
+    ttft = history.frame("ttft_s")
+    assert len(ttft) == 1 and abs(ttft["value"][0] - 0.3) < 1e-9 and ttft["model"][0] == "m"
+    assert history.frame("tokens_per_s")["value"].tolist() == [12.0]

@@ -18,6 +18,7 @@ from ui.admin.collections import build_collections
 from ui.admin.common import Console, esc, refusal_html
 from ui.admin.documents import build_documents
 from ui.admin.identity import build_identity
+from ui.admin.pool import build_pool
 from ui.admin.retrieval import build_retrieval
 from ui.admin.sources import build_sources
 from ui.admin.usage import build_usage
@@ -55,9 +56,11 @@ def build_admin(container: Any, sessions: Any) -> gr.Blocks:
                 audit = build_audit(console)
             with gr.Tab("Usage", id="usage", elem_id="kb-tab-usage") as usage_tab:
                 usage = build_usage(console)
+            with gr.Tab("Inference pool", id="pool", elem_id="kb-tab-pool") as pool_tab:
+                pool = build_pool(console)
         pages = [sources, documents, retrieval, collections]
-        admin_pages = [identity, audit, usage]
-        admin_tabs = [identity_tab, audit_tab, usage_tab]
+        admin_pages = [identity, audit, usage, pool]
+        admin_tabs = [identity_tab, audit_tab, usage_tab, pool_tab]
         outputs = [header, refused, main, *admin_tabs]
         for page in pages + admin_pages:
             outputs.extend(page["outputs"])

@@ -29,7 +29,8 @@ def usage_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _number(value: float | None) -> int | None:
-    return None if value in (None, "") else int(value)  # type: ignore[arg-type]
+    """0 or empty: no limit of that kind (a quota of 0 would lock the subject out)."""
+    return int(value) if value else None
 
 
 def build_usage(console: Console) -> dict[str, Any]:
@@ -45,8 +46,8 @@ def build_usage(console: Console) -> dict[str, Any]:
     quotas = gr.Dataframe(headers=QUOTA_HEADERS, value=[], interactive=False, elem_id="kb-quotas-table")
     with gr.Row():
         subject = gr.Textbox(label="Subject (user:NAME or group:NAME)", elem_id="kb-quota-subject")
-        per_day = gr.Number(value=None, precision=0, minimum=0, label="Tokens per day")
-        per_minute = gr.Number(value=None, precision=0, minimum=0, label="Requests per minute")
+        per_day = gr.Number(value=None, precision=0, minimum=0, label="Tokens per day (0: no limit)")
+        per_minute = gr.Number(value=None, precision=0, minimum=0, label="Requests per minute (0: no limit)")
         save = gr.Button("Set quota", variant="primary", elem_id="kb-quota-set")
         remove = gr.Button("Remove quota", variant="stop")
     status = gr.HTML(elem_id="kb-usage-status")
