@@ -19,6 +19,7 @@ from ui.admin.common import Console, esc, refusal_html
 from ui.admin.documents import build_documents
 from ui.admin.identity import build_identity
 from ui.admin.pool import build_pool
+from ui.admin.quality import build_quality
 from ui.admin.retrieval import build_retrieval
 from ui.admin.sources import build_sources
 from ui.admin.usage import build_usage
@@ -41,7 +42,7 @@ def build_admin(container: Any, sessions: Any) -> gr.Blocks:
     with gr.Blocks(title="Knowledge base console", analytics_enabled=False) as blocks:
         header = gr.HTML(_header(None))
         refused = gr.HTML(visible=False, elem_id="kb-admin-refusal")
-        with gr.Column(visible=False, elem_id="kb-admin") as main, gr.Tabs():
+        with gr.Column(visible=False, elem_id="kb-admin") as main, gr.Tabs() as tabs:
             with gr.Tab("Sources", id="sources", elem_id="kb-tab-sources"):
                 sources = build_sources(console)
             with gr.Tab("Documents", id="documents", elem_id="kb-tab-documents"):
@@ -58,9 +59,11 @@ def build_admin(container: Any, sessions: Any) -> gr.Blocks:
                 usage = build_usage(console)
             with gr.Tab("Inference pool", id="pool", elem_id="kb-tab-pool") as pool_tab:
                 pool = build_pool(console)
+            with gr.Tab("Quality", id="quality", elem_id="kb-tab-quality") as quality_tab:
+                quality = build_quality(console, {**retrieval, "tabs": tabs})
         pages = [sources, documents, retrieval, collections]
-        admin_pages = [identity, audit, usage, pool]
-        admin_tabs = [identity_tab, audit_tab, usage_tab, pool_tab]
+        admin_pages = [identity, audit, usage, pool, quality]
+        admin_tabs = [identity_tab, audit_tab, usage_tab, pool_tab, quality_tab]
         outputs = [header, refused, main, *admin_tabs]
         for page in pages + admin_pages:
             outputs.extend(page["outputs"])

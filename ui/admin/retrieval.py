@@ -125,4 +125,4 @@ def build_retrieval(console: Console) -> dict[str, Any]:
 
     run.click(on_run, [question, user, coll, k], [table, status])
     question.submit(on_run, [question, user, coll, k], [table, status])
-    return {"refresh": refresh, "outputs": [user, coll]}
+    return {"refresh": refresh, "outputs": [user, coll], "question": question, "user": user}
