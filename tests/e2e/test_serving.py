@@ -40,6 +40,9 @@ class SmallQueueServer(Server):
             APPLIANCE_AUTH__ADMIN_KEY=admin_key,
             APPLIANCE_INFERENCE__MAX_QUEUE="1",
             APPLIANCE_INFERENCE__REPLICAS="1",
+            # A queued request waits for its turn however slow a loaded CI host makes the one ahead:
+            # only a full queue may refuse here, never the wait.
+            APPLIANCE_INFERENCE__QUEUE_TIMEOUT_S="600",
             # The default answer mode is extractive (no model); these tests are about the model pool.
             APPLIANCE_RAG__ANSWER_MODE="grounded",
         )
