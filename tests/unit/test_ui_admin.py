@@ -147,3 +147,14 @@ def test_metrics_history_keeps_the_mean_of_each_interval_per_model() -> None:
     ttft = history.frame("ttft_s")
     assert len(ttft) == 1 and abs(ttft["value"][0] - 0.3) < 1e-9 and ttft["model"][0] == "m"
     assert history.frame("tokens_per_s")["value"].tolist() == [12.0]
+
+
+def test_the_refusal_speaks_the_browsers_language_and_escapes_names() -> None:
+    from ui.admin.common import refusal_html
+
+    erin = Principal("<b>erin</b>", "employee")
+    english = refusal_html(erin, "en-US,en;q=0.9")
+    assert "for admins and curators" in english and "&lt;b&gt;erin&lt;/b&gt; (employee)" in english
+    assert "<b>erin" not in english
+    assert "仅供管理员" in refusal_html(erin, "zh-CN,zh;q=0.9")
+    assert "session has ended" in refusal_html(None, "en")

@@ -74,7 +74,9 @@ def build_admin(container: Any, sessions: Any) -> gr.Blocks:
                 hidden = [gr.update()] * (len(outputs) - 3 - len(admin_tabs))
                 return [
                     _header(principal),
-                    gr.update(value=refusal_html(principal), visible=True),
+                    gr.update(
+                        value=refusal_html(principal, request.headers.get("accept-language")), visible=True
+                    ),
                     gr.update(visible=False),
                     *[gr.update(visible=False) for _ in admin_tabs],
                     *hidden,

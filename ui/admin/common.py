@@ -21,6 +21,7 @@ import gradio as gr
 from appliance.audit import AuditEvent
 from appliance.domain import ApplianceError, Forbidden, Principal
 from appliance.security.acl import is_curator
+from ui.i18n import pick_language
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -123,13 +124,32 @@ def collection_names(console: Console, principal: Principal) -> list[str]:
     return sorted(console.container.collections.curated(principal))
 
 
-def refusal_html(principal: Principal | None) -> str:
+# The one page an employee sees here, in the chat's languages (chosen as the chat chooses).
+REFUSAL: dict[str, dict[str, str]] = {
+    "en": {
+        "title": "This console is for admins and curators",
+        "body": "You are signed in as {user} ({role}). Ask an administrator if you need to manage "
+        "sources or documents.",
+        "chat": "Back to the chat",
+        "sign_out": "Sign out",
+        "ended": "Your session has ended: reload the page and sign in again.",
+    },
+    "zh": {
+        "title": "此控制台仅供管理员和内容管理员使用",
+        "body": "您当前以 {user}（{role}）身份登录。如需管理数据源或文档，请联系管理员。",
+        "chat": "返回对话",
+        "sign_out": "退出登录",
+        "ended": "您的会话已结束：请刷新页面并重新登录。",
+    },
+}
+
+
+def refusal_html(principal: Principal | None, accept_language: str | None = None) -> str:
+    text = REFUSAL[pick_language(accept_language)]
     if principal is None:
-        return notice("Your session has ended: reload the page and sign in again.", "error")
+        return notice(text["ended"], "error")
+    body = text["body"].format(user=principal.name, role=principal.role)
     return (
-        '<div id="kb-admin-refused" class="kb-refused">'
-        "<h2>This console is for admins and curators</h2>"
-        f"<p>You are signed in as {esc(principal.name)} ({esc(principal.role)}). "
-        "Ask an administrator if you need to manage sources or documents.</p>"
-        '<p><a href="/">Back to the chat</a> · <a href="/admin/logout">Sign out</a></p></div>'
+        f'<div id="kb-admin-refused" class="kb-refused"><h2>{esc(text["title"])}</h2><p>{esc(body)}</p>'
+        f'<p><a href="/">{esc(text["chat"])}</a> · <a href="/admin/logout">{esc(text["sign_out"])}</a></p></div>'
     )

@@ -19,6 +19,7 @@ import gradio as gr
 
 import connectors
 from appliance.ingestion.connect import SETTINGS_ONLY
+from appliance.security.acl import is_curator
 from ui.admin.common import Console, collection_names, esc, failed, notice, split_list
 from ui.admin.progress import jobs_html
 
@@ -306,8 +307,8 @@ def build_sources(console: Console) -> dict[str, Any]:
 
     async def on_tick(request: gr.Request) -> Any:
         principal = console.who(request)
-        if principal is None:
-            return gr.update()
+        if principal is None or not is_curator(principal):
+            return gr.update()  # a refused page polls too; it gets nothing, and asks nothing
         try:
             recent = await asyncio.to_thread(jobs.list_jobs, principal, SHOWN_JOBS)
         except Exception as exc:
