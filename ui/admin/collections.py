@@ -62,7 +62,7 @@ def build_collections(console: Console) -> dict[str, Any]:
         request: gr.Request, action: str, target: str, call: Any, done: str, **data: Any
     ) -> list[Any]:
         try:
-            await asyncio.to_thread(console.act, request, action, target, call, **data)
+            await asyncio.to_thread(lambda: console.act(request, action, target, call, **data))
             return [await asyncio.to_thread(rows, console.curator(request)), notice(done)]
         except Exception as exc:
             return [gr.update(), failed(exc)]

@@ -120,7 +120,7 @@ def build_identity(console: Console) -> dict[str, Any]:
         request: gr.Request, action: str, target: str, call: Any, done: str, **data: Any
     ) -> list[Any]:
         try:
-            await asyncio.to_thread(console.act, request, action, target, call, True, **data)
+            await asyncio.to_thread(lambda: console.act(request, action, target, call, True, **data))
             return [*await asyncio.to_thread(tables), notice(done)]
         except Exception as exc:
             return [gr.update(), gr.update(), gr.update(), failed(exc)]
