@@ -127,6 +127,11 @@ class CollectionService:
         seen = set(self._readable(principal)) | self.curated(principal)
         return [n for n in self.names() if n in seen]
 
+    def visible(self, principal: Principal, name: str) -> bool:
+        """Does ``name`` exist as far as this principal may know? False both for a collection it
+        may not see and for one that does not exist, so callers answer the two alike."""
+        return name in self.names() and self._visible(principal, name)
+
     def _visible(self, principal: Principal, name: str) -> bool:
         return (
             _unrestricted(principal) or self.curates(principal, name) or bool(self._readable(principal, name))
@@ -173,7 +178,9 @@ class CollectionService:
                     f"a curator may only create collections owned by its groups; not yours: {foreign[0]!r}"
                 )
         if name in self.names():
-            raise Conflict(f"collection {name!r} already exists")
+            # The same answer whether or not the caller may see the collection holding the name:
+            # what it holds, who owns or reads it, stays unsaid.
+            raise Conflict(f"the collection name {name!r} is not available")
         self.embedder.start()
         self.store.ensure_collection(name, self.embedder.dim)
         with self.engine.begin() as conn:

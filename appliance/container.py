@@ -64,7 +64,7 @@ class Container:
         """Become the single owner of the embedded stores, or fail with who owns them."""
         if self._lock_fh is not None:
             return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         fh = open(self.data_dir / "owner.lock", "a+")  # noqa: SIM115 - held for the process lifetime
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -89,7 +89,7 @@ class Container:
         if cfg.url is not None and cfg.url.get_secret_value():
             target: str | Path = cfg.url.get_secret_value()
         else:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             target = self.data_dir / "appliance.db"
         engine = make_engine(target, pool_size=cfg.pool_size, max_overflow=cfg.max_overflow)
         self._closers.append(engine.dispose)
@@ -351,6 +351,7 @@ class Container:
             request_timeout_s=cfg.request_timeout_s,
             health_interval_s=cfg.health_interval_s,
             metrics=self.metrics,
+            max_queue_per_user=cfg.max_queue_per_user or max(1, cfg.max_queue // 2),
         )
         self._closers.append(pool.close)
         return pool
@@ -409,6 +410,7 @@ class Container:
                 source_tokens=r.source_tokens,
             ),
             self.conversations,
+            metering=self.metering,
         )
 
     @cached_property
@@ -452,6 +454,7 @@ class Container:
         from appliance.ingestion.jobs import JobManager
         from appliance.ingestion.service import IngestionJobs
         from appliance.ingestion.sources import SourceStore
+        from appliance.security.secrets import SecretBox
 
         self.acquire()
         # Built first so they close after the jobs: a job stopping at shutdown must not find
@@ -460,7 +463,7 @@ class Container:
         cfg = self.settings.ingestion
         jobs = IngestionJobs(
             manager=JobManager(self.engine, cfg.scheduler_tick_s),
-            sources=SourceStore(self.engine),
+            sources=SourceStore(self.engine, SecretBox.for_data_dir(self.data_dir)),
             connectors=self.connectors,
             ingestion=self.ingestion,
             ledger=self.ledger,

@@ -2,9 +2,11 @@
 
 Usage lands in the ``usage`` table as one counter row per (UTC day, subject), subject being
 ``user:NAME``, ``group:NAME`` (every group of the user, transitively, at the time of the request)
-or ``key:ID``. Quotas: tokens per day (checked against today's counters before a request runs; the
-request that crosses the line finishes) and requests per minute (a sliding window kept in this
-process: with several API replicas each enforces its own window).
+or ``key:ID``. Quotas: tokens per day (checked against today's counters before a request runs;
+before a generation its prompt plus ``max_tokens`` is reserved, so concurrent requests cannot
+together overshoot, and given back once the real usage is recorded) and requests per minute (a
+sliding window kept in this process: with several API replicas each enforces its own window, and
+holds its own reservations).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -61,12 +64,20 @@ def _check_subject(subject: str) -> str:
     return subject
 
 
+@dataclass(frozen=True)
+class Reservation:
+    subjects: tuple[str, ...]
+    tokens: int
+
+
 class Metering:
     def __init__(self, engine: Engine, default_tokens_per_day: int = 0, default_rpm: int = 0) -> None:
         self.engine = engine
         self.default_tokens_per_day = default_tokens_per_day
         self.default_rpm = default_rpm
         self._windows: dict[str, deque[float]] = {}
+        # Tokens held by generations running in this process, per subject (see ``reserve``).
+        self._held: dict[str, int] = {}
         self._lock = threading.Lock()
 
     # -- recording --------------------------------------------------------------------------------
@@ -133,16 +144,12 @@ class Metering:
             rows = conn.execute(select(quotas).order_by(quotas.c.subject)).all()
         return [dict(r._mapping) for r in rows]
 
-    def check_quota(self, principal: Principal) -> None:
-        """Raise Overloaded (429 + Retry-After) when the caller is over a quota; otherwise count
-        this request in the per-minute windows. Admins are never limited."""
-        if principal.is_admin:
-            return
+    def _limits(self, principal: Principal) -> tuple[dict[str, tuple[int, int]], dict[str, int]]:
+        """For each of the principal's subjects with a quota: (tokens per day, spent today), and
+        requests per minute."""
         subjects = [f"user:{principal.name}", *(f"group:{g}" for g in principal.groups)]
         with self.engine.connect() as conn:
-            limits = {
-                r.subject: r for r in conn.execute(select(quotas).where(quotas.c.subject.in_(subjects)))
-            }
+            rows = {r.subject: r for r in conn.execute(select(quotas).where(quotas.c.subject.in_(subjects)))}
             spent = {
                 r.subject: int(r.tokens)
                 for r in conn.execute(
@@ -152,21 +159,33 @@ class Metering:
                     ).where(usage.c.day == today(), usage.c.subject.in_(subjects))
                 )
             }
+        tokens: dict[str, tuple[int, int]] = {}
         rpm_limits: dict[str, int] = {}
         for subject in subjects:
-            row = limits.get(subject)
+            row = rows.get(subject)
             is_user = subject.startswith("user:")
             tpd = (
                 row.tokens_per_day if row is not None else (self.default_tokens_per_day if is_user else None)
             )
             rpm = row.requests_per_minute if row is not None else (self.default_rpm if is_user else None)
-            if tpd and spent.get(subject, 0) >= tpd:
-                raise Overloaded(
-                    f"daily token quota of {subject} used up ({spent[subject]} of {tpd}); resets at 00:00 UTC",
-                    retry_after=seconds_to_midnight(),
-                )
+            if tpd:
+                tokens[subject] = (tpd, spent.get(subject, 0))
             if rpm:
                 rpm_limits[subject] = rpm
+        return tokens, rpm_limits
+
+    def check_quota(self, principal: Principal) -> None:
+        """Raise Overloaded (429 + Retry-After) when the caller is over a quota; otherwise count
+        this request in the per-minute windows. Admins are never limited."""
+        if principal.is_admin:
+            return
+        tokens, rpm_limits = self._limits(principal)
+        for subject, (tpd, spent) in tokens.items():
+            if spent >= tpd:
+                raise Overloaded(
+                    f"daily token quota of {subject} used up ({spent} of {tpd}); resets at 00:00 UTC",
+                    retry_after=seconds_to_midnight(),
+                )
         now = time.monotonic()
         with self._lock:
             for subject, rpm in rpm_limits.items():
@@ -180,6 +199,41 @@ class Metering:
                     )
             for subject in rpm_limits:
                 self._windows[subject].append(now)
+
+    def reserve(self, principal: Principal, tokens: int) -> Reservation | None:
+        """Hold ``tokens`` (the prompt plus the most the answer may generate) against the caller's
+        daily quotas before a generation starts, so concurrent requests cannot together overshoot
+        them: Overloaded (429) when what is spent and held already leaves too little. Give the
+        reservation back with ``release`` once the real usage is recorded. None: nothing to hold
+        (admins, no token quota)."""
+        if principal.is_admin or tokens <= 0:
+            return None
+        limits, _ = self._limits(principal)
+        if not limits:
+            return None
+        with self._lock:
+            for subject, (tpd, spent) in limits.items():
+                held = self._held.get(subject, 0)
+                if spent + held + tokens > tpd:
+                    raise Overloaded(
+                        f"daily token quota of {subject} would be exceeded ({spent} used and {held} "
+                        f"held by running requests of {tpd}; this one may need {tokens})",
+                        retry_after=seconds_to_midnight() if spent >= tpd else 5.0,
+                    )
+            for subject in limits:
+                self._held[subject] = self._held.get(subject, 0) + tokens
+        return Reservation(tuple(limits), tokens)
+
+    def release(self, reservation: Reservation | None) -> None:
+        if reservation is None:
+            return
+        with self._lock:
+            for subject in reservation.subjects:
+                left = self._held.get(subject, 0) - reservation.tokens
+                if left > 0:
+                    self._held[subject] = left
+                else:
+                    self._held.pop(subject, None)
 
     # -- reports ----------------------------------------------------------------------------------
 

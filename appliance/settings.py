@@ -41,6 +41,11 @@ class ServerSettings(Section):
     max_request_mb: float = Field(
         50.0, gt=0, description="Largest accepted request body in MiB; larger requests get 413."
     )
+    docs: Literal["off", "auth", "public"] = Field(
+        "auth",
+        description="The API documentation (/docs, /redoc, /openapi.json): `auth` for signed-in "
+        "callers (an API key or a UI session), `public` for anyone (development), `off` not served.",
+    )
 
 
 class AuthSettings(Section):
@@ -58,6 +63,30 @@ class AuthSettings(Section):
         [],
         description="Extra browser origins (e.g. https://kb.example.com behind a proxy) allowed to "
         "send state-changing requests to the UI; same-origin requests are always allowed.",
+    )
+    trusted_proxies: list[str] = Field(
+        [],
+        description="Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-Proto is "
+        "believed: `https` from one of them marks the UI cookie Secure, as a TLS request does.",
+    )
+    session_hours: float = Field(
+        12.0,
+        gt=0,
+        description="A UI session signed in with a password (or the configured admin key) ends "
+        "this many hours after sign-in; key sessions end with their key.",
+    )
+    login_rate: str = Field(
+        "10/minute",
+        description="Failed UI sign-ins allowed per user name and per client address (`limits` "
+        "notation, e.g. 10/minute); past it further attempts are refused until the window moves.",
+    )
+    denied_audit_per_client: str = Field(
+        "30/minute",
+        description="`auth.denied` audit records written per client address; beyond, they are "
+        "counted and the next record written says how many were left out (`suppressed`).",
+    )
+    denied_audit_total: str = Field(
+        "300/minute", description="`auth.denied` audit records written in all (same counting)."
     )
 
 
@@ -203,6 +232,12 @@ class InferenceSettings(Section):
     )
     queue_timeout_s: float = Field(
         60.0, gt=0, description="Longest a request waits for the model before it gets 429."
+    )
+    max_queue_per_user: int | None = Field(
+        None,
+        ge=1,
+        description="Requests one user may have waiting for a model, so nobody takes the whole "
+        "queue; unset: half of max_queue (at least 1).",
     )
     replicas: int = Field(1, ge=1, description="Worker processes (llama.cpp) or servers (vLLM) per model.")
     request_timeout_s: float = Field(

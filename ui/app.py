@@ -3,8 +3,9 @@
 Sign-in: user name and password (argon2-verified), or user name and one of that user's API keys
 (the bootstrap admin has no password until one is set: it signs in with the printed key). A
 session acts as the user as stored NOW (role, groups, disabled), resolved on every request, so a
-membership change or a disabled account applies to the next question. A session signed in with
-a key is that key's session: its role cap and collection and route scopes apply, and once the key
+membership change or a disabled account applies to the next question. A password session ends
+``auth.session_hours`` after sign-in, and every session of a user ends once its password changes.
+A session signed in with a key is that key's session: its role cap and collection and route scopes apply, and once the key
 is revoked or expires the session ends at its next request. Cookie and CSRF hardening around
 Gradio's login is in appliance/api/middleware.py.
 
@@ -19,12 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
 import gradio as gr
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from gradio.routes import App as GradioApp
 from starlette.routing import Mount
 
@@ -32,6 +34,7 @@ from appliance.audit import AuditEvent
 from appliance.domain import Forbidden, NotFound, Principal, Unauthenticated
 from appliance.security.acl import check_collection_scope, check_route_scope
 from appliance.security.auth import resolve_key_session
+from appliance.security.throttle import DeniedAudit, LoginThrottle
 from ui.admin import ADMIN_CSS, build_admin
 from ui.chat import CHAT_CSS, CHAT_HEAD, build_chat
 
@@ -42,13 +45,18 @@ ADMIN_PATH = "/admin"
 class SessionUser(str):
     """A signed-in user name as Gradio passes it around, with the id of the API key the session
     signed in with (None: a password, or the configured admin key / CLI token, which cannot be
-    revoked one by one and last as long as the process)."""
+    revoked one by one), when it signed in, and a stamp of the user's password then (None: not
+    checked): a password change ends every UI session of the user opened before it."""
 
     key_id: int | None
+    signed_in_at: float
+    password_stamp: str | None
 
-    def __new__(cls, name: str, key_id: int | None = None) -> SessionUser:
+    def __new__(cls, name: str, key_id: int | None = None, password_stamp: str | None = None) -> SessionUser:
         user = super().__new__(cls, name)
         user.key_id = key_id
+        user.signed_in_at = time.time()
+        user.password_stamp = password_stamp
         return user
 
 
@@ -56,6 +64,9 @@ class SessionUser(str):
 # new token in the same request. A context variable, not a dict by user name, so two concurrent
 # sign-ins of one user (a password here, a scoped key there) cannot swap their grants.
 _signing_in: ContextVar[SessionUser | None] = ContextVar("appliance_ui_signing_in", default=None)
+# The address of the client of the request in progress, for the sign-in's rate limit (Gradio's
+# auth callback receives only the user name and password).
+_client: ContextVar[str | None] = ContextVar("appliance_ui_client", default=None)
 
 
 def session_principal(container: Any, user: SessionUser, ui_path: str = "/") -> Principal | None:
@@ -63,6 +74,16 @@ def session_principal(container: Any, user: SessionUser, ui_path: str = "/") -> 
     app, the key was revoked or expired, or the key's scopes do not cover the UI (its path, the
     default collection the chat asks)."""
     try:
+        if (
+            user.key_id is None
+            and time.time() - user.signed_in_at > container.settings.auth.session_hours * 3600
+        ):
+            return None  # a password session expires; a key session lasts as long as its key
+        if (
+            user.password_stamp is not None
+            and container.identity.password_stamp(str(user)) != user.password_stamp
+        ):
+            return None  # the password changed since this session signed in
         if user.key_id is None:
             principal: Principal = container.identity.principal(str(user))
         else:
@@ -127,17 +148,39 @@ def _audit(container: Any, actor: str, action: str, data: dict[str, Any]) -> Non
         log.exception("could not audit a UI %s", action)
 
 
-def make_login(container: Any, ui_path: str = "/") -> Any:
-    def login_sync(username: str, password: str) -> SessionUser | None:
+def make_login(
+    container: Any,
+    ui_path: str = "/",
+    throttle: LoginThrottle | None = None,
+    denied: DeniedAudit | None = None,
+) -> Any:
+    """Gradio's ``auth`` callback. Failed attempts are limited per user name and per client
+    address (``throttle``); refusals are audited within the bounds of ``denied``."""
+    throttle = throttle or LoginThrottle(container.settings.auth.login_rate)
+
+    def refused(username: str, client: str | None, reason: str) -> None:
+        if denied is not None:
+            denied.record(username, "ui", client, {"via": "ui", "reason": reason})
+        else:
+            _audit(container, username, "auth.denied", {"reason": reason, "client": client})
+
+    def login_sync(username: str, password: str, client: str | None) -> SessionUser | None:
+        if not throttle.allowed(username, client):
+            # Not even checked: a guess past the limit learns nothing, right or wrong.
+            refused(username, client, "rate_limited")
+            return None
         user = _check(container, username, password, ui_path)
-        data = {"key_id": user.key_id} if user is not None and user.key_id is not None else {}
-        _audit(container, username, "auth.login" if user is not None else "auth.denied", data)
+        if user is None:
+            throttle.failed(username, client)
+            refused(username, client, "bad_credentials")
+            return None
+        _audit(container, username, "auth.login", {"key_id": user.key_id} if user.key_id is not None else {})
         return user
 
     async def login(username: str, password: str) -> bool:
         # argon2 takes tens of milliseconds on purpose: keep it off the event loop. The result is
         # set here, in the request's own context, for SessionTokens to pick up right after.
-        user = await asyncio.to_thread(login_sync, username, password)
+        user = await asyncio.to_thread(login_sync, username, password, _client.get())
         _signing_in.set(user)
         return user is not None
 
@@ -148,12 +191,12 @@ def _check(container: Any, username: str, password: str, ui_path: str) -> Sessio
     if not username or not password:
         return None
     if container.identity.check_password(username, password):
-        user = SessionUser(username)
+        user = SessionUser(username, None, container.identity.password_stamp(username))
     else:
         key = container.keys.authenticate(password)
         if key is None or key.name != username:
             return None
-        user = SessionUser(username, key.key_id)
+        user = SessionUser(username, key.key_id, container.identity.password_stamp(username))
     return user if session_principal(container, user, ui_path) is not None else None
 
 
@@ -183,14 +226,20 @@ def cookie_sessions(
 
 
 def _mount(
-    app: FastAPI, container: Any, path: str, blocks: gr.Blocks, css: str, head: str | None
+    app: FastAPI,
+    container: Any,
+    path: str,
+    blocks: gr.Blocks,
+    css: str,
+    head: str | None,
+    throttle: LoginThrottle,
 ) -> GradioApp:
     """Mount ``blocks`` at ``path`` behind our sign-in, with sessions re-checked on every request."""
     mounted = gr.mount_gradio_app(
         app,
         blocks,
         path=path,
-        auth=make_login(container, path),
+        auth=make_login(container, path, throttle, getattr(app.state, "denied_audit", None)),
         auth_message="Sign in with your user name and password (or an API key of yours). "
         "请使用您的用户名和密码（或您自己的 API 密钥）登录。",
         ssr_mode=False,
@@ -204,24 +253,30 @@ def _mount(
     if not isinstance(gradio_app.tokens, dict) or gradio_app.tokens:
         raise RuntimeError("unexpected Gradio session table; ui/app.py needs updating")
     gradio_app.tokens = SessionTokens(container, path)
+
+    @gradio_app.middleware("http")
+    async def remember_client(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        token = _client.set(request.client.host if request.client else None)
+        try:
+            return await call_next(request)
+        finally:
+            _client.reset(token)
+
     return gradio_app
 
 
 def mount_ui(app: FastAPI, container: Any, path: str = "/") -> FastAPI:
+    # One throttle for both sign-in forms: the console's must not double a guesser's attempts.
+    throttle = LoginThrottle(container.settings.auth.login_rate)
     # The console first: a mount at "/" would answer /admin too. It signs in on its own (its own
     # session cookie), and the page refuses everyone but curators and admins.
     admin_path = path.rstrip("/") + ADMIN_PATH
-    _mount(
-        app,
-        container,
-        admin_path,
-        build_admin(container, LiveSessions(container, admin_path)),
-        ADMIN_CSS,
-        None,
-    )
-    gradio_app = _mount(
-        app, container, path, build_chat(container, LiveSessions(container, path)), CHAT_CSS, CHAT_HEAD
-    )
+    admin = build_admin(container, LiveSessions(container, admin_path))
+    _mount(app, container, admin_path, admin, ADMIN_CSS, None, throttle)
+    chat = build_chat(container, LiveSessions(container, path))
+    gradio_app = _mount(app, container, path, chat, CHAT_CSS, CHAT_HEAD, throttle)
     # The chat's links to a document's original carry the sign-in cookie, not a key.
     app.state.ui_session = cookie_sessions(gradio_app, container, path)
     return app

@@ -27,6 +27,7 @@ from appliance.api.routers import (
     usage,
 )
 from appliance.api.routers import ingestion as ingestion_routes
+from appliance.api.routers.docs import docs_router, fastapi_docs_urls
 from appliance.audit import keep_retention
 from appliance.container import Container
 
@@ -64,6 +65,7 @@ def create_app(
         description="On-premises RAG over your documents. OpenAI-compatible chat under /v1, "
         "knowledge-base management under /api/v1. Authenticate with `Authorization: Bearer <key>`.",
         lifespan=lifespan,
+        **fastapi_docs_urls(container.settings.server.docs),
     )
     app.state.container = container
     container.ready = False
@@ -93,6 +95,9 @@ def create_app(
     app.include_router(usage.router)
     app.include_router(ingestion_routes.router)
     app.include_router(originals.router)
+    docs = docs_router(app, container.settings.server.docs)
+    if docs is not None:
+        app.include_router(docs)
     if mount_ui is not None:
         mount_ui(app, container)
     return app

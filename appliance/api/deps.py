@@ -20,7 +20,7 @@ from fastapi import Depends, Request
 from appliance.audit import AuditLog
 from appliance.collections import CollectionService
 from appliance.container import Container
-from appliance.domain import Forbidden, Principal
+from appliance.domain import Forbidden, Principal, Unauthenticated
 from appliance.embeddings.base import Embedder
 from appliance.inference.pool import InferencePool
 from appliance.ingestion.originals import Originals
@@ -137,25 +137,29 @@ def _bearer(request: Request) -> str | None:
     return token.strip()
 
 
-def model_collection(request: Request, model: str, store: VectorStore) -> str | None:
-    """``model`` when it names a collection (an OpenAI client asking a knowledge base), else None.
-    Looked up once per request: the scope check and the chat route both need it."""
+def model_collection(
+    request: Request, model: str, collections: CollectionService, principal: Principal
+) -> str | None:
+    """``model`` when it names a collection this principal may know of (an OpenAI client asking a
+    knowledge base), else None: a collection it may not see is an unknown model, like a name that
+    does not exist. Looked up once per request: the scope check and the chat route both need it."""
     memo: dict[str, str | None] | None = getattr(request.state, "model_collections", None)
     if memo is None:
         memo = request.state.model_collections = {}
     if model not in memo:
-        memo[model] = model if model in store.collections() else None
+        memo[model] = model if collections.visible(principal, model) else None
     return memo[model]
 
 
-async def _requested_collections(request: Request, container: Container) -> list[str]:
+async def _requested_collections(request: Request, container: Container, principal: Principal) -> list[str]:
     """Collections a request names: ``collection`` in the query, the JSON body or the form (an
     upload), or an OpenAI ``model`` that is a collection name. FastAPI has already read (and
     cached) the body or the form by the time dependencies run."""
     names: list[object] = list(request.query_params.getlist("collection"))
     ctype = request.headers.get("content-type", "").lower()
     if request.method in ("POST", "PUT", "PATCH"):
-        if "json" in ctype:
+        # FastAPI parses a body with no content type as JSON too.
+        if not ctype or "json" in ctype:
             try:
                 body = json.loads(await request.body() or b"null")
             except ValueError:
@@ -164,7 +168,7 @@ async def _requested_collections(request: Request, container: Container) -> list
                 names.append(body.get("collection"))
                 model = body.get("model")
                 if isinstance(model, str):
-                    names.append(model_collection(request, model, container.store))
+                    names.append(model_collection(request, model, container.collections, principal))
         elif ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
             names += (await request.form()).getlist("collection")
     return [n for n in names if isinstance(n, str) and n]
@@ -180,7 +184,7 @@ async def get_principal(request: Request) -> Principal:
     check_route_scope(principal, request.url.path)
     metered = any(request.url.path.startswith(p) for p in container.settings.quotas.metered_routes)
     if principal.collections is not None:
-        named = await _requested_collections(request, container)
+        named = await _requested_collections(request, container, principal)
         # A question naming no collection asks the default one; elsewhere naming none means "all I
         # may see" (lists) or the service picks the default and checks it itself.
         check_collection_scope(
@@ -191,6 +195,22 @@ async def get_principal(request: Request) -> Principal:
     if metered:
         await asyncio.to_thread(container.metering.check_quota, principal)
     return principal
+
+
+async def signed_in(request: Request) -> Principal:
+    """A Bearer key's principal, or the signed-in UI session's (``app.state.ui_session``, set when
+    the UI is mounted): for what a browser opens without a key (a document's original from the
+    chat's links, the API documentation). The cookie is SameSite=Strict, so another site cannot
+    make a signed-in browser fetch these."""
+    if request.headers.get("authorization"):
+        return await get_principal(request)  # a bad key is a 401, not a fall back to the cookie
+    resolve = getattr(request.app.state, "ui_session", None)
+    principal = await asyncio.to_thread(resolve, request) if resolve is not None else None
+    if principal is None:
+        raise Unauthenticated("sign in to the UI, or send 'Authorization: Bearer <key>'")
+    request.state.principal = principal
+    check_route_scope(principal, request.url.path)
+    return principal  # type: ignore[no-any-return]
 
 
 def require_role(minimum: str) -> Callable[[Principal], Principal]:
@@ -205,17 +225,35 @@ def require_role(minimum: str) -> Callable[[Principal], Principal]:
     return check
 
 
-def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+def _admin_refusal(principal: Principal) -> str | None:
+    """Why this principal may not use admin-only power, or None when it may: the one rule behind
+    ``AdminDep`` and ``AdminViewDep``."""
     if not principal.is_admin:
-        raise Forbidden("this operation needs the admin role")
+        return "this operation needs the admin role"
     # Admin routes act on the whole appliance (users, keys, quotas, the audit log, every
     # collection's ledger): a key scoped to some collections must not reach them, or it could,
     # say, mint an unscoped key for itself.
     if principal.collections is not None:
-        raise Forbidden("this operation needs an admin key that is not scoped to collections")
+        return "this operation needs an admin key that is not scoped to collections"
+    return None
+
+
+def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    refusal = _admin_refusal(principal)
+    if refusal is not None:
+        raise Forbidden(refusal)
     return principal
+
+
+def admin_view(principal: Annotated[Principal, Depends(get_principal)]) -> Principal | None:
+    """For routes that show an admin everything and anyone else their own things (users, keys,
+    usage): the caller when it has admin power by the rule of ``require_admin``, else None. A key
+    scoped to collections is then an ordinary user of its own account."""
+    return principal if _admin_refusal(principal) is None else None
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 AdminDep = Annotated[Principal, Depends(require_admin)]
+AdminViewDep = Annotated[Principal | None, Depends(admin_view)]
+SignedInDep = Annotated[Principal, Depends(signed_in)]
 CuratorDep = Annotated[Principal, Depends(require_role("curator"))]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 import typer
 
 from appliance.commands.context import AppContext
 from appliance.domain import LOCAL_ADMIN
+from appliance.security.auth import bootstrap_admin_to_file
+
+log = logging.getLogger(__name__)
 
 
 def serve(
@@ -28,7 +32,7 @@ def serve(
     host = host or settings.server.host
     port = port if port is not None else settings.server.port
     container = cli.local()
-    issued = container.keys.bootstrap_admin()
+    first = bootstrap_admin_to_file(container.keys, container.data_dir)
     display_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{display_host}:{port}"
     write_server_info(container.data_dir, url, container.keys.add_ephemeral(LOCAL_ADMIN))
@@ -40,13 +44,16 @@ def serve(
         f"  OpenAI:    {url}/v1  (Authorization: Bearer <key>)",
         f"  Data dir:  {container.data_dir}",
     ]
-    if issued:
+    if first:
+        issued, key_file = first
         lines += [
             "",
             "  First start: an admin API key was created. It is shown only this once:",
             f"    {issued.key}",
-            "  UI login: user 'admin', password: that key.",
+            f"  It is also in {key_file} (readable by this account only): store it elsewhere,",
+            "  then delete that file. UI login: user 'admin', password: that key.",
         ]
+        log.warning("first start: the admin API key was written to %s (mode 0600)", key_file)
     elif settings.auth.admin_key:
         lines += ["", "  Admin key: taken from APPLIANCE_AUTH__ADMIN_KEY. UI login: user 'admin'."]
     typer.echo("\n".join(lines) + "\n", err=True)

@@ -8,7 +8,7 @@
   Retry-After) at once, never a hang. ``reserve()`` takes the slot (or the place in the queue)
   ahead of the generation, so a streaming endpoint can answer 429 before it sends its 200.
 - Fairness: the queue is one FIFO per user, served round-robin, so one user's burst can't starve
-  everyone else.
+  everyone else, and one user holds at most ``max_queue_per_user`` of its places.
 - Deadline: a generation that outlives ``request_timeout_s`` is stopped (504) and frees its slot.
 - Cancellation: closing the stream (a client disconnect) closes the backend stream, which stops
   the worker at its next token, and frees the slot.
@@ -144,6 +144,7 @@ class InferencePool:
         request_timeout_s: float = 600.0,
         health_interval_s: float = 5.0,
         metrics: Metrics | None = None,
+        max_queue_per_user: int | None = None,
     ) -> None:
         if not backends:
             raise ValueError("at least one backend")
@@ -153,6 +154,11 @@ class InferencePool:
             group.replicas.append(Replica(b, max(1, b.slots)))
         self.default = backends[0].name
         self.max_queue = max_queue
+        # One user may hold only part of a model's queue, or its burst would leave others nothing
+        # but 429s however fair the dispatch (None: the whole queue, as before).
+        self.max_queue_per_user = (
+            max_queue if max_queue_per_user is None else min(max_queue_per_user, max_queue)
+        )
         self.queue_timeout_s = queue_timeout_s
         self.request_timeout_s = request_timeout_s
         self.health_interval_s = health_interval_s
@@ -318,6 +324,14 @@ class InferencePool:
                 self.metrics.observe_error(group.name, "queue_full")
                 raise Overloaded(
                     f"model {group.name!r} is busy and its queue of {self.max_queue} is full",
+                    retry_after=self._retry_after(group),
+                )
+            if len(group.queues.get(user, ())) >= self.max_queue_per_user:
+                self.metrics.requests.labels(group.name, "rejected").inc()
+                self.metrics.observe_error(group.name, "user_queue_full")
+                raise Overloaded(
+                    f"model {group.name!r} is busy and you already have {self.max_queue_per_user} "
+                    "requests waiting for it",
                     retry_after=self._retry_after(group),
                 )
             waiter = _Waiter(user, loop, loop.create_future())

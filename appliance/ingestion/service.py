@@ -36,7 +36,8 @@ from appliance.ingestion.sources import Source, SourceStore
 from appliance.ingestion.state import DocumentRecord, Ledger
 from appliance.ingestion.verify import verify
 from appliance.security.acl import can_read as acl_allows
-from appliance.security.acl import is_curator
+from appliance.security.acl import filter_tokens, is_curator
+from appliance.security.secrets import redact
 
 if TYPE_CHECKING:
     from appliance.audit import AuditLog
@@ -75,6 +76,18 @@ def document_dict(rec: DocumentRecord) -> dict[str, Any]:
         "chunks": len(rec.chunk_ids),
         "updated_at": rec.updated_at.isoformat() if rec.updated_at else None,
     }
+
+
+def document_view(rec: DocumentRecord, principal: Principal, manages: bool) -> dict[str, Any]:
+    """A document as this caller may see it: whole for those who manage its collection (admins,
+    its curators); for other readers, no source spec and of the ACL only the entries that grant
+    them access (not who else may read it)."""
+    shown = document_dict(rec)
+    if not manages:
+        mine = set(principal.acl_tokens())
+        shown["allow"] = [a for a in rec.acl if a in mine]
+        shown["source"] = None
+    return shown
 
 
 class IngestionJobs:
@@ -185,7 +198,7 @@ class IngestionJobs:
         summary = total.as_dict()
         if total.cancelled:
             summary["cancelled"] = True
-        detail = {"sources": [c.root for c in connectors], "acl": list(acl), **summary}
+        detail = {"sources": [redact(c.root) for c in connectors], "acl": list(acl), **summary}
         self.audit.append(AuditEvent(actor, "ingest", name, detail))
         return summary
 
@@ -209,7 +222,7 @@ class IngestionJobs:
             return self.run(connectors, name, acl, actor, job.progress, job.cancel)
 
         return self.manager.submit(
-            "ingest", actor, name, work, detail={"sources": list(specs), "allow": list(acl)}
+            "ingest", actor, name, work, detail={"sources": redact(list(specs)), "allow": list(acl)}
         )
 
     def start_job(
@@ -380,11 +393,19 @@ class IngestionJobs:
     def documents(
         self, principal: Principal, collection: str | None, limit: int, offset: int
     ) -> tuple[list[dict[str, Any]], int]:
-        records = [r for r in self.ledger.list(collection) if can_read(principal, r)]
-        return [document_dict(r) for r in records[offset : offset + limit]], len(records)
+        """A page of the documents the principal may read, paged in SQL, each shown as
+        ``document_view`` says."""
+        records, total = self.ledger.page(
+            collection, filter_tokens(principal), principal.collections, limit, offset
+        )
+        curates = self.collections.curates_any(principal)
+        return [
+            document_view(r, principal, curates(r.collection)) for r in records if can_read(principal, r)
+        ], total
 
     def document(self, principal: Principal, doc_id: str) -> dict[str, Any]:
-        return document_dict(self._readable(principal, doc_id))
+        rec = self._readable(principal, doc_id)
+        return document_view(rec, principal, self.collections.curates(principal, rec.collection))
 
     def _managed(self, principal: Principal, doc_id: str) -> DocumentRecord:
         """A document the principal may read (404 otherwise) in a collection it curates (403)."""

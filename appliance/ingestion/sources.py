@@ -17,6 +17,7 @@ from sqlalchemy import Engine, delete, insert, select, update
 
 from appliance.db import now, sources
 from appliance.domain import NotFound
+from appliance.security.secrets import SecretBox, redact
 
 
 @dataclass
@@ -33,13 +34,17 @@ class Source:
     last_job_id: str | None
 
     @classmethod
-    def from_row(cls, row: Any) -> Source:
+    def from_row(cls, row: Any, box: SecretBox | None = None) -> Source:
         m = row._mapping
+        spec, options = m["spec"], dict(m["options"] or {})
+        if box is not None:
+            spec = box.unseal(spec) if spec else spec
+            options = box.unseal_options(options)
         return cls(
             m["id"],
             m["kind"],
-            m["spec"],
-            dict(m["options"] or {}),
+            spec,
+            options,
             m["collection"],
             list(m["acl"] or []),
             int(m["interval_s"] or 0),
@@ -49,11 +54,12 @@ class Source:
         )
 
     def as_dict(self) -> dict[str, Any]:
+        """As shown (API answers, job details): passwords in the spec or options masked."""
         return {
             "id": self.id,
             "kind": self.kind,
-            "spec": self.spec,
-            "options": self.options,
+            "spec": redact(self.spec),
+            "options": redact(self.options),
             "collection": self.collection,
             "allow": self.acl,
             "interval_s": self.interval_s,
@@ -64,8 +70,11 @@ class Source:
 
 
 class SourceStore:
-    def __init__(self, engine: Engine) -> None:
+    """With a ``SecretBox``, specs and options that hold a password are stored encrypted."""
+
+    def __init__(self, engine: Engine, box: SecretBox | None = None) -> None:
         self.engine = engine
+        self.box = box
 
     def add(
         self,
@@ -82,8 +91,8 @@ class SourceStore:
                 insert(sources).values(
                     id=source_id,
                     kind=kind,
-                    spec=spec,
-                    options=options,
+                    spec=self.box.seal_spec(spec) if self.box else spec,
+                    options=self.box.seal_options(options) if self.box else options,
                     collection=collection,
                     acl=list(acl),
                     interval_s=interval_s,
@@ -97,12 +106,12 @@ class SourceStore:
             row = conn.execute(select(sources).where(sources.c.id == source_id)).first()
         if row is None:
             raise NotFound(f"no source {source_id!r}")
-        return Source.from_row(row)
+        return Source.from_row(row, self.box)
 
     def list(self) -> list[Source]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(sources).order_by(sources.c.created_at)).all()
-        return [Source.from_row(r) for r in rows]
+        return [Source.from_row(r, self.box) for r in rows]
 
     def remove(self, source_id: str) -> None:
         with self.engine.begin() as conn:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import builtins
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, String, cast, delete, func, insert, or_, select, update
+from sqlalchemy.sql.elements import ColumnElement
 
 from appliance.db import documents, now
+from appliance.domain import EVERYONE
 
 
 @dataclass
@@ -69,6 +72,31 @@ class Ledger:
             query = query.where(documents.c.collection == collection)
         with self.engine.connect() as conn:
             return [DocumentRecord.from_row(r) for r in conn.execute(query).all()]
+
+    def page(
+        self,
+        collection: str | None,
+        readers: Sequence[str] | None,
+        scope: Sequence[str] | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[builtins.list[DocumentRecord], int]:
+        """One page of documents (by URI) and how many there are, in SQL: those of ``collection``
+        (None: every one) within ``scope`` (a key's collections; None: all) that one of ``readers``
+        (ACL tokens; None: no ACL filter) may read. An empty ACL reads as every signed-in user."""
+        where = []
+        if collection:
+            where.append(documents.c.collection == collection)
+        if scope is not None:
+            where.append(documents.c.collection.in_(list(scope)))
+        if readers is not None:
+            where.append(_readable_by(readers))
+        count = select(func.count()).select_from(documents).where(*where)
+        query = select(documents).where(*where).order_by(documents.c.uri, documents.c.id)
+        with self.engine.connect() as conn:
+            total = int(conn.execute(count).scalar_one())
+            rows = conn.execute(query.limit(limit).offset(offset)).all()
+        return [DocumentRecord.from_row(r) for r in rows], total
 
     def find_indexed(self, collection: str, digest: str, exclude: str) -> DocumentRecord | None:
         """An indexed document of ``collection`` with these exact bytes, other than ``exclude``."""
@@ -165,3 +193,17 @@ class Ledger:
     def remove(self, doc_id: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(delete(documents).where(documents.c.id == doc_id))
+
+
+def _readable_by(readers: Sequence[str]) -> ColumnElement[bool]:
+    """ACLs (JSON lists of strings) that name one of ``readers``, or none at all (every signed-in
+    user). Matched on the JSON text, which works the same on SQLite and PostgreSQL: every entry is
+    a quoted string there, and names hold no quote or backslash (callers re-check each row)."""
+    text = cast(documents.c.acl, String)
+    wanted = [r for r in readers if r != EVERYONE] + [EVERYONE]
+    escaped = [r.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") for r in wanted]
+    return or_(
+        documents.c.acl.is_(None),
+        text.in_(["[]", "null"]),
+        *(text.like(f'%"{e}"%', escape="\\") for e in escaped),
+    )

@@ -16,12 +16,14 @@ from appliance.domain import Principal, ScoredChunk
 from appliance.embeddings.base import Embedder
 from appliance.inference.base import GenerationParams
 from appliance.inference.pool import InferencePool, Lease
+from appliance.metering import Metering, Reservation
 from appliance.rag import answering, grounding
 from appliance.rag.citations import citation_dicts, mark_cited
 from appliance.rag.condense import condense_heuristic, condense_llm
 from appliance.rag.conversations import ConversationStore, new_id
 from appliance.rag.prompts import NO_SOURCES_ANSWER, build_messages, format_source
 from appliance.retrieval import Retriever, access_filter
+from appliance.security.acl import check_collection_scope
 
 __all__ = ["AskResult", "RagOptions", "RagService", "access_filter", "citation_dicts"]
 
@@ -71,6 +73,7 @@ class RagService:
         defaults: GenerationParams,
         options: RagOptions | None = None,
         conversations: ConversationStore | None = None,
+        metering: Metering | None = None,
     ) -> None:
         self.retriever = retriever
         self.embedder = embedder
@@ -81,6 +84,7 @@ class RagService:
         self.defaults = defaults
         self.options = options or RagOptions()
         self.conversations = conversations
+        self.metering = metering  # holds token quotas for a generation (Metering.reserve)
 
     @staticmethod
     def pack(
@@ -131,9 +135,12 @@ class RagService:
         """Events: ``citations`` (first, with the answer ``id``), ``delta`` (many), ``done`` (last,
         with the full result). ``history``: earlier turns as chat messages (the conversation's, when
         ``conversation_id`` names one and no history is given)."""
+        collection = collection or self.default_collection
+        # Here, on the collection actually searched, whatever route or field named it (the API's
+        # dependency checks what it can see of a request; this holds for every caller).
+        check_collection_scope(principal, [collection], self.default_collection)
         backend = self.pool.backend(model)
         mode = mode or self.options.answer_mode
-        collection = collection or self.default_collection
         if conversation_id and self.conversations is not None:
             stored = await asyncio.to_thread(
                 self.conversations.history,
@@ -181,8 +188,16 @@ class RagService:
         ttft_ms = 0.0
         status = "ok"
         lease: Lease | None = None
+        held: Reservation | None = None
+        messages: list[dict[str, str]] = []
         try:
             if hits and mode != "extractive":
+                messages = build_messages(query, shown, prompt_history)
+                if self.metering is not None:
+                    # Before the slot: the prompt and the most the answer may take are held against
+                    # the caller's daily quotas, so concurrent answers cannot together overshoot.
+                    need = params.max_tokens + sum(backend.count_tokens(m["content"]) for m in messages)
+                    held = await asyncio.to_thread(self.metering.reserve, principal, need)
                 # The model's slot (or a place in its queue) is taken before the first event: the
                 # routers send their 200 only after it, so a full queue is a 429 + Retry-After,
                 # not a 200 with an error event; and no other request can take the slot between
@@ -195,7 +210,6 @@ class RagService:
                 stream = _once(await answering.extractive(query, found.query_vector, hits, self.embedder))
             else:
                 assert lease is not None
-                messages = build_messages(query, shown, prompt_history)
                 # The lease stands in for the pool: the generation runs on the reserved slot.
                 if mode == "abstractive":
                     stream = answering.abstractive(
@@ -252,9 +266,13 @@ class RagService:
                 fallback=outcome.fallback,
                 query=query,
             )
-            if status == "ok":
-                self._record(principal, collection, question, result)
-            self._audit(principal, collection, question, hits, result, status)
+            try:
+                if status == "ok":
+                    self._record(principal, collection, question, result)
+                self._audit(principal, collection, question, hits, result, status)  # meters it
+            finally:
+                if self.metering is not None:
+                    self.metering.release(held)  # the real usage is counted now
         yield {"type": "done", "result": result}
 
     async def ask(self, question: str, principal: Principal, **kwargs: Any) -> AskResult:

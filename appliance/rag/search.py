@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from appliance.audit import QueryRecorder, audit_query
 from appliance.domain import Principal, ScoredChunk
 from appliance.retrieval import Retriever
+from appliance.security.acl import check_collection_scope
 from appliance.vectorstore.base import SearchFilter, SearchMode
 
 
@@ -28,10 +29,10 @@ class SearchService:
         mode: SearchMode = "hybrid",
     ) -> tuple[list[ScoredChunk], float]:
         """Retrieval only, not audited; ``filter`` narrows what the principal may read, never
-        widens it."""
-        return self.retriever.search(
-            query, principal, collection or self.default_collection, k or self.top_k, filter, mode
-        )
+        widens it. A key scoped to collections is checked here, on the collection searched."""
+        collection = collection or self.default_collection
+        check_collection_scope(principal, [collection], self.default_collection)
+        return self.retriever.search(query, principal, collection, k or self.top_k, filter, mode)
 
     def search_and_audit(
         self,

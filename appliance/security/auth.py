@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
@@ -21,13 +23,17 @@ from sqlalchemy import Engine, insert, select, update
 from appliance.db import api_keys, now
 from appliance.domain import InvalidRequest, NotFound, Principal, Role, Unauthenticated
 from appliance.security.identity import ROLE_RANK, ROLES, IdentityStore, lower_role, validate_role
+from appliance.security.secrets import secrets_dir
 
 KEY_PREFIX = "kb-"
 __all__ = [
+    "ADMIN_KEY_FILE",
     "KEY_PREFIX",
     "ROLES",
     "IssuedKey",
     "KeyStore",
+    "bootstrap_admin_to_file",
+    "is_limited_key",
     "issue_key",
     "resolve_key_session",
     "resolve_principal",
@@ -266,6 +272,35 @@ def _as_user(identity: IdentityStore, principal: Principal, require_user: bool =
         collections=principal.collections,
         routes=principal.routes,
     )
+
+
+ADMIN_KEY_FILE = "admin.key"
+
+
+def bootstrap_admin_to_file(keys: KeyStore, data_dir: Path) -> tuple[IssuedKey, Path] | None:
+    """On first start, create the admin key and also keep it in ``<data dir>/secrets/admin.key``
+    (0600), so it is not only in a terminal's or a log collector's scrollback. None when an admin
+    key exists already."""
+    issued = keys.bootstrap_admin()
+    if issued is None:
+        return None
+    path = secrets_dir(data_dir) / ADMIN_KEY_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a file left by an earlier install keeps its mode otherwise
+    with os.fdopen(fd, "w") as fh:
+        fh.write(issued.key + "\n")
+    return issued, path
+
+
+def is_limited_key(principal: Principal, stored_role: str | None) -> bool:
+    """Does the caller act through a key narrower than its user (scoped to collections or routes,
+    or carrying a lower role)? Such a key manages no other key of its owner: it could otherwise
+    revoke the owner's keys or list them to pick a wider one."""
+    if principal.key_id is None:
+        return False
+    if principal.collections is not None or principal.routes is not None:
+        return True
+    return stored_role is not None and ROLE_RANK.get(principal.role, -1) < ROLE_RANK.get(stored_role, -1)
 
 
 def issue_key(

@@ -8,6 +8,7 @@ Passwords are hashed with argon2id (argon2-cffi's defaults, RFC 9106 low-memory 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -153,6 +154,14 @@ class IdentityStore:
                     update(users).where(users.c.name == name).values(password_hash=_hasher.hash(password))
                 )
         return True
+
+    def password_stamp(self, name: str) -> str:
+        """A short digest of the user's stored password hash ("" without a password): UI sessions
+        remember it at sign-in and end once it changes, i.e. when the password is changed."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(users.c.password_hash).where(users.c.name == name)).first()
+        stored = row.password_hash if row is not None and row.password_hash else ""
+        return hashlib.sha256(stored.encode("utf-8")).hexdigest()[:32]
 
     def principal(self, name: str) -> Principal:
         """The user as a principal with ALL its groups; NotFound for unknown, Forbidden-ish for disabled."""

@@ -30,6 +30,7 @@ from appliance.vectorstore.hybrid import (
     SideQuery,
     SideResults,
     dense_vector,
+    qdrant_filter,
 )
 
 log = logging.getLogger(__name__)
@@ -206,18 +207,7 @@ class EdgeVectorStore(HybridSearchMixin):
     def _filter(flt: SearchFilter | None) -> Any:
         import qdrant_edge as q
 
-        if flt is None:
-            return None
-        must: list[Any] = [
-            q.FieldCondition(key=key, match=q.MatchAny(any=values)) for key, values in flt.keyword_matches()
-        ]
-        if flt.has_modified_range:
-            must.append(
-                q.FieldCondition(
-                    key="modified", range=q.RangeFloat(gte=flt.modified_after, lte=flt.modified_before)
-                )
-            )
-        return q.Filter(must=must) if must else None
+        return qdrant_filter(flt, q, q.RangeFloat)
 
     def _run_queries(
         self,

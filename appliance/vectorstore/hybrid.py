@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -78,6 +78,24 @@ class SideResults:
 
     candidates: list[list[Candidate]]
     vectors: dict[str, object] = field(default_factory=dict)
+
+
+def qdrant_filter(flt: SearchFilter | None, models: Any, range_type: Any) -> Any:
+    """``flt`` as a Qdrant ``Filter`` built from ``models`` (``qdrant_client.models`` or the
+    ``qdrant_edge`` module: both spell conditions alike, only the range type's name differs)."""
+    if flt is None:
+        return None
+    must: list[Any] = [
+        models.FieldCondition(key=key, match=models.MatchAny(any=values))
+        for key, values in flt.keyword_matches()
+    ]
+    if flt.has_modified_range:
+        must.append(
+            models.FieldCondition(
+                key="modified", range=range_type(gte=flt.modified_after, lte=flt.modified_before)
+            )
+        )
+    return models.Filter(must=must) if must else None
 
 
 class HybridSearchMixin:

@@ -32,6 +32,7 @@ from appliance.vectorstore.hybrid import (
     SideQuery,
     SideResults,
     dense_vector,
+    qdrant_filter,
 )
 
 log = logging.getLogger(__name__)
@@ -249,19 +250,7 @@ class QdrantServerStore(HybridSearchMixin):
     def _filter(flt: SearchFilter | None) -> Any:
         from qdrant_client import models
 
-        if flt is None:
-            return None
-        must: list[Any] = [
-            models.FieldCondition(key=key, match=models.MatchAny(any=values))
-            for key, values in flt.keyword_matches()
-        ]
-        if flt.has_modified_range:
-            must.append(
-                models.FieldCondition(
-                    key="modified", range=models.Range(gte=flt.modified_after, lte=flt.modified_before)
-                )
-            )
-        return models.Filter(must=must) if must else None
+        return qdrant_filter(flt, models, models.Range)
 
     def _run_queries(
         self,

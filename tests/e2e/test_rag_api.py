@@ -315,7 +315,10 @@ def test_collections_create_list_acl_default_and_delete(kb: dict, tmp_path: Path
 
 
 def test_openapi_documents_every_route_and_its_errors(kb: dict) -> None:
-    spec = httpx.get(f"{kb['server'].url}/openapi.json").json()
+    # Not public outside development (server.docs: auth): a signed-in caller reads it.
+    assert httpx.get(f"{kb['server'].url}/openapi.json").status_code == 401
+    auth = {"Authorization": f"Bearer {kb['server'].admin_key}"}
+    spec = httpx.get(f"{kb['server'].url}/openapi.json", headers=auth).json()
     checked = 0
     for path, ops in spec["paths"].items():
         if path in ("/healthz", "/readyz"):

@@ -14,9 +14,13 @@ from typing import Any
 import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
+from sqlalchemy import insert
 
 from appliance.api.app import create_app
 from appliance.container import Container
+from appliance.db import collections as collections_table
+from appliance.db import now
+from appliance.domain import Principal
 from appliance.security.auth import issue_key
 from appliance.settings import load_settings
 
@@ -27,13 +31,30 @@ ADMIN_KEY = "kb-sweep-admin-0123456789"
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     data_dir = tmp_path_factory.mktemp("sweep")
-    container = Container(load_settings(data_dir=data_dir, auth={"admin_key": ADMIN_KEY}))
+    # The sweep is one flood of refusals from one address: the audit bound has its own test.
+    unbounded = {"denied_audit_per_client": "100000/minute", "denied_audit_total": "100000/minute"}
+    container = Container(load_settings(data_dir=data_dir, auth={"admin_key": ADMIN_KEY, **unbounded}))
     container.keys.bootstrap_admin()
     container.identity.add_group("staff")
     container.identity.add_user("emp", "employee", ["staff"])
     container.identity.add_user("emp2", "employee", ["staff"])
     container.identity.add_user("svc", "app")
     container.identity.add_user("cur", "curator", ["staff"])
+    # Things outside the `kb` scope whose names must never reach a key scoped to `kb`.
+    container.identity.add_group("outgroup")
+    container.identity.add_user("outsider", "employee", ["outgroup"], "outsider-password")
+    with container.engine.begin() as conn:  # a collection row, without loading the embedder
+        conn.execute(
+            insert(collections_table).values(
+                name="othercol", default_acl=[], description="", created_at=now(), owners=["outgroup"]
+            )
+        )
+        conn.execute(
+            insert(collections_table).values(
+                name="staffcol", default_acl=[], description="", created_at=now(), owners=["staff"]
+            )
+        )
+    container.store.ensure_collection("othercol", 384)  # a shard too: the chat route looks there
     app = create_app(container)
     keys = {
         "employee": issue_key(container.keys, container.identity, "emp").key,
@@ -41,7 +62,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "scoped_away": issue_key(container.keys, container.identity, "svc", routes=["/nowhere"]).key,
         "curator_in_kb": issue_key(container.keys, container.identity, "cur", collections=["kb"]).key,
         "admin_in_kb": issue_key(container.keys, container.identity, "admin", collections=["kb"]).key,
+        "outsider": issue_key(container.keys, container.identity, "outsider").key,
     }
+    container.metering.record_usage(Principal("outsider", "employee", ("outgroup",)), 11, 3)
     client = TestClient(app, raise_server_exceptions=False)  # no `with`: no lifespan, no models
     try:
         yield {"client": client, "app": app, "container": container, "keys": keys}
@@ -211,6 +234,53 @@ def test_collection_scoped_admin_key_gets_no_appliance_wide_route(env: dict[str,
     assert c.get("/api/v1/users", headers=admin).status_code == 200
 
 
+OUTSIDE = ("outsider", "outgroup", "othercol")
+
+
+def _outside_url(path: str, outsider_key_id: int) -> str:
+    """Each path parameter filled with something of another user or collection."""
+    values = {"key_id": str(outsider_key_id), "kind": "user", "member": "outsider"}
+    if path.startswith("/api/v1/collections/"):
+        values["name"] = "othercol"
+    elif path.startswith("/api/v1/groups/"):
+        values["name"] = "outgroup"
+    else:
+        values["name"] = "outsider"
+    return re.sub(r"\{([^}]+)\}", lambda m: values.get(m.group(1), "1"), path)
+
+
+def test_scoped_admin_key_sweep_every_route(env: dict[str, Any]) -> None:
+    """Every route in the OpenAPI document, called with an admin key scoped to `kb` and pointed at
+    another user's or collection's things: the admin-only routes answer 403, and no other route
+    shows or changes anything outside `kb` (other users, their keys and usage, other collections)."""
+    c: TestClient = env["client"]
+    container = env["container"]
+    headers = {"Authorization": f"Bearer {env['keys']['admin_in_kb']}"}
+    outsider_key = next(k for k in container.keys.list("outsider") if k["active"])
+    admin_only, leaks = [], []
+    for method, path, route in _routes(env["app"]):
+        if path in PUBLIC:
+            continue
+        body = None if method in ("GET", "DELETE", "HEAD") else {}
+        if (method, path) == ("PATCH", "/api/v1/users/{name}"):
+            body = {"password": "taken-over-1", "role": "admin", "disabled": False}
+        r = c.request(method, _outside_url(path, outsider_key["id"]), json=body, headers=headers)
+        if "require_admin" in _calls(route):
+            if r.status_code != 403:
+                admin_only.append((method, path, r.status_code, r.text[:120]))
+        elif r.status_code < 400 and any(name in r.text for name in OUTSIDE):
+            leaks.append((method, path, r.status_code, r.text[:200]))
+    assert not admin_only, admin_only
+    assert not leaks, leaks
+    # Nothing of the outsider changed either.
+    assert container.identity.check_password("outsider", "outsider-password")
+    assert container.identity.lookup("outsider") == ("employee", False)
+    assert any(k["active"] for k in container.keys.list("outsider"))
+    # The same key still works as an ordinary user of its own account.
+    mine = c.get("/api/v1/keys", headers=headers).json()["data"]
+    assert mine and {k["user"] for k in mine} == {"admin"}
+
+
 def test_health_is_public(env: dict[str, Any]) -> None:
     assert env["client"].get("/healthz").status_code == 200
 
@@ -248,7 +318,17 @@ def test_identity_rest_and_own_keys(env: dict[str, Any]) -> None:
     assert c.get("/api/v1/users/nobody-at-all", headers=zoe).status_code == 404
     assert c.patch("/api/v1/users/emp", json={"password": "x" * 12}, headers=zoe).status_code == 404
     assert c.patch("/api/v1/users/zoe", json={"role": "admin"}, headers=zoe).status_code == 403
-    assert c.patch("/api/v1/users/zoe", json={"password": "new-password"}, headers=zoe).status_code == 200
+    # A password change needs the current password, whatever key asks.
+    assert c.patch("/api/v1/users/zoe", json={"password": "new-password"}, headers=zoe).status_code == 403
+    r = c.patch(
+        "/api/v1/users/zoe", json={"password": "new-password", "current_password": "wrong-one"}, headers=zoe
+    )
+    assert r.status_code == 403
+    assert env["container"].identity.check_password("zoe", "longenough")
+    r = c.patch(
+        "/api/v1/users/zoe", json={"password": "new-password", "current_password": "longenough"}, headers=zoe
+    )
+    assert r.status_code == 200
     assert env["container"].identity.check_password("zoe", "new-password")
     me = c.get("/api/v1/me", headers=zoe).json()
     assert (me["name"], me["role"], me["groups"], me["key_id"]) == (
@@ -349,3 +429,160 @@ def test_every_admin_list_is_paginated(env: dict[str, Any]) -> None:
             second = c.get(path, params={"limit": 1, "offset": 1}, headers=admin).json()
             assert second[key] == body[key][1:2] and second["total"] == body["total"], path
         assert c.get(path, params={"limit": 0}, headers=admin).status_code == 422, path
+
+
+def test_collection_scope_is_checked_where_the_search_runs(env: dict[str, Any]) -> None:
+    """The search and answer services check a scoped key against the collection they search, so a
+    request the API's dependency reads differently (here: a JSON body sent with no content type,
+    which FastAPI still parses) or a caller that is not the API cannot reach another collection."""
+    import asyncio
+
+    from appliance.domain import Forbidden
+
+    c: TestClient = env["client"]
+    container = env["container"]
+    headers = {"Authorization": f"Bearer {env['keys']['curator_in_kb']}"}
+    for path, body in (
+        ("/api/v1/search", {"query": "q", "collection": "other"}),
+        ("/api/v1/ask", {"question": "q", "collection": "other"}),
+    ):
+        r = c.post(path, content=json.dumps(body).encode(), headers=headers)
+        assert r.status_code == 403, (path, r.status_code, r.text[:200])
+        assert "may not use collection 'other'" in r.json()["error"]["message"]
+    scoped = Principal("cur", "curator", ("staff",), key_id=1, collections=("kb",))
+    with pytest.raises(Forbidden, match="collection 'other'"):
+        container.search.search("q", scoped, "other")
+    with pytest.raises(Forbidden, match="collection 'default'"):
+        container.search.search_and_audit("q", scoped)
+    with pytest.raises(Forbidden, match="collection 'other'"):
+        asyncio.run(container.rag.ask("q", scoped, collection="other"))
+    with pytest.raises(Forbidden, match="collection 'default'"):
+        asyncio.run(container.rag.ask("q", scoped))
+
+
+def test_no_existence_oracles(env: dict[str, Any]) -> None:
+    """A collection the caller may not see answers like a name that does not exist: as an OpenAI
+    `model` (unknown model, or the scoped key's default collection) and when creating it (the same
+    answer as for a taken name the caller sees, which says nothing of what holds it)."""
+    c: TestClient = env["client"]
+
+    def chat(who: str, model: str) -> tuple[int, str]:
+        r = c.post(
+            "/v1/chat/completions",
+            json={"model": model, "messages": [{"role": "user", "content": "hello"}]},
+            headers={"Authorization": f"Bearer {env['keys'][who]}"},
+        )
+        return r.status_code, r.json()["error"]["message"].replace(model, "NAME")
+
+    for who in ("curator_in_kb", "employee"):
+        assert chat(who, "othercol") == chat(who, "no-such-collection"), who
+    assert chat("employee", "othercol")[0] == 400
+    cur = {
+        "Authorization": f"Bearer {issue_key(env['container'].keys, env['container'].identity, 'cur').key}"
+    }
+    answers = []
+    for name in ("othercol", "staffcol"):  # hidden from `cur` / curated by `cur`
+        r = c.post("/api/v1/collections", json={"name": name, "owners": ["staff"]}, headers=cur)
+        answers.append((r.status_code, r.json()["error"]["message"].replace(name, "NAME")))
+    assert answers[0] == answers[1] and answers[0][0] == 409, answers
+    assert "exist" not in answers[0][1]
+
+
+def test_passwords_and_limited_keys(env: dict[str, Any]) -> None:
+    """A key, however limited, turns into its user's password only with the current password (an
+    unscoped admin sets another user's without it); a limited key (scoped, or with a lower role
+    than its user) neither lists nor revokes its owner's other keys."""
+    c: TestClient = env["client"]
+    container = env["container"]
+    container.identity.add_user("pam", "curator", ["staff"], "pam-password-1")
+    full = issue_key(container.keys, container.identity, "pam")
+    limited = {
+        "scoped": issue_key(container.keys, container.identity, "pam", collections=["kb"]),
+        "routes": issue_key(container.keys, container.identity, "pam", routes=["/api/v1"]),
+        "capped": issue_key(container.keys, container.identity, "pam", role="employee"),
+    }
+
+    def h(key: Any) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key.key}"}
+
+    for name, key in limited.items():
+        r = c.patch("/api/v1/users/pam", json={"password": "taken-over-1"}, headers=h(key))
+        assert r.status_code == 403, (name, r.text)
+        mine = c.get("/api/v1/keys", headers=h(key)).json()["data"]
+        assert [k["id"] for k in mine] == [key.id], name
+        assert c.delete(f"/api/v1/keys/{full.id}", headers=h(key)).status_code == 404, name
+    assert container.identity.check_password("pam", "pam-password-1")
+    # The full key sees and manages them all; the limited ones may revoke themselves.
+    everything = {k["id"] for k in c.get("/api/v1/keys", headers=h(full)).json()["data"]}
+    assert everything == {full.id, *(k.id for k in limited.values())}
+    assert c.delete(f"/api/v1/keys/{limited['capped'].id}", headers=h(limited["capped"])).status_code == 200
+    assert c.delete(f"/api/v1/keys/{limited['routes'].id}", headers=h(full)).status_code == 200
+    # An unscoped admin sets another user's password without it; its own needs the current one, and
+    # a scoped admin key is no admin here.
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    assert c.patch("/api/v1/users/pam", json={"password": "reset-by-admin"}, headers=admin).status_code == 200
+    assert container.identity.check_password("pam", "reset-by-admin")
+    scoped_admin = {"Authorization": f"Bearer {env['keys']['admin_in_kb']}"}
+    r = c.patch("/api/v1/users/admin", json={"password": "taken-over-1"}, headers=scoped_admin)
+    assert r.status_code == 403
+    assert not container.identity.check_password("admin", "taken-over-1")
+
+
+@pytest.mark.parametrize("mode", ["auth", "off", "public"])
+def test_api_documentation_needs_a_signed_in_caller(tmp_path: Path, mode: str) -> None:
+    """/docs, /redoc and /openapi.json are the map of every route: by default (server.docs: auth)
+    only a caller with a key (or a UI session, see test_ui_login) reads them; `off` serves none,
+    `public` (development) serves them to anyone."""
+    settings = {"data_dir": tmp_path, "auth": {"admin_key": ADMIN_KEY}}
+    if mode != "auth":
+        settings["server"] = {"docs": mode}
+    else:
+        assert load_settings(data_dir=tmp_path).server.docs == "auth"  # the default
+    container = Container(load_settings(**settings))
+    try:
+        c = TestClient(create_app(container), raise_server_exceptions=False)
+        employee = issue_key(container.keys, container.identity, _user(container, "reader")).key
+        for path in ("/openapi.json", "/docs", "/redoc"):
+            anonymous = c.get(path)
+            signed_in = c.get(path, headers={"Authorization": f"Bearer {employee}"})
+            wrong = c.get(path, headers={"Authorization": "Bearer kb-not-a-key"})
+            if mode == "public":
+                assert anonymous.status_code == 200, path
+            elif mode == "off":
+                assert (anonymous.status_code, signed_in.status_code) == (404, 404), path
+            else:
+                assert (anonymous.status_code, wrong.status_code) == (401, 401), path
+                assert signed_in.status_code == 200, path
+        if mode == "auth":
+            spec = c.get("/openapi.json", headers={"Authorization": f"Bearer {employee}"}).json()
+            assert "/api/v1/users" in spec["paths"]
+    finally:
+        container.close()
+
+
+def _user(container: Container, name: str) -> str:
+    container.identity.add_user(name, "employee")
+    return name
+
+
+def test_audit_of_refusals_is_bounded(tmp_path: Path) -> None:
+    """A flood of bad keys is refused every time, but writes at most `denied_audit_per_client`
+    records per address and `denied_audit_total` in all; the next record written says how many
+    were left out."""
+    limits = {"denied_audit_per_client": "5/minute", "denied_audit_total": "8/minute"}
+    container = Container(load_settings(data_dir=tmp_path, auth={"admin_key": ADMIN_KEY, **limits}))
+    try:
+        app = create_app(container)
+        flood = TestClient(app, raise_server_exceptions=False)
+        other = TestClient(app, raise_server_exceptions=False, client=("192.0.2.1", 4000))
+        bad = {"Authorization": "Bearer kb-wrong"}
+        assert all(flood.get("/api/v1/users", headers=bad).status_code == 401 for _ in range(20))
+        assert all(other.get("/api/v1/users", headers=bad).status_code == 401 for _ in range(20))
+        records = [json.loads(x) for x in container.audit.path.read_text().splitlines()]
+        denied = [r for r in records if r["action"] == "auth.denied"]
+        assert len(denied) == 8, len(denied)
+        assert [r["data"]["client"] for r in denied].count("testclient") == 5
+        assert denied[5]["data"]["client"] == "192.0.2.1" and denied[5]["data"]["suppressed"] == 15
+        assert container.audit.verify().ok
+    finally:
+        container.close()

@@ -289,3 +289,47 @@ def test_where_a_source_may_point(kb: dict[str, Any]) -> None:
     for body in ({"spec": upload}, {"kind": "upload", "options": {"uri": upload}}):
         r = c.post("/api/v1/sources", json={**body, "collection": "eng-kb"}, headers=admin)
         assert _code(r) == (400, "invalid_request"), (body, r.text)
+
+
+def test_document_lists_show_readers_only_what_they_need(kb: dict[str, Any]) -> None:
+    """Who manages a collection (its curators, admins) sees a document whole; another reader sees
+    no source spec and, of its ACL, only the entries that let them in. The list is one page of the
+    ledger read in SQL (LIMIT/OFFSET), not every row."""
+    from sqlalchemy import event
+
+    c: TestClient = kb["client"]
+    container = kb["container"]
+    folder = _folder(kb["root"] / "src", "shared-notes")
+    report = container.jobs.run(
+        [connectors.for_source(str(folder))], "eng-kb", ["group:platform", "user:hana"], "admin"
+    )
+    assert report["added"] == 1, report
+    shared = next(r for r in container.ledger.list("eng-kb") if "shared-notes" in r.uri)
+
+    def listed(who: str) -> dict[str, Any]:
+        r = c.get("/api/v1/documents", params={"collection": "eng-kb", "limit": 200}, headers=_h(kb, who))
+        assert r.status_code == 200, r.text
+        return {d["id"]: d for d in r.json()["items"]}
+
+    emma, hana, pat = listed("emma")[shared.id], listed("hana")[shared.id], listed("pat")[shared.id]
+    assert (emma["allow"], emma["source"]) == (["group:platform"], None)
+    assert (hana["allow"], hana["source"]) == (["user:hana"], None)
+    assert sorted(pat["allow"]) == ["group:platform", "user:hana"] and pat["source"] == shared.source
+    one = c.get(f"/api/v1/documents/{shared.id}", headers=_h(kb, "emma")).json()
+    assert (one["allow"], one["source"]) == (["group:platform"], None)
+    # Paged in SQL: the rows come with LIMIT/OFFSET, and the page and total agree with reading it all.
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(container.engine, "before_cursor_execute", seen)
+    try:
+        r = c.get("/api/v1/documents", params={"limit": 1, "offset": 1}, headers=_h(kb, "emma"))
+    finally:
+        event.remove(container.engine, "before_cursor_execute", seen)
+    documents = [s for s in statements if "FROM documents" in s and "count(" not in s.lower()]
+    assert documents and all("LIMIT" in s and "OFFSET" in s for s in documents), documents
+    everything = c.get("/api/v1/documents", params={"limit": 200}, headers=_h(kb, "emma")).json()
+    assert r.json()["total"] == everything["total"] and r.json()["items"] == everything["items"][1:2]
+    assert {d["collection"] for d in everything["items"]} <= {"eng-kb", "hr-news"}

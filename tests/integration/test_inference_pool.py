@@ -360,3 +360,29 @@ def test_a_hung_worker_is_taken_out_of_routing_and_restarted(worker: LlamaCppBac
     metrics = pool.metrics.render().decode()
     assert f'appliance_health_check_failures_total{{model="smol"}} {float(HUNG_AFTER)}' in metrics
     assert 'appliance_worker_restarts_total{model="smol"}' in metrics
+
+
+def test_one_user_cannot_take_every_place_in_the_queue(worker: LlamaCppBackend) -> None:
+    """Admission is fair per user: past ``max_queue_per_user`` waiting requests the same user gets
+    429 at once, while the queue still has room for everyone else."""
+    worker.process.ensure_running()
+    pool = make_pool(worker, max_queue=4, max_queue_per_user=2)
+
+    async def take(user: str) -> None:
+        (await pool.reserve(user=user)).release()
+
+    async def run() -> None:
+        held = await pool.reserve(user="first")  # the one slot
+        greedy = [asyncio.create_task(take("greedy")) for _ in range(2)]
+        await until(lambda: pool.stats()["waiting"] == 2)
+        with pytest.raises(Overloaded, match="you already have 2 requests waiting"):
+            await pool.reserve(user="greedy")
+        fair = asyncio.create_task(take("fair"))  # the queue is not full: others still get in
+        await until(lambda: pool.stats()["waiting"] == 3)
+        held.release()
+        await asyncio.gather(*greedy, fair)
+        assert pool.stats() == {"outstanding": 0, "waiting": 0}
+
+    asyncio.run(run())
+    # Without a per-user cap a pool built directly keeps the whole queue for anyone.
+    assert make_pool(worker, max_queue=4).max_queue_per_user == 4

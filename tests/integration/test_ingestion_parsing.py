@@ -7,6 +7,7 @@ import dataclasses
 import io
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +129,12 @@ def test_overrunning_worker_is_killed_and_replaced(pool: ParserPool) -> None:
     assert "still works" in texts(pool.parse(b"the pool still works", "after.txt"))
     [fresh] = list(pool._idle.queue)
     assert fresh.process.pid != old_pid
+
+
+def test_a_parser_worker_never_loads_torch(pool: ParserPool) -> None:
+    """spaCy pulls torch in whenever it is installed; the parsers need none of it (memory, start-up)."""
+    assert "parsed" in texts(pool.parse(b"parsed with every import warm", "warm.txt"))
+    [worker] = list(pool._idle.queue)
+    maps = Path(f"/proc/{worker.process.pid}/maps").read_text()
+    assert "/spacy/" in maps  # warm: spaCy's extensions are loaded
+    assert "libtorch" not in maps

@@ -453,3 +453,31 @@ def test_collections_list_follows_the_filter(kb: dict[str, Any]) -> None:
         assert r.status_code == (200 if hr else 404), user
     r = client.get("/api/v1/collections", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
     assert {c["name"] for c in r.json()["items"]} == {"default", VAULT}
+
+
+def test_token_quota_is_reserved_before_the_answer_is_generated(kb: dict[str, Any]) -> None:
+    """The prompt plus max_tokens is held against the daily quota before the model runs: while
+    another answer of the same user holds most of it, a second one is refused at once (429) rather
+    than both finishing over the quota; once that one is settled the next fits again."""
+    container = kb["container"]
+    metering = container.metering
+    dave = container.identity.principal("dave")
+    headers = {"Authorization": f"Bearer {kb['keys']['dave']}"}
+    body = {"question": "What is the quarterly budget?", "answer_mode": "abstractive"}
+    spent = metering.tokens_today("user:dave")
+    metering.set_quota("user:dave", tokens_per_day=spent + 4000)
+    try:
+        running = metering.reserve(dave, 3900)  # what another answer of dave's in flight holds
+        r = kb["client"].post("/api/v1/ask", json=body, headers=headers)
+        assert r.status_code == 429 and "held by running requests" in r.json()["error"]["message"], r.text
+        metering.release(running)
+        r = kb["client"].post("/api/v1/ask", json=body, headers=headers)
+        assert r.status_code == 200, r.text
+        used = r.json()["usage"]
+        assert metering.tokens_today("user:dave") == spent + used["prompt_tokens"] + used["completion_tokens"]
+        # Settled: nothing stays held, so the quota left is exactly what was not spent.
+        rest = metering.reserve(dave, spent + 4000 - metering.tokens_today("user:dave"))
+        assert rest is not None
+        metering.release(rest)
+    finally:
+        metering.delete_quota("user:dave")

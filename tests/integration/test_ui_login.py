@@ -27,7 +27,8 @@ def _client(tmp: Path, **auth: Any) -> tuple[TestClient, Container]:
 
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    client, container = _client(tmp_path_factory.mktemp("ui"))
+    # Many sign-ins fail on purpose here, all from one address: the rate limit has its own test.
+    client, container = _client(tmp_path_factory.mktemp("ui"), login_rate="1000/minute")
     admin = container.keys.bootstrap_admin()
     assert admin is not None
     container.identity.add_user("alice", "employee", password="alice-password")
@@ -171,3 +172,105 @@ def test_revoking_or_expiring_the_key_ends_the_session(ui: dict[str, Any]) -> No
     assert c.get("/gradio_api/login_check").status_code == 200
     records = [json.loads(x) for x in container.audit.path.read_text().splitlines()]
     assert ("fay", "auth.session_ended") in [(r["actor"], r["action"]) for r in records]
+
+
+def test_a_password_change_ends_the_users_sessions(ui: dict[str, Any]) -> None:
+    c, container = ui["client"], ui["container"]
+    ids = container.identity
+    ids.add_user("gus", "employee", password="gus-password-1")
+    key = issue_key(container.keys, ids, "gus")
+    for secret in ("gus-password-1", key.key):
+        assert _login(c, "gus", secret).status_code == 200
+        user = _session_user(c)
+        assert LiveSessions(container).get(user) is not None
+        ids.update_user("gus", password=f"changed-{secret[:6]}-x")
+        assert LiveSessions(container).get(user) is None
+        assert c.get("/gradio_api/login_check").status_code == 401
+        secret_now = f"changed-{secret[:6]}-x"
+        if secret == "gus-password-1":
+            assert _login(c, "gus", "gus-password-1").status_code == 400
+            assert _login(c, "gus", secret_now).status_code == 200
+    # The key itself still signs in (it was not revoked): only the sessions opened before ended.
+    assert _login(c, "gus", key.key).status_code == 200
+
+
+def test_password_sessions_expire(ui: dict[str, Any]) -> None:
+    c, container = ui["client"], ui["container"]
+    container.identity.add_user("hal", "employee", password="hal-password-1")
+    assert _login(c, "hal", "hal-password-1").status_code == 200
+    user = _session_user(c)
+    hours = container.settings.auth.session_hours
+    assert hours == 12.0
+    user.signed_in_at -= hours * 3600 - 60  # a minute before it expires: still signed in
+    assert LiveSessions(container).get(user) is not None
+    user.signed_in_at -= 120  # a minute after
+    assert LiveSessions(container).get(user) is None
+    assert c.get("/gradio_api/login_check").status_code == 401
+
+
+def test_api_documentation_opens_for_a_ui_session(ui: dict[str, Any]) -> None:
+    c = ui["client"]
+    c.cookies.clear()
+    assert c.get("/openapi.json").status_code == 401
+    assert _login(c, "alice", "alice-password").status_code == 200
+    assert c.get("/openapi.json").json()["paths"]
+    assert c.get("/docs").status_code == 200
+
+
+def test_cookies_are_secure_over_tls_or_through_a_trusted_proxy(tmp_path: Path) -> None:
+    """Secure (and no non-Secure twin) whenever the browser came over TLS: directly, or through a
+    proxy in auth.trusted_proxies that says X-Forwarded-Proto https; anyone else saying so is
+    ignored."""
+    container = Container(load_settings(data_dir=tmp_path, auth={"trusted_proxies": ["10.0.0.0/8"]}))
+    try:
+        app = create_app(container, mount_ui)
+        container.identity.add_user("ivy", "employee", password="ivy-password-1")
+        plain = "http://127.0.0.1:8000"
+        cases = (
+            (TestClient(app, base_url="https://127.0.0.1:8000"), {}, True),
+            (
+                TestClient(app, base_url=plain, client=("10.1.2.3", 5000)),
+                {"X-Forwarded-Proto": "https"},
+                True,
+            ),
+            (TestClient(app, base_url=plain, client=("10.1.2.3", 5000)), {}, False),
+            (
+                TestClient(app, base_url=plain, client=("192.0.2.7", 5000)),
+                {"X-Forwarded-Proto": "https"},
+                False,
+            ),
+        )
+        for client, headers, secure in cases:
+            r = _login(client, "ivy", "ivy-password-1", **headers)
+            assert r.status_code == 200, r.text
+            cookies = r.headers.get_list("set-cookie")
+            flags = [{a.strip().lower() for a in c.split(";")} for c in cookies]
+            if secure:
+                assert len(cookies) == 1 and "unsecure" not in cookies[0], (headers, cookies)
+                assert "secure" in flags[0]
+            else:
+                assert any("unsecure" in c for c in cookies), (headers, cookies)
+                assert all("secure" not in f for f in flags), (headers, cookies)
+    finally:
+        container.close()
+
+
+def test_failed_sign_ins_are_rate_limited_per_user_and_address(tmp_path: Path) -> None:
+    client, container = _client(tmp_path, login_rate="3/minute")
+    try:
+        container.identity.add_user("kim", "employee", password="kim-password-1")
+        container.identity.add_user("lee", "employee", password="lee-password-1")
+        for _ in range(3):
+            assert _login(client, "kim", "wrong-password").status_code == 400
+        # Past the limit even the right password is refused, from anywhere, for a while.
+        assert _login(client, "kim", "kim-password-1").status_code == 400
+        elsewhere = TestClient(client.app, base_url="http://127.0.0.1:8000", client=("192.0.2.9", 4000))
+        assert _login(elsewhere, "kim", "kim-password-1").status_code == 400
+        # Another user from another address signs in; from the flooding address nobody does.
+        assert _login(elsewhere, "lee", "lee-password-1").status_code == 200
+        assert _login(client, "lee", "lee-password-1").status_code == 400
+        records = [json.loads(x) for x in container.audit.path.read_text().splitlines()]
+        reasons = [r["data"].get("reason") for r in records if r["action"] == "auth.denied"]
+        assert reasons.count("bad_credentials") == 3 and reasons.count("rate_limited") == 3
+    finally:
+        container.close()

@@ -289,3 +289,36 @@ def test_conversation_turns_follow_current_read_access(db_url: str) -> None:
     with engine.begin() as conn:  # a deleted document is no longer readable either
         conn.execute(documents.delete().where(documents.c.id == "d-public"))
     assert store.turns(conv["id"], "ann", reader=ids.principal("ann")).items[1]["citations"] == []
+
+
+def test_ledger_pages_by_access_in_sql(db_url: str) -> None:
+    """The document list's page is chosen in SQL by the same rule as ``can_read`` (an empty ACL is
+    every signed-in user; `_` in a name is no wildcard), on SQLite and PostgreSQL alike."""
+    from appliance.domain import Principal
+    from appliance.ingestion.state import DocumentRecord, Ledger
+    from appliance.security.acl import can_read, filter_tokens
+
+    ledger = Ledger(make_engine(db_url))
+    acls = {
+        "a": [],
+        "b": ["group:hr"],
+        "c": ["user:bob_x", "group:eng"],
+        "d": ["user:bobax"],
+        "e": ["*"],
+        "f": ["group:eng"],
+    }
+    for name, acl in acls.items():
+        collection = "other" if name == "f" else "kb"
+        rec = DocumentRecord(
+            name, collection, "/src", f"file:///{name}.md", name, "1", "h", acl, [], None, "", None
+        )
+        ledger.commit_write(rec)
+    bob = Principal("bob_x", "employee", ("eng",))
+    for who in (bob, Principal("hana", "employee", ("hr",)), Principal("root", "admin")):
+        records, total = ledger.page("kb", filter_tokens(who), who.collections, 10, 0)
+        expected = sorted(r.id for r in ledger.list("kb") if can_read(who, r.collection, r.acl))
+        assert sorted(r.id for r in records) == expected and total == len(expected), who.name
+    page, total = ledger.page(None, filter_tokens(bob), None, 2, 1)
+    assert total == 4 and [r.id for r in page] == ["c", "e"]  # a c e f by URI, from the second
+    scoped = Principal("bob_x", "employee", ("eng",), key_id=1, collections=("other",))
+    assert [r.id for r in ledger.page(None, filter_tokens(scoped), scoped.collections, 10, 0)[0]] == ["f"]

@@ -76,3 +76,26 @@ def test_concurrent_recording_loses_nothing(metering: Metering) -> None:
         list(pool.map(lambda _: metering.record_usage(ALICE, 3, 1), range(40)))
     rows = {r["subject"]: r for r in metering.report()}
     assert rows["user:alice"]["requests"] == 40 and rows["group:eng"]["total_tokens"] == 160
+
+
+def test_token_quota_reservations_cannot_overshoot(metering: Metering) -> None:
+    """Concurrent generations hold their most (prompt + max_tokens) before they start: together
+    they never pass a daily quota, of the user or of any of its groups."""
+    metering.set_quota("group:eng", tokens_per_day=1000)
+    metering.record_usage(ALICE, 100, 0)
+    first = metering.reserve(ALICE, 500)
+    assert first is not None and first.subjects == ("group:eng",)
+    with pytest.raises(Overloaded) as err:
+        metering.reserve(ALICE, 500)  # 100 spent + 500 held + 500 > 1000
+    assert "group:eng" in err.value.message and "held" in err.value.message
+    second = metering.reserve(ALICE, 400)  # 100 + 500 + 400 fits exactly
+    metering.release(first)
+    metering.record_usage(ALICE, 50, 150)  # what the first one really used
+    third = metering.reserve(ALICE, 100)  # 300 spent + 400 held + 100
+    with pytest.raises(Overloaded):
+        metering.reserve(ALICE, 201)
+    metering.release(second)
+    metering.release(third)
+    assert metering.reserve(ALICE, 700) is not None  # nothing held any more: 300 + 700
+    assert metering.reserve(BOB, 10**9) is None  # no quota of bob's: nothing to hold
+    assert metering.reserve(Principal("root", "admin"), 10**9) is None  # admins are not limited

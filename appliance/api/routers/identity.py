@@ -1,6 +1,7 @@
-"""Users, groups and API keys. Admin only, except that every user may read themselves (`/me`,
-`/users/{own name}`), change their own password, and list and revoke their own
-keys (another user's key id answers 404)."""
+"""Users, groups and API keys. Admin only (an admin key scoped to collections is no admin here:
+``AdminDep``/``AdminViewDep``), except that every user may read themselves (`/me`,
+`/users/{own name}`), change their own password given the current one, and list and revoke their
+own keys (another user's key id answers 404; a limited key sees and revokes only itself)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from appliance.api.deps import AdminDep, IdentityDep, KeysDep, PrincipalDep
+from appliance.api.deps import AdminDep, AdminViewDep, IdentityDep, KeysDep, PrincipalDep
 from appliance.api.schemas.common import COMMON_ERRORS, Limit, Offset, error_responses, page
 from appliance.api.schemas.identity import (
     Group,
@@ -27,7 +28,8 @@ from appliance.api.schemas.identity import (
     UserUpdate,
 )
 from appliance.domain import Forbidden, NotFound, Principal
-from appliance.security.auth import issue_key
+from appliance.security.auth import is_limited_key, issue_key
+from appliance.security.identity import IdentityStore
 
 router = APIRouter(
     prefix="/api/v1", tags=["identity"], responses={**COMMON_ERRORS, **error_responses(400, 403, 404, 409)}
@@ -61,15 +63,16 @@ def me(principal: PrincipalDep) -> Any:
     )
 
 
-def _own_or_404(principal: Principal, name: str) -> None:
-    # Non-admins learn nothing about other users, not even whether they exist.
-    if not principal.is_admin and principal.name != name:
+def _own_or_404(admin: Principal | None, principal: Principal, name: str) -> None:
+    # Non-admins (and admin keys scoped to collections) learn nothing about other users, not even
+    # whether they exist.
+    if admin is None and principal.name != name:
         raise NotFound(f"no user {name!r}")
 
 
 @router.get("/users/{name}", response_model=User, summary="One user (non-admins: themselves only)")
-def get_user(name: str, identity: IdentityDep, principal: PrincipalDep) -> Any:
-    _own_or_404(principal, name)
+def get_user(name: str, identity: IdentityDep, principal: PrincipalDep, admin: AdminViewDep) -> Any:
+    _own_or_404(admin, principal, name)
     return identity.get_user(name)
 
 
@@ -85,15 +88,22 @@ def update_user(
     identity: IdentityDep,
     keys: KeysDep,
     principal: PrincipalDep,
+    admin: AdminViewDep,
 ) -> Any:
-    _own_or_404(principal, name)
+    _own_or_404(admin, principal, name)
     request.state.audit = {
         "role": req.role,
         "disabled": req.disabled,
         "password_changed": req.password is not None,
     }
-    if not principal.is_admin and (req.role is not None or req.disabled is not None):
+    if admin is None and (req.role is not None or req.disabled is not None):
         raise Forbidden("only an admin changes roles or disables users")
+    # Whoever holds one of a user's keys, a limited one included, must not be able to turn it into
+    # the user's full password session: only the current password changes it (or an admin, for
+    # another user).
+    own_change = req.password is not None and (admin is None or name == principal.name)
+    if own_change and not (req.current_password and identity.check_password(name, req.current_password)):
+        raise Forbidden("changing a password needs the current one (`current_password`)")
     user = identity.update_user(name, req.role, req.disabled, req.password)
     if req.disabled:
         keys.revoke_user(name)
@@ -146,9 +156,24 @@ def remove_member(name: str, kind: str, member: str, identity: IdentityDep, _: A
 # -- keys ----------------------------------------------------------------------------------------
 
 
+def _limited(identity: IdentityStore, principal: Principal) -> bool:
+    found = identity.lookup(principal.name)
+    return is_limited_key(principal, found[0] if found else None)
+
+
 @router.get("/keys", response_model=KeyList, summary="API keys (admins: all; others: their own)")
-def list_keys(keys: KeysDep, principal: PrincipalDep, limit: Limit = 100, offset: Offset = 0) -> Any:
-    got = page(keys.list(None if principal.is_admin else principal.name), limit, offset)
+def list_keys(
+    keys: KeysDep,
+    identity: IdentityDep,
+    principal: PrincipalDep,
+    admin: AdminViewDep,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> Any:
+    found = keys.list(None if admin else principal.name)
+    if admin is None and _limited(identity, principal):
+        found = [k for k in found if k["id"] == principal.key_id]  # itself only
+    got = page(found, limit, offset)
     return KeyList(data=got.pop("page"), **got)
 
 
@@ -160,6 +185,14 @@ def create_key(req: KeyCreate, request: Request, identity: IdentityDep, keys: Ke
 
 
 @router.delete("/keys/{key_id}", response_model=Key, summary="Revoke an API key")
-async def revoke_key(key_id: int, keys: KeysDep, principal: PrincipalDep) -> Any:
-    owner = None if principal.is_admin else principal.name
+async def revoke_key(
+    key_id: int, keys: KeysDep, identity: IdentityDep, principal: PrincipalDep, admin: AdminViewDep
+) -> Any:
+    owner = None if admin else principal.name
+    if (
+        admin is None
+        and key_id != principal.key_id
+        and await asyncio.to_thread(_limited, identity, principal)
+    ):
+        raise NotFound(f"no key {key_id}")  # as for another user's key
     return await asyncio.to_thread(keys.revoke, key_id, owner)

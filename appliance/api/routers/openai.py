@@ -15,7 +15,6 @@ from appliance.api.deps import (
     PoolDep,
     PrincipalDep,
     RagDep,
-    StoreDep,
     model_collection,
 )
 from appliance.api.disconnect import unless_disconnected
@@ -28,10 +27,10 @@ from appliance.api.schemas.openai import (
     ModelList,
     Usage,
 )
-from appliance.domain import ApplianceError, InvalidRequest
+from appliance.collections import CollectionService
+from appliance.domain import ApplianceError, InvalidRequest, Principal
 from appliance.inference.base import GenerationParams
 from appliance.inference.pool import InferencePool
-from appliance.vectorstore.base import VectorStore
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=COMMON_ERRORS)
 
@@ -57,7 +56,8 @@ def _resolve(
     request: Request,
     req: ChatCompletionRequest,
     pool: InferencePool,
-    store: VectorStore,
+    collections: CollectionService,
+    principal: Principal,
     defaults: GenerationParams,
 ) -> tuple[str | None, str | None, GenerationParams, str, list[dict[str, str]]]:
     last_user = next(
@@ -77,7 +77,7 @@ def _resolve(
     collection: str | None = None
     if req.model and req.model in pool.backends:
         model = req.model
-    elif req.model and model_collection(request, req.model, store):
+    elif req.model and model_collection(request, req.model, collections, principal):
         collection = req.model
     elif req.model and req.model not in ("default", ""):
         raise InvalidRequest(f"unknown model {req.model!r}; GET /v1/models lists what is served")
@@ -114,10 +114,12 @@ async def chat_completions(
     request: Request,
     rag: RagDep,
     pool: PoolDep,
-    store: StoreDep,
+    collections: CollectionsDep,
     principal: PrincipalDep,
 ) -> Any:
-    model, collection, params, question, history = _resolve(request, req, pool, store, rag.defaults)
+    model, collection, params, question, history = _resolve(
+        request, req, pool, collections, principal, rag.defaults
+    )
     created = int(time.time())
     events = rag.ask_stream(
         question,

@@ -20,15 +20,13 @@ import html
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import HTMLResponse
 
-from appliance.api.deps import OriginalsDep, get_principal
+from appliance.api.deps import OriginalsDep, SignedInDep
 from appliance.api.schemas.common import COMMON_ERRORS, error_responses
 from appliance.api.schemas.originals import ORIGINAL_RESPONSES, PREVIEW_RESPONSES
-from appliance.domain import Principal, Unauthenticated
 from appliance.ingestion.originals import Preview, version_label
-from appliance.security.acl import check_route_scope
 
 router = APIRouter(
     prefix="/api/v1/documents", tags=["documents"], responses={**COMMON_ERRORS, **error_responses(404)}
@@ -42,20 +40,8 @@ _NO_SNIFF = {
 _PREVIEW_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
 
 
-async def reader(request: Request) -> Principal:
-    """A Bearer key's principal, or the signed-in UI session's (the chat's links carry no key)."""
-    if request.headers.get("authorization"):
-        return await get_principal(request)  # a bad key is a 401, not a fall back to the cookie
-    resolve = getattr(request.app.state, "ui_session", None)
-    principal = await asyncio.to_thread(resolve, request) if resolve is not None else None
-    if principal is None:
-        raise Unauthenticated("sign in to the UI, or send 'Authorization: Bearer <key>'")
-    request.state.principal = principal
-    check_route_scope(principal, request.url.path)
-    return principal  # type: ignore[no-any-return]
-
-
-ReaderDep = Annotated[Principal, Depends(reader)]
+# A Bearer key or the UI sign-in cookie: the chat's links carry no key.
+ReaderDep = SignedInDep
 
 
 def _disposition(kind: str, filename: str) -> str:

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 
-from appliance.api.deps import AdminDep, AuditDep, KeysDep, MeteringDep, PrincipalDep
+from appliance.api.deps import AdminDep, AdminViewDep, AuditDep, KeysDep, MeteringDep, PrincipalDep
 from appliance.api.schemas.common import COMMON_ERRORS, Limit, Offset, error_responses, page
 from appliance.api.schemas.usage import Quota, QuotaList, UsageReport
 from appliance.metering import to_csv
@@ -28,13 +28,14 @@ def usage_report(
     keys: KeysDep,
     metering: MeteringDep,
     principal: PrincipalDep,
+    admin: AdminViewDep,
     since: Annotated[str | None, Query(description="First day, YYYY-MM-DD.")] = None,
     until: Annotated[str | None, Query(description="Last day, YYYY-MM-DD.")] = None,
     kind: Annotated[Literal["user", "group", "key"] | None, Query(description="Only these subjects.")] = None,
     format: Annotated[Literal["json", "csv"], Query(description="json or csv.")] = "json",
 ) -> Any:
     own = None
-    if not principal.is_admin:
+    if admin is None:
         own = [f"user:{principal.name}"] + [f"key:{k['id']}" for k in keys.list(principal.name)]
     rows = metering.report(since, until, own, kind)
     if format == "csv":

@@ -19,6 +19,11 @@ class UserUpdate(BaseModel):
     role: Role | None = None
     disabled: bool | None = None
     password: str | None = Field(None, min_length=8)
+    current_password: str | None = Field(
+        None,
+        description="Needed with `password` unless an admin (with a key not scoped to collections) "
+        "sets another user's password. A change ends the user's other UI sessions.",
+    )
 
 
 class User(BaseModel):

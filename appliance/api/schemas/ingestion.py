@@ -83,10 +83,13 @@ class Document(BaseModel):
     collection: str
     uri: str
     title: str
-    source: str
+    source: str | None = Field(description="Where it came from; only for who manages its collection.")
     version: str
     content_hash: str
-    allow: list[str]
+    allow: list[str] = Field(
+        description="Its readers (ACL); who does not manage its collection sees only the entries "
+        "that grant them access."
+    )
     status: str = Field(description="indexed, failed or pending.")
     error: str | None
     chunks: int
