@@ -35,9 +35,11 @@ from appliance.domain import Forbidden, NotFound, Principal, Unauthenticated
 from appliance.security.acl import check_collection_scope, check_route_scope
 from appliance.security.auth import resolve_key_session
 from appliance.security.throttle import DeniedAudit, LoginThrottle
+from ui.admin import ADMIN_CSS, build_admin
 from ui.chat import CHAT_CSS, CHAT_HEAD, build_chat
 
 log = logging.getLogger(__name__)
+ADMIN_PATH = "/admin"
 
 
 class SessionUser(str):
@@ -223,20 +225,28 @@ def cookie_sessions(
     return resolve
 
 
-def mount_ui(app: FastAPI, container: Any, path: str = "/") -> FastAPI:
-    blocks = build_chat(container, LiveSessions(container, path))
+def _mount(
+    app: FastAPI,
+    container: Any,
+    path: str,
+    blocks: gr.Blocks,
+    css: str,
+    head: str | None,
+    throttle: LoginThrottle,
+) -> GradioApp:
+    """Mount ``blocks`` at ``path`` behind our sign-in, with sessions re-checked on every request."""
     mounted = gr.mount_gradio_app(
         app,
         blocks,
         path=path,
-        auth=make_login(container, path, denied=getattr(app.state, "denied_audit", None)),
+        auth=make_login(container, path, throttle, getattr(app.state, "denied_audit", None)),
         auth_message="Sign in with your user name and password (or an API key of yours). "
         "请使用您的用户名和密码（或您自己的 API 密钥）登录。",
         ssr_mode=False,
         footer_links=[],
         run_history=False,  # Gradio would keep every question and answer in the browser's storage
-        css=CHAT_CSS,
-        head=CHAT_HEAD,
+        css=css,
+        head=head,
     )
     # Without this the sessions would never be re-checked: fail at start if Gradio changed.
     gradio_app = _gradio_app(mounted, path)
@@ -254,6 +264,19 @@ def mount_ui(app: FastAPI, container: Any, path: str = "/") -> FastAPI:
         finally:
             _client.reset(token)
 
+    return gradio_app
+
+
+def mount_ui(app: FastAPI, container: Any, path: str = "/") -> FastAPI:
+    # One throttle for both sign-in forms: the console's must not double a guesser's attempts.
+    throttle = LoginThrottle(container.settings.auth.login_rate)
+    # The console first: a mount at "/" would answer /admin too. It signs in on its own (its own
+    # session cookie), and the page refuses everyone but curators and admins.
+    admin_path = path.rstrip("/") + ADMIN_PATH
+    admin = build_admin(container, LiveSessions(container, admin_path))
+    _mount(app, container, admin_path, admin, ADMIN_CSS, None, throttle)
+    chat = build_chat(container, LiveSessions(container, path))
+    gradio_app = _mount(app, container, path, chat, CHAT_CSS, CHAT_HEAD, throttle)
     # The chat's links to a document's original carry the sign-in cookie, not a key.
     app.state.ui_session = cookie_sessions(gradio_app, container, path)
-    return mounted
+    return app
