@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import cast
 
 from fastapi import FastAPI, Request
 
@@ -82,7 +83,7 @@ def create_app(
         token = _bearer(request)
         session = getattr(app.state, "ui_session", None)
         if token is None and session is not None and (principal := session(request)) is not None:
-            return principal
+            return cast(Principal, principal)
         return resolve_principal(container.keys, container.identity, token)
 
     limits = BodyLimits(

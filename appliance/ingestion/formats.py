@@ -31,7 +31,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any
 
 from defusedxml import DefusedXmlException
 from defusedxml import expatreader as defused_expat
@@ -191,7 +191,7 @@ class _StopAtRoot(xml.sax.handler.ContentHandler):
         raise _RootReached
 
 
-def check_xml_prolog(stream: BinaryIO, name: str) -> None:
+def check_xml_prolog(stream: IO[bytes], name: str) -> None:
     """Refuse an XML document whose prolog declares a DTD, entities or external references,
     whatever its encoding and however late the declaration comes; the parser stops at the root
     element, so the body is never parsed here. Malformed XML before the root is refused too."""
