@@ -119,6 +119,49 @@ class Response:
         return self.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
+IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def ip_of(text: str) -> IP:
+    """An address without its IPv6 zone; an IPv4-mapped IPv6 address as the IPv4 one."""
+    ip = ipaddress.ip_address(text.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        return ip.ipv4_mapped
+    return ip
+
+
+def checked_addresses(
+    host: str, port: int, *, label: str, allow: AllowList, resolver: Resolver, allow_setting: str
+) -> list[IP]:
+    """Every address ``host`` resolves to (once), after each passed the address rules; the caller
+    connects to one of these, never to a second DNS answer. Refusals name the host as given, not
+    the address it resolved to: a refusal must not become a way to map the inside network."""
+    host = host.strip("[]")
+    try:
+        addresses = [str(ip_of(host))]
+    except ValueError:
+        try:
+            addresses = resolver(host, port)
+        except PermissionError as exc:  # the process's egress guard (appliance.egress)
+            raise FetchRefused(
+                f"refused {label}: outbound connections to {host} are blocked; add it to "
+                "egress.allow (APPLIANCE_EGRESS__ALLOW)"
+            ) from exc
+        except OSError as exc:
+            raise FetchFailed(f"cannot resolve {host}") from exc
+    if not addresses:
+        raise FetchFailed(f"cannot resolve {host}")
+    checked = [ip_of(a) for a in addresses]
+    for ip in checked:
+        problem = address_problem(ip)
+        if problem and not allow.permits(host, ip):
+            resolved = "is" if str(ip) == host else "resolves to"
+            raise FetchRefused(
+                f"refused {label}: {host} {resolved} {problem}; an admin may name it in {allow_setting} to allow it"
+            )
+    return checked
+
+
 class SafeClient:
     """GET with SSRF checks on every hop, a size cap and a wall-clock cap per response."""
 
@@ -158,31 +201,15 @@ class SafeClient:
         if not host:
             raise FetchRefused(f"refused {url}: no host")
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
-        try:
-            literal = ipaddress.ip_address(host)
-            addresses = [str(literal)]
-        except ValueError:
-            try:
-                addresses = self.resolver(host, port)
-            except PermissionError as exc:  # the process's egress guard (appliance.egress)
-                raise FetchRefused(
-                    f"refused {url}: {exc}; add {host} to egress.allow (APPLIANCE_EGRESS__ALLOW)"
-                ) from exc
-            except OSError as exc:
-                raise FetchFailed(f"cannot resolve {host}: {exc}") from exc
-        if not addresses:
-            raise FetchFailed(f"cannot resolve {host}")
-        for address in addresses:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-            problem = address_problem(ip)
-            if problem and not self.allow.permits(host, ip):
-                # The class of address, not the address: a refusal must not map the inside network.
-                resolved = "is" if str(ip) == host else "resolves to"
-                raise FetchRefused(
-                    f"refused {url}: {host} {resolved} {problem}; name it in "
-                    "connectors.web.allow_private to allow it"
-                )
-        return parsed.copy_with(host=addresses[0]), host
+        addresses = checked_addresses(
+            host,
+            port,
+            label=url,
+            allow=self.allow,
+            resolver=self.resolver,
+            allow_setting="connectors.web.allow_private",
+        )
+        return parsed.copy_with(host=str(addresses[0])), host
 
     def get(
         self,

@@ -17,25 +17,25 @@ way to map the internal network.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import socket
 import sys
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 
-from connectors._net import AllowList, FetchFailed, FetchRefused, Resolver, address_problem, system_resolver
+from connectors._net import (
+    IP,
+    AllowList,
+    Resolver,
+    address_problem,
+    checked_addresses,
+    ip_of,
+    system_resolver,
+)
 
 ALLOW_SETTING = "connectors.allow_private"
 
 _active: ContextVar[Reach | None] = ContextVar("connector_reach", default=None)
 _hooked = False
-
-
-def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    ip = ipaddress.ip_address(text.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        return ip.ipv4_mapped
-    return ip
 
 
 class Reach:
@@ -45,43 +45,25 @@ class Reach:
         self.allow = AllowList.parse(allow_private)
         # Tests replace it to stand in for DNS answers a test can't otherwise cause.
         self.resolver = resolver
-        self.approved: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+        self.approved: set[IP] = set()
 
     def address(self, host: str, port: int, what: str = "") -> str:
         """The address to connect to for ``host``, once every address it resolves to passed."""
-        label = what or host
-        host = host.strip("[]")
-        try:
-            literal = _ip(host)
-            addresses = [str(literal)]
-        except ValueError:
-            try:
-                addresses = self.resolver(host, port)
-            except PermissionError as exc:  # the process's egress guard (appliance.egress)
-                raise FetchRefused(
-                    f"refused {label}: outbound connections to {host} are blocked; add it to "
-                    "egress.allow (APPLIANCE_EGRESS__ALLOW)"
-                ) from exc
-            except OSError as exc:
-                raise FetchFailed(f"cannot resolve {host}") from exc
-        if not addresses:
-            raise FetchFailed(f"cannot resolve {host}")
-        checked = [_ip(a) for a in addresses]
-        for ip in checked:
-            problem = address_problem(ip)
-            if problem and not self.allow.permits(host, ip):
-                resolved = "is" if str(ip) == host else "resolves to"
-                raise FetchRefused(
-                    f"refused {label}: {host} {resolved} {problem}; an admin may name it in "
-                    f"{ALLOW_SETTING} to allow it"
-                )
+        checked = checked_addresses(
+            host,
+            port,
+            label=what or host,
+            allow=self.allow,
+            resolver=self.resolver,
+            allow_setting=ALLOW_SETTING,
+        )
         self.approved.update(checked)
         return str(checked[0])
 
     def permits_connect(self, address: str) -> bool:
         """Whether a socket may connect to ``address`` (called at connect time, after any DNS)."""
         try:
-            ip = _ip(address)
+            ip = ip_of(address)
         except ValueError:
             return False
         if ip in self.approved:
