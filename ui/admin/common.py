@@ -10,6 +10,7 @@ the middleware does.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 from collections.abc import Callable
@@ -84,6 +85,22 @@ class Console:
         if record:
             self.audit(principal, action, target, 200, **data)
         return result
+
+    async def attempt(
+        self,
+        request: gr.Request,
+        action: str,
+        target: str,
+        call: Callable[[Principal], T],
+        done: Callable[[T], str],
+        **data: Any,
+    ) -> str:
+        """``act`` off the event loop, told as one status line: ``done(result)``, or why it failed."""
+        try:
+            result = await asyncio.to_thread(lambda: self.act(request, action, target, call, **data))
+        except Exception as exc:
+            return failed(exc)
+        return notice(done(result))
 
     def denied(self, principal: Principal, target: str, status: int) -> None:
         event = AuditEvent(principal.name, "auth.denied", target, {"status": status, "via": "ui"})

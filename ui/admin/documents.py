@@ -128,17 +128,13 @@ def build_documents(console: Console) -> dict[str, Any]:
     async def on_reindex(doc_id: str, request: gr.Request) -> str:
         if not doc_id:
             return notice("Select a document first.", "error")
-        try:
-            job = await asyncio.to_thread(
-                console.act,
-                request,
-                "POST /api/v1/documents/{doc_id}/reindex",
-                f"/api/v1/documents/{doc_id}/reindex",
-                lambda p: jobs.reindex(p, doc_id),
-            )
-        except Exception as exc:
-            return failed(exc)
-        return notice(f"Reindexing {doc_id} (job {job.id}).")
+        return await console.attempt(
+            request,
+            "POST /api/v1/documents/{doc_id}/reindex",
+            f"/api/v1/documents/{doc_id}/reindex",
+            lambda p: jobs.reindex(p, doc_id),
+            lambda job: f"Reindexing {doc_id} (job {job.id}).",
+        )
 
     async def on_retry_all(c: str, w: str, request: gr.Request) -> str:
         try:
@@ -161,17 +157,13 @@ def build_documents(console: Console) -> dict[str, Any]:
     async def on_delete(doc_id: str, request: gr.Request) -> str:
         if not doc_id:
             return notice("Select a document first.", "error")
-        try:
-            await asyncio.to_thread(
-                console.act,
-                request,
-                "DELETE /api/v1/documents/{doc_id}",
-                f"/api/v1/documents/{doc_id}",
-                lambda p: jobs.delete_document(p, doc_id),
-            )
-        except Exception as exc:
-            return failed(exc)
-        return notice(f"Document {doc_id} removed from the index.")
+        return await console.attempt(
+            request,
+            "DELETE /api/v1/documents/{doc_id}",
+            f"/api/v1/documents/{doc_id}",
+            lambda p: jobs.delete_document(p, doc_id),
+            lambda _: f"Document {doc_id} removed from the index.",
+        )
 
     async def on_chunks(doc_id: str, request: gr.Request) -> str:
         if not doc_id:
@@ -192,13 +184,14 @@ def build_documents(console: Console) -> dict[str, Any]:
             with open(path, "rb") as stream:
                 return jobs.upload(principal, stream, name, c or None, split_list(a))
 
-        try:
-            doc_id, job = await asyncio.to_thread(
-                console.act, request, "POST /api/v1/documents", "/api/v1/documents", put, filename=name
-            )
-        except Exception as exc:
-            return failed(exc)
-        return notice(f"Uploaded {name} as {doc_id}; indexing (job {job.id}).")
+        return await console.attempt(
+            request,
+            "POST /api/v1/documents",
+            "/api/v1/documents",
+            put,
+            lambda got: f"Uploaded {name} as {got[0]}; indexing (job {got[1].id}).",
+            filename=name,
+        )
 
     filters = [coll, words, status_f, page]
     for trigger in (refresh_btn.click, coll.input, status_f.input, words.submit, page.submit):

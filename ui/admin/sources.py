@@ -276,17 +276,13 @@ def build_sources(console: Console) -> dict[str, Any]:
     async def on_sync(sid: str, request: gr.Request) -> str:
         if not sid:
             return notice("Select a source first.", "error")
-        try:
-            job = await asyncio.to_thread(
-                console.act,
-                request,
-                "POST /api/v1/sources/{source_id}/sync",
-                f"/api/v1/sources/{sid}/sync",
-                lambda p: jobs.sync_source(p, sid),
-            )
-        except Exception as exc:
-            return failed(exc)
-        return notice(f"Sync of {sid} started (job {job.id}).")
+        return await console.attempt(
+            request,
+            "POST /api/v1/sources/{source_id}/sync",
+            f"/api/v1/sources/{sid}/sync",
+            lambda p: jobs.sync_source(p, sid),
+            lambda job: f"Sync of {sid} started (job {job.id}).",
+        )
 
     async def on_delete(sid: str, wipe: bool, request: gr.Request) -> list[Any]:
         if not sid:
