@@ -25,6 +25,7 @@ from appliance.embeddings.base import Embedder
 from appliance.inference.base import GenerationParams
 from appliance.rag import grounding
 from appliance.rag.prompts import FENCE_ECHO
+from appliance.rag.render import safe_markdown
 
 FALLBACK_NOTICE = "The generated answer was not supported by the sources, so here is what they say: "
 
@@ -162,9 +163,13 @@ async def extractive_stream(
     question: str, question_vector: np.ndarray, hits: list[ScoredChunk], embedder: Embedder
 ) -> AsyncGenerator[str, None]:
     """The extractive answer sentence by sentence, so a streaming client sees it arrive as a
-    stream like the generated modes (the sentences are all chosen before the first is sent)."""
+    stream like the generated modes (the sentences are all chosen before the first is sent).
+    Each piece is whole, so it is cleaned whole: no image, link or fence from a document reaches a
+    reader, and a piece keeps its closing citation (a stream cleaner must hold a trailing ``[n]``
+    until it sees no ``(`` follows)."""
     for piece in evidence_pieces(await evidence(question, question_vector, hits, embedder), hits):
-        yield piece
+        if cleaned := safe_markdown(piece):
+            yield cleaned
 
 
 async def abstractive(

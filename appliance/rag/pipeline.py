@@ -233,8 +233,10 @@ class RagService:
                         outcome,
                         principal.name,
                     )
-            # Whatever the mode, a reader gets no image, link or prompt fence from the answer.
-            async with contextlib.aclosing(safe_stream(stream)) as pieces:  # see answering.abstractive
+            # Whatever the mode, a reader gets no image, link or prompt fence from the answer; the
+            # extractive pieces are whole sentences and come cleaned.
+            cleaned = stream if mode == "extractive" and hits else safe_stream(stream)
+            async with contextlib.aclosing(cleaned) as pieces:  # see answering.abstractive
                 async for piece in pieces:
                     if not parts:
                         ttft_ms = (time.perf_counter() - started) * 1000

@@ -32,8 +32,17 @@ def test_an_answer_quoting_planted_markup_carries_no_fetch_and_no_fence(tmp_path
         result = asyncio.run(
             container.rag.ask("What is the turbine oil code?", LOCAL_ADMIN, mode="extractive")
         )
+
+        async def streamed() -> list[str]:
+            events = container.rag.ask_stream("What is the turbine oil code?", LOCAL_ADMIN, mode="extractive")
+            return [e["content"] for e in [e async for e in events] if e["type"] == "delta"]
+
+        deltas = asyncio.run(streamed())
     finally:
         container.close()
+    # The stream is as clean as the stored answer, piece by piece.
+    assert "".join(deltas).strip() == result.answer
+    assert not any("/beacon" in d or "](" in d or "<http" in d or "<<<" in d for d in deltas), deltas
     assert "T-77" in result.answer, result.answer
     # No image or link target is left; an autolink's address stays as words (never markup).
     assert "/beacon" not in result.answer and "/sheet" not in result.answer, result.answer
