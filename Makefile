@@ -36,13 +36,13 @@ PIP := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt --fi
 # - what the appliance runs: libmagic for type detection, tesseract for OCR, poppler for PDF pages,
 #   git for the git connector (the container image installs only these, `make system-deps-runtime`);
 # - what builds llama.cpp (`make system-deps-build`): a C++ compiler and cmake;
-# - what the `services` tests start: PostgreSQL; what the `browser` tests drive: Debian's Chromium
+# - what the `services` tests start: PostgreSQL and Redis; what the `browser` tests drive: Debian's Chromium
 #   (through Playwright's executable_path: its own browser download cannot work offline), with CJK
 #   fonts so Chinese is readable in their screenshots;
 # - the Python documentation, the evaluation corpus nobody here wrote (bench/quality.py --set pydoc).
 RUNTIME_PACKAGES := libmagic1 tesseract-ocr tesseract-ocr-eng tesseract-ocr-chi-sim poppler-utils git
 BUILD_PACKAGES := build-essential cmake
-SYSTEM_PACKAGES := $(RUNTIME_PACKAGES) $(BUILD_PACKAGES) postgresql python3-doc chromium fonts-noto-cjk
+SYSTEM_PACKAGES := $(RUNTIME_PACKAGES) $(BUILD_PACKAGES) postgresql redis-server python3-doc chromium fonts-noto-cjk
 
 define debian_packages
 @missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); missing=$$(echo $$missing); \

@@ -179,6 +179,16 @@ class DatabaseSettings(Section):
     )
 
 
+class RedisSettings(Section):
+    url: SecretStr | None = Field(
+        None,
+        description="Redis URL of scale mode, e.g. `redis://:PASSWORD@redis:6379/0`: Celery's broker "
+        "and result store for ingestion jobs (`appliance worker`), and the shared counters of sign-in "
+        "throttles, rate limits, quotas and admission, so several API replicas answer alike. Unset "
+        "(the embedded default): jobs run in-process and counters live in this process's memory.",
+    )
+
+
 class ServedModel(Section):
     """One more chat model served beside the default one."""
 
@@ -610,6 +620,7 @@ class Settings(BaseSettings):
     embeddings: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     vectorstore: VectorStoreSettings = Field(default_factory=VectorStoreSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
     ingestion: IngestionSettings = Field(default_factory=IngestionSettings)

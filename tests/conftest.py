@@ -265,6 +265,84 @@ def postgres() -> Iterator[Postgres]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+# -- Redis ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Redis:
+    """A throwaway Redis server on loopback; ``url(db)`` names one of its databases."""
+
+    port: int
+    next_db: int = 0
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def fresh_url(self) -> str:
+        """A URL of a database no other test of this session was handed (Redis has 16 by default;
+        the server is started with more), flushed first."""
+        import redis as redis_client
+
+        self.next_db += 1
+        url = self.url(self.next_db)
+        redis_client.Redis.from_url(url).flushdb()
+        return url
+
+
+@pytest.fixture(scope="session")
+def redis() -> Iterator[Redis]:
+    """Debian's redis-server (installed by `make`), on a free loopback port with no persistence, for
+    the whole session."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server not installed (`make system-deps`, or apt-get install redis-server)")
+    base = Path(tempfile.mkdtemp(prefix="kb-redis-"))
+    port = free_port()
+    log = open(base / "redis.log", "w")  # noqa: SIM115 - lives as long as the server
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--databases",
+            "256",
+            "--dir",
+            str(base),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        import redis as redis_client
+
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"redis-server exited:\n{(base / 'redis.log').read_text()[-3000:]}")
+            try:
+                redis_client.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1).ping()
+                break
+            except redis_client.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield Redis(port)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Where a test's metadata DB lives, once per backend: a SQLite file, or a new database on the
