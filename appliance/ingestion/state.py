@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import Engine, String, cast, delete, func, insert, or_, select, update
@@ -138,6 +138,11 @@ class Ledger:
             if not changed:
                 conn.execute(insert(documents).values(id=doc_id, **values))
 
+    def _save_record(self, rec: DocumentRecord, **changes: Any) -> None:
+        """Write ``rec`` whole, with ``changes`` over its fields (the row's time is set anew)."""
+        values = {f.name: getattr(rec, f.name) for f in fields(rec) if f.name not in ("id", "updated_at")}
+        self._save(rec.id, **{**values, **changes})
+
     def begin_write(self, rec: DocumentRecord, pending: builtins.list[str]) -> None:
         """Record the ids about to be written, before writing them (crash recovery needs them).
         ``rec`` is the document's last committed state (status "pending" when it has none).
@@ -146,54 +151,15 @@ class Ledger:
         them, and when the content changed since, the new ids differ and would not overwrite them.
         Forgetting them here would leave orphans if this attempt crashes too."""
         announced = list(dict.fromkeys([*(rec.pending_chunk_ids or ()), *pending]))
-        self._save(
-            rec.id,
-            collection=rec.collection,
-            source=rec.source,
-            uri=rec.uri,
-            title=rec.title,
-            version=rec.version,
-            content_hash=rec.content_hash,
-            acl=rec.acl,
-            chunk_ids=rec.chunk_ids,
-            pending_chunk_ids=announced,
-            status=rec.status,
-            error=rec.error,
-        )
+        self._save_record(rec, pending_chunk_ids=announced)
 
     def commit_write(self, rec: DocumentRecord) -> None:
-        self._save(
-            rec.id,
-            collection=rec.collection,
-            source=rec.source,
-            uri=rec.uri,
-            title=rec.title,
-            version=rec.version,
-            content_hash=rec.content_hash,
-            acl=rec.acl,
-            chunk_ids=rec.chunk_ids,
-            pending_chunk_ids=None,
-            status="indexed",
-            error=None,
-        )
+        self._save_record(rec, pending_chunk_ids=None, status="indexed", error=None)
 
     def mark_failed(self, rec: DocumentRecord, error: str) -> None:
         # A failed re-parse keeps the previous good chunks searchable; version is cleared so the
         # next run tries again.
-        self._save(
-            rec.id,
-            collection=rec.collection,
-            source=rec.source,
-            uri=rec.uri,
-            title=rec.title,
-            version="",
-            content_hash=rec.content_hash,
-            acl=rec.acl,
-            chunk_ids=rec.chunk_ids,
-            pending_chunk_ids=rec.pending_chunk_ids,
-            status="failed",
-            error=error[:2000],
-        )
+        self._save_record(rec, version="", status="failed", error=error[:2000])
 
     def touch_version(self, doc_id: str, version: str) -> None:
         self._save(doc_id, version=version)

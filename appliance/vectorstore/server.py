@@ -292,14 +292,20 @@ class QdrantServerStore(HybridSearchMixin):
             found.vectors.update((str(p.id), p.vector) for response in responses for p in response.points)
         return found
 
-    def get(self, collection: str, chunk_ids: Sequence[str]) -> list[Chunk]:
-        records = self._call(
-            "retrieve",
-            self.client.retrieve,
-            self._require(collection),
-            ids=list(chunk_ids),
-            with_payload=True,
+    def _retrieve(self, collection: str, chunk_ids: Sequence[str], with_vectors: bool) -> list[Any]:
+        return list(
+            self._call(
+                "retrieve",
+                self.client.retrieve,
+                self._require(collection),
+                ids=list(chunk_ids),
+                with_payload=True,
+                with_vectors=with_vectors,
+            )
         )
+
+    def get(self, collection: str, chunk_ids: Sequence[str]) -> list[Chunk]:
+        records = self._retrieve(collection, chunk_ids, with_vectors=False)
         return [Chunk.from_payload(str(r.id), r.payload or {}) for r in records]
 
     def count(self, collection: str) -> int:
@@ -311,14 +317,7 @@ class QdrantServerStore(HybridSearchMixin):
     # -- ingestion bookkeeping (reuse of vectors by content hash, ledger vs index checks) ---------
 
     def get_with_vectors(self, collection: str, chunk_ids: Sequence[str]) -> list[tuple[Chunk, np.ndarray]]:
-        records = self._call(
-            "retrieve",
-            self.client.retrieve,
-            self._require(collection),
-            ids=list(chunk_ids),
-            with_payload=True,
-            with_vectors=True,
-        )
+        records = self._retrieve(collection, chunk_ids, with_vectors=True)
         out = []
         for r in records:
             vector = dense_vector(r.vector)
