@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from appliance.settings import Settings
 
 
+QUIET_LOGGERS = ("httpx", "httpcore", "alembic.runtime.plugins")
+
+
 class AppContext:
     """Settings, the one container, the running server's client and the output helpers of one
     command. Nothing is loaded before a command asks for it, so ``--help`` stays cheap."""
@@ -62,6 +65,11 @@ class AppContext:
             logging.basicConfig(
                 level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
             )
+            if settings.log_level != "DEBUG":
+                # Libraries that tell each step at INFO: every health probe of a worker (httpx),
+                # every plugin of the schema check at start (alembic). Their warnings still show.
+                for name in QUIET_LOGGERS:
+                    logging.getLogger(name).setLevel(logging.WARNING)
             if settings.egress.block:
                 install_guard(settings.egress.allow)
             self._settings = settings
