@@ -119,6 +119,36 @@ class SourceStore:
             rows = conn.execute(select(sources).order_by(sources.c.created_at)).all()
         return [Source.from_row(r, self.box) for r in rows]
 
+    def update(
+        self,
+        source_id: str,
+        kind: str,
+        spec: str | None,
+        options: dict[str, Any],
+        collection: str,
+        acl: Sequence[str],
+        interval_s: int,
+        created_by: str | None,
+    ) -> Source:
+        """Change a source in place: its id, creation time, last sync and job history stay."""
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(sources)
+                .where(sources.c.id == source_id)
+                .values(
+                    kind=kind,
+                    spec=self.box.seal_spec(spec) if self.box else spec,
+                    options=self.box.seal_options(options) if self.box else options,
+                    collection=collection,
+                    acl=list(acl),
+                    interval_s=interval_s,
+                    created_by=created_by,
+                )
+            ).rowcount
+        if not changed:
+            raise NotFound(f"no source {source_id!r}")
+        return self.get(source_id)
+
     def remove(self, source_id: str) -> None:
         with self.engine.begin() as conn:
             if not conn.execute(delete(sources).where(sources.c.id == source_id)).rowcount:
