@@ -402,10 +402,7 @@ class IngestionJobs:
         stored secret, as does a spec given back as it was shown."""
         old = self._source(principal, source_id)
         name = self._curated(principal, collection or old.collection)
-        if spec is None or spec == redact(old.spec):
-            new_spec = old.spec
-        else:
-            new_spec = spec.strip() or None
+        new_spec = old.spec if spec is None or spec == redact(old.spec) else spec.strip() or None
         new_options = dict(old.options)
         if options is not None:
             new_options = {

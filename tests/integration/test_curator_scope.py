@@ -481,14 +481,19 @@ def test_a_source_is_edited_in_place_with_the_editors_reach(kb: dict[str, Any]) 
     r = c.patch(f"/api/v1/sources/{sid}", json={"interval_s": 3600, "allow": ["group:platform"]}, headers=pat)
     assert r.status_code == 200, r.text
     got = r.json()
-    assert (got["id"], got["interval_s"], got["allow"], got["spec"]) == (sid, 3600, ["group:platform"], inside)
+    assert (got["id"], got["interval_s"], got["allow"], got["spec"]) == (
+        sid,
+        3600,
+        ["group:platform"],
+        inside,
+    )
     assert got["last_job_id"] == job and got["last_sync_at"] and got["registered_by"] == "pat"
     assert [s["id"] for s in c.get("/api/v1/sources", headers=pat).json()["items"]].count(sid) == 1
-    assert [j["id"] for j in c.get("/api/v1/jobs", params={"source_id": sid}, headers=pat).json()["items"]] == [
-        job
-    ]
+    assert [
+        j["id"] for j in c.get("/api/v1/jobs", params={"source_id": sid}, headers=pat).json()["items"]
+    ] == [job]
     audit = container.audit.export().splitlines()
-    assert any(f'"PATCH /api/v1/sources/{{source_id}}"' in line and sid in line for line in audit)
+    assert any('"PATCH /api/v1/sources/{source_id}"' in line and sid in line for line in audit)
 
     # Refused as adding it would be; nothing changes.
     for who, body, expected in (
@@ -508,7 +513,10 @@ def test_a_source_is_edited_in_place_with_the_editors_reach(kb: dict[str, Any]) 
     r = c.patch(f"/api/v1/sources/{sid}", json={"spec": outside}, headers=admin)
     assert r.status_code == 200 and r.json()["spec"] == outside and r.json()["id"] == sid, r.text
     assert r.json()["registered_by"] != "pat"
-    assert _code(c.patch(f"/api/v1/sources/{sid}", json={"interval_s": 60}, headers=pat)) == (403, "forbidden")
+    assert _code(c.patch(f"/api/v1/sources/{sid}", json={"interval_s": 60}, headers=pat)) == (
+        403,
+        "forbidden",
+    )
     assert container.jobs.sources.get(sid).interval_s == 3600
     assert c.delete(f"/api/v1/sources/{sid}", headers=admin).status_code == 204
 
@@ -522,6 +530,12 @@ def test_a_source_is_edited_in_place_with_the_editors_reach(kb: dict[str, Any]) 
     assert r.status_code == 200, r.text
     stored = container.jobs.sources.get(sid).options
     assert stored["secret_access_key"] == "s3-secret-1" and stored["prefix"] == "handbook/"
-    r = c.patch(f"/api/v1/sources/{sid}", json={"options": {**shown, "secret_access_key": "s3-secret-2"}}, headers=admin)
-    assert r.status_code == 200 and container.jobs.sources.get(sid).options["secret_access_key"] == "s3-secret-2"
+    r = c.patch(
+        f"/api/v1/sources/{sid}",
+        json={"options": {**shown, "secret_access_key": "s3-secret-2"}},
+        headers=admin,
+    )
+    assert (
+        r.status_code == 200 and container.jobs.sources.get(sid).options["secret_access_key"] == "s3-secret-2"
+    )
     assert c.delete(f"/api/v1/sources/{sid}", headers=admin).status_code == 204

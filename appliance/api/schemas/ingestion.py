@@ -75,7 +75,9 @@ class SourceUpdate(BaseModel):
     )
     collection: str | None = None
     allow: list[str] | None = None
-    interval_s: int | None = Field(None, ge=0, description="Sync every this many seconds; 0 = on request only.")
+    interval_s: int | None = Field(
+        None, ge=0, description="Sync every this many seconds; 0 = on request only."
+    )
 
 
 class Source(BaseModel):
