@@ -23,7 +23,11 @@ TEXTS: dict[str, dict[str, str]] = {
         "sign_out": "Sign out",
         "language": "Language",
         "collection": "Knowledge base",
-        "no_collections": "No knowledge base is shared with you yet.",
+        "no_collections": "No knowledge base is shared with you yet: ask an administrator or a curator "
+        "to give you access.",
+        "empty_chat": "**Ask a question about your organisation's documents.** Pick a knowledge base "
+        "above, type below and press Enter. Each answer names its sources: open a numbered chip to "
+        "see the passage and the original.",
         "conversations": "Conversations",
         "new_chat": "New conversation",
         "rename": "Rename",
@@ -73,7 +77,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "sign_out": "退出登录",
         "language": "语言",
         "collection": "知识库",
-        "no_collections": "目前还没有与您共享的知识库。",
+        "no_collections": "目前还没有与您共享的知识库：请联系管理员或内容管理员为您开通权限。",
+        "empty_chat": "**就贵单位的文档提问。** 先在上方选择知识库，再在下方输入问题并按回车。"
+        "每个回答都会注明出处：点开带编号的标签即可查看原文段落和原始文件。",
         "conversations": "对话",
         "new_chat": "新对话",
         "rename": "重命名",
@@ -174,6 +180,10 @@ CONSOLE_TEXTS: dict[str, dict[str, str]] = {
         "c_more": "… and {n} more",
         # documents
         "c_docs_search": "Search title, path or error",
+        "c_all": "(all)",
+        "c_st_indexed": "indexed",
+        "c_st_failed": "failed",
+        "c_st_pending": "pending",
         "c_page": "Page",
         "c_refresh": "Refresh",
         "c_docs_info": "{n} documents · page {page} of {pages}",
@@ -426,6 +436,10 @@ CONSOLE_TEXTS: dict[str, dict[str, str]] = {
         "c_eta": "预计剩余 {left}",
         "c_more": "……另有 {n} 项",
         "c_docs_search": "搜索标题、路径或错误",
+        "c_all": "（全部）",
+        "c_st_indexed": "已索引",
+        "c_st_failed": "失败",
+        "c_st_pending": "待处理",
         "c_page": "页码",
         "c_refresh": "刷新",
         "c_docs_info": "共 {n} 个文档 · 第 {page} / {pages} 页",

@@ -9,12 +9,12 @@ from types import SimpleNamespace
 from appliance.domain import Chunk, Principal, ScoredChunk
 from tests.conftest import ROOT
 from ui.admin.common import LANG_COOKIE, Console, Labels, table
-from ui.admin.documents import DOC_HEADERS, DOC_WIDTHS, document_rows
-from ui.admin.quality import compare_html
-from ui.i18n import TEXTS
+from ui.admin.documents import DOC_HEADERS, DOC_WIDTHS, document_rows, short_ids
 from ui.admin.progress import job_card, jobs_html
+from ui.admin.quality import compare_html
 from ui.admin.retrieval import access_rule, score_rows
 from ui.admin.sources import option_rows, options_from
+from ui.i18n import TEXTS
 
 
 def _job(**over: object) -> dict:
@@ -212,23 +212,25 @@ def test_labels_relabel_components_and_tables_carry_their_headers() -> None:
     }
 
 
-def test_documents_rows_lead_with_the_title_and_end_with_the_id() -> None:
+def test_documents_rows_lead_with_the_title_and_end_with_a_short_id() -> None:
     doc = {
-        "id": "d" * 32,
+        "id": "0123456789abcdef" * 2,
         "title": "Handbook",
         "uri": "file:///srv/handbook.md",
         "collection": "default",
         "status": "failed",
         "chunks": 0,
-        "version": "1700000000.0-1234-and-more-than-24-chars",
+        "version": "1700000000000000000-1234",
         "error": "parse failed: " + "x" * 300,
         "updated_at": "2026-12-03T07:01:02.123456+00:00",
     }
     row = document_rows([doc])[0]
-    assert row[0] == "Handbook" and row[-1] == "d" * 32 and row[1] == "failed"
-    assert row[4] == "2026-12-03 07:01" and len(row[3]) == 24
+    assert row[:3] == ["Handbook", "failed", 0] and row[-1] == "01234567"
+    assert row[3] == "2023-11-14 22:13 UTC" and row[4] == "2026-12-03 07:01"
     assert row[6] == doc["error"]  # whole: the table shows CELL_CHARS and the full text on a click
     assert len(DOC_HEADERS) == len(row) == len(DOC_WIDTHS)
+    assert short_ids([doc]) == {"01234567": doc["id"]}
+    assert document_rows([doc], "zh")[0][1] == "失败"
 
 
 def test_an_evaluation_is_shown_against_the_previous_run() -> None:

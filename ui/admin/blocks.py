@@ -105,7 +105,9 @@ def build_admin(container: Any, sessions: Any) -> gr.Blocks:
         def relabel(lang: str, principal: Any) -> list[Any]:
             admin = principal is not None and principal.is_admin
             tab_updates = [
-                gr.update(label=t(lang, key), visible=admin) if k in admin_ids else gr.update(label=t(lang, key))
+                gr.update(label=t(lang, key), visible=admin)
+                if k in admin_ids
+                else gr.update(label=t(lang, key))
                 for k, key in TABS.items()
             ]
             return [

@@ -16,8 +16,9 @@ from typing import Any
 import gradio as gr
 
 from appliance.domain import Principal
+from appliance.ingestion.originals import version_label
 from ui.admin.common import Console, collection_names, esc, failed, notice, split_list, table
-from ui.i18n import t
+from ui.i18n import TEXTS, t
 
 PAGE_SIZE = 20
 ALL = "(all)"
@@ -34,8 +35,9 @@ DOC_HEADERS = [
     "c_h_error",
     "c_h_id",
 ]
-DOC_WIDTHS: list[str | int] = ["26%", "9%", "7%", "15%", "13%", "9%", "13%", "8%"]
-CELL_CHARS = 90
+DOC_WIDTHS: list[str | int] = ["27%", "9%", "7%", "15%", "14%", "10%", "11%", "7%"]
+CELL_CHARS = 60
+SHORT_ID = 8  # the id column shows this much; the page keeps the whole ids (``short_ids``)
 EVERY_DOCUMENT = 1_000_000  # the service pages too; one read of the ledger answers every filter
 
 
@@ -57,20 +59,34 @@ def find_documents(
     return out
 
 
-def document_rows(items: list[dict[str, Any]]) -> list[list[Any]]:
+def status_text(lang: str, status: str) -> str:
+    key = f"c_st_{status}"
+    return t(lang, key) if key in TEXTS["en"] else status
+
+
+def document_rows(items: list[dict[str, Any]], lang: str = "en") -> list[list[Any]]:
     return [
         [
             d["title"] or d["uri"],
-            d["status"],
+            status_text(lang, d["status"]),
             d["chunks"],
-            (d["version"] or "")[:24],
+            version_label(d["version"] or ""),
             (d["updated_at"] or "")[:16].replace("T", " "),
             d["collection"],
             d["error"] or "",
-            d["id"],
+            d["id"][:SHORT_ID],
         ]
         for d in items
     ]
+
+
+def short_ids(items: list[dict[str, Any]]) -> dict[str, str]:
+    """The whole id of each row of a page, by the short one the table shows."""
+    return {d["id"][:SHORT_ID]: d["id"] for d in items}
+
+
+def status_choices() -> list[tuple[str, str]]:
+    return [("c_all", ALL), *[(f"c_st_{s}", s) for s in STATUSES[1:]]]
 
 
 def chunks_html(preview: Any, lang: str = "en") -> str:
@@ -98,7 +114,9 @@ def build_documents(console: Console) -> dict[str, Any]:
             gr.Textbox(label="Search title, path or error", elem_id="kb-docs-search"), label="c_docs_search"
         )
         status_f = tr(
-            gr.Dropdown(STATUSES, value=ALL, label="Status", elem_id="kb-docs-status"), label="c_h_status"
+            gr.Dropdown(STATUSES, value=ALL, label="Status", elem_id="kb-docs-status"),
+            label="c_h_status",
+            choices=status_choices(),
         )
         page = tr(
             gr.Number(value=1, precision=0, minimum=1, label="Page", elem_id="kb-docs-page"), label="c_page"
@@ -139,6 +157,7 @@ def build_documents(console: Console) -> dict[str, Any]:
         up_allow = tr(gr.Textbox(label="Readers"), label="c_readers")
         upload_btn = tr(gr.Button("Upload", variant="primary", elem_id="kb-doc-upload-btn"), value="c_upload")
     chunks = gr.HTML(elem_id="kb-doc-chunks-view")
+    ids = gr.State({})
 
     async def listing(request: gr.Request, c: str, w: str, s: str, p: float | None) -> list[Any]:
         principal = console.curator(request)
@@ -146,30 +165,33 @@ def build_documents(console: Console) -> dict[str, Any]:
         found = await asyncio.to_thread(find_documents, console, principal, c, w, s)
         pages = max(1, math.ceil(len(found) / PAGE_SIZE))
         n = min(max(int(p or 1), 1), pages)
-        rows = document_rows(found[(n - 1) * PAGE_SIZE : n * PAGE_SIZE])
+        shown = found[(n - 1) * PAGE_SIZE : n * PAGE_SIZE]
+        rows = document_rows(shown, lang)
         if found:
             text = t(lang, "c_docs_info", n=len(found), page=n, pages=pages)
         elif (w or "").strip() or s not in ("", ALL, None) or c not in ("", ALL, None):
             text = t(lang, "c_docs_no_match")
         else:
             text = t(lang, "c_docs_empty")
-        return [table(lang, DOC_HEADERS, rows), text, n]
+        return [table(lang, DOC_HEADERS, rows), text, n, short_ids(shown)]
 
     async def refresh(request: gr.Request) -> list[Any]:
         principal = console.curator(request)
         names = await asyncio.to_thread(collection_names, console, principal)
         got = await listing(request, ALL, "", ALL, 1)
         first = names[0] if names else None
-        return [*got, gr.update(choices=[ALL, *names], value=ALL), gr.update(choices=names, value=first)]
+        every = [(t(console.lang(request), "c_all"), ALL), *[(n, n) for n in names]]
+        return [*got, gr.update(choices=every, value=ALL), gr.update(choices=names, value=first)]
 
     async def on_filter(c: str, w: str, s: str, p: float | None, request: gr.Request) -> list[Any]:
         try:
             return await listing(request, c, w, s, p)
         except Exception as exc:
-            return [gr.update(), failed(exc, console.lang(request)), gr.update()]
+            return [gr.update(), failed(exc, console.lang(request)), gr.update(), gr.update()]
 
-    async def on_select(evt: gr.SelectData) -> str:
-        return str(evt.row_value[-1]) if evt.row_value else ""
+    async def on_select(page_ids: dict[str, str], evt: gr.SelectData) -> str:
+        short = str(evt.row_value[-1]) if evt.row_value else ""
+        return page_ids.get(short, short)
 
     async def on_reindex(doc_id: str, request: gr.Request) -> str:
         lang = console.lang(request)
@@ -246,11 +268,11 @@ def build_documents(console: Console) -> dict[str, Any]:
 
     filters = [coll, words, status_f, page]
     for trigger in (refresh_btn.click, coll.input, status_f.input, words.submit, page.submit):
-        trigger(on_filter, filters, [docs_table, info, page])
-    docs_table.select(on_select, None, selected)
+        trigger(on_filter, filters, [docs_table, info, page, ids])
+    docs_table.select(on_select, ids, selected)
     reindex_btn.click(on_reindex, selected, status)
     retry_all_btn.click(on_retry_all, [coll, words], status)
-    delete_btn.click(on_delete, selected, status).then(on_filter, filters, [docs_table, info, page])
+    delete_btn.click(on_delete, selected, status).then(on_filter, filters, [docs_table, info, page, ids])
     chunks_btn.click(on_chunks, selected, chunks)
     upload_btn.click(on_upload, [upload, up_coll, up_allow], status)
-    return {"refresh": refresh, "outputs": [docs_table, info, page, coll, up_coll]}
+    return {"refresh": refresh, "outputs": [docs_table, info, page, ids, coll, up_coll]}

@@ -155,7 +155,13 @@ def build_sources(console: Console) -> dict[str, Any]:
             )
             allow = tr(gr.Textbox(label="Readers", elem_id="kb-source-allow"), label="c_readers")
             interval = tr(
-                gr.Number(value=0, precision=0, minimum=0, label="Sync every (seconds; 0: only on demand)"),
+                gr.Number(
+                    value=0,
+                    precision=0,
+                    minimum=0,
+                    label="Sync every (seconds; 0: only on demand)",
+                    elem_id="kb-source-interval",
+                ),
                 label="c_interval",
             )
             with gr.Row():

@@ -131,7 +131,7 @@ def build_chat(container: Any, sessions: Any) -> gr.Blocks:
                 rename_btn: {"value": t(lang, "rename")},
                 delete_btn: {"value": t(lang, "delete")},
                 collection: {"label": t(lang, "collection")},
-                chatbot: {"label": t(lang, "chat")},
+                chatbot: {"label": t(lang, "chat"), "placeholder": t(lang, "empty_chat")},
                 question: {"label": t(lang, "question"), "placeholder": t(lang, "question_placeholder")},
                 send_btn: {"value": t(lang, "send")},
                 stop_btn: {"value": t(lang, "stop")},
