@@ -385,6 +385,9 @@ CONSOLE_TEXTS: dict[str, dict[str, str]] = {
         "c_h_detail": "detail",
         "c_h_when": "when",
         "c_h_answer": "answer",
+        "c_h_question": "question",
+        "c_h_comment": "comment",
+        "c_question": "Question",
         "c_h_retrieved": "retrieved chunks",
     },
     "zh": {
@@ -632,6 +635,9 @@ CONSOLE_TEXTS: dict[str, dict[str, str]] = {
         "c_h_detail": "详情",
         "c_h_when": "时间",
         "c_h_answer": "回答",
+        "c_h_question": "问题",
+        "c_h_comment": "意见",
+        "c_question": "问题",
         "c_h_retrieved": "检索到的分块",
     },
 }

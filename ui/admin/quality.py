@@ -28,9 +28,9 @@ FEEDBACK_HEADERS = [
     "c_h_id",
     "c_h_when",
     "c_h_user",
-    "question",
+    "c_h_question",
     "c_h_answer",
-    "feedback_comment",
+    "c_h_comment",
     "c_h_retrieved",
 ]
 SHOWN = 100

@@ -73,7 +73,7 @@ def build_retrieval(console: Console) -> dict[str, Any]:
     container = console.container
     tr = console.labels
     with gr.Row():
-        question = tr(gr.Textbox(label="Question", scale=3, elem_id="kb-rt-question"), label="question")
+        question = tr(gr.Textbox(label="Question", scale=3, elem_id="kb-rt-question"), label="c_question")
         user = tr(
             gr.Dropdown([], label="As user", allow_custom_value=False, elem_id="kb-rt-user"),
             label="c_as_user",
