@@ -9,7 +9,7 @@ and re-labels its components when the user switches.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 Lang = Literal["en", "zh"]
 DEFAULT: Lang = "en"
@@ -181,6 +181,7 @@ CONSOLE_TEXTS: dict[str, dict[str, str]] = {
         # documents
         "c_docs_search": "Search title, path or error",
         "c_all": "(all)",
+        "c_status": "Status",
         "c_st_indexed": "indexed",
         "c_st_failed": "failed",
         "c_st_pending": "pending",
@@ -440,6 +441,7 @@ CONSOLE_TEXTS: dict[str, dict[str, str]] = {
         "c_more": "……另有 {n} 项",
         "c_docs_search": "搜索标题、路径或错误",
         "c_all": "（全部）",
+        "c_status": "状态",
         "c_st_indexed": "已索引",
         "c_st_failed": "失败",
         "c_st_pending": "待处理",
@@ -677,3 +679,17 @@ def pick_language(accept_language: str | None, stored: str | None = None) -> Lan
         if base in LANGUAGES:
             return base  # type: ignore[return-value]
     return DEFAULT
+
+
+def language_switch() -> Any:
+    """The English/中文 switch at the top right of the chat and the console (``kb-language``)."""
+    import gradio as gr
+
+    return gr.Radio(
+        [(name, code) for code, name in LANGUAGES.items()],
+        value=DEFAULT,
+        label="Language",
+        elem_id="kb-language",
+        scale=0,
+        min_width=180,
+    )

@@ -23,7 +23,7 @@ from ui.admin.quality import build_quality
 from ui.admin.retrieval import build_retrieval
 from ui.admin.sources import build_sources
 from ui.admin.usage import build_usage
-from ui.i18n import LANGUAGES, t
+from ui.i18n import language_switch, t
 
 ADMIN_CSS = (Path(__file__).resolve().parent / "admin.css").read_text(encoding="utf-8")
 
@@ -63,14 +63,7 @@ def build_admin(container: Any, sessions: Any) -> gr.Blocks:
     with gr.Blocks(title="Knowledge base console", analytics_enabled=False) as blocks:
         with gr.Row(elem_id="kb-top", equal_height=True):
             header = gr.HTML(_header(None))
-            language = gr.Radio(
-                [(name, code) for code, name in LANGUAGES.items()],
-                value="en",
-                label="Language",
-                elem_id="kb-language",
-                scale=0,
-                min_width=180,
-            )
+            language = language_switch()
         refused = gr.HTML(visible=False, elem_id="kb-admin-refusal")
         tab: dict[str, Any] = {}
         with gr.Column(visible=False, elem_id="kb-admin") as main, gr.Tabs() as tabs:

@@ -115,7 +115,7 @@ def build_documents(console: Console) -> dict[str, Any]:
         )
         status_f = tr(
             gr.Dropdown(STATUSES, value=ALL, label="Status", elem_id="kb-docs-status"),
-            label="c_h_status",
+            label="c_status",
             choices=status_choices(),
         )
         page = tr(
