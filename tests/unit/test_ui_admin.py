@@ -174,6 +174,12 @@ def _request(accept: str | None = None, cookie: str | None = None) -> SimpleName
     )
 
 
+def test_a_job_card_in_chinese_keeps_its_machine_status() -> None:
+    card = job_card(_job(), "zh")
+    assert 'data-status="running"' in card and "进行中" in card and "预计剩余 4 s" in card
+    assert "&lt;script&gt;" in card and "<script>" not in card
+
+
 def test_the_console_language_is_the_switchs_cookie_else_the_browsers() -> None:
     console = Console(None, None)
     assert console.lang(_request("zh-CN,zh;q=0.9,en;q=0.5")) == "zh"

@@ -27,6 +27,7 @@ from ui.i18n import t
 
 KINDS = [k for k in connectors.REGISTRY if k != "upload"]  # uploads come in through Documents
 FILLED_IN = {"acl", "max_file_bytes", "cache_dir", "extensions"}  # from the settings or the ACL box
+SOURCE_WIDTHS: list[str | int] = ["15%", "9%", "26%", "10%", "10%", "8%", "12%", "10%"]
 TEST_ITEMS = 10
 SHOWN_JOBS = 6
 SOURCE_HEADERS = [
@@ -108,6 +109,8 @@ def build_sources(console: Console) -> dict[str, Any]:
                     label="Sources (select one to edit, sync or delete)",
                     elem_id="kb-sources-table",
                     wrap=True,
+                    column_widths=SOURCE_WIDTHS,
+                    max_chars=80,
                 ),
                 label="c_sources_table",
             )
