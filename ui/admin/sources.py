@@ -27,7 +27,7 @@ from ui.i18n import t
 
 KINDS = [k for k in connectors.REGISTRY if k != "upload"]  # uploads come in through Documents
 FILLED_IN = {"acl", "max_file_bytes", "cache_dir", "extensions"}  # from the settings or the ACL box
-SOURCE_WIDTHS: list[str | int] = ["15%", "9%", "26%", "10%", "10%", "8%", "12%", "10%"]
+SOURCE_WIDTHS: list[str | int] = ["13%", "8%", "33%", "9%", "10%", "6%", "12%", "9%"]
 TEST_ITEMS = 10
 SHOWN_JOBS = 6
 SOURCE_HEADERS = [
@@ -89,7 +89,7 @@ def source_rows(sources: list[Any]) -> list[list[Any]]:
             s.collection,
             ", ".join(s.acl),
             s.interval_s,
-            s.last_sync_at.isoformat(timespec="seconds") if s.last_sync_at else "",
+            s.last_sync_at.isoformat(timespec="minutes").replace("T", " ")[:16] if s.last_sync_at else "",
             s.last_job_id or "",
         ]
         for s in sources
@@ -99,22 +99,23 @@ def source_rows(sources: list[Any]) -> list[list[Any]]:
 def build_sources(console: Console) -> dict[str, Any]:
     jobs = console.container.jobs
     tr = console.labels
+    # The table gets the whole width (paths are long); the actions and the form share the row below.
+    sources_table = tr(
+        gr.Dataframe(
+            headers=SOURCE_HEADERS,
+            value=[],
+            interactive=False,
+            label="Sources (select one to edit, sync or delete)",
+            elem_id="kb-sources-table",
+            wrap=True,
+            column_widths=SOURCE_WIDTHS,
+            max_chars=80,
+        ),
+        label="c_sources_table",
+    )
+    empty = gr.HTML(elem_id="kb-sources-empty")
     with gr.Row():
         with gr.Column(scale=3):
-            sources_table = tr(
-                gr.Dataframe(
-                    headers=SOURCE_HEADERS,
-                    value=[],
-                    interactive=False,
-                    label="Sources (select one to edit, sync or delete)",
-                    elem_id="kb-sources-table",
-                    wrap=True,
-                    column_widths=SOURCE_WIDTHS,
-                    max_chars=80,
-                ),
-                label="c_sources_table",
-            )
-            empty = gr.HTML(elem_id="kb-sources-empty")
             with gr.Row():
                 selected = tr(
                     gr.Textbox(label="Selected source", interactive=False, elem_id="kb-source-id"),
