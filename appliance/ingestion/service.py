@@ -40,7 +40,7 @@ from appliance.ingestion.verify import verify
 from appliance.security.acl import can_read as acl_allows
 from appliance.security.acl import filter_tokens, is_curator
 from appliance.security.identity import Disabled
-from appliance.security.secrets import redact
+from appliance.security.secrets import MASK, redact
 
 if TYPE_CHECKING:
     from appliance.audit import AuditLog
@@ -379,6 +379,46 @@ class IngestionJobs:
             name,
             acl,
             self.default_interval_s if interval_s is None else interval_s,
+            created_by=principal.name,
+        )
+
+    def update_source(
+        self,
+        principal: Principal,
+        source_id: str,
+        kind: str | None = None,
+        spec: str | None = None,
+        options: dict[str, Any] | None = None,
+        collection: str | None = None,
+        acl: Sequence[str] | None = None,
+        interval_s: int | None = None,
+    ) -> Source:
+        """Change a registered source in place; what is not given (None) stays. Its id, last sync
+        and jobs stay too. Authorised as adding it: the caller curates the source's collection
+        and the new one, and the connector is rebuilt now with the caller's reach; the caller
+        becomes its registrant (its syncs have the caller's reach from now on). ``spec=""`` drops
+        the path or URL for ``kind`` with ``options``; ``options`` replace the stored ones, except
+        a value shown masked (``***``, as ``Source.as_dict`` shows secrets), which keeps its
+        stored secret, as does a spec given back as it was shown."""
+        old = self._source(principal, source_id)
+        name = self._curated(principal, collection or old.collection)
+        new_spec = old.spec if spec is None or spec == redact(old.spec) else spec.strip() or None
+        new_options = dict(old.options)
+        if options is not None:
+            new_options = {
+                k: old.options[k] if v == MASK and k in old.options else v for k, v in options.items()
+            }
+        new_kind = None if new_spec else (kind or old.kind)
+        connector = self.connector(new_kind or "spec", new_spec, new_options, principal)
+        connector.close()
+        return self.sources.update(
+            source_id,
+            new_kind or connector.kind,
+            new_spec,
+            new_options,
+            name,
+            old.acl if acl is None else list(acl),
+            old.interval_s if interval_s is None else interval_s,
             created_by=principal.name,
         )
 

@@ -91,21 +91,31 @@ class SourceStore:
         created_by: str | None = None,
     ) -> Source:
         source_id = uuid.uuid4().hex[:16]
+        values = self._values(kind, spec, options, collection, acl, interval_s, created_by)
         with self.engine.begin() as conn:
-            conn.execute(
-                insert(sources).values(
-                    id=source_id,
-                    kind=kind,
-                    spec=self.box.seal_spec(spec) if self.box else spec,
-                    options=self.box.seal_options(options) if self.box else options,
-                    collection=collection,
-                    acl=list(acl),
-                    interval_s=interval_s,
-                    created_at=now(),
-                    created_by=created_by,
-                )
-            )
+            conn.execute(insert(sources).values(id=source_id, created_at=now(), **values))
         return self.get(source_id)
+
+    def _values(
+        self,
+        kind: str,
+        spec: str | None,
+        options: dict[str, Any],
+        collection: str,
+        acl: Sequence[str],
+        interval_s: int,
+        created_by: str | None,
+    ) -> dict[str, Any]:
+        """A source's columns as stored: a spec or options holding a password sealed."""
+        return {
+            "kind": kind,
+            "spec": self.box.seal_spec(spec) if self.box else spec,
+            "options": self.box.seal_options(options) if self.box else options,
+            "collection": collection,
+            "acl": list(acl),
+            "interval_s": interval_s,
+            "created_by": created_by,
+        }
 
     def get(self, source_id: str) -> Source:
         with self.engine.connect() as conn:
@@ -118,6 +128,25 @@ class SourceStore:
         with self.engine.connect() as conn:
             rows = conn.execute(select(sources).order_by(sources.c.created_at)).all()
         return [Source.from_row(r, self.box) for r in rows]
+
+    def update(
+        self,
+        source_id: str,
+        kind: str,
+        spec: str | None,
+        options: dict[str, Any],
+        collection: str,
+        acl: Sequence[str],
+        interval_s: int,
+        created_by: str | None,
+    ) -> Source:
+        """Change a source in place: its id, creation time, last sync and job history stay."""
+        values = self._values(kind, spec, options, collection, acl, interval_s, created_by)
+        with self.engine.begin() as conn:
+            changed = conn.execute(update(sources).where(sources.c.id == source_id).values(**values)).rowcount
+        if not changed:
+            raise NotFound(f"no source {source_id!r}")
+        return self.get(source_id)
 
     def remove(self, source_id: str) -> None:
         with self.engine.begin() as conn:

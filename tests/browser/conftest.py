@@ -155,8 +155,8 @@ def browser() -> Iterator[Any]:
 def new_page(browser: Any, site: dict[str, Any]) -> Iterator[Callable[..., Any]]:
     contexts: list[Any] = []
 
-    def make(locale: str = "en-US") -> Any:
-        context = browser.new_context(locale=locale, viewport={"width": 1360, "height": 900})
+    def make(locale: str = "en-US", width: int = 1360, height: int = 900) -> Any:
+        context = browser.new_context(locale=locale, viewport={"width": width, "height": height})
         context.grant_permissions(["clipboard-read", "clipboard-write"], origin=site["server"].url)
         contexts.append(context)
         return context.new_page()

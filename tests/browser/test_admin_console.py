@@ -5,6 +5,7 @@ the admin revokes it and the session ends; an employee is refused."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -81,6 +82,22 @@ def test_admin_adds_a_folder_source_sees_it_done_and_finds_the_document(
     assert "added 1" in card.inner_text() and "failed 0" in card.inner_text()
     page.evaluate("window.scrollTo(0, 0)")
     console_png = shot(page, "admin-02-source-done")
+    job_id = card.get_attribute("data-job")
+
+    # Editing it changes it in place: the same id, its job history, the new schedule.
+    page.locator("#kb-sources-table [role=gridcell]", has_text=source_id).first.click()
+    status = page.locator("#kb-source-status")
+    wait_until(lambda: f"Selected {source_id}" in status.inner_text(), 60, "the selected source")
+    assert field(page, "kb-source-spec").input_value() == str(folder)
+    field(page, "kb-source-interval").fill("3600")
+    page.locator("#kb-source-save").click()
+    wait_until(lambda: "changed in place" in status.inner_text(), 60, "the saved source")
+    assert field(page, "kb-source-id").input_value() == source_id
+    shot(page, "admin-02b-source-edited")
+    stored = site["api"].get(f"/sources/{source_id}").json()
+    assert (stored["id"], stored["interval_s"], stored["last_job_id"]) == (source_id, 3600, job_id)
+    mine = [s for s in site["api"].get("/sources").json()["items"] if s["spec"] == str(folder)]
+    assert [s["id"] for s in mine] == [source_id]
     page.get_by_role("tab", name="Documents").click()
     field(page, "kb-docs-search").fill("orchard")
     page.locator("#kb-docs-refresh").click()
@@ -151,3 +168,114 @@ def test_an_employee_opening_the_console_is_refused(new_page: Any, site: dict[st
     assert not page.locator("#kb-admin").is_visible()
     assert page.get_by_role("tab", name="Sources").count() == 0
     shot(page, "admin-06-employee-refused")
+
+
+def test_the_console_speaks_chinese_to_a_chinese_browser_and_switches(
+    new_page: Any, site: dict[str, Any], ada: str
+) -> None:
+    page = new_page("zh-CN")
+    admin_sign_in(page, site["server"].url, ada)
+    page.get_by_role("tab", name="数据源").wait_for(timeout=60_000)
+    assert "知识库 · 控制台" in page.locator("#kb-admin-header").inner_text()
+    assert page.locator("#kb-source-add").inner_text().strip() == "添加数据源"
+    assert "来源" in page.locator("#kb-sources-table").inner_text()  # the table's headers too
+    for tab in ("文档", "检索测试", "知识库", "用户与密钥", "审计", "用量", "推理池", "质量"):
+        assert page.get_by_role("tab", name=tab).count() == 1, tab
+    page.get_by_role("tab", name="文档").click()
+    info = page.locator("#kb-docs-info")
+    wait_until(lambda: "个文档" in info.inner_text(), 60, "the documents in Chinese")
+    assert "标题" in page.locator("#kb-docs-table").inner_text()
+    shot(page, "admin-07-chinese")
+    # A status line made by the server is in Chinese too.
+    page.locator("#kb-doc-reindex").click()
+    wait_until(
+        lambda: "请先在表格中选择" in page.locator("#kb-docs-status-line").inner_text(), 60, "the notice"
+    )
+
+    page.locator("#kb-language").get_by_text("English").click()
+    page.get_by_role("tab", name="Sources").wait_for(timeout=60_000)
+    assert page.locator("#kb-source-add").inner_text().strip() == "Add source"
+    page.reload()  # the choice is kept in this browser
+    page.locator("#kb-admin-header .kb-user").filter(has_text=ada).wait_for(timeout=60_000)
+    page.get_by_role("tab", name="Sources").wait_for(timeout=60_000)
+    assert page.get_by_role("tab", name="数据源").count() == 0
+    shot(page, "admin-08-switched-to-english")
+
+
+def test_quality_runs_an_evaluation_like_the_rest_api_and_compares_runs(
+    new_page: Any, site: dict[str, Any], ada: str, tmp_path: Path
+) -> None:
+    items = [
+        {"question": "What is the warranty period of the X-200 turbine?", "doc": "warranty"},
+        {"question": "How many days of paid vacation does a permanent employee receive?", "doc": "handbook"},
+    ]
+    golden = tmp_path / "browser-golden.jsonl"
+    golden.write_text("".join(json.dumps(it) + "\n" for it in items), encoding="utf-8")
+    page = new_page()
+    admin_sign_in(page, site["server"].url, ada)
+    page.get_by_role("tab", name="Quality").click()
+    page.locator("#kb-eval-file input[type=file]").set_input_files(str(golden))
+    wait_until(lambda: "browser-golden" in page.locator("#kb-eval-file").inner_text(), 60, "the upload")
+    page.locator("#kb-eval-run").click()
+    result = page.locator("#kb-eval-result")
+    wait_until(lambda: result.count() and "hit@1" in result.inner_text(), 300, "the evaluation")
+    text = result.inner_text()
+    assert "browser-golden" in text and "2 questions" in text and "hit@5" in text and "MRR" in text
+    previous = result.locator('tr[data-metric="hit@1"] td').nth(2)
+    assert previous.inner_text().strip() == "—"
+    shot(page, "admin-09-quality-first-run")
+
+    # The REST API wrote nothing else: it finds the console's result file and compares with it.
+    data_dir = site["folders"]["corpus"].parent / "data"
+    files = sorted((data_dir / "eval").glob("*-browser-golden.json"))
+    assert len(files) == 1 and files[0].name in text
+    first = json.loads(files[0].read_text(encoding="utf-8"))
+    r = site["api"].post("/eval", json={"items": items, "name": "browser-golden", "baseline": first})
+    assert r.status_code == 200 and r.json()["result_file"] == str(files[0]), r.text
+    assert r.json()["gate"]["passed"] and r.json()["retrieval"] == first["retrieval"]
+
+    # The next console run is shown against the previous one.
+    page.locator("#kb-eval-run").click()
+    wait_until(
+        lambda: result.count() and previous.count() and previous.inner_text().strip() not in ("", "—"),
+        300,
+        "the second evaluation",
+    )
+    assert previous.inner_text().strip() == f"{first['retrieval']['hit@1']:.4f}"
+    assert "No metric fell" in result.inner_text()
+    shot(page, "admin-10-quality-against-previous")
+
+
+def test_the_documents_table_is_readable_at_1280x800(new_page: Any, site: dict[str, Any], ada: str) -> None:
+    api = site["api"]
+    r = api.post(
+        "/documents",
+        files={"file": ("broken.pdf", b"%PDF-1.4 not really a pdf " * 40)},
+        data={"collection": "lab"},
+    )
+    assert r.status_code in (200, 201, 202), r.text
+    job = r.json()["job"]["id"]
+    wait_until(
+        lambda: api.get(f"/jobs/{job}").json()["status"] not in ("queued", "running"), 300, "the upload"
+    )
+    page = new_page("en-US", 1280, 800)
+    admin_sign_in(page, site["server"].url, ada)
+    page.get_by_role("tab", name="Documents").click()
+    table = page.locator("#kb-docs-table")
+    wait_until(lambda: "broken.pdf" in table.inner_text(), 60, "the documents")
+    heads = table.locator("th")
+    titles = [heads.nth(i).inner_text().strip().lower() for i in range(heads.count())]
+    at = {name: i for i, name in enumerate(titles) if name}
+    assert list(at)[:2] == ["title", "status"], titles
+    width = {name: heads.nth(i).bounding_box()["width"] for name, i in at.items()}
+    assert width["title"] >= 200 and width["title"] > 2 * width["chunks"], width
+    assert width["status"] >= 60 and width["updated"] >= 90, width
+    shot(page, "admin-11-documents-1280x800")
+    field(page, "kb-docs-search").fill("broken")
+    page.locator("#kb-docs-refresh").click()
+    info = page.locator("#kb-docs-info")
+    wait_until(lambda: info.inner_text().strip().startswith("1 documents"), 60, "the failed document")
+    wait_until(lambda: "Payroll" not in table.inner_text(), 60, "the filtered table")
+    row = table.inner_text()
+    assert "broken.pdf" in row and "failed" in row and "indexed" not in row
+    shot(page, "admin-12-failed-document")

@@ -162,6 +162,7 @@ def test_employee_gets_403_on_every_admin_or_curator_route(env: dict[str, Any]) 
         ("POST", "/api/v1/sources"),
         ("GET", "/api/v1/sources"),
         ("DELETE", "/api/v1/sources/{source_id}"),
+        ("PATCH", "/api/v1/sources/{source_id}"),
         ("POST", "/api/v1/sources/{source_id}/sync"),
         ("POST", "/api/v1/documents"),
         ("DELETE", "/api/v1/documents/{doc_id}"),

@@ -460,3 +460,82 @@ def test_document_lists_show_readers_only_what_they_need(kb: dict[str, Any]) -> 
     everything = c.get("/api/v1/documents", params={"limit": 200}, headers=_h(kb, "emma")).json()
     assert r.json()["total"] == everything["total"] and r.json()["items"] == everything["items"][1:2]
     assert {d["collection"] for d in everything["items"]} <= {"eng-kb", "hr-news"}
+
+
+def test_a_source_is_edited_in_place_with_the_editors_reach(kb: dict[str, Any]) -> None:
+    """PATCH /api/v1/sources/{id} keeps the id, the last sync and the job history, and is
+    authorised as registering it: the editor must curate the collection (old and new) and reach
+    the new spec; the editor becomes the registrant, so an admin's source edited by a curator
+    does not keep syncing with an admin's reach. A secret given back masked stays."""
+    c: TestClient = kb["client"]
+    container = kb["container"]
+    pat, hana, emma, admin = (_h(kb, u) for u in ("pat", "hana", "emma", "admin"))
+    inside = str(_folder(kb["root"] / "new", "pat-edit"))
+    outside = str(_folder(kb["root"] / "elsewhere", "pat-edit-out"))
+    r = c.post("/api/v1/sources", json={"spec": inside, "collection": "eng-kb", "interval_s": 0}, headers=pat)
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    job = c.post(f"/api/v1/sources/{sid}/sync", headers=pat).json()["id"]
+    assert _wait(kb, job)["status"] == "succeeded"
+
+    r = c.patch(f"/api/v1/sources/{sid}", json={"interval_s": 3600, "allow": ["group:platform"]}, headers=pat)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert (got["id"], got["interval_s"], got["allow"], got["spec"]) == (
+        sid,
+        3600,
+        ["group:platform"],
+        inside,
+    )
+    assert got["last_job_id"] == job and got["last_sync_at"] and got["registered_by"] == "pat"
+    assert [s["id"] for s in c.get("/api/v1/sources", headers=pat).json()["items"]].count(sid) == 1
+    assert [
+        j["id"] for j in c.get("/api/v1/jobs", params={"source_id": sid}, headers=pat).json()["items"]
+    ] == [job]
+    audit = container.audit.export().splitlines()
+    assert any('"PATCH /api/v1/sources/{source_id}"' in line and sid in line for line in audit)
+
+    # Refused as adding it would be; nothing changes.
+    for who, body, expected in (
+        (pat, {"spec": outside}, {403}),  # outside connectors.local_roots
+        (pat, {"collection": "hr-kb"}, {403, 404}),  # not a collection of pat's groups
+        (hana, {"interval_s": 5}, {404}),  # another group's source: none of hers
+        (emma, {"interval_s": 5}, {403}),
+        (pat, {"bogus": 1}, {422}),
+    ):
+        r = c.patch(f"/api/v1/sources/{sid}", json=body, headers=who)
+        assert r.status_code in expected, (body, r.text)
+    assert c.get(f"/api/v1/sources/{sid}", headers=pat).json() == got
+    assert c.patch("/api/v1/sources/nope", json={"interval_s": 1}, headers=admin).status_code == 404
+
+    # An admin points it outside the curators' roots: from now on it syncs with the admin's reach,
+    # and a curator's edit of it, even of the schedule alone, is checked with the curator's.
+    r = c.patch(f"/api/v1/sources/{sid}", json={"spec": outside}, headers=admin)
+    assert r.status_code == 200 and r.json()["spec"] == outside and r.json()["id"] == sid, r.text
+    assert r.json()["registered_by"] != "pat"
+    assert _code(c.patch(f"/api/v1/sources/{sid}", json={"interval_s": 60}, headers=pat)) == (
+        403,
+        "forbidden",
+    )
+    assert container.jobs.sources.get(sid).interval_s == 3600
+    assert c.delete(f"/api/v1/sources/{sid}", headers=admin).status_code == 204
+
+    # A secret shown masked and given back masked keeps the stored one; a new value replaces it.
+    body = {"kind": "s3", "options": {"bucket": "eng-docs", "secret_access_key": "s3-secret-1"}}
+    r = c.post("/api/v1/sources", json={**body, "collection": "eng-kb", "interval_s": 0}, headers=admin)
+    assert r.status_code == 201 and r.json()["options"]["secret_access_key"] == "***", r.text
+    sid = r.json()["id"]
+    shown = r.json()["options"]
+    r = c.patch(f"/api/v1/sources/{sid}", json={"options": {**shown, "prefix": "handbook/"}}, headers=admin)
+    assert r.status_code == 200, r.text
+    stored = container.jobs.sources.get(sid).options
+    assert stored["secret_access_key"] == "s3-secret-1" and stored["prefix"] == "handbook/"
+    r = c.patch(
+        f"/api/v1/sources/{sid}",
+        json={"options": {**shown, "secret_access_key": "s3-secret-2"}},
+        headers=admin,
+    )
+    assert (
+        r.status_code == 200 and container.jobs.sources.get(sid).options["secret_access_key"] == "s3-secret-2"
+    )
+    assert c.delete(f"/api/v1/sources/{sid}", headers=admin).status_code == 204

@@ -95,3 +95,44 @@ def test_an_employee_or_an_ended_session_does_nothing(console: tuple[Console, Pa
     with pytest.raises(Refused):  # a name Gradio passes that no sign-in of ours made
         c.act(SimpleNamespace(username="ada"), "POST /api/v1/users", "/api/v1/users", called.append)
     assert called == [] and len(last_records(c, 10_000)) == before
+
+
+def test_the_console_edits_a_source_in_place_audited_as_the_patch_route(
+    console: tuple[Console, Path],
+) -> None:
+    c, folder = console
+    jobs = c.container.jobs
+    ada = request("ada")
+    source = c.act(
+        ada,
+        "POST /api/v1/sources",
+        "/api/v1/sources",
+        lambda p: jobs.add_source(p, None, str(folder), {}, None, [], 0),
+    )
+    target = f"/api/v1/sources/{source.id}"
+    edited = c.act(
+        ada,
+        "PATCH /api/v1/sources/{source_id}",
+        target,
+        lambda p: jobs.update_source(p, source.id, "filesystem", str(folder), {}, None, ["group:hr"], 600),
+        kind="filesystem",
+    )
+    assert (edited.id, edited.interval_s, edited.acl, edited.created_at) == (
+        source.id,
+        600,
+        ["group:hr"],
+        source.created_at,
+    )
+    assert [s.id for s in jobs.list_sources(c.container.identity.principal("ada"))].count(source.id) == 1
+    record = last_records(c, 1)[0]
+    assert (record["action"], record["target"]) == ("PATCH /api/v1/sources/{source_id}", target)
+    # A curator of another group cannot see it, as over REST: nothing changes, nothing recorded.
+    with pytest.raises(NotFound):
+        c.act(
+            request("cur"),
+            "PATCH /api/v1/sources/{source_id}",
+            target,
+            lambda p: jobs.update_source(p, source.id, interval_s=1),
+        )
+    assert jobs.sources.get(source.id).interval_s == 600 and last_records(c, 1)[0] == record
+    jobs.remove_source(c.container.identity.principal("ada"), source.id)

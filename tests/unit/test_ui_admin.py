@@ -3,10 +3,18 @@ rule shown in retrieval testing."""
 
 from __future__ import annotations
 
+import re
+from types import SimpleNamespace
+
 from appliance.domain import Chunk, Principal, ScoredChunk
+from tests.conftest import ROOT
+from ui.admin.common import LANG_COOKIE, Console, Labels, table
+from ui.admin.documents import DOC_HEADERS, DOC_WIDTHS, document_rows, short_ids
 from ui.admin.progress import job_card, jobs_html
+from ui.admin.quality import compare_html
 from ui.admin.retrieval import access_rule, score_rows
 from ui.admin.sources import option_rows, options_from
+from ui.i18n import TEXTS
 
 
 def _job(**over: object) -> dict:
@@ -153,8 +161,112 @@ def test_the_refusal_speaks_the_browsers_language_and_escapes_names() -> None:
     from ui.admin.common import refusal_html
 
     erin = Principal("<b>erin</b>", "employee")
-    english = refusal_html(erin, "en-US,en;q=0.9")
+    english = refusal_html(erin, "en")
     assert "for admins and curators" in english and "&lt;b&gt;erin&lt;/b&gt; (employee)" in english
     assert "<b>erin" not in english
-    assert "仅供管理员" in refusal_html(erin, "zh-CN,zh;q=0.9")
+    assert "仅供管理员" in refusal_html(erin, "zh")
     assert "session has ended" in refusal_html(None, "en")
+
+
+def _request(accept: str | None = None, cookie: str | None = None) -> SimpleNamespace:
+    return SimpleNamespace(
+        headers={"accept-language": accept} if accept else {}, cookies={LANG_COOKIE: cookie} if cookie else {}
+    )
+
+
+def test_a_job_card_in_chinese_keeps_its_machine_status() -> None:
+    card = job_card(_job(), "zh")
+    assert 'data-status="running"' in card and "进行中" in card and "预计剩余 4 s" in card
+    assert "&lt;script&gt;" in card and "<script>" not in card
+
+
+def test_the_console_language_is_the_switchs_cookie_else_the_browsers() -> None:
+    console = Console(None, None)
+    assert console.lang(_request("zh-CN,zh;q=0.9,en;q=0.5")) == "zh"
+    assert console.lang(_request("de-DE,en;q=0.5")) == "en"
+    assert console.lang(_request("zh-CN", cookie="en")) == "en"
+    assert console.lang(_request("en-US", cookie="zh")) == "zh"
+    assert console.lang(_request("zh-TW", cookie="fr")) == "zh"  # an unknown choice is ignored
+    assert console.lang(SimpleNamespace(username="x")) == "en"  # no headers at all
+
+
+def test_every_console_text_is_in_both_languages_with_the_same_placeholders() -> None:
+    for key, english in TEXTS["en"].items():
+        chinese = TEXTS["zh"][key]
+        assert set(re.findall(r"{(\w+)}", english)) == set(re.findall(r"{(\w+)}", chinese)), key
+        if key.startswith("c_") and key not in ("c_h_rank", "c_h_bm25"):
+            assert chinese != english and re.search(r"[\u4e00-\u9fff]", chinese), key
+    # Every key a console page names is in the catalogue (a missing one would fail at run time).
+    used: set[str] = set()
+    for path in (ROOT / "ui" / "admin").glob("*.py"):
+        used |= set(re.findall(r"[\"'](c_[a-z0-9_]+)[\"']", path.read_text(encoding="utf-8")))
+    assert used and used <= set(TEXTS["en"]), used - set(TEXTS["en"])
+
+
+def test_labels_relabel_components_and_tables_carry_their_headers() -> None:
+    labels = Labels()
+    box = labels(SimpleNamespace(), label="c_user_name", placeholder="c_docs_search")
+    pick = labels(SimpleNamespace(), choices=[("c_w_hour", "last hour"), ("c_w_all", "all")])
+    assert labels.components == [box, pick]
+    zh = labels.updates("zh")
+    assert zh[0]["label"] == "用户名" and zh[0]["placeholder"] == "搜索标题、路径或错误"
+    assert zh[1]["choices"] == [("最近一小时", "last hour"), ("全部", "all")]
+    assert labels.updates("en")[0]["label"] == "User name"
+    assert table("zh", ["c_h_title", "c_h_status"], [["a", "b"]]) == {
+        "headers": ["标题", "状态"],
+        "data": [["a", "b"]],
+    }
+
+
+def test_documents_rows_lead_with_the_title_and_end_with_a_short_id() -> None:
+    doc = {
+        "id": "0123456789abcdef" * 2,
+        "title": "Handbook",
+        "uri": "file:///srv/handbook.md",
+        "collection": "default",
+        "status": "failed",
+        "chunks": 0,
+        "version": "1700000000000000000-1234",
+        "error": "parse failed: " + "x" * 300,
+        "updated_at": "2026-12-03T07:01:02.123456+00:00",
+    }
+    row = document_rows([doc])[0]
+    assert row[:3] == ["Handbook", "failed", 0] and row[-1] == "01234567"
+    assert row[3] == "2023-11-14 22:13 UTC" and row[4] == "2026-12-03 07:01"
+    assert row[6] == doc["error"]  # whole: the table shows CELL_CHARS and the full text on a click
+    assert len(DOC_HEADERS) == len(row) == len(DOC_WIDTHS)
+    assert short_ids([doc]) == {"01234567": doc["id"]}
+    assert document_rows([doc], "zh")[0][1] == "失败"
+
+
+def test_an_evaluation_is_shown_against_the_previous_run() -> None:
+    def result(hit1: float, answers: float | None, missed: list[str]) -> dict:
+        items = [{"question": q, "doc": "<b>doc</b>", "rank": None, "answer_ok": None} for q in missed]
+        return {
+            "set": "kb",
+            "questions": 10,
+            "k": 5,
+            "mode": "hybrid",
+            "elapsed_s": 1.5,
+            "retrieval": {"hit@1": hit1, "hit@k": 0.9, "mrr": 0.75},
+            "generation": None if answers is None else {"answer_contains": answers, "citation_correct": 0.8},
+            "items": items,
+            "date": "2026-12-02",
+            "result_file": "/data/eval/2026-12-03-kb.json",
+        }
+
+    before = result(0.7, 0.5, [])
+    now = {
+        **result(0.6, 0.6, ["<script>q</script>"]),
+        "gate": {"passed": False, "max_drop": 0.02, "drops": [], "newly_missed": ["<script>q</script>"]},
+    }
+    shown = compare_html(now, before, "en")
+    assert (
+        'data-metric="hit@1"><td>hit@1</td><td>0.6000</td><td>0.7000</td><td class="kb-down">-0.1000' in shown
+    )
+    assert 'data-metric="answer_contains"' in shown and "+0.1000" in shown
+    assert 'data-metric="hit@k"><td>hit@5</td>' in shown and "fell more than 0.02" in shown
+    assert "<script>" not in shown and "&lt;script&gt;q" in shown and "2026-12-03-kb.json" in shown
+    assert "/data/eval" not in shown  # the file's name, not where the server keeps it
+    first = compare_html(result(0.6, None, []), None, "zh")
+    assert "首次评测" in first and "answer_contains" not in first and "本次" in first

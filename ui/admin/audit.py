@@ -14,11 +14,13 @@ from typing import Any
 
 import gradio as gr
 
-from ui.admin.common import Console, failed, notice
+from ui.admin.common import Console, failed, notice, table
+from ui.i18n import t
 
-HEADERS = ["seq", "time", "actor", "action", "target", "data"]
+HEADERS = ["c_h_seq", "c_h_time", "c_h_actor", "c_h_action", "c_h_target", "c_h_data"]
 SHOWN = 200
 WINDOWS = {"last hour": 1, "last day": 24, "last week": 24 * 7, "all": None}
+WINDOW_KEYS = {"last hour": "c_w_hour", "last day": "c_w_day", "last week": "c_w_week", "all": "c_w_all"}
 
 
 def audit_records(export: str) -> list[dict[str, Any]]:
@@ -72,36 +74,50 @@ def record_rows(records: list[dict[str, Any]]) -> list[list[Any]]:
 
 def build_audit(console: Console) -> dict[str, Any]:
     log = console.container.audit
+    tr = console.labels
     with gr.Row():
-        user = gr.Textbox(label="User", elem_id="kb-audit-user")
-        action = gr.Textbox(label="Action contains", elem_id="kb-audit-action")
-        window = gr.Dropdown(list(WINDOWS), value="last day", label="Time")
-        show = gr.Button("Show", elem_id="kb-audit-show")
-        verify = gr.Button("Verify the chain", variant="primary", elem_id="kb-audit-verify")
+        user = tr(gr.Textbox(label="User", elem_id="kb-audit-user"), label="c_h_user")
+        action = tr(gr.Textbox(label="Action contains", elem_id="kb-audit-action"), label="c_action_contains")
+        window = tr(
+            gr.Dropdown(list(WINDOWS), value="last day", label="Time"),
+            label="c_h_time",
+            choices=[(key, w) for w, key in WINDOW_KEYS.items()],
+        )
+        show = tr(gr.Button("Show", elem_id="kb-audit-show"), value="c_show")
+        verify = tr(
+            gr.Button("Verify the chain", variant="primary", elem_id="kb-audit-verify"), value="c_verify"
+        )
     status = gr.HTML(elem_id="kb-audit-status")
-    table = gr.Dataframe(headers=HEADERS, value=[], interactive=False, wrap=True, elem_id="kb-audit-table")
+    records = gr.Dataframe(
+        headers=HEADERS, value=[], interactive=False, wrap=True, max_chars=200, elem_id="kb-audit-table"
+    )
 
     def rows(u: str, a: str, w: str) -> tuple[list[list[Any]], int]:
         found = filter_records(audit_records(log.export()), u, a, w)
         return record_rows(found), len(found)
 
     async def on_show(u: str, a: str, w: str, request: gr.Request) -> list[Any]:
+        lang = console.lang(request)
         try:
             shown, total = await asyncio.to_thread(
                 console.act, request, "GET /api/v1/audit", "/audit", lambda p: rows(u, a, w), True, False
             )
         except Exception as exc:
-            return [gr.update(), failed(exc)]
-        return [shown, notice(f"{total} records match; the newest {min(total, SHOWN)} are shown.")]
+            return [gr.update(), failed(exc, lang)]
+        return [
+            table(lang, HEADERS, shown),
+            notice(t(lang, "c_audit_found", n=total, shown=min(total, SHOWN))),
+        ]
 
     async def refresh(request: gr.Request) -> list[Any]:
         principal = console.curator(request)
         if not principal.is_admin:
             return [gr.update()]
         shown, _ = await asyncio.to_thread(rows, "", "", "last day")
-        return [shown]
+        return [table(console.lang(request), HEADERS, shown)]
 
     async def on_verify(request: gr.Request) -> str:
+        lang = console.lang(request)
         try:
             result = await asyncio.to_thread(
                 console.act,
@@ -113,11 +129,11 @@ def build_audit(console: Console) -> dict[str, Any]:
                 False,
             )
         except Exception as exc:
-            return failed(exc)
+            return failed(exc, lang)
         if result.ok:
-            return notice(f"The chain is intact: {result.records} records verified.")
-        return notice(f"TAMPERED at line {result.first_bad}: {result.reason}", "error")
+            return notice(t(lang, "c_chain_ok", n=result.records))
+        return notice(t(lang, "c_chain_bad", line=result.first_bad, reason=result.reason), "error")
 
-    show.click(on_show, [user, action, window], [table, status])
+    show.click(on_show, [user, action, window], [records, status])
     verify.click(on_verify, None, status)
-    return {"refresh": refresh, "outputs": [table]}
+    return {"refresh": refresh, "outputs": [records]}

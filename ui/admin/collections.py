@@ -13,19 +13,20 @@ from typing import Any
 
 import gradio as gr
 
-from appliance.domain import EVERYONE, Principal
-from ui.admin.common import Console, failed, notice, split_list
+from appliance.domain import EVERYONE
+from ui.admin.common import Console, failed, notice, split_list, table
+from ui.i18n import t
 
-HEADERS = ["name", "default readers", "owner groups", "description", "documents", "chunks"]
+HEADERS = ["c_h_name", "c_h_default_readers", "c_h_owners", "c_h_description", "c_h_documents", "c_h_chunks"]
 SHOWN = 200
 
 
-def collection_rows(items: list[dict[str, Any]]) -> list[list[Any]]:
+def collection_rows(items: list[dict[str, Any]], lang: str = "en") -> list[list[Any]]:
     return [
         [
             c["name"],
-            ", ".join("everyone signed in" if a == EVERYONE else a for a in c["default_acl"]),
-            ", ".join(c["owners"]) or "(admins only)",
+            ", ".join(t(lang, "c_everyone") if a == EVERYONE else a for a in c["default_acl"]),
+            ", ".join(c["owners"]) or t(lang, "c_admins_only"),
             c["description"],
             c["documents"],
             c["chunks"],
@@ -37,35 +38,45 @@ def collection_rows(items: list[dict[str, Any]]) -> list[list[Any]]:
 def build_collections(console: Console) -> dict[str, Any]:
     service = console.container.collections
     jobs = console.container.jobs
-    table = gr.Dataframe(headers=HEADERS, value=[], interactive=False, wrap=True, elem_id="kb-colls-table")
+    tr = console.labels
+    colls = gr.Dataframe(headers=HEADERS, value=[], interactive=False, wrap=True, elem_id="kb-colls-table")
+    empty = gr.HTML(elem_id="kb-colls-empty")
     with gr.Row():
-        name = gr.Textbox(label="Collection", elem_id="kb-coll-name")
-        readers = gr.Textbox(
-            label="Default readers of new documents (group:NAME, user:NAME; empty: everyone signed in)",
-            elem_id="kb-coll-readers",
+        name = tr(gr.Textbox(label="Collection", elem_id="kb-coll-name"), label="collection")
+        readers = tr(
+            gr.Textbox(label="Default readers", elem_id="kb-coll-readers"), label="c_default_readers"
         )
-        owners = gr.Textbox(label="Owner groups (their curators manage it)", elem_id="kb-coll-owners")
-        description = gr.Textbox(label="Description")
+        owners = tr(gr.Textbox(label="Owner groups", elem_id="kb-coll-owners"), label="c_owner_groups")
+        description = tr(gr.Textbox(label="Description"), label="c_h_description")
     with gr.Row():
-        create = gr.Button("Create", variant="primary", elem_id="kb-coll-create")
-        save = gr.Button("Save owners and description (admins)", elem_id="kb-coll-save")
-        delete = gr.Button("Delete with its documents", variant="stop", elem_id="kb-coll-delete")
+        create = tr(gr.Button("Create", variant="primary", elem_id="kb-coll-create"), value="c_create")
+        save = tr(
+            gr.Button("Save owners and description (admins)", elem_id="kb-coll-save"), value="c_coll_save"
+        )
+        delete = tr(
+            gr.Button("Delete with its documents", variant="stop", elem_id="kb-coll-delete"),
+            value="c_coll_delete",
+        )
     status = gr.HTML(elem_id="kb-colls-status")
 
-    def rows(principal: Principal) -> list[list[Any]]:
-        return collection_rows(service.list(SHOWN, 0, principal)[0])
+    def rows(request: gr.Request) -> list[Any]:
+        principal = console.curator(request)
+        lang = console.lang(request)
+        got = collection_rows(service.list(SHOWN, 0, principal)[0], lang)
+        hint = notice(t(lang, "c_colls_empty")) if not got else ""
+        return [table(lang, HEADERS, got), hint]
 
     async def refresh(request: gr.Request) -> list[Any]:
-        return [await asyncio.to_thread(rows, console.curator(request))]
+        return await asyncio.to_thread(rows, request)
 
     async def run(
         request: gr.Request, action: str, target: str, call: Any, done: str, **data: Any
     ) -> list[Any]:
         try:
             await asyncio.to_thread(lambda: console.act(request, action, target, call, **data))
-            return [await asyncio.to_thread(rows, console.curator(request)), notice(done)]
+            return [*await asyncio.to_thread(rows, request), notice(done)]
         except Exception as exc:
-            return [gr.update(), failed(exc)]
+            return [gr.update(), gr.update(), failed(exc, console.lang(request))]
 
     async def on_create(n: str, r: str, o: str, d: str, request: gr.Request) -> list[Any]:
         n = (n or "").strip()
@@ -74,7 +85,7 @@ def build_collections(console: Console) -> dict[str, Any]:
             "POST /api/v1/collections",
             "/api/v1/collections",
             lambda p: service.create(n, split_list(r), d or "", split_list(o), principal=p),
-            f"Collection {n} created.",
+            console.t(request, "c_coll_created", name=n),
         )
 
     async def on_save(n: str, o: str, d: str, request: gr.Request) -> list[Any]:
@@ -84,7 +95,7 @@ def build_collections(console: Console) -> dict[str, Any]:
             "PATCH /api/v1/collections/{name}",
             f"/api/v1/collections/{n}",
             lambda p: service.update(n, split_list(o), d if d else None, principal=p),
-            f"Collection {n} saved.",
+            console.t(request, "c_coll_saved", name=n),
         )
 
     async def on_delete(n: str, request: gr.Request) -> list[Any]:
@@ -94,18 +105,18 @@ def build_collections(console: Console) -> dict[str, Any]:
             "DELETE /api/v1/collections/{name}",
             f"/api/v1/collections/{n}",
             lambda p: jobs.delete_collection(p, n),
-            f"Collection {n} deleted.",
+            console.t(request, "c_coll_deleted", name=n),
         )
 
-    async def on_select(evt: gr.SelectData) -> list[Any]:
+    async def on_select(evt: gr.SelectData, request: gr.Request) -> list[Any]:
         row = evt.row_value or []
         if len(row) < 4:
             return [gr.update()] * 3
-        owner_text = "" if row[2] == "(admins only)" else row[2]
+        owner_text = "" if row[2] == console.t(request, "c_admins_only") else row[2]
         return [row[0], owner_text, row[3]]
 
-    create.click(on_create, [name, readers, owners, description], [table, status])
-    save.click(on_save, [name, owners, description], [table, status])
-    delete.click(on_delete, name, [table, status])
-    table.select(on_select, None, [name, owners, description])
-    return {"refresh": refresh, "outputs": [table]}
+    create.click(on_create, [name, readers, owners, description], [colls, empty, status])
+    save.click(on_save, [name, owners, description], [colls, empty, status])
+    delete.click(on_delete, name, [colls, empty, status])
+    colls.select(on_select, None, [name, owners, description])
+    return {"refresh": refresh, "outputs": [colls, empty]}

@@ -14,18 +14,58 @@ import asyncio
 import html
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import gradio as gr
 
 from appliance.audit import AuditEvent
-from appliance.domain import ApplianceError, Forbidden, Principal
+from appliance.domain import ApplianceError, Forbidden, Overloaded, Principal
 from appliance.security.acl import is_curator
-from ui.i18n import pick_language
+from ui.chat.render import retry_notice
+from ui.i18n import Lang, pick_language, t
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+LANG_COOKIE = "kb-lang"  # set by the console's language switch (path /admin), read on every event
+C = TypeVar("C")
+
+
+class Labels:
+    """The console's translatable component texts: each component with the catalogue keys of the
+    properties to translate (``label``, ``value``, ``placeholder``, ``info``; a list of keys, or
+    of ``(key, value)`` pairs for ``choices``). Built once with the page, the same for everyone;
+    ``updates(lang)`` relabels every one of them for one browser."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[Any, dict[str, Any]]] = []
+
+    def __call__(self, component: C, **keys: Any) -> C:
+        self.items.append((component, keys))
+        return component
+
+    @property
+    def components(self) -> list[Any]:
+        return [c for c, _ in self.items]
+
+    def updates(self, lang: str) -> list[Any]:
+        return [gr.update(**{prop: tr(lang, key) for prop, key in keys.items()}) for _, keys in self.items]
+
+
+def tr(lang: str, key: Any) -> Any:
+    """``key`` in ``lang``: a catalogue key, a list of them, or ``(key, value)`` choice pairs."""
+    if isinstance(key, str):
+        return t(lang, key)
+    if isinstance(key, tuple):
+        return (t(lang, key[0]), key[1])
+    return [tr(lang, k) for k in key]
+
+
+def table(lang: str, header_keys: list[str], rows: list[list[Any]]) -> dict[str, Any]:
+    """A Dataframe value with its headers in ``lang`` (a value carries its own headers)."""
+    return {"headers": [t(lang, k) for k in header_keys], "data": rows}
 
 
 class Refused(Exception):
@@ -39,6 +79,18 @@ class Console:
     container: Any
     sessions: Any
 
+    labels: Labels = field(default_factory=Labels)
+
+    def lang(self, request: Any) -> Lang:
+        """The language of this browser: its choice on the switch (a cookie), else its
+        ``Accept-Language``, as the chat picks it."""
+        headers = getattr(request, "headers", None) or {}
+        cookies = getattr(request, "cookies", None) or {}
+        return pick_language(headers.get("accept-language"), cookies.get(LANG_COOKIE))
+
+    def t(self, request: Any, key: str, **values: Any) -> str:
+        return t(self.lang(request), key, **values)
+
     def who(self, request: gr.Request) -> Principal | None:
         return self.sessions.get(request.username or "")  # type: ignore[no-any-return]
 
@@ -46,9 +98,9 @@ class Console:
         """The session's principal, if it may use the console (curators and admins)."""
         principal = self.who(request)
         if principal is None:
-            raise Refused("Your session has ended: reload the page and sign in again.")
+            raise Refused(self.t(request, "c_session_ended"))
         if not is_curator(principal):
-            raise Refused("The console is for admins and curators.")
+            raise Refused(self.t(request, "c_refused_title"))
         return principal
 
     def audit(self, principal: Principal, action: str, target: str, status: int, **data: Any) -> None:
@@ -110,12 +162,18 @@ class Console:
             log.exception("could not audit a console refusal")
 
 
-def message(exc: Exception) -> str:
-    """The text shown for a failed action: the service's own message for our typed errors."""
-    if isinstance(exc, Refused | ApplianceError):
+def message(exc: Exception, lang: str = "en") -> str:
+    """The text shown for a failed action, as a sentence: the service's own message for our typed
+    errors (with when to retry for a busy or over-quota one), never a traceback or JSON."""
+    if isinstance(exc, Refused):
         return str(exc)
+    if isinstance(exc, Overloaded):
+        when = retry_notice(exc.retry_after)
+        return t(lang, "c_busy", message=exc.message, when=t(lang, when["key"], **when["values"]))
+    if isinstance(exc, ApplianceError):
+        return t(lang, "c_failed", message=exc.message)
     log.exception("console action failed", exc_info=exc)
-    return f"Failed: {type(exc).__name__}"
+    return t(lang, "c_failed", message=t(lang, "c_internal", name=type(exc).__name__))
 
 
 def notice(text: str, kind: str = "ok") -> str:
@@ -123,8 +181,8 @@ def notice(text: str, kind: str = "ok") -> str:
     return f'<div class="kb-notice kb-{kind}">{html.escape(text)}</div>'
 
 
-def failed(exc: Exception) -> str:
-    return notice(message(exc), "error")
+def failed(exc: Exception, lang: str = "en") -> str:
+    return notice(message(exc, lang), "error")
 
 
 def esc(value: Any) -> str:
@@ -141,32 +199,13 @@ def collection_names(console: Console, principal: Principal) -> list[str]:
     return sorted(console.container.collections.curated(principal))
 
 
-# The one page an employee sees here, in the chat's languages (chosen as the chat chooses).
-REFUSAL: dict[str, dict[str, str]] = {
-    "en": {
-        "title": "This console is for admins and curators",
-        "body": "You are signed in as {user} ({role}). Ask an administrator if you need to manage "
-        "sources or documents.",
-        "chat": "Back to the chat",
-        "sign_out": "Sign out",
-        "ended": "Your session has ended: reload the page and sign in again.",
-    },
-    "zh": {
-        "title": "此控制台仅供管理员和内容管理员使用",
-        "body": "您当前以 {user}（{role}）身份登录。如需管理数据源或文档，请联系管理员。",
-        "chat": "返回对话",
-        "sign_out": "退出登录",
-        "ended": "您的会话已结束：请刷新页面并重新登录。",
-    },
-}
-
-
-def refusal_html(principal: Principal | None, accept_language: str | None = None) -> str:
-    text = REFUSAL[pick_language(accept_language)]
+def refusal_html(principal: Principal | None, lang: str = "en") -> str:
+    """The one page an employee sees here, in the console's language (chosen as the chat's)."""
     if principal is None:
-        return notice(text["ended"], "error")
-    body = text["body"].format(user=principal.name, role=principal.role)
+        return notice(t(lang, "c_session_ended"), "error")
+    body = t(lang, "c_refused_body", user=principal.name, role=principal.role)
     return (
-        f'<div id="kb-admin-refused" class="kb-refused"><h2>{esc(text["title"])}</h2><p>{esc(body)}</p>'
-        f'<p><a href="/">{esc(text["chat"])}</a> · <a href="/admin/logout">{esc(text["sign_out"])}</a></p></div>'
+        f'<div id="kb-admin-refused" class="kb-refused"><h2>{esc(t(lang, "c_refused_title"))}</h2>'
+        f'<p>{esc(body)}</p><p><a href="/">{esc(t(lang, "c_back_to_chat"))}</a> · '
+        f'<a href="/admin/logout">{esc(t(lang, "sign_out"))}</a></p></div>'
     )

@@ -16,12 +16,28 @@ from typing import Any
 import gradio as gr
 
 from appliance.domain import Principal
-from ui.admin.common import Console, collection_names, esc, failed, notice, split_list
+from appliance.ingestion.originals import version_label
+from ui.admin.common import Console, collection_names, esc, failed, notice, split_list, table
+from ui.i18n import TEXTS, t
 
 PAGE_SIZE = 20
 ALL = "(all)"
 STATUSES = [ALL, "indexed", "failed", "pending"]
-DOC_HEADERS = ["id", "title", "collection", "status", "chunks", "version", "error", "updated"]
+# The title gets the room; the error is cut to ERROR_CHARS (a click on it shows it whole) and the
+# id, needed to act on a row, comes last.
+DOC_HEADERS = [
+    "c_h_title",
+    "c_h_status",
+    "c_h_chunks",
+    "c_h_version",
+    "c_h_updated",
+    "c_h_collection",
+    "c_h_error",
+    "c_h_id",
+]
+DOC_WIDTHS: list[str | int] = ["27%", "9%", "7%", "15%", "14%", "10%", "11%", "7%"]
+CELL_CHARS = 60
+SHORT_ID = 8  # the id column shows this much; the page keeps the whole ids (``short_ids``)
 EVERY_DOCUMENT = 1_000_000  # the service pages too; one read of the ledger answers every filter
 
 
@@ -43,100 +59,154 @@ def find_documents(
     return out
 
 
-def document_rows(items: list[dict[str, Any]]) -> list[list[Any]]:
+def status_text(lang: str, status: str) -> str:
+    key = f"c_st_{status}"
+    return t(lang, key) if key in TEXTS["en"] else status
+
+
+def document_rows(items: list[dict[str, Any]], lang: str = "en") -> list[list[Any]]:
     return [
         [
-            d["id"],
             d["title"] or d["uri"],
-            d["collection"],
-            d["status"],
+            status_text(lang, d["status"]),
             d["chunks"],
-            (d["version"] or "")[:24],
+            version_label(d["version"] or ""),
+            (d["updated_at"] or "")[:16].replace("T", " "),
+            d["collection"],
             d["error"] or "",
-            (d["updated_at"] or "")[:19],
+            d["id"][:SHORT_ID],
         ]
         for d in items
     ]
 
 
-def chunks_html(preview: Any) -> str:
+def short_ids(items: list[dict[str, Any]]) -> dict[str, str]:
+    """The whole id of each row of a page, by the short one the table shows."""
+    return {d["id"][:SHORT_ID]: d["id"] for d in items}
+
+
+def status_choices() -> list[tuple[str, str]]:
+    return [("c_all", ALL), *[(f"c_st_{s}", s) for s in STATUSES[1:]]]
+
+
+def chunks_html(preview: Any, lang: str = "en") -> str:
     parts = "".join(
         f'<div class="kb-chunk"><div class="kb-chunk-meta">#{i + 1} · {esc(p.chunk_id)}'
-        f"{' · page ' + esc(p.page) if p.page else ''}{' · ' + esc(p.section) if p.section else ''}</div>"
+        f"{' · ' + esc(t(lang, 'page', page=p.page)) if p.page else ''}"
+        f"{' · ' + esc(p.section) if p.section else ''}</div>"
         f"{esc(p.text)}</div>"
         for i, p in enumerate(preview.parts)
     )
-    head = f"<h4>{esc(preview.title)} <small>version {esc(preview.version)}</small></h4>"
-    return f'<div class="kb-chunks">{head}{parts or "<p>No chunks.</p>"}</div>'
+    head = f"<h4>{esc(preview.title)} <small>{esc(t(lang, 'version'))} {esc(preview.version)}</small></h4>"
+    none = f"<p>{esc(t(lang, 'c_no_chunks'))}</p>"
+    return f'<div class="kb-chunks">{head}{parts or none}</div>'
 
 
 def build_documents(console: Console) -> dict[str, Any]:
     jobs = console.container.jobs
+    tr = console.labels
     with gr.Row():
-        coll = gr.Dropdown([ALL], value=ALL, label="Collection", elem_id="kb-docs-collection")
-        words = gr.Textbox(label="Search title, path or error", elem_id="kb-docs-search")
-        status_f = gr.Dropdown(STATUSES, value=ALL, label="Status", elem_id="kb-docs-status")
-        page = gr.Number(value=1, precision=0, minimum=1, label="Page", elem_id="kb-docs-page")
-        refresh_btn = gr.Button("Refresh", elem_id="kb-docs-refresh")
+        coll = tr(
+            gr.Dropdown([ALL], value=ALL, label="Collection", elem_id="kb-docs-collection"),
+            label="collection",
+        )
+        words = tr(
+            gr.Textbox(label="Search title, path or error", elem_id="kb-docs-search"), label="c_docs_search"
+        )
+        status_f = tr(
+            gr.Dropdown(STATUSES, value=ALL, label="Status", elem_id="kb-docs-status"),
+            label="c_status",
+            choices=status_choices(),
+        )
+        page = tr(
+            gr.Number(value=1, precision=0, minimum=1, label="Page", elem_id="kb-docs-page"), label="c_page"
+        )
+        refresh_btn = tr(gr.Button("Refresh", elem_id="kb-docs-refresh"), value="c_refresh")
     info = gr.Markdown(elem_id="kb-docs-info")
-    table = gr.Dataframe(
-        headers=DOC_HEADERS,
-        value=[],
-        interactive=False,
-        wrap=True,
-        elem_id="kb-docs-table",
-        label="Documents",
+    docs_table = tr(
+        gr.Dataframe(
+            headers=DOC_HEADERS,
+            value=[],
+            interactive=False,
+            wrap=True,
+            column_widths=DOC_WIDTHS,
+            max_chars=CELL_CHARS,
+            elem_id="kb-docs-table",
+            label="Documents",
+        ),
+        label="c_tab_documents",
     )
     with gr.Row():
-        selected = gr.Textbox(label="Selected document", interactive=False, elem_id="kb-doc-id")
-        chunks_btn = gr.Button("Open chunks", elem_id="kb-doc-chunks")
-        reindex_btn = gr.Button("Reindex / retry", elem_id="kb-doc-reindex")
-        retry_all_btn = gr.Button("Retry all failed", elem_id="kb-docs-retry-all")
-        delete_btn = gr.Button("Delete", variant="stop", elem_id="kb-doc-delete")
+        selected = tr(
+            gr.Textbox(label="Selected document", interactive=False, elem_id="kb-doc-id"),
+            label="c_selected_doc",
+        )
+        chunks_btn = tr(gr.Button("Open chunks", elem_id="kb-doc-chunks"), value="c_open_chunks")
+        reindex_btn = tr(gr.Button("Reindex / retry", elem_id="kb-doc-reindex"), value="c_reindex")
+        retry_all_btn = tr(gr.Button("Retry all failed", elem_id="kb-docs-retry-all"), value="c_retry_all")
+        delete_btn = tr(gr.Button("Delete", variant="stop", elem_id="kb-doc-delete"), value="delete")
     status = gr.HTML(elem_id="kb-docs-status-line")
-    with gr.Accordion("Upload a document", open=False), gr.Row():
-        upload = gr.File(label="File", file_count="single", type="filepath", elem_id="kb-doc-upload")
-        up_coll = gr.Dropdown([], label="Collection", elem_id="kb-doc-upload-collection")
-        up_allow = gr.Textbox(label="Readers (group:NAME, user:NAME; empty: the collection's default)")
-        upload_btn = gr.Button("Upload", variant="primary", elem_id="kb-doc-upload-btn")
+    with tr(gr.Accordion("Upload a document", open=False), label="c_upload_heading"), gr.Row():
+        upload = tr(
+            gr.File(label="File", file_count="single", type="filepath", elem_id="kb-doc-upload"),
+            label="c_file",
+        )
+        up_coll = tr(
+            gr.Dropdown([], label="Collection", elem_id="kb-doc-upload-collection"), label="collection"
+        )
+        up_allow = tr(gr.Textbox(label="Readers"), label="c_readers")
+        upload_btn = tr(gr.Button("Upload", variant="primary", elem_id="kb-doc-upload-btn"), value="c_upload")
     chunks = gr.HTML(elem_id="kb-doc-chunks-view")
+    ids = gr.State({})
 
     async def listing(request: gr.Request, c: str, w: str, s: str, p: float | None) -> list[Any]:
         principal = console.curator(request)
+        lang = console.lang(request)
         found = await asyncio.to_thread(find_documents, console, principal, c, w, s)
         pages = max(1, math.ceil(len(found) / PAGE_SIZE))
         n = min(max(int(p or 1), 1), pages)
-        rows = document_rows(found[(n - 1) * PAGE_SIZE : n * PAGE_SIZE])
-        return [rows, f"{len(found)} documents · page {n} of {pages}", n]
+        shown = found[(n - 1) * PAGE_SIZE : n * PAGE_SIZE]
+        rows = document_rows(shown, lang)
+        if found:
+            text = t(lang, "c_docs_info", n=len(found), page=n, pages=pages)
+        elif (w or "").strip() or s not in ("", ALL, None) or c not in ("", ALL, None):
+            text = t(lang, "c_docs_no_match")
+        else:
+            text = t(lang, "c_docs_empty")
+        return [table(lang, DOC_HEADERS, rows), text, n, short_ids(shown)]
 
     async def refresh(request: gr.Request) -> list[Any]:
         principal = console.curator(request)
         names = await asyncio.to_thread(collection_names, console, principal)
         got = await listing(request, ALL, "", ALL, 1)
         first = names[0] if names else None
-        return [*got, gr.update(choices=[ALL, *names], value=ALL), gr.update(choices=names, value=first)]
+        every = [(t(console.lang(request), "c_all"), ALL), *[(n, n) for n in names]]
+        return [*got, gr.update(choices=every, value=ALL), gr.update(choices=names, value=first)]
 
     async def on_filter(c: str, w: str, s: str, p: float | None, request: gr.Request) -> list[Any]:
         try:
             return await listing(request, c, w, s, p)
         except Exception as exc:
-            return [gr.update(), failed(exc), gr.update()]
+            return [gr.update(), failed(exc, console.lang(request)), gr.update(), gr.update()]
 
-    async def on_select(evt: gr.SelectData) -> str:
-        return str(evt.row_value[0]) if evt.row_value else ""
+    async def on_select(page_ids: dict[str, str], evt: gr.SelectData) -> str:
+        short = str(evt.row_value[-1]) if evt.row_value else ""
+        return page_ids.get(short, short)
 
     async def on_reindex(doc_id: str, request: gr.Request) -> str:
+        lang = console.lang(request)
         if not doc_id:
-            return notice("Select a document first.", "error")
+            return notice(t(lang, "c_select_doc"), "error")
         return await console.attempt(
             request,
             "POST /api/v1/documents/{doc_id}/reindex",
             f"/api/v1/documents/{doc_id}/reindex",
             lambda p: jobs.reindex(p, doc_id),
-            lambda job: f"Reindexing {doc_id} (job {job.id}).",
+            lambda job: t(lang, "c_reindexing", id=doc_id, job=job.id),
         )
 
     async def on_retry_all(c: str, w: str, request: gr.Request) -> str:
+        lang = console.lang(request)
         try:
             principal = console.curator(request)
             bad = await asyncio.to_thread(find_documents, console, principal, c, w, "failed")
@@ -151,33 +221,36 @@ def build_documents(console: Console) -> dict[str, Any]:
                 )
                 started.append(job.id)
         except Exception as exc:
-            return failed(exc)
-        return notice(f"Retrying {len(started)} failed documents." if started else "No failed documents.")
+            return failed(exc, lang)
+        return notice(t(lang, "c_retrying", n=len(started)) if started else t(lang, "c_no_failed"))
 
     async def on_delete(doc_id: str, request: gr.Request) -> str:
+        lang = console.lang(request)
         if not doc_id:
-            return notice("Select a document first.", "error")
+            return notice(t(lang, "c_select_doc"), "error")
         return await console.attempt(
             request,
             "DELETE /api/v1/documents/{doc_id}",
             f"/api/v1/documents/{doc_id}",
             lambda p: jobs.delete_document(p, doc_id),
-            lambda _: f"Document {doc_id} removed from the index.",
+            lambda _: t(lang, "c_doc_deleted", id=doc_id),
         )
 
     async def on_chunks(doc_id: str, request: gr.Request) -> str:
+        lang = console.lang(request)
         if not doc_id:
-            return notice("Select a document first.", "error")
+            return notice(t(lang, "c_select_doc"), "error")
         try:
             principal = console.curator(request)
             preview = await asyncio.to_thread(console.container.originals.preview, principal, doc_id)
         except Exception as exc:
-            return failed(exc)
-        return chunks_html(preview)
+            return failed(exc, lang)
+        return chunks_html(preview, lang)
 
     async def on_upload(path: str | None, c: str | None, a: str, request: gr.Request) -> str:
+        lang = console.lang(request)
         if not path:
-            return notice("Choose a file first.", "error")
+            return notice(t(lang, "c_choose_file"), "error")
         name = Path(path).name
 
         def put(principal: Principal) -> Any:
@@ -189,17 +262,17 @@ def build_documents(console: Console) -> dict[str, Any]:
             "POST /api/v1/documents",
             "/api/v1/documents",
             put,
-            lambda got: f"Uploaded {name} as {got[0]}; indexing (job {got[1].id}).",
+            lambda got: t(lang, "c_uploaded", name=name, id=got[0], job=got[1].id),
             filename=name,
         )
 
     filters = [coll, words, status_f, page]
     for trigger in (refresh_btn.click, coll.input, status_f.input, words.submit, page.submit):
-        trigger(on_filter, filters, [table, info, page])
-    table.select(on_select, None, selected)
+        trigger(on_filter, filters, [docs_table, info, page, ids])
+    docs_table.select(on_select, ids, selected)
     reindex_btn.click(on_reindex, selected, status)
     retry_all_btn.click(on_retry_all, [coll, words], status)
-    delete_btn.click(on_delete, selected, status).then(on_filter, filters, [table, info, page])
+    delete_btn.click(on_delete, selected, status).then(on_filter, filters, [docs_table, info, page, ids])
     chunks_btn.click(on_chunks, selected, chunks)
     upload_btn.click(on_upload, [upload, up_coll, up_allow], status)
-    return {"refresh": refresh, "outputs": [table, info, page, coll, up_coll]}
+    return {"refresh": refresh, "outputs": [docs_table, info, page, ids, coll, up_coll]}

@@ -15,12 +15,22 @@ import gradio as gr
 
 from appliance.domain import Principal
 from appliance.security.auth import issue_key
-from ui.admin.common import Console, esc, failed, notice, split_list
+from ui.admin.common import Console, esc, failed, notice, split_list, table
 
 ROLES = ["employee", "curator", "admin", "app"]
-USER_HEADERS = ["name", "role", "groups", "disabled", "password set", "created"]
-GROUP_HEADERS = ["name", "parents", "users", "groups"]
-KEY_HEADERS = ["id", "prefix", "user", "role", "collections", "routes", "expires", "revoked", "active"]
+USER_HEADERS = ["c_h_name", "c_h_role", "c_h_groups", "c_h_disabled", "c_h_password_set", "c_h_created"]
+GROUP_HEADERS = ["c_h_name", "c_h_parents", "c_h_users", "c_h_groups"]
+KEY_HEADERS = [
+    "c_h_id",
+    "c_h_prefix",
+    "c_h_user",
+    "c_h_role",
+    "c_h_collections",
+    "c_h_routes",
+    "c_h_expires",
+    "c_h_revoked",
+    "c_h_active",
+]
 
 
 def user_rows(users: list[dict[str, Any]]) -> list[list[Any]]:
@@ -62,68 +72,88 @@ def key_rows(keys: list[dict[str, Any]]) -> list[list[Any]]:
 
 def build_identity(console: Console) -> dict[str, Any]:
     c = console.container
+    tr = console.labels
     status = gr.HTML(elem_id="kb-id-status")
     with gr.Tabs():
-        with gr.Tab("Users"):
+        with tr(gr.Tab("Users", id="users"), label="c_users"):
             users = gr.Dataframe(headers=USER_HEADERS, value=[], interactive=False, elem_id="kb-users-table")
             with gr.Row():
-                u_name = gr.Textbox(label="User name", elem_id="kb-user-name")
-                u_role = gr.Dropdown(ROLES, value="employee", label="Role", elem_id="kb-user-role")
-                u_groups = gr.Textbox(label="Groups (comma-separated)", elem_id="kb-user-groups")
-                u_password = gr.Textbox(label="Password", type="password", elem_id="kb-user-password")
+                u_name = tr(gr.Textbox(label="User name", elem_id="kb-user-name"), label="c_user_name")
+                u_role = tr(
+                    gr.Dropdown(ROLES, value="employee", label="Role", elem_id="kb-user-role"),
+                    label="c_h_role",
+                )
+                u_groups = tr(gr.Textbox(label="Groups", elem_id="kb-user-groups"), label="c_user_groups")
+                u_password = tr(
+                    gr.Textbox(label="Password", type="password", elem_id="kb-user-password"),
+                    label="c_password",
+                )
             with gr.Row():
-                create_user = gr.Button("Create user", variant="primary", elem_id="kb-user-create")
-                set_role = gr.Button("Change role", elem_id="kb-user-set-role")
-                reset_pw = gr.Button("Reset password", elem_id="kb-user-reset")
-                enable = gr.Button("Enable", elem_id="kb-user-enable")
-                disable = gr.Button("Disable (revokes keys)", variant="stop", elem_id="kb-user-disable")
-        with gr.Tab("Groups"):
+                create_user = tr(
+                    gr.Button("Create user", variant="primary", elem_id="kb-user-create"),
+                    value="c_create_user",
+                )
+                set_role = tr(gr.Button("Change role", elem_id="kb-user-set-role"), value="c_set_role")
+                reset_pw = tr(gr.Button("Reset password", elem_id="kb-user-reset"), value="c_reset_password")
+                enable = tr(gr.Button("Enable", elem_id="kb-user-enable"), value="c_enable")
+                disable = tr(
+                    gr.Button("Disable (revokes keys)", variant="stop", elem_id="kb-user-disable"),
+                    value="c_disable",
+                )
+        with tr(gr.Tab("Groups", id="groups"), label="c_groups"):
             groups = gr.Dataframe(
                 headers=GROUP_HEADERS, value=[], interactive=False, elem_id="kb-groups-table"
             )
             with gr.Row():
-                g_name = gr.Textbox(label="Group", elem_id="kb-group-name")
-                g_parent = gr.Textbox(label="Parent group (optional)")
-                create_group = gr.Button("Create group", variant="primary")
+                g_name = tr(gr.Textbox(label="Group", elem_id="kb-group-name"), label="c_group")
+                g_parent = tr(gr.Textbox(label="Parent group (optional)"), label="c_parent_group")
+                create_group = tr(gr.Button("Create group", variant="primary"), value="c_create_group")
             with gr.Row():
-                m_name = gr.Textbox(label="Member")
-                m_kind = gr.Dropdown(["user", "group"], value="user", label="Member kind")
-                add_member = gr.Button("Add to the group")
-        with gr.Tab("API keys"):
+                m_name = tr(gr.Textbox(label="Member"), label="c_member")
+                m_kind = tr(
+                    gr.Dropdown(["user", "group"], value="user", label="Member kind"), label="c_member_kind"
+                )
+                add_member = tr(gr.Button("Add to the group"), value="c_add_member")
+        with tr(gr.Tab("API keys", id="keys"), label="c_keys"):
             keys = gr.Dataframe(headers=KEY_HEADERS, value=[], interactive=False, elem_id="kb-keys-table")
             with gr.Row():
-                k_user = gr.Textbox(label="For user", elem_id="kb-key-user")
-                k_role = gr.Dropdown(["", *ROLES], value="", label="Role (empty: the user's)")
-                k_colls = gr.Textbox(label="Only collections (comma-separated; empty: all)")
-                k_routes = gr.Textbox(label="Only routes (prefixes; empty: all)")
-                k_days = gr.Number(value=None, label="Expires in days (empty: never)")
-                create_key = gr.Button("Create key", variant="primary", elem_id="kb-key-create")
+                k_user = tr(gr.Textbox(label="For user", elem_id="kb-key-user"), label="c_key_user")
+                k_role = tr(
+                    gr.Dropdown(["", *ROLES], value="", label="Role (empty: the user's)"), label="c_key_role"
+                )
+                k_colls = tr(gr.Textbox(label="Only collections"), label="c_key_collections")
+                k_routes = tr(gr.Textbox(label="Only routes"), label="c_key_routes")
+                k_days = tr(gr.Number(value=None, label="Expires in days (empty: never)"), label="c_key_days")
+                create_key = tr(
+                    gr.Button("Create key", variant="primary", elem_id="kb-key-create"), value="c_create_key"
+                )
             issued = gr.HTML(elem_id="kb-key-issued")
             with gr.Row():
-                k_id = gr.Textbox(label="Key id", elem_id="kb-key-id")
-                revoke = gr.Button("Revoke", variant="stop", elem_id="kb-key-revoke")
+                k_id = tr(gr.Textbox(label="Key id", elem_id="kb-key-id"), label="c_key_id")
+                revoke = tr(gr.Button("Revoke", variant="stop", elem_id="kb-key-revoke"), value="c_revoke")
 
-    def tables() -> list[Any]:
+    def tables(lang: str) -> list[Any]:
         return [
-            user_rows(c.identity.list_users()),
-            group_rows(c.identity.list_groups()),
-            key_rows(c.keys.list()),
+            table(lang, USER_HEADERS, user_rows(c.identity.list_users())),
+            table(lang, GROUP_HEADERS, group_rows(c.identity.list_groups())),
+            table(lang, KEY_HEADERS, key_rows(c.keys.list())),
         ]
 
     async def refresh(request: gr.Request) -> list[Any]:
         principal = console.curator(request)
         if not principal.is_admin:
             return [gr.update()] * 3
-        return await asyncio.to_thread(tables)
+        return await asyncio.to_thread(tables, console.lang(request))
 
     async def run(
         request: gr.Request, action: str, target: str, call: Any, done: str, **data: Any
     ) -> list[Any]:
+        lang = console.lang(request)
         try:
             await asyncio.to_thread(lambda: console.act(request, action, target, call, True, **data))
-            return [*await asyncio.to_thread(tables), notice(done)]
+            return [*await asyncio.to_thread(tables, lang), notice(done)]
         except Exception as exc:
-            return [gr.update(), gr.update(), gr.update(), failed(exc)]
+            return [gr.update(), gr.update(), gr.update(), failed(exc, lang)]
 
     async def on_create_user(name: str, role: str, grps: str, pw: str, request: gr.Request) -> list[Any]:
         wanted = split_list(grps)
@@ -132,7 +162,7 @@ def build_identity(console: Console) -> dict[str, Any]:
             "POST /api/v1/users",
             "/api/v1/users",
             lambda p: c.identity.add_user(name.strip(), role, wanted, pw or None),
-            f"User {name} created.",
+            console.t(request, "c_user_created", name=name),
             user=name,
             role=role,
             groups=wanted,
@@ -154,15 +184,15 @@ def build_identity(console: Console) -> dict[str, Any]:
         return handler
 
     async def on_role(name: str, role: str, request: gr.Request) -> list[Any]:
-        return await patch(name, f"{name} is now {role}.", role=role)(request)
+        return await patch(name, console.t(request, "c_user_role", name=name, role=role), role=role)(request)
 
     async def on_reset(name: str, pw: str, request: gr.Request) -> list[Any]:
         if not pw:
-            return [gr.update()] * 3 + [notice("Type the new password first.", "error")]
-        return await patch(name, f"Password of {name} reset.", password=pw)(request)
+            return [gr.update()] * 3 + [notice(console.t(request, "c_type_password"), "error")]
+        return await patch(name, console.t(request, "c_password_reset", name=name), password=pw)(request)
 
     async def on_enable(name: str, request: gr.Request) -> list[Any]:
-        return await patch(name, f"{name} enabled.", disabled=False)(request)
+        return await patch(name, console.t(request, "c_user_enabled", name=name), disabled=False)(request)
 
     async def on_disable(name: str, request: gr.Request) -> list[Any]:
         def off(p: Principal) -> Any:
@@ -171,7 +201,11 @@ def build_identity(console: Console) -> dict[str, Any]:
             return user
 
         return await run(
-            request, "DELETE /api/v1/users/{name}", f"/api/v1/users/{name}", off, f"{name} disabled."
+            request,
+            "DELETE /api/v1/users/{name}",
+            f"/api/v1/users/{name}",
+            off,
+            console.t(request, "c_user_disabled", name=name),
         )
 
     async def on_group(name: str, parent: str, request: gr.Request) -> list[Any]:
@@ -180,7 +214,7 @@ def build_identity(console: Console) -> dict[str, Any]:
             "POST /api/v1/groups",
             "/api/v1/groups",
             lambda p: c.identity.add_group(name.strip(), parent.strip() or None),
-            f"Group {name} created.",
+            console.t(request, "c_group_created", name=name),
             group=name,
             parent=parent or None,
         )
@@ -191,7 +225,7 @@ def build_identity(console: Console) -> dict[str, Any]:
             "POST /api/v1/groups/{name}/members",
             f"/api/v1/groups/{group}/members",
             lambda p: c.identity.add_member(group.strip(), member.strip(), kind),
-            f"{kind} {member} added to {group}.",
+            console.t(request, "c_member_added", kind=kind, member=member, group=group),
             member=f"{kind}:{member}",
         )
 
@@ -214,14 +248,19 @@ def build_identity(console: Console) -> dict[str, Any]:
             return issued_key
 
         out = await run(
-            request, "POST /api/v1/keys", "/api/v1/keys", create, f"Key created for {user}.", user=user
+            request,
+            "POST /api/v1/keys",
+            "/api/v1/keys",
+            create,
+            console.t(request, "c_key_created", user=user),
+            user=user,
         )
         if not got:
             return [*out, ""]
         shown = (
-            "<p>Copy this key now: it is shown once and cannot be recovered.</p>"
+            f"<p>{esc(console.t(request, 'c_key_once'))}</p>"
             f'<div class="kb-key-once" id="kb-key-value">{esc(got["key"])}</div>'
-            f"<p>Key id {esc(got['id'])} for {esc(got['user'])} ({esc(got['role'])}).</p>"
+            f"<p>{esc(console.t(request, 'c_key_about', id=got['id'], user=got['user'], role=got['role']))}</p>"
         )
         return [*out, shown]
 
@@ -229,13 +268,13 @@ def build_identity(console: Console) -> dict[str, Any]:
         try:
             kid = int(str(key_id).strip())
         except ValueError:
-            return [gr.update()] * 3 + [notice("Give the id of the key to revoke.", "error")]
+            return [gr.update()] * 3 + [notice(console.t(request, "c_key_id_needed"), "error")]
         return await run(
             request,
             "DELETE /api/v1/keys/{key_id}",
             f"/api/v1/keys/{kid}",
             lambda p: c.keys.revoke(kid),
-            f"Key {kid} revoked: its sessions end at their next request.",
+            console.t(request, "c_key_revoked", id=kid),
         )
 
     async def on_user_select(evt: gr.SelectData) -> list[Any]:

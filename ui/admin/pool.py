@@ -20,11 +20,19 @@ import gradio as gr
 import pandas as pd
 
 from appliance.domain import Forbidden
-from ui.admin.common import Console, failed
+from ui.admin.common import Console, failed, table
 
 SAMPLE_S = 15.0
 HOUR_S = 3600.0
-REPLICA_HEADERS = ["model", "replica", "healthy", "in use", "capacity", "waiting", "detail"]
+REPLICA_HEADERS = [
+    "c_h_model",
+    "c_h_replica",
+    "c_h_healthy",
+    "c_h_in_use",
+    "c_h_capacity",
+    "c_h_waiting",
+    "c_h_detail",
+]
 SERIES = {
     "ttft_s": "appliance_time_to_first_token_seconds",
     "tokens_per_s": "appliance_decode_tokens_per_second",
@@ -96,19 +104,25 @@ def replica_rows(health: dict[str, Any]) -> list[list[Any]]:
 def build_pool(console: Console) -> dict[str, Any]:
     c = console.container
     history: dict[str, MetricsHistory] = {}
+    tr = console.labels
     with gr.Row():
-        refresh_btn = gr.Button("Refresh", elem_id="kb-pool-refresh")
+        refresh_btn = tr(gr.Button("Refresh", elem_id="kb-pool-refresh"), value="c_refresh_doctor")
     replicas = gr.Dataframe(
         headers=REPLICA_HEADERS, value=[], interactive=False, wrap=True, elem_id="kb-pool"
     )
     with gr.Row():
-        ttft = gr.LinePlot(x="time", y="value", color="model", title="Time to first token (s), last hour")
-        rate = gr.LinePlot(x="time", y="value", color="model", title="Tokens/s, last hour")
-    with gr.Accordion("Devices and placement (doctor)", open=False):
+        ttft = tr(
+            gr.LinePlot(x="time", y="value", color="model", title="Time to first token (s), last hour"),
+            title="c_ttft_plot",
+        )
+        rate = tr(
+            gr.LinePlot(x="time", y="value", color="model", title="Tokens/s, last hour"), title="c_rate_plot"
+        )
+    with tr(gr.Accordion("Devices and placement (doctor)", open=False), label="c_doctor"):
         doctor = gr.JSON(elem_id="kb-pool-doctor")
     status = gr.HTML()
 
-    def snapshot(with_doctor: bool) -> list[Any]:
+    def snapshot(with_doctor: bool, lang: str = "en") -> list[Any]:
         pool = c.pool
         if "h" not in history:
             history["h"] = MetricsHistory(c.metrics.registry, lambda: list(pool.health()))
@@ -120,20 +134,21 @@ def build_pool(console: Console) -> dict[str, Any]:
 
             checks = collect(c)
             shown = {k: checks[k] for k in ("accelerators", "placement", "models", "egress") if k in checks}
-        return [replica_rows(pool.health()), h.frame("ttft_s"), h.frame("tokens_per_s"), shown]
+        rows = table(lang, REPLICA_HEADERS, replica_rows(pool.health()))
+        return [rows, h.frame("ttft_s"), h.frame("tokens_per_s"), shown]
 
     async def refresh(request: gr.Request) -> list[Any]:
         if not console.curator(request).is_admin:
             return [gr.update()] * 4
-        return await asyncio.to_thread(snapshot, False)
+        return await asyncio.to_thread(snapshot, False, console.lang(request))
 
     async def on_refresh(request: gr.Request) -> list[Any]:
         try:
             if not console.curator(request).is_admin:
                 raise Forbidden("this needs the admin role")
-            return [*await asyncio.to_thread(snapshot, True), ""]
+            return [*await asyncio.to_thread(snapshot, True, console.lang(request)), ""]
         except Exception as exc:
-            return [gr.update()] * 4 + [failed(exc)]
+            return [gr.update()] * 4 + [failed(exc, console.lang(request))]
 
     refresh_btn.click(on_refresh, None, [replicas, ttft, rate, doctor, status])
     return {"refresh": refresh, "outputs": [replicas, ttft, rate, doctor]}

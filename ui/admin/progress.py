@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ui.admin.common import esc
+from ui.i18n import TEXTS, t
 
 SHOWN_FAILURES = 5
 
@@ -33,14 +34,15 @@ def _what(job: dict[str, Any]) -> str:
     return str(detail.get("filename") or detail.get("uri") or "")
 
 
-def _eta(value: Any) -> str:
+def _eta(value: Any, lang: str = "en") -> str:
     if value is None:
-        return "ETA —"
+        return t(lang, "c_eta", left="—")
     seconds = int(round(float(value)))
-    return f"ETA {seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"ETA {seconds} s"
+    left = f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+    return t(lang, "c_eta", left=left)
 
 
-def _failures(job: dict[str, Any]) -> str:
+def _failures(job: dict[str, Any], lang: str = "en") -> str:
     result = job.get("result") or {}
     items = list(result.get("failed") or [])
     if not items and not job.get("error"):
@@ -48,43 +50,63 @@ def _failures(job: dict[str, Any]) -> str:
     rows = "".join(
         f"<li><code>{esc(f.get('uri'))}</code>: {esc(f.get('error'))}</li>" for f in items[:SHOWN_FAILURES]
     )
-    more = f"<li>… and {len(items) - SHOWN_FAILURES} more</li>" if len(items) > SHOWN_FAILURES else ""
+    more = (
+        f"<li>{esc(t(lang, 'c_more', n=len(items) - SHOWN_FAILURES))}</li>"
+        if len(items) > SHOWN_FAILURES
+        else ""
+    )
     error = f'<p class="kb-job-error">{esc(job["error"])}</p>' if job.get("error") else ""
     return f'{error}<ul class="kb-job-failures">{rows}{more}</ul>'
 
 
-def job_card(job: dict[str, Any]) -> str:
+def _status(status: str, lang: str) -> str:
+    key = f"c_js_{status}"
+    return t(lang, key) if key in TEXTS["en"] else status
+
+
+def job_card(job: dict[str, Any], lang: str = "en") -> str:
     p = job.get("progress") or {}
     share = _share(job)
     status = str(job["status"])
     result = job.get("result") or {}
     if status == "succeeded" and result:
-        counts = (
-            f"added {result.get('added', 0)} · updated {result.get('updated', 0)} · "
-            f"unchanged {result.get('unchanged', 0)} · deleted {result.get('deleted', 0)} · "
-            f"chunks {result.get('chunks', 0)} · failed {len(result.get('failed') or [])}"
+        counts = t(
+            lang,
+            "c_job_done",
+            added=result.get("added", 0),
+            updated=result.get("updated", 0),
+            unchanged=result.get("unchanged", 0),
+            deleted=result.get("deleted", 0),
+            chunks=result.get("chunks", 0),
+            failed=len(result.get("failed") or []),
         )
     else:
-        counts = (
-            f"items {p.get('done', 0) + p.get('failed', 0)}/{p.get('seen', 0)} · chunks {p.get('chunks', 0)} · "
-            f"{p.get('rate_docs_s', 0)} items/s · {p.get('rate_chunks_s', 0)} chunks/s · "
-            f"{_eta(p.get('eta_s'))} · failed {p.get('failed', 0)}"
+        counts = t(
+            lang,
+            "c_job_running",
+            items=p.get("done", 0) + p.get("failed", 0),
+            seen=p.get("seen", 0),
+            chunks=p.get("chunks", 0),
+            docs_s=p.get("rate_docs_s", 0),
+            chunks_s=p.get("rate_chunks_s", 0),
+            eta=_eta(p.get("eta_s"), lang),
+            failed=p.get("failed", 0),
         )
     current = f'<div class="kb-job-current">{esc(p.get("current"))}</div>' if p.get("current") else ""
     return (
         f'<div class="kb-job" data-job="{esc(job["id"])}" data-status="{esc(status)}" '
         f'data-source="{esc(job.get("source_id") or "")}">'
         f'<div class="kb-job-head"><b>{esc(job["kind"])}</b> → {esc(job["collection"])} '
-        f'<span class="kb-job-status kb-{esc(status)}">{esc(status)}</span> '
+        f'<span class="kb-job-status kb-{esc(status)}">{esc(_status(status, lang))}</span> '
         f'<span class="kb-job-what">{esc(_what(job))}</span></div>'
         f'<div class="kb-bar" role="progressbar" aria-valuemin="0" aria-valuemax="100" '
         f'aria-valuenow="{round(share * 100)}"><div class="kb-bar-fill" style="width:{share * 100:.1f}%">'
         f"</div></div>"
-        f'<div class="kb-job-counts">{esc(counts)}</div>{current}{_failures(job)}</div>'
+        f'<div class="kb-job-counts">{esc(counts)}</div>{current}{_failures(job, lang)}</div>'
     )
 
 
-def jobs_html(jobs: list[dict[str, Any]]) -> str:
+def jobs_html(jobs: list[dict[str, Any]], lang: str = "en") -> str:
     if not jobs:
-        return '<div class="kb-jobs kb-empty">No ingestion jobs yet.</div>'
-    return '<div class="kb-jobs">' + "".join(job_card(j) for j in jobs) + "</div>"
+        return f'<div class="kb-jobs kb-empty">{esc(t(lang, "c_jobs_none"))}</div>'
+    return '<div class="kb-jobs">' + "".join(job_card(j, lang) for j in jobs) + "</div>"

@@ -15,10 +15,20 @@ from typing import Any
 import gradio as gr
 
 from appliance.domain import EVERYONE, Forbidden, Principal, ScoredChunk
-from ui.admin.common import Console, failed, notice
+from ui.admin.common import Console, failed, notice, table
+from ui.i18n import t
 
 MODES = ("hybrid", "dense", "bm25")
-RESULT_HEADERS = ["#", "title", "collection", "fused", "dense", "bm25", "access rule", "chunk"]
+RESULT_HEADERS = [
+    "c_h_rank",
+    "c_h_title",
+    "c_h_collection",
+    "c_h_fused",
+    "c_h_dense",
+    "c_h_bm25",
+    "c_h_rule",
+    "c_h_chunk",
+]
 DEPTH = 50  # each leg is searched this deep, so a fused hit's leg scores are found
 
 
@@ -61,15 +71,19 @@ def score_rows(principal: Principal, legs: dict[str, list[ScoredChunk]], k: int)
 
 def build_retrieval(console: Console) -> dict[str, Any]:
     container = console.container
+    tr = console.labels
     with gr.Row():
-        question = gr.Textbox(label="Question", scale=3, elem_id="kb-rt-question")
-        user = gr.Dropdown([], label="As user", allow_custom_value=False, elem_id="kb-rt-user")
-        coll = gr.Dropdown([], label="Collection", elem_id="kb-rt-collection")
-        k = gr.Slider(1, 20, value=5, step=1, label="Chunks")
-        run = gr.Button("Search", variant="primary", elem_id="kb-rt-run")
+        question = tr(gr.Textbox(label="Question", scale=3, elem_id="kb-rt-question"), label="c_question")
+        user = tr(
+            gr.Dropdown([], label="As user", allow_custom_value=False, elem_id="kb-rt-user"),
+            label="c_as_user",
+        )
+        coll = tr(gr.Dropdown([], label="Collection", elem_id="kb-rt-collection"), label="collection")
+        k = tr(gr.Slider(1, 20, value=5, step=1, label="Chunks"), label="c_h_chunks")
+        run = tr(gr.Button("Search", variant="primary", elem_id="kb-rt-run"), value="c_search")
     status = gr.HTML(elem_id="kb-rt-status")
-    table = gr.Dataframe(
-        headers=RESULT_HEADERS, value=[], interactive=False, wrap=True, elem_id="kb-rt-table"
+    results = gr.Dataframe(
+        headers=RESULT_HEADERS, value=[], interactive=False, wrap=True, max_chars=300, elem_id="kb-rt-table"
     )
 
     def users_for(principal: Principal) -> list[str]:
@@ -88,8 +102,9 @@ def build_retrieval(console: Console) -> dict[str, Any]:
         ]
 
     async def on_run(q: str, as_user: str | None, c: str | None, n: float, request: gr.Request) -> list[Any]:
+        lang = console.lang(request)
         if not (q or "").strip():
-            return [gr.update(), notice("Type a question first.", "error")]
+            return [gr.update(), notice(t(lang, "c_type_question"), "error")]
         count = int(n or 5)
 
         def search(caller: Principal) -> tuple[Principal, dict[str, list[ScoredChunk]]]:
@@ -118,11 +133,12 @@ def build_retrieval(console: Console) -> dict[str, Any]:
                 test=True,
             )
         except Exception as exc:
-            return [gr.update(), failed(exc)]
+            return [gr.update(), failed(exc, lang)]
         rows = score_rows(target, legs, count)
-        text = f"{len(rows)} chunks for {target.name} ({target.role}) in {c or 'the default collection'}."
-        return [rows, notice(text if rows else "Nothing this user may read matches.")]
+        where = c or container.settings.rag.default_collection
+        text = t(lang, "c_rt_found", n=len(rows), user=target.name, role=target.role, collection=where)
+        return [table(lang, RESULT_HEADERS, rows), notice(text if rows else t(lang, "c_rt_none"))]
 
-    run.click(on_run, [question, user, coll, k], [table, status])
-    question.submit(on_run, [question, user, coll, k], [table, status])
+    run.click(on_run, [question, user, coll, k], [results, status])
+    question.submit(on_run, [question, user, coll, k], [results, status])
     return {"refresh": refresh, "outputs": [user, coll], "question": question, "user": user}

@@ -20,14 +20,26 @@ import gradio as gr
 import connectors
 from appliance.ingestion.connect import SETTINGS_ONLY
 from appliance.security.acl import is_curator
-from ui.admin.common import Console, collection_names, esc, failed, notice, split_list
+from appliance.security.secrets import redact
+from ui.admin.common import Console, collection_names, esc, failed, notice, split_list, table
 from ui.admin.progress import jobs_html
+from ui.i18n import t
 
 KINDS = [k for k in connectors.REGISTRY if k != "upload"]  # uploads come in through Documents
 FILLED_IN = {"acl", "max_file_bytes", "cache_dir", "extensions"}  # from the settings or the ACL box
+SOURCE_WIDTHS: list[str | int] = ["13%", "8%", "33%", "9%", "10%", "6%", "12%", "9%"]
 TEST_ITEMS = 10
 SHOWN_JOBS = 6
-SOURCE_HEADERS = ["id", "kind", "source", "collection", "readers", "every (s)", "last sync", "last job"]
+SOURCE_HEADERS = [
+    "c_h_id",
+    "c_h_kind",
+    "c_h_source",
+    "c_h_collection",
+    "c_h_readers",
+    "c_h_every",
+    "c_h_last_sync",
+    "c_h_last_job",
+]
 
 
 def option_rows(kind: str, stored: dict[str, Any] | None = None) -> list[list[str]]:
@@ -71,11 +83,13 @@ def source_rows(sources: list[Any]) -> list[list[Any]]:
         [
             s.id,
             s.kind,
-            s.spec or s.options.get("root") or s.options.get("start_urls") or s.options.get("repo") or "",
+            redact(
+                s.spec or s.options.get("root") or s.options.get("start_urls") or s.options.get("repo") or ""
+            ),
             s.collection,
             ", ".join(s.acl),
             s.interval_s,
-            s.last_sync_at.isoformat(timespec="seconds") if s.last_sync_at else "",
+            s.last_sync_at.isoformat(timespec="minutes").replace("T", " ")[:16] if s.last_sync_at else "",
             s.last_job_id or "",
         ]
         for s in sources
@@ -84,65 +98,99 @@ def source_rows(sources: list[Any]) -> list[list[Any]]:
 
 def build_sources(console: Console) -> dict[str, Any]:
     jobs = console.container.jobs
+    tr = console.labels
+    # The table gets the whole width (paths are long); the actions and the form share the row below.
+    sources_table = tr(
+        gr.Dataframe(
+            headers=SOURCE_HEADERS,
+            value=[],
+            interactive=False,
+            label="Sources (select one to edit, sync or delete)",
+            elem_id="kb-sources-table",
+            wrap=True,
+            column_widths=SOURCE_WIDTHS,
+            max_chars=80,
+        ),
+        label="c_sources_table",
+    )
+    empty = gr.HTML(elem_id="kb-sources-empty")
     with gr.Row():
         with gr.Column(scale=3):
-            table = gr.Dataframe(
-                headers=SOURCE_HEADERS,
-                value=[],
-                interactive=False,
-                label="Sources (select one to edit, sync or delete)",
-                elem_id="kb-sources-table",
-                wrap=True,
-            )
             with gr.Row():
-                selected = gr.Textbox(label="Selected source", interactive=False, elem_id="kb-source-id")
-                sync_btn = gr.Button("Sync now", elem_id="kb-source-sync")
-                purge = gr.Checkbox(label="Also remove its documents", value=False)
-                delete_btn = gr.Button("Delete", variant="stop", elem_id="kb-source-delete")
+                selected = tr(
+                    gr.Textbox(label="Selected source", interactive=False, elem_id="kb-source-id"),
+                    label="c_selected_source",
+                )
+                sync_btn = tr(gr.Button("Sync now", elem_id="kb-source-sync"), value="c_sync_now")
+                purge = tr(gr.Checkbox(label="Also remove its documents", value=False), label="c_purge")
+                delete_btn = tr(
+                    gr.Button("Delete", variant="stop", elem_id="kb-source-delete"), value="delete"
+                )
             status = gr.HTML(elem_id="kb-source-status")
-            gr.Markdown("### Ingestion jobs (live)")
+            tr(gr.Markdown("### Ingestion jobs (live)"), value="c_jobs_heading")
             progress = gr.HTML(jobs_html([]), elem_id="kb-jobs")
         with gr.Column(scale=2):
-            gr.Markdown("### Add or edit a source")
-            kind = gr.Dropdown(KINDS, value="filesystem", label="Kind", elem_id="kb-source-kind")
-            spec = gr.Textbox(
-                label="Path or URL (a folder, https://…, s3://bucket/prefix, a git repository, a database URL)",
-                placeholder="/srv/shared/handbook",
-                elem_id="kb-source-spec",
+            tr(gr.Markdown("### Add or edit a source"), value="c_add_heading")
+            kind = tr(
+                gr.Dropdown(KINDS, value="filesystem", label="Kind", elem_id="kb-source-kind"), label="c_kind"
             )
-            options = gr.Dataframe(
-                headers=["setting", "value"],
-                value=option_rows("filesystem"),
-                interactive=True,
-                type="array",
-                label="Settings of this kind (leave the default to keep it)",
-                elem_id="kb-source-options",
+            spec = tr(
+                gr.Textbox(
+                    label="Path or URL",
+                    placeholder="/srv/shared/handbook",
+                    elem_id="kb-source-spec",
+                ),
+                label="c_spec",
             )
-            collection = gr.Dropdown(
-                [], label="Collection", allow_custom_value=True, elem_id="kb-source-collection"
+            options = tr(
+                gr.Dataframe(
+                    headers=["setting", "value"],
+                    value=option_rows("filesystem"),
+                    interactive=True,
+                    type="array",
+                    label="Settings of this kind (leave the default to keep it)",
+                    elem_id="kb-source-options",
+                ),
+                label="c_options",
             )
-            allow = gr.Textbox(
-                label="Readers (group:NAME, user:NAME; empty: the collection's default)",
-                elem_id="kb-source-allow",
+            collection = tr(
+                gr.Dropdown([], label="Collection", allow_custom_value=True, elem_id="kb-source-collection"),
+                label="collection",
             )
-            interval = gr.Number(
-                value=0, precision=0, minimum=0, label="Sync every (seconds; 0: only on demand)"
+            allow = tr(gr.Textbox(label="Readers", elem_id="kb-source-allow"), label="c_readers")
+            interval = tr(
+                gr.Number(
+                    value=0,
+                    precision=0,
+                    minimum=0,
+                    label="Sync every (seconds; 0: only on demand)",
+                    elem_id="kb-source-interval",
+                ),
+                label="c_interval",
             )
             with gr.Row():
-                test_btn = gr.Button("Test connection", elem_id="kb-source-test")
-                add_btn = gr.Button("Add source", variant="primary", elem_id="kb-source-add")
-                save_btn = gr.Button("Save changes", elem_id="kb-source-save")
+                test_btn = tr(gr.Button("Test connection", elem_id="kb-source-test"), value="c_test")
+                add_btn = tr(
+                    gr.Button("Add source", variant="primary", elem_id="kb-source-add"), value="c_add"
+                )
+                save_btn = tr(gr.Button("Save changes", elem_id="kb-source-save"), value="c_save")
             test_out = gr.HTML(elem_id="kb-source-test-result")
     timer = gr.Timer(1.0)
 
     def listing(principal: Any) -> list[list[Any]]:
         return source_rows(jobs.list_sources(principal))
 
+    def shown(request: gr.Request, rows: list[list[Any]]) -> list[Any]:
+        """The table, and what to do next when it is empty (a fresh appliance)."""
+        lang = console.lang(request)
+        hint = notice(t(lang, "c_sources_empty")) if not rows else ""
+        return [table(lang, SOURCE_HEADERS, rows), hint]
+
     async def refresh(request: gr.Request) -> list[Any]:
         principal = console.curator(request)
         rows = await asyncio.to_thread(listing, principal)
         names = await asyncio.to_thread(collection_names, console, principal)
-        return [rows, gr.update(choices=names, value=names[0] if names else None)]
+        return [*shown(request, rows), gr.update(choices=names, value=names[0] if names else None)]
 
     def form_values(k: str, s: str, rows: Any, c: str | None, a: str, every: float | None) -> dict[str, Any]:
         return {
@@ -159,6 +207,7 @@ def build_sources(console: Console) -> dict[str, Any]:
 
     async def on_test(k: str, s: str, rows: Any, request: gr.Request) -> str:
         form = form_values(k, s, rows, None, "", 0)
+        lang = console.lang(request)
 
         def probe(principal: Any) -> list[Any]:
             connector = jobs.connector(form["kind"] or "spec", form["spec"], form["options"], principal)
@@ -172,18 +221,20 @@ def build_sources(console: Console) -> dict[str, Any]:
                 console.act, request, "source.test", "/api/v1/sources", probe, kind=k
             )
         except Exception as exc:
-            return failed(exc)
+            return failed(exc, lang)
+        refused = t(lang, "c_test_refused")
         listed = "".join(
-            f"<li><code>{esc(i.uri)}</code>{' — refused: ' + esc(i.refused) if i.refused else ''}</li>"
+            f"<li><code>{esc(i.uri)}</code>{' — ' + esc(refused) + ' ' + esc(i.refused) if i.refused else ''}</li>"
             for i in items
         )
-        head = notice(f"Connected: the first {len(items)} items (nothing was ingested).")
+        head = notice(t(lang, "c_test_ok", n=len(items)))
         return f'{head}<ul class="kb-test-items">{listed}</ul>'
 
     async def on_add(
         k: str, s: str, rows: Any, c: str | None, a: str, every: float | None, request: gr.Request
     ) -> list[Any]:
         form = form_values(k, s, rows, c, a, every)
+        lang = console.lang(request)
 
         def add(principal: Any) -> Any:
             return jobs.add_source(
@@ -210,11 +261,11 @@ def build_sources(console: Console) -> dict[str, Any]:
             principal = console.curator(request)
             rows_now = await asyncio.to_thread(listing, principal)
         except Exception as exc:
-            return [gr.update(), gr.update(), failed(exc)]
-        text = f"Source {source.id} added to {source.collection}; first sync started (job {job.id})."
-        return [rows_now, source.id, notice(text)]
+            return [gr.update(), gr.update(), gr.update(), failed(exc, lang)]
+        text = t(lang, "c_source_added", id=source.id, collection=source.collection, job=job.id)
+        return [*shown(request, rows_now), source.id, notice(text)]
 
-    async def on_select(table_value: Any, evt: gr.SelectData, request: gr.Request) -> list[Any]:
+    async def on_select(evt: gr.SelectData, request: gr.Request) -> list[Any]:
         row = evt.row_value if evt.row_value is not None else None
         if not row:
             return [gr.update()] * 8
@@ -222,71 +273,73 @@ def build_sources(console: Console) -> dict[str, Any]:
             principal = console.curator(request)
             source = await asyncio.to_thread(jobs.source, principal, str(row[0]))
         except Exception as exc:
-            return [gr.update()] * 7 + [failed(exc)]
+            return [gr.update()] * 7 + [failed(exc, console.lang(request))]
+        # Secrets are shown masked; given back masked, the stored ones stay (update_source).
         return [
             source.id,
             source.kind,
-            source.spec or "",
-            option_rows(source.kind, source.options),
+            redact(source.spec) or "",
+            option_rows(source.kind, redact(source.options)),
             gr.update(value=source.collection),
             ", ".join(source.acl),
             source.interval_s,
-            notice(f"Selected {source.id} ({source.kind} → {source.collection})."),
+            notice(
+                t(
+                    console.lang(request),
+                    "c_source_selected",
+                    id=source.id,
+                    kind=source.kind,
+                    collection=source.collection,
+                )
+            ),
         ]
 
     async def on_save(
         sid: str, k: str, s: str, rows: Any, c: str | None, a: str, every: float | None, request: gr.Request
     ) -> list[Any]:
-        # Sources have no update: a changed source is added anew and the old one forgotten (its
-        # documents stay: they belong to the collection and the source's root, not to its id).
+        lang = console.lang(request)
         if not sid:
-            return [gr.update(), gr.update(), notice("Select a source first.", "error")]
+            return [gr.update(), gr.update(), gr.update(), notice(t(lang, "c_select_source"), "error")]
         form = form_values(k, s, rows, c, a, every)
         try:
             source = await asyncio.to_thread(
                 console.act,
                 request,
-                "POST /api/v1/sources",
-                "/api/v1/sources",
-                lambda p: jobs.add_source(
+                "PATCH /api/v1/sources/{source_id}",
+                f"/api/v1/sources/{sid}",
+                lambda p: jobs.update_source(
                     p,
-                    form["kind"],
-                    form["spec"],
+                    sid,
+                    k,
+                    (s or "").strip(),
                     form["options"],
                     form["collection"],
                     form["acl"],
                     form["interval_s"],
                 ),
                 kind=k,
-                replaces=sid,
-            )
-            await asyncio.to_thread(
-                console.act,
-                request,
-                "DELETE /api/v1/sources/{source_id}",
-                f"/api/v1/sources/{sid}",
-                lambda p: jobs.remove_source(p, sid, False),
-                replaced_by=source.id,
             )
             rows_now = await asyncio.to_thread(listing, console.curator(request))
         except Exception as exc:
-            return [gr.update(), gr.update(), failed(exc)]
-        return [rows_now, source.id, notice(f"Saved: source {sid} is now {source.id}.")]
+            return [gr.update(), gr.update(), gr.update(), failed(exc, lang)]
+        return [*shown(request, rows_now), source.id, notice(t(lang, "c_source_saved", id=source.id))]
 
     async def on_sync(sid: str, request: gr.Request) -> str:
+        lang = console.lang(request)
         if not sid:
-            return notice("Select a source first.", "error")
+            return notice(t(lang, "c_select_source"), "error")
         return await console.attempt(
             request,
             "POST /api/v1/sources/{source_id}/sync",
             f"/api/v1/sources/{sid}/sync",
             lambda p: jobs.sync_source(p, sid),
-            lambda job: f"Sync of {sid} started (job {job.id}).",
+            lambda job: t(lang, "c_sync_started", id=sid, job=job.id),
         )
 
     async def on_delete(sid: str, wipe: bool, request: gr.Request) -> list[Any]:
+        lang = console.lang(request)
         if not sid:
-            return [gr.update(), gr.update(), notice("Select a source first.", "error")]
+            return [gr.update(), gr.update(), gr.update(), notice(t(lang, "c_select_source"), "error")]
         try:
             await asyncio.to_thread(
                 console.act,
@@ -298,8 +351,9 @@ def build_sources(console: Console) -> dict[str, Any]:
             )
             rows_now = await asyncio.to_thread(listing, console.curator(request))
         except Exception as exc:
-            return [gr.update(), gr.update(), failed(exc)]
-        return [rows_now, "", notice(f"Source {sid} deleted" + (" with its documents." if wipe else "."))]
+            return [gr.update(), gr.update(), gr.update(), failed(exc, lang)]
+        done = t(lang, "c_source_deleted_purged" if wipe else "c_source_deleted", id=sid)
+        return [*shown(request, rows_now), "", notice(done)]
 
     async def on_tick(request: gr.Request) -> Any:
         principal = console.who(request)
@@ -308,16 +362,19 @@ def build_sources(console: Console) -> dict[str, Any]:
         try:
             recent = await asyncio.to_thread(jobs.list_jobs, principal, SHOWN_JOBS)
         except Exception as exc:
-            return failed(exc)
-        return jobs_html(recent)
+            return failed(exc, console.lang(request))
+        return jobs_html(recent, console.lang(request))
 
     form = [kind, spec, options, collection, allow, interval]
+    listed = [sources_table, empty]
     kind.input(on_kind, kind, options, show_progress="hidden")
     test_btn.click(on_test, [kind, spec, options], test_out)
-    add_btn.click(on_add, form, [table, selected, status])
-    save_btn.click(on_save, [selected, *form], [table, selected, status])
-    table.select(on_select, table, [selected, kind, spec, options, collection, allow, interval, status])
+    add_btn.click(on_add, form, [*listed, selected, status])
+    save_btn.click(on_save, [selected, *form], [*listed, selected, status])
+    sources_table.select(
+        on_select, None, [selected, kind, spec, options, collection, allow, interval, status]
+    )
     sync_btn.click(on_sync, selected, status)
-    delete_btn.click(on_delete, [selected, purge], [table, selected, status])
+    delete_btn.click(on_delete, [selected, purge], [*listed, selected, status])
     timer.tick(on_tick, None, progress, show_progress="hidden")
-    return {"refresh": refresh, "outputs": [table, collection]}
+    return {"refresh": refresh, "outputs": [*listed, collection]}

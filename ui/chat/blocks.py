@@ -23,7 +23,7 @@ from appliance.rag.conversations import WITHHELD
 from ui.chat import data
 from ui.chat.render import chat_messages, retry_notice
 from ui.chat.streaming import Stops, until_stopped
-from ui.i18n import LANGUAGES, pick_language, t
+from ui.i18n import LANGUAGES, language_switch, pick_language, t
 
 log = logging.getLogger(__name__)
 STREAM_EVERY_S = 0.12  # the Chatbot re-sends every message on each update: coarser pieces
@@ -66,14 +66,7 @@ def build_chat(container: Any, sessions: Any) -> gr.Blocks:
         stored = gr.BrowserState({"lang": None, "conversation": None}, storage_key="kb-chat")
         with gr.Row(elem_id="kb-top", equal_height=True):
             header = gr.HTML(_header("en", None), elem_id="kb-header")
-            language = gr.Radio(
-                [(name, code) for code, name in LANGUAGES.items()],
-                value="en",
-                label="Language",
-                elem_id="kb-language",
-                scale=0,
-                min_width=180,
-            )
+            language = language_switch()
         with gr.Row(elem_id="kb-body"):
             with gr.Column(scale=1, min_width=230, elem_id="kb-side"):
                 new_btn = gr.Button("New conversation", elem_id="kb-new", size="sm")
@@ -131,7 +124,7 @@ def build_chat(container: Any, sessions: Any) -> gr.Blocks:
                 rename_btn: {"value": t(lang, "rename")},
                 delete_btn: {"value": t(lang, "delete")},
                 collection: {"label": t(lang, "collection")},
-                chatbot: {"label": t(lang, "chat")},
+                chatbot: {"label": t(lang, "chat"), "placeholder": t(lang, "empty_chat")},
                 question: {"label": t(lang, "question"), "placeholder": t(lang, "question_placeholder")},
                 send_btn: {"value": t(lang, "send")},
                 stop_btn: {"value": t(lang, "stop")},

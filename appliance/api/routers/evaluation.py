@@ -11,9 +11,8 @@ from fastapi import APIRouter, Request
 from appliance.api.deps import AdminDep, SearchDep, SettingsDep, get_rag
 from appliance.api.schemas.common import COMMON_ERRORS, error_responses
 from appliance.api.schemas.evaluation import EvalRequest, EvalResponse
-from appliance.domain import NotFound
-from appliance.evaluation import load_qa, parse_qa, run
-from appliance.rag.pipeline import citation_dicts
+from appliance.evaluation import parse_qa
+from appliance.evaluation_runs import run_eval, stored_set
 
 router = APIRouter(prefix="/api/v1", tags=["knowledge base"], responses=COMMON_ERRORS)
 
@@ -29,40 +28,21 @@ async def evaluate(
 ) -> Any:
     """200 whether or not the gate passes: ``gate.passed`` is the verdict. Named sets live in
     ``<data dir>/eval/sets/<set>.jsonl``; the report is written to ``<data dir>/eval``."""
-    eval_dir = settings.data_dir / "eval"
     if req.set is not None:
-        path = eval_dir / "sets" / f"{req.set}.jsonl"
-        if not path.is_file():
-            raise NotFound(f"no eval set {req.set!r} (sets are <data dir>/eval/sets/<set>.jsonl)")
-        items = await asyncio.to_thread(load_qa, path)
+        items = await asyncio.to_thread(stored_set, settings.data_dir, req.set)
     else:
         items = parse_qa([it.model_dump() for it in req.items or []])
-    collection = req.collection or settings.rag.default_collection
-    loop = asyncio.get_running_loop()
-    # Only when answering: retrieval alone needs no chat model (nor its pool).
-    rag = get_rag(request) if req.generate else None
-
-    # Runs in a worker thread (retrieval and embedding are blocking); answers go back to the loop.
-    def judge(question: str, k: int) -> list[dict[str, Any]]:
-        hits, _ = search.search(question, principal, collection, k, None, req.mode)
-        return citation_dicts(hits)
-
-    def ask(question: str) -> tuple[str, list[dict[str, Any]]]:
-        assert rag is not None
-        answer = asyncio.run_coroutine_threadsafe(rag.ask(question, principal, collection=collection), loop)
-        result = answer.result()
-        return result.answer, result.citations
-
-    return await asyncio.to_thread(
-        run,
+    return await run_eval(
+        search,
+        get_rag(request) if req.generate else None,  # retrieval alone needs no chat model
+        principal,
+        settings.data_dir,
         items,
-        judge,
-        req.k,
-        ask if req.generate else None,
-        req.mode,
         req.name or req.set or "inline",
-        eval_dir,
+        req.collection or settings.rag.default_collection,
+        req.k,
+        req.mode,
+        req.generate,
         req.baseline,
-        "inline",
         req.max_drop,
     )

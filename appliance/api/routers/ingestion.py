@@ -21,6 +21,7 @@ from appliance.api.schemas.ingestion import (
     Source,
     SourceList,
     SourceRequest,
+    SourceUpdate,
     UploadResponse,
     VerifyResponse,
 )
@@ -100,6 +101,24 @@ def list_sources(jobs: JobsDep, principal: CuratorDep, limit: Limit = 100, offse
 @router.get("/sources/{source_id}", response_model=Source, summary="One source", responses=CURATED)
 def get_source(source_id: str, jobs: JobsDep, principal: CuratorDep) -> Any:
     return jobs.source(principal, source_id).as_dict()
+
+
+@router.patch(
+    "/sources/{source_id}", response_model=Source, summary="Change a source in place", responses=CURATED
+)
+async def update_source(source_id: str, req: SourceUpdate, jobs: JobsDep, principal: CuratorDep) -> Any:
+    source = await asyncio.to_thread(
+        jobs.update_source,
+        principal,
+        source_id,
+        req.kind,
+        req.spec,
+        req.options,
+        req.collection,
+        req.allow,
+        req.interval_s,
+    )
+    return source.as_dict()
 
 
 @router.delete("/sources/{source_id}", status_code=204, summary="Forget a source", responses=CURATED)

@@ -61,6 +61,25 @@ class SourceRequest(BaseModel):
     )
 
 
+class SourceUpdate(BaseModel):
+    """What changes; a field left out keeps its value. Authorised as registering the source."""
+
+    model_config = {"extra": "forbid"}
+
+    spec: str | None = Field(
+        None, description='A new path or URL; "" drops it for `kind` with `options`. Given back masked: kept.'
+    )
+    kind: str | None = Field(None, description="Connector kind, with `options` (when there is no `spec`).")
+    options: dict[str, Any] | None = Field(
+        None, description="Replace the options; a value given as `***` (masked) keeps the stored secret."
+    )
+    collection: str | None = None
+    allow: list[str] | None = None
+    interval_s: int | None = Field(
+        None, ge=0, description="Sync every this many seconds; 0 = on request only."
+    )
+
+
 class Source(BaseModel):
     id: str
     kind: str
