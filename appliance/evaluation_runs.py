@@ -16,7 +16,9 @@ from typing import Any
 
 from appliance.domain import InvalidRequest, NotFound, Principal
 from appliance.evaluation import QAItem, load_qa, run
-from appliance.rag.pipeline import citation_dicts
+from appliance.rag.pipeline import RagService, citation_dicts
+from appliance.rag.search import SearchService
+from appliance.vectorstore.base import SearchMode
 
 SET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # as EvalRequest's `set` and `name`
 
@@ -68,15 +70,15 @@ def previous_result(
 
 
 async def run_eval(
-    search: Any,
-    rag: Any,
+    search: SearchService,
+    rag: RagService | None,
     principal: Principal,
     data_dir: Path,
     items: Sequence[QAItem],
     name: str,
     collection: str,
     k: int = 5,
-    mode: str = "hybrid",
+    mode: SearchMode = "hybrid",
     generate: bool = False,
     baseline: dict[str, Any] | None = None,
     max_drop: float = 0.02,
@@ -95,6 +97,7 @@ async def run_eval(
         return citation_dicts(hits)
 
     def ask(question: str) -> tuple[str, list[dict[str, Any]]]:
+        assert rag is not None
         answer = asyncio.run_coroutine_threadsafe(rag.ask(question, principal, collection=collection), loop)
         result = answer.result()
         return result.answer, result.citations

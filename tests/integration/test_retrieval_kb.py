@@ -256,6 +256,14 @@ def test_api_eval_runs_the_gate_for_admins_only(api, container) -> None:  # type
     assert gate["passed"] is False and [d["metric"] for d in gate["drops"]] == ["retrieval.mrr"]
     r = client.post("/api/v1/eval", json={**body, "baseline": first}, headers=admin)
     assert r.json()["gate"]["passed"] is True
+    # With answers judged (extractive, the default model's mode): scores per answer, same file.
+    r = client.post("/api/v1/eval", json={**body, "items": items[:4], "generate": True}, headers=admin)
+    assert r.status_code == 200, r.text
+    judged = r.json()["generation"]
+    assert judged is not None and 0.5 <= judged["answer_contains"] <= 1.0, judged
+    assert 0.5 <= judged["citation_correct"] <= 1.0, judged
+    saved = json.loads(Path(r.json()["result_file"]).read_text())
+    assert saved["generation"] == judged
     # A set by name, from <data dir>/eval/sets/.
     (eval_dir / "sets").mkdir(parents=True, exist_ok=True)
     (eval_dir / "sets" / "kb.jsonl").write_text((KB / "qa.jsonl").read_text())

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, cast, get_args
 
 import gradio as gr
 
 from appliance.domain import InvalidRequest
 from appliance.evaluation import load_qa, set_name
 from appliance.evaluation_runs import previous_result, run_eval, run_name, stored_set, stored_sets
+from appliance.vectorstore.base import SearchMode
 from ui.admin.common import Console, esc, failed, notice, table
 from ui.i18n import t
 
@@ -34,7 +35,7 @@ FEEDBACK_HEADERS = [
     "c_h_retrieved",
 ]
 SHOWN = 100
-MODES = ["hybrid", "dense", "bm25"]
+MODES = list(get_args(SearchMode))
 UPLOADED = ""  # the set picker's value when the uploaded file is the set
 MAX_DROP = 0.02  # as POST /api/v1/eval's default
 
@@ -222,7 +223,8 @@ def build_quality(console: Console, retest: dict[str, Any]) -> dict[str, Any]:
                 label = stored
             else:
                 raise InvalidRequest(t(lang, "c_eval_choose"))
-            k_now, mode_now = int(n), m if m in MODES else "hybrid"
+            k_now = int(n)
+            mode_now = cast(SearchMode, m if m in MODES else "hybrid")
             found = await asyncio.to_thread(previous_result, data_dir, label, k_now, mode_now, len(items))
             before, before_path = found if found else (None, None)
             got = await run_eval(

@@ -10,15 +10,16 @@ like a search, with the user it ran as; it is not recorded as that user's query.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, get_args
 
 import gradio as gr
 
 from appliance.domain import EVERYONE, Forbidden, Principal, ScoredChunk
+from appliance.vectorstore.base import SearchMode
 from ui.admin.common import Console, failed, notice, table
 from ui.i18n import t
 
-MODES = ("hybrid", "dense", "bm25")
+MODES = get_args(SearchMode)
 RESULT_HEADERS = [
     "c_h_rank",
     "c_h_title",
