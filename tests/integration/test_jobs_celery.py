@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from appliance.db import documents, jobs, sources
 from appliance.domain import LOCAL_ADMIN
 from appliance.settings import load_settings
 from tests.conftest import ROOT, Postgres, Redis, base_env
+from tests.fixtures.shard import check_ledger_against_shard
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -117,27 +117,6 @@ def poll(what: Callable[[], Any], deadline_s: float, why: str, worker: Worker | 
 
 def job_row(container: Container, job_id: str) -> dict[str, Any]:
     return container.jobs.get_job(LOCAL_ADMIN, job_id)
-
-
-def check_shard(data_dir: Path, db_url: str, expected: set[str]) -> dict[str, int]:
-    """The ledger (PostgreSQL) against every point of the worker's shard: the documents expected,
-    all indexed, no chunk missing, orphan or duplicated. Only once no worker runs."""
-    container = Container(load_settings(data_dir=data_dir, database={"url": db_url}, log_level="WARNING"))
-    try:
-        records = container.ledger.list("default")
-        points = container.store.point_index("default")
-    finally:
-        container.close()
-    ledger_ids = Counter(cid for r in records for cid in r.chunk_ids)
-    shard_ids = Counter(pid for pid, _, _ in points)
-    assert {r.uri for r in records} == expected
-    assert all(r.status == "indexed" and r.pending_chunk_ids is None for r in records)
-    assert set(ledger_ids) - set(shard_ids) == set(), "missing chunks"
-    assert set(shard_ids) - set(ledger_ids) == set(), "orphan chunks"
-    assert max(ledger_ids.values()) == 1 and max(shard_ids.values()) == 1, "duplicate chunk ids"
-    positions = Counter((doc, index) for _, doc, index in points)
-    assert max(positions.values()) == 1, "two points at one position of a document"
-    return {"documents": len(records), "chunks": len(points)}
 
 
 def uris(corpus: Path) -> set[str]:
@@ -247,9 +226,15 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_job_converges(
         for w in workers:
             w.stop()
         api.close()
-    figures = check_shard(tmp_path / "worker", db_url, expected)
-    assert figures["documents"] == len(expected)
-    print(f"after the kill at {killed_at}/{len(expected)} documents: {figures}")
+    worker_settings = load_settings(
+        data_dir=tmp_path / "worker", database={"url": db_url}, log_level="WARNING"
+    )
+    records = check_ledger_against_shard(worker_settings, f"killed at {killed_at}")
+    assert {r.uri for r in records} == expected
+    chunks = sum(len(r.chunk_ids) for r in records)
+    print(
+        f"after the kill at {killed_at}/{len(expected)} documents: {len(records)} documents, {chunks} chunks"
+    )
     print(STORE_NOTE)
 
 
