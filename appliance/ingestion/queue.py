@@ -35,8 +35,15 @@ TASK = "appliance.run_job"
 DEFAULT_QUEUE = "ingest"
 POOLS = ("threads", "solo")
 _LEASE_PREFIX = "appliance:job-lease:"
-# Compare-and-renew / compare-and-delete: only the worker holding a lease touches it.
-_RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+# Compare-and-renew / compare-and-delete: only the worker holding a lease touches it. A lease that
+# ran out while nobody else took it (this worker stalled) is taken again: giving up the job then
+# would leave it running in the table with no worker and no message to redo it.
+_RENEW = """
+local held = redis.call('get', KEYS[1])
+if held == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+if not held then return redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) and 1 or 0 end
+return 0
+"""
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 

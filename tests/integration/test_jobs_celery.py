@@ -336,3 +336,21 @@ def test_worker_refuses_to_start_without_redis(tmp_path: Path) -> None:
         [sys.executable, "-m", "appliance", "worker"], env=env, capture_output=True, text=True, cwd=ROOT
     )
     assert got.returncode == 2 and "redis.url" in got.stderr, got.stderr
+
+
+def test_a_lease_is_held_by_one_worker_and_taken_again_only_when_free(redis: Redis) -> None:
+    import redis as redis_client
+
+    from appliance.ingestion.queue import Lease
+
+    client = redis_client.Redis.from_url(redis.fresh_url())
+    mine, theirs = Lease(client, "j1", "worker-a", 30), Lease(client, "j1", "worker-b", 30)
+    assert mine.acquire() and not theirs.acquire()
+    assert mine.renew() and not theirs.renew()
+    theirs.release()  # not theirs to release
+    assert not theirs.acquire()
+    client.delete(mine.key)  # ran out while worker-a stalled, and nobody took it
+    assert mine.renew()  # so worker-a keeps it
+    assert not theirs.acquire()
+    mine.release()
+    assert theirs.acquire() and not mine.renew()  # taken over: worker-a must stop
