@@ -265,10 +265,13 @@ class IngestionJobs:
         name = self._collection(collection)
         for spec in specs:
             self.connector("spec", spec, options, principal).close()  # fails now, not in the job
+        # Sealed as a registered source's are (the payload may wait in Redis): a worker opens them
+        # with the same key, from the shared data dir's secrets.
+        box = self.sources.box
         payload = {
             "op": "ingest",
-            "specs": list(specs),
-            "options": options,
+            "specs": [box.seal_spec(s) if box else s for s in specs],
+            "options": box.seal_options(options) if box and options else options,
             "admin": _admin_reach(principal),
             "acl": list(acl),
         }
@@ -299,13 +302,16 @@ class IngestionJobs:
             case "ingest":
 
                 def build(job: Job) -> tuple[list[Connector], list[SourceItem] | None, bool]:
+                    box = self.sources.box
+                    options = payload.get("options")
+                    if box and options:
+                        options = box.unseal_options(options)
                     connectors: list[Connector] = []
                     try:
-                        for spec in payload["specs"]:
+                        for sealed in payload["specs"]:
+                            spec = box.unseal(sealed) if box else sealed
                             connectors.append(
-                                self.connectors.for_source(
-                                    spec, payload.get("options"), admin=payload["admin"]
-                                )
+                                self.connectors.for_source(spec, options, admin=payload["admin"])
                             )
                     except BaseException:
                         for c in connectors:
