@@ -354,3 +354,31 @@ def test_a_lease_is_held_by_one_worker_and_taken_again_only_when_free(redis: Red
     assert not theirs.acquire()
     mine.release()
     assert theirs.acquire() and not mine.renew()  # taken over: worker-a must stop
+
+
+def test_a_queued_job_carries_no_password_in_the_clear(
+    tmp_path: Path, postgres: Postgres, redis: Redis
+) -> None:
+    """The payload waits in Redis: a source's password in it is sealed with the data dir's key (the
+    one the workers share), as a registered source's is in the database."""
+    import base64
+    import json
+
+    import redis as redis_client
+
+    redis_url = redis.fresh_url()
+    api = api_side(tmp_path / "api", postgres.create_database(), redis_url)
+    url = "http://reader:hunter2-secret@127.0.0.1:9/docs"
+    try:
+        job = api.jobs.start_job(LOCAL_ADMIN, [url], None, [])
+        raw = redis_client.Redis.from_url(redis_url).lrange("ingest", 0, -1)
+        assert len(raw) == 1
+        body = base64.b64decode(json.loads(raw[0])["body"])  # kombu's envelope: base64 JSON
+        assert b"hunter2-secret" not in body
+        (job_id, payload), _, _ = json.loads(body)
+        assert job_id == job.id and payload["specs"][0] != url
+        assert "hunter2-secret" not in json.dumps(job_row(api, job.id))
+        box = api.jobs.sources.box
+        assert box is not None and box.unseal(payload["specs"][0]) == url  # what the worker opens
+    finally:
+        api.close()
