@@ -1,7 +1,7 @@
 """What the jobs, sources and documents API (and the CLI) ask of ingestion, in one service.
 
 Writes go through the job queue (one writer); reads come straight from the ledger. A job is a
-JSON payload (``_work`` turns it into the work), so the same job runs on this process's writer
+JSON payload (``appliance.ingestion.work`` turns it into the work), so the same job runs on this process's writer
 thread or, in scale mode, on a Celery worker (``execute``). Document
 reads respect access rules: a document the caller may not read does not exist for them (404).
 
@@ -33,12 +33,13 @@ from appliance.domain import (
     validate_collection_name,
 )
 from appliance.ingestion.connect import ConnectorFactory
-from appliance.ingestion.jobs import ACTIVE, Job, JobManager, Work, is_due
+from appliance.ingestion.jobs import ACTIVE, Job, JobManager, is_due
 from appliance.ingestion.pipeline import IngestProgress, IngestReport, Progress
 from appliance.ingestion.sources import Source, SourceStore
 from appliance.ingestion.state import DocumentRecord, Ledger
 from appliance.ingestion.uploads import orphaned_files, require_own_upload, upload_collection
 from appliance.ingestion.verify import verify
+from appliance.ingestion.work import ingest_payload, job_work
 from appliance.security.acl import can_read as acl_allows
 from appliance.security.acl import filter_tokens, is_curator
 from appliance.security.identity import Disabled
@@ -160,7 +161,7 @@ class IngestionJobs:
             return self.connectors.for_source(spec, options, admin=admin)
         return self.connectors.for_kind(kind, options or {}, admin=admin)
 
-    def _stored(self, source: Source, as_registrant: bool = True) -> Connector:
+    def stored(self, source: Source, as_registrant: bool = True) -> Connector:
         """The connector of a registered source, with the reach of the user who registered it as
         that user is now (``registrant_is_admin``); without ``as_registrant``, an admin's (to find
         its documents when it is removed). An upload registered as a source before that was
@@ -265,16 +266,7 @@ class IngestionJobs:
         name = self._collection(collection)
         for spec in specs:
             self.connector("spec", spec, options, principal).close()  # fails now, not in the job
-        # Sealed as a registered source's are (the payload may wait in Redis): a worker opens them
-        # with the same key, from the shared data dir's secrets.
-        box = self.sources.box
-        payload = {
-            "op": "ingest",
-            "specs": [box.seal_spec(s) if box else s for s in specs],
-            "options": box.seal_options(options) if box and options else options,
-            "admin": _admin_reach(principal),
-            "acl": list(acl),
-        }
+        payload = ingest_payload(self.sources.box, specs, options, _admin_reach(principal), acl)
         return self._submit(
             "ingest", actor, name, payload, detail={"sources": redact(list(specs)), "allow": list(acl)}
         )
@@ -291,82 +283,20 @@ class IngestionJobs:
         detail: dict[str, Any] | None = None,
     ) -> Job:
         return self.manager.submit(
-            kind, actor, collection, self._work(payload), source_id=source_id, detail=detail, payload=payload
+            kind,
+            actor,
+            collection,
+            job_work(self, payload),
+            source_id=source_id,
+            detail=detail,
+            payload=payload,
         )
-
-    def _work(self, payload: dict[str, Any]) -> Work:
-        """The work of a job, from its JSON payload: the same here and on a worker, which has only
-        the payload (and the DB) to go by. Connectors are built when the job starts."""
-        acl = [str(a) for a in payload.get("acl") or []]
-        match payload["op"]:
-            case "ingest":
-
-                def build(job: Job) -> tuple[list[Connector], list[SourceItem] | None, bool]:
-                    box = self.sources.box
-                    options = payload.get("options")
-                    if box and options:
-                        options = box.unseal_options(options)
-                    connectors: list[Connector] = []
-                    try:
-                        for sealed in payload["specs"]:
-                            spec = box.unseal(sealed) if box else sealed
-                            connectors.append(
-                                self.connectors.for_source(spec, options, admin=payload["admin"])
-                            )
-                    except BaseException:
-                        for c in connectors:
-                            c.close()
-                        raise
-                    return connectors, None, False
-
-            case "sync":
-
-                def build(job: Job) -> tuple[list[Connector], list[SourceItem] | None, bool]:
-                    source = self.sources.get(payload["source_id"])  # as it is when the job starts
-                    acl[:] = source.acl
-                    return [self._stored(source)], None, False
-
-            case "upload":
-
-                def build(job: Job) -> tuple[list[Connector], list[SourceItem] | None, bool]:
-                    return [self.connectors.upload(payload["uri"])], None, False
-
-            case "reindex":
-
-                def build(job: Job) -> tuple[list[Connector], list[SourceItem] | None, bool]:
-                    rec = self.ledger.get(payload["document_id"])
-                    if rec is None:
-                        raise NotFound(f"no document {payload['document_id']!r}")
-                    if rec.uri.startswith("upload://"):
-                        connector: Connector = self.connectors.upload(rec.uri)
-                    else:
-                        connector = self.connectors.for_source(rec.source)
-                    try:
-                        item = _find(connector, rec.uri)
-                    except BaseException:
-                        connector.close()
-                        raise
-                    acl[:] = rec.acl
-                    return [connector], [item], True
-
-            case op:
-
-                def build(job: Job) -> tuple[list[Connector], list[SourceItem] | None, bool]:
-                    raise InvalidRequest(f"unknown job operation {op!r}")  # fails the job, not the worker
-
-        def work(job: Job) -> dict[str, Any]:
-            connectors, items, force = build(job)
-            return self.run(
-                connectors, job.collection, acl, job.actor, job.progress, job.cancel, items, force
-            )
-
-        return work
 
     def execute(
         self, job_id: str, payload: dict[str, Any], heartbeat: Callable[[], bool] | None = None
     ) -> dict[str, Any]:
         """Run a queued job in this process (``appliance worker``)."""
-        return self.manager.execute(job_id, self._work(payload), heartbeat)
+        return self.manager.execute(job_id, job_work(self, payload), heartbeat)
 
     def is_active(self, job_id: str) -> bool:
         return self.manager.is_active(job_id)
@@ -522,7 +452,7 @@ class IngestionJobs:
         """Forget a source; with ``purge`` its documents leave the index too."""
         source = self._source(principal, source_id)
         if purge:
-            connector = self._stored(source, as_registrant=False)
+            connector = self.stored(source, as_registrant=False)
             connector.close()
             for rec in self.ledger.for_source(source.collection, connector.root):
                 self.ingestion.remove_document(rec)
@@ -649,10 +579,3 @@ def _accumulate(total: IngestReport, report: IngestReport) -> None:
     total.failed.extend(report.failed)
     total.elapsed_s += report.elapsed_s
     total.cancelled = total.cancelled or report.cancelled
-
-
-def _find(connector: Connector, uri: str) -> SourceItem:
-    for item in connector.discover():
-        if item.uri == uri:
-            return item
-    raise NotFound(f"{uri} is no longer at its source")
