@@ -23,6 +23,7 @@ from appliance.commands import (
     metering,
     search,
     serve,
+    worker,
 )
 from appliance.commands.context import AppContext
 from appliance.egress import prepare_offline_env
@@ -45,6 +46,7 @@ def build_app() -> typer.Typer:
     )
     app.callback()(main_options)
     app.command()(serve.serve)
+    app.command()(worker.worker)
     app.command()(ingestion.ingest)
     app.command()(ask.ask)
     app.command()(search.search)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from appliance.ingestion.originals import Originals
     from appliance.ingestion.parsing import ParserPool
     from appliance.ingestion.pipeline import IngestionService
+    from appliance.ingestion.queue import CeleryQueue
     from appliance.ingestion.service import IngestionJobs
     from appliance.ingestion.state import Ledger
     from appliance.metering import Metering
@@ -462,20 +463,35 @@ class Container:
         return ConnectorFactory(ConnectorConfig.from_settings(self.settings), self.data_dir)
 
     @cached_property
+    def job_queue(self) -> CeleryQueue | None:
+        """Where jobs run: None (the embedded default) on one writer thread of this process; with
+        ``redis.url`` (scale mode) on Celery workers over Redis (``appliance worker``)."""
+        url = self.settings.redis.url
+        if url is None or not url.get_secret_value():
+            return None
+        from appliance.ingestion.queue import CeleryQueue
+
+        return CeleryQueue(url.get_secret_value(), self.settings.ingestion.worker_lost_after_s)
+
+    @cached_property
     def jobs(self) -> IngestionJobs:
-        """Ingestion jobs, sources and documents; jobs run on one writer thread of this process."""
+        """Ingestion jobs, sources and documents; jobs run where ``job_queue`` says."""
         from appliance.ingestion.jobs import JobManager
         from appliance.ingestion.service import IngestionJobs
         from appliance.ingestion.sources import SourceStore
         from appliance.security.secrets import SecretBox
 
-        self.acquire()
+        queue = self.job_queue
+        if queue is None:
+            self.acquire()  # the writer thread writes the data dir's stores
         # Built first so they close after the jobs: a job stopping at shutdown must not find
         # the parser gone and fail its documents for it.
         self.parser  # noqa: B018
         cfg = self.settings.ingestion
         jobs = IngestionJobs(
-            manager=JobManager(self.engine, cfg.scheduler_tick_s, cfg.keep_jobs_days, cfg.keep_jobs),
+            manager=JobManager(
+                self.engine, cfg.scheduler_tick_s, cfg.keep_jobs_days, cfg.keep_jobs, dispatch=queue
+            ),
             sources=SourceStore(self.engine, SecretBox.for_data_dir(self.data_dir)),
             connectors=self.connectors,
             ingestion=self.ingestion,

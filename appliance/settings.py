@@ -361,6 +361,13 @@ class IngestionSettings(Section):
     keep_jobs: int = Field(
         10000, ge=1, description="At most this many finished ingest jobs are remembered (the newest)."
     )
+    worker_lost_after_s: float = Field(
+        60.0,
+        gt=0,
+        description="Scale mode: a job whose worker has not renewed its lease for this long is taken "
+        "over by another worker (which redoes it; ingestion is idempotent per document). Its queue "
+        "message comes back after twice this (Redis visibility timeout).",
+    )
     default_sync_interval_s: float = Field(
         0.0,
         ge=0,

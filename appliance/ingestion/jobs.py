@@ -6,6 +6,11 @@ memory; their state and outcome are written to the ``jobs`` table at every trans
 once a second while running), so `GET /api/v1/jobs/{id}` answers after a restart too, and a job
 that was running when the process died shows as ``interrupted``. Finished jobs leave memory at
 once and the table after ``keep_days`` or beyond the newest ``keep_count``.
+
+In scale mode a ``Dispatch`` (``appliance.ingestion.queue``: Celery on Redis) takes the place of the
+writer thread: ``submit`` records the job and hands its JSON payload over, a worker process runs it
+with ``execute``, and the table is then the only shared state: progress, results, and a cancel
+request (``detail["cancel_requested"]``) that the running worker polls.
 """
 
 from __future__ import annotations
@@ -18,9 +23,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 
 from appliance.db import jobs as jobs_table
 from appliance.db import now
@@ -31,6 +36,9 @@ log = logging.getLogger(__name__)
 
 ACTIVE = ("queued", "running")
 PERSIST_EVERY_S = 1.0
+# How often a worker running a dispatched job looks for a cancel request and renews its lease.
+WATCH_EVERY_S = 1.0
+CANCEL_REQUESTED = "cancel_requested"  # key of a job's detail: set by the API, read by the worker
 
 
 @dataclass
@@ -50,6 +58,9 @@ class Job:
     finished_at: datetime | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
+    # Set when this process lost the job to another worker (its lease ran out): it stops and leaves
+    # the row to the new owner.
+    abandoned: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -86,11 +97,29 @@ def _aware(value: datetime) -> datetime:
 Work = Callable[[Job], dict[str, Any]]
 
 
+class Dispatch(Protocol):
+    """Where jobs run when not on this process's writer thread (the Celery queue)."""
+
+    def send(self, job_id: str, payload: dict[str, Any]) -> None:
+        """Queue the job; ``payload`` (JSON) is all a worker needs to rebuild its work."""
+
+    def revoke(self, job_id: str) -> None:
+        """Drop the job from the queue if it has not started (best effort)."""
+
+    def close(self) -> None: ...
+
+
 class JobManager:
     def __init__(
-        self, engine: Engine, tick_s: float = 30.0, keep_days: float = 30.0, keep_count: int = 10_000
+        self,
+        engine: Engine,
+        tick_s: float = 30.0,
+        keep_days: float = 30.0,
+        keep_count: int = 10_000,
+        dispatch: Dispatch | None = None,
     ) -> None:
         self.engine = engine
+        self.dispatch = dispatch
         self.tick_s = tick_s
         self.keep_days = keep_days
         self.keep_count = keep_count
@@ -100,6 +129,14 @@ class JobManager:
         self._stop = threading.Event()
         self._scheduler: threading.Thread | None = None
         self._due: Callable[[], object] | None = None
+        self.interrupted: list[dict[str, Any]] = []
+        if dispatch is None:
+            self._interrupt_leftovers()
+        # With a dispatch, active rows are other processes' (workers', other replicas'): a worker
+        # that dies leaves its job to the queue's redelivery, not to whoever starts next.
+        self.prune()
+
+    def _interrupt_leftovers(self) -> None:
         # This process owns the data dir now: whatever was running before it did not finish.
         with self.engine.begin() as conn:
             self.interrupted = [
@@ -114,7 +151,6 @@ class JobManager:
                     finished_at=now(),
                 )
             )
-        self.prune()
 
     def prune(self) -> int:
         """Forget finished jobs older than ``keep_days`` and beyond the newest ``keep_count``."""
@@ -138,8 +174,27 @@ class JobManager:
         work: Work,
         source_id: str | None = None,
         detail: dict[str, Any] | None = None,
+        payload: dict[str, Any] | None = None,
     ) -> Job:
+        """Queue a job: ``work`` runs on this process's writer thread, or, with a dispatch, a
+        worker rebuilds it from ``payload`` (required then)."""
         job = Job(uuid.uuid4().hex[:16], kind, actor, collection, source_id, detail or {})
+        if self.dispatch is not None:
+            if payload is None:
+                raise ValueError(f"a {kind} job needs a payload to run on a worker")
+            with self.engine.begin() as conn:
+                conn.execute(insert(jobs_table).values(**self._row(job)))
+            self.dispatch.send(job.id, payload)
+            return job
+        self._persist_progress(job)
+        with self._lock:
+            self._live[job.id] = job
+        with self.engine.begin() as conn:
+            conn.execute(insert(jobs_table).values(**self._row(job)))
+        self._executor.submit(self._run, job, work)
+        return job
+
+    def _persist_progress(self, job: Job) -> None:
         last = [0.0]
 
         def persist_now_and_then(event: str, item: Any, state: IngestProgress) -> None:
@@ -148,12 +203,58 @@ class JobManager:
                 self._persist(job)
 
         job.progress.listener = persist_now_and_then
-        with self._lock:
-            self._live[job.id] = job
+
+    def execute(self, job_id: str, work: Work, heartbeat: Callable[[], bool] | None = None) -> dict[str, Any]:
+        """Run a dispatched job in this process (a worker), as ``_run`` runs a local one. The job is
+        claimed in the table first, so one cancelled or finished meanwhile (a duplicate delivery)
+        is not run again; one left ``running`` by a worker that died runs again from the start,
+        which converges because ingestion is idempotent per document. ``heartbeat`` is called
+        about once a second while it runs; when it returns False (this worker lost the job's
+        lease), the job stops here and its row is left to the new owner."""
         with self.engine.begin() as conn:
-            conn.execute(insert(jobs_table).values(**self._row(job)))
-        self._executor.submit(self._run, job, work)
-        return job
+            row = conn.execute(select(jobs_table).where(jobs_table.c.id == job_id)).first()
+            if row is None:
+                raise NotFound(f"no job {job_id!r}")
+            claimed = conn.execute(
+                update(jobs_table)
+                .where(jobs_table.c.id == job_id, jobs_table.c.status.in_(ACTIVE))
+                .values(status="running", started_at=now(), error=None)
+            ).rowcount
+        if not claimed:
+            return self.get(job_id)
+        m = row._mapping
+        job = Job(m["id"], m["kind"], m["actor"], m["collection"], m["source_id"], dict(m["detail"] or {}))
+        job.created_at = _aware(m["created_at"])
+        self._persist_progress(job)
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.wait(WATCH_EVERY_S):
+                try:
+                    if heartbeat is not None and not heartbeat():
+                        log.warning("job %s: lost its lease to another worker; stopping here", job.id)
+                        job.abandoned = True
+                        job.cancel.set()
+                    if self._cancel_requested(job.id):
+                        job.cancel.set()
+                except Exception:  # a blip of the DB or Redis: look again next time
+                    log.exception("job %s: could not check for a cancel request", job.id)
+
+        if self._cancel_requested(job.id):
+            job.cancel.set()
+        watcher = threading.Thread(target=watch, name=f"appliance-job-{job.id}", daemon=True)
+        watcher.start()
+        try:
+            self._run(job, work)
+        finally:
+            stop.set()
+            watcher.join()
+        return job.as_dict()
+
+    def _cancel_requested(self, job_id: str) -> bool:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(jobs_table.c.detail).where(jobs_table.c.id == job_id)).first()
+        return row is None or bool((row.detail or {}).get(CANCEL_REQUESTED))
 
     def run_inline(self, kind: str, actor: str, collection: str, work: Work, **kw: Any) -> Job:
         """Run a job in the calling thread (the CLI without a server), recorded like any other."""
@@ -182,7 +283,8 @@ class JobManager:
                 job.status, job.error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
         finally:
             job.finished_at = now()
-            self._persist(job)
+            if not job.abandoned:
+                self._persist(job)
             with self._lock:
                 self._live.pop(job.id, None)  # the table has it now; memory holds active jobs only
             try:
@@ -209,8 +311,13 @@ class JobManager:
         }
 
     def _persist(self, job: Job) -> None:
+        if job.abandoned:
+            return
         row = self._row(job)
-        row.pop("id")
+        # What a job is never changes after submit: leaving those columns alone keeps a cancel
+        # request another process wrote into ``detail``.
+        for key in ("id", "kind", "actor", "collection", "source_id", "detail", "created_at"):
+            row.pop(key)
         try:
             with self.engine.begin() as conn:
                 conn.execute(update(jobs_table).where(jobs_table.c.id == job.id).values(**row))
@@ -249,21 +356,39 @@ class JobManager:
             live = self._live.get(job_id)
         if live is not None:
             live.finished.wait(timeout)
-        return self.get(job_id)
+            return self.get(job_id)
+        # Another process runs it (a worker): its row says when it is done.
+        end = None if timeout is None else time.monotonic() + timeout
+        delay = 0.05
+        while (job := self.get(job_id))["status"] in ACTIVE and (end is None or time.monotonic() < end):
+            time.sleep(delay if end is None else max(0.0, min(delay, end - time.monotonic())))
+            delay = min(delay * 2, 1.0)
+        return job
+
+    def _active(self, column: Any, value: str) -> bool:
+        # From the table, not memory: in scale mode the jobs run in other processes.
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(func.count())
+                .select_from(jobs_table)
+                .where(column == value, jobs_table.c.status.in_(ACTIVE))
+            ).scalar_one()
+        return bool(found)
 
     def active_for_collection(self, collection: str) -> bool:
-        with self._lock:
-            return any(j.collection == collection and j.status in ACTIVE for j in self._live.values())
+        return self._active(jobs_table.c.collection, collection)
 
     def active_for_source(self, source_id: str) -> bool:
-        with self._lock:
-            return any(j.source_id == source_id and j.status in ACTIVE for j in self._live.values())
+        return self._active(jobs_table.c.source_id, source_id)
+
+    def is_active(self, job_id: str) -> bool:
+        return self._active(jobs_table.c.id, job_id)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         with self._lock:
             job = self._live.get(job_id)
         if job is None:
-            self.get(job_id)  # NotFound when unknown
+            self._cancel_elsewhere(job_id)
             return self.get(job_id)
         if job.status in ACTIVE:
             job.cancel.set()
@@ -273,6 +398,27 @@ class JobManager:
                 self._persist(job)
                 job.finished.set()
         return job.as_dict()
+
+    def _cancel_elsewhere(self, job_id: str) -> None:
+        """Cancel a job this process does not run: a queued one is cancelled in the table (and
+        dropped from the queue), a running one gets a cancel request its worker acts on."""
+        if self.get(job_id)["status"] not in ACTIVE:  # NotFound when unknown
+            return
+        with self.engine.begin() as conn:
+            # Conditional, so a worker claiming it at the same moment either finds it cancelled or
+            # makes this a no-op (and then the request below stops it).
+            queued = conn.execute(
+                update(jobs_table)
+                .where(jobs_table.c.id == job_id, jobs_table.c.status == "queued")
+                .values(status="cancelled", finished_at=now())
+            ).rowcount
+        if queued and self.dispatch is not None:
+            self.dispatch.revoke(job_id)
+        with self.engine.begin() as conn:
+            row = conn.execute(select(jobs_table.c.detail).where(jobs_table.c.id == job_id)).first()
+            if row is not None:
+                detail = dict(row.detail or {}) | {CANCEL_REQUESTED: True}
+                conn.execute(update(jobs_table).where(jobs_table.c.id == job_id).values(detail=detail))
 
     # -- schedule -----------------------------------------------------------------------------------
 
@@ -305,6 +451,8 @@ class JobManager:
                     self._persist(job)
         if self._scheduler is not None:
             self._scheduler.join(timeout=5)
+        if self.dispatch is not None:
+            self.dispatch.close()
 
 
 def _row_dict(row: Any) -> dict[str, Any]:

@@ -1,6 +1,8 @@
 """What the jobs, sources and documents API (and the CLI) ask of ingestion, in one service.
 
-Writes go through the job queue (one writer); reads come straight from the ledger. Document
+Writes go through the job queue (one writer); reads come straight from the ledger. A job is a
+JSON payload (``appliance.ingestion.work`` turns it into the work), so the same job runs on this process's writer
+thread or, in scale mode, on a Celery worker (``execute``). Document
 reads respect access rules: a document the caller may not read does not exist for them (404).
 
 Writes, sources and jobs belong to collections, and only admins and the curators of a collection's
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from appliance.audit import AuditEvent
@@ -31,12 +33,13 @@ from appliance.domain import (
     validate_collection_name,
 )
 from appliance.ingestion.connect import ConnectorFactory
-from appliance.ingestion.jobs import Job, JobManager, is_due
+from appliance.ingestion.jobs import ACTIVE, Job, JobManager, is_due
 from appliance.ingestion.pipeline import IngestProgress, IngestReport, Progress
 from appliance.ingestion.sources import Source, SourceStore
 from appliance.ingestion.state import DocumentRecord, Ledger
 from appliance.ingestion.uploads import orphaned_files, require_own_upload, upload_collection
 from appliance.ingestion.verify import verify
+from appliance.ingestion.work import ingest_payload, job_work
 from appliance.security.acl import can_read as acl_allows
 from appliance.security.acl import filter_tokens, is_curator
 from appliance.security.identity import Disabled
@@ -55,6 +58,7 @@ log = logging.getLogger(__name__)
 COPY_CHUNK = 1 << 20
 # JobManager.list has no collection filter: a curator's page is filled from ever wider windows.
 _JOB_WINDOW_GROWTH = 4
+_ACTIVE_UPLOADS = 10_000  # queued or running upload jobs looked at when cleaning stray files
 
 
 def can_read(principal: Principal, rec: DocumentRecord) -> bool:
@@ -152,14 +156,12 @@ class IngestionJobs:
         ``principal``, only where that caller may point one (``ConnectorFactory.check_reach``).
         Without, the caller is the local admin (CLI). Uploads are never a caller's source: an
         ``upload://`` URI names another collection's file as well as one's own."""
-        # An admin key scoped to collections is an admin inside those only: where its sources may
-        # point is a curator's reach, or it could send the appliance's credentials anywhere.
-        admin = principal is None or (principal.is_admin and principal.collections is None)
+        admin = _admin_reach(principal)
         if spec:
             return self.connectors.for_source(spec, options, admin=admin)
         return self.connectors.for_kind(kind, options or {}, admin=admin)
 
-    def _stored(self, source: Source, as_registrant: bool = True) -> Connector:
+    def stored(self, source: Source, as_registrant: bool = True) -> Connector:
         """The connector of a registered source, with the reach of the user who registered it as
         that user is now (``registrant_is_admin``); without ``as_registrant``, an admin's (to find
         its documents when it is removed). An upload registered as a source before that was
@@ -262,14 +264,42 @@ class IngestionJobs:
         """Ingest SOURCE arguments (paths, URLs) as one job; unreachable sources fail now (400),
         and so do sources ``principal`` may not point at (403)."""
         name = self._collection(collection)
-        connectors = [self.connector("spec", s, options, principal) for s in specs]
-
-        def work(job: Job) -> dict[str, Any]:
-            return self.run(connectors, name, acl, actor, job.progress, job.cancel)
-
-        return self.manager.submit(
-            "ingest", actor, name, work, detail={"sources": redact(list(specs)), "allow": list(acl)}
+        for spec in specs:
+            self.connector("spec", spec, options, principal).close()  # fails now, not in the job
+        payload = ingest_payload(self.sources.box, specs, options, _admin_reach(principal), acl)
+        return self._submit(
+            "ingest", actor, name, payload, detail={"sources": redact(list(specs)), "allow": list(acl)}
         )
+
+    # -- what a job does --------------------------------------------------------------------------
+
+    def _submit(
+        self,
+        kind: str,
+        actor: str,
+        collection: str,
+        payload: dict[str, Any],
+        source_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> Job:
+        return self.manager.submit(
+            kind,
+            actor,
+            collection,
+            job_work(self, payload),
+            source_id=source_id,
+            detail=detail,
+            payload=payload,
+        )
+
+    def execute(
+        self, job_id: str, payload: dict[str, Any], heartbeat: Callable[[], bool] | None = None
+    ) -> dict[str, Any]:
+        """Run a queued job in this process (``appliance worker``)."""
+        return self.manager.execute(job_id, job_work(self, payload), heartbeat)
+
+    def is_active(self, job_id: str) -> bool:
+        return self.manager.is_active(job_id)
 
     def start_job(
         self,
@@ -341,16 +371,27 @@ class IngestionJobs:
                 retried.append(self._submit_upload(connector, old["collection"], acl, old["actor"], size))
                 log.info("retrying the interrupted upload %s as job %s", connector.root, retried[-1].id)
         kept = self.ledger.upload_uris() | {job.detail["uri"] for job in retried}
+        # Uploads still queued or running (on a worker, in scale mode) read theirs yet.
+        kept |= {
+            str(job["detail"].get("uri"))
+            for status in ACTIVE
+            for job in self.manager.list(_ACTIVE_UPLOADS, status)
+            if job["kind"] == "upload"
+        }
         for path in orphaned_files(self.connectors, kept):
             log.warning("removing %s: an upload that no document or job reads", path)
             path.unlink(missing_ok=True)
         return retried
 
     def run_due(self) -> list[Job]:
+        """Sync the sources that are due. Every API replica ticks; ``claim_sync`` (a compare-and-set
+        on the source's last sync time) lets exactly one of them start each due sync."""
         started = []
         for source in self.sources.list():
-            if is_due(source.last_sync_at, source.interval_s) and not self.manager.active_for_source(
-                source.id
+            if (
+                is_due(source.last_sync_at, source.interval_s)
+                and not self.manager.active_for_source(source.id)
+                and self.sources.claim_sync(source)
             ):
                 started.append(self.sync(source.id, "scheduler"))
         return started
@@ -436,13 +477,13 @@ class IngestionJobs:
     def sync(self, source_id: str, actor: str) -> Job:
         """Sync now, as ``actor`` (the scheduler, or a caller already let through)."""
         source = self.sources.get(source_id)
-
-        def work(job: Job) -> dict[str, Any]:
-            connector = self._stored(source)
-            return self.run([connector], source.collection, source.acl, actor, job.progress, job.cancel)
-
-        job = self.manager.submit(
-            "sync", actor, source.collection, work, source_id=source.id, detail={"source": source.as_dict()}
+        job = self._submit(
+            "sync",
+            actor,
+            source.collection,
+            {"op": "sync", "source_id": source.id},
+            source_id=source.id,
+            detail={"source": source.as_dict()},
         )
         self.sources.mark_synced(source.id, job.id)
         return job
@@ -451,7 +492,7 @@ class IngestionJobs:
         """Forget a source; with ``purge`` its documents leave the index too."""
         source = self._source(principal, source_id)
         if purge:
-            connector = self._stored(source, as_registrant=False)
+            connector = self.stored(source, as_registrant=False)
             connector.close()
             for rec in self.ledger.for_source(source.collection, connector.root):
                 self.ingestion.remove_document(rec)
@@ -490,14 +531,11 @@ class IngestionJobs:
     def _submit_upload(
         self, connector: UploadConnector, name: str, acl: Sequence[str], actor: str, size: int
     ) -> Job:
-        def work(job: Job) -> dict[str, Any]:
-            return self.run([connector], name, acl, actor, job.progress, job.cancel)
-
-        return self.manager.submit(
+        return self._submit(
             "upload",
             actor,
             name,
-            work,
+            {"op": "upload", "uri": connector.root, "acl": list(acl)},
             detail={"filename": connector.filename, "uri": connector.root, "bytes": size, "allow": list(acl)},
         )
 
@@ -553,23 +591,12 @@ class IngestionJobs:
 
         if rec.uri.startswith("upload://"):
             require_own_upload(rec.uri, rec.collection)
-
-        def work(job: Job) -> dict[str, Any]:
-            if rec.uri.startswith("upload://"):
-                connector: Connector = self.connectors.upload(rec.uri)
-            else:
-                connector = self.connectors.for_source(rec.source)
-            try:
-                item = _find(connector, rec.uri)
-            except BaseException:
-                connector.close()
-                raise
-            return self.run(
-                [connector], rec.collection, rec.acl, principal.name, job.progress, job.cancel, [item], True
-            )
-
-        return self.manager.submit(
-            "reindex", principal.name, rec.collection, work, detail={"document_id": doc_id, "uri": rec.uri}
+        return self._submit(
+            "reindex",
+            principal.name,
+            rec.collection,
+            {"op": "reindex", "document_id": doc_id},
+            detail={"document_id": doc_id, "uri": rec.uri},
         )
 
     def verify(self, collection: str | None = None, repair: bool = False) -> dict[str, Any]:
@@ -579,16 +606,16 @@ class IngestionJobs:
         self.manager.close()
 
 
+def _admin_reach(principal: Principal | None) -> bool:
+    """Whether a caller's connectors get an admin's reach (None: the CLI's local admin). An admin
+    key scoped to collections is an admin inside those only: where its sources may point is a
+    curator's reach, or it could send the appliance's credentials anywhere."""
+    return principal is None or (principal.is_admin and principal.collections is None)
+
+
 def _accumulate(total: IngestReport, report: IngestReport) -> None:
     for name in ("added", "updated", "unchanged", "deleted", "chunks", "reused"):
         setattr(total, name, getattr(total, name) + getattr(report, name))
     total.failed.extend(report.failed)
     total.elapsed_s += report.elapsed_s
     total.cancelled = total.cancelled or report.cancelled
-
-
-def _find(connector: Connector, uri: str) -> SourceItem:
-    for item in connector.discover():
-        if item.uri == uri:
-            return item
-    raise NotFound(f"{uri} is no longer at its source")

@@ -153,6 +153,20 @@ class SourceStore:
             if not conn.execute(delete(sources).where(sources.c.id == source_id)).rowcount:
                 raise NotFound(f"no source {source_id!r}")
 
+    def claim_sync(self, source: Source) -> bool:
+        """Mark ``source`` (as read) synced now, unless another process did so since it was read:
+        a compare-and-set on ``last_sync_at``, so of schedulers ticking at once exactly one wins."""
+        unchanged = (
+            sources.c.last_sync_at.is_(None)
+            if source.last_sync_at is None
+            else sources.c.last_sync_at == source.last_sync_at
+        )
+        with self.engine.begin() as conn:
+            won = conn.execute(
+                update(sources).where(sources.c.id == source.id, unchanged).values(last_sync_at=now())
+            ).rowcount
+        return bool(won)
+
     def mark_synced(self, source_id: str, job_id: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(

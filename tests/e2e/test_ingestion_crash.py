@@ -10,12 +10,12 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT, base_env, cli_json, run_cli
+from tests.fixtures.shard import check_ledger_against_shard
 
 pytestmark = pytest.mark.slow
 
@@ -91,21 +91,7 @@ def test_kill_9_at_random_points_converges(tmp_path: Path, corpus_dir: Path) -> 
     assert verdict.returncode == 0, (seed, history, verdict.stdout, verdict.stderr[-2000:])
 
     # And independently of `verify`: the ledger against every point in the shard.
-    from appliance.container import Container
     from appliance.settings import load_settings
 
-    container = Container(load_settings(data_dir=data_dir))
-    try:
-        records = container.ledger.list("default")
-        points = container.store.point_index("default")
-    finally:
-        container.close()
-    ledger_ids = Counter(cid for r in records for cid in r.chunk_ids)
-    shard_ids = Counter(pid for pid, _, _ in points)
+    records = check_ledger_against_shard(load_settings(data_dir=data_dir), f"seed {seed}, {history}")
     assert {Path(r.uri).name for r in records} == expected, (seed, history)
-    assert all(r.status == "indexed" and r.pending_chunk_ids is None for r in records), (seed, history)
-    assert set(ledger_ids) - set(shard_ids) == set(), f"missing chunks (seed {seed}, {history})"
-    assert set(shard_ids) - set(ledger_ids) == set(), f"orphan chunks (seed {seed}, {history})"
-    assert max(ledger_ids.values()) == 1 and max(shard_ids.values()) == 1
-    positions = Counter((doc, index) for _, doc, index in points)
-    assert max(positions.values()) == 1, f"duplicate positions (seed {seed}, {history})"

@@ -109,3 +109,19 @@ def test_verify_finds_and_repairs_orphans_and_missing_chunks(tmp_path: Path, db_
         assert pairs[0][0].text == "alpha" and np.allclose(pairs[0][1], vectors[0])
     finally:
         store.close()
+
+
+def test_a_due_source_is_claimed_once(db_url: str) -> None:
+    """The schedulers' compare-and-set: of two replicas that read the same due source, one wins."""
+    from appliance.ingestion.sources import SourceStore
+
+    engine = make_engine(db_url)
+    first, second = SourceStore(engine), SourceStore(make_engine(db_url))
+    source = first.add("spec", "/srv/docs", {}, "default", [], 60)
+    seen_by_first, seen_by_second = first.get(source.id), second.get(source.id)
+    assert first.claim_sync(seen_by_first)
+    assert not second.claim_sync(seen_by_second)  # read before the first claim: too late
+    again = second.get(source.id)
+    assert again.last_sync_at is not None
+    assert second.claim_sync(again)  # a fresh read claims the next round
+    assert not first.claim_sync(again)
