@@ -16,6 +16,7 @@ from appliance.domain import Conflict
 from appliance.settings import Settings
 
 if TYPE_CHECKING:
+    from redis import Redis
     from sqlalchemy.engine import Engine
 
     from appliance.audit import AuditLog, QueryRecorder
@@ -40,7 +41,9 @@ if TYPE_CHECKING:
     from appliance.retrieval import Retriever
     from appliance.security.auth import KeyStore
     from appliance.security.identity import IdentityStore
+    from appliance.security.sessions import SessionStore
     from appliance.settings import ServedModel
+    from appliance.sharedstate import Leases
     from appliance.vectorstore.base import VectorStore
 
 log = logging.getLogger(__name__)
@@ -116,11 +119,46 @@ class Container:
         return IdentityStore(self.engine)
 
     @cached_property
+    def redis(self) -> Redis | None:
+        """The Redis of scale mode (``redis.url``), or None: shared state stays in this process."""
+        from appliance.sharedstate import connect, redis_url
+
+        url = redis_url(self.settings)
+        if url is None:
+            return None
+        client = connect(url)
+        self._closers.append(client.close)
+        return client
+
+    @cached_property
+    def leases(self) -> Leases:
+        """Capped counters every API replica shares (admission places, token reservations)."""
+        from appliance.sharedstate import LocalLeases, RedisLeases
+
+        return LocalLeases() if self.redis is None else RedisLeases(self.redis)
+
+    def session_store(self, namespace: str) -> SessionStore:
+        """Where the UI sign-in form at ``namespace`` keeps its sessions: Redis in scale mode."""
+        from appliance.security.sessions import MemorySessions, RedisSessions
+
+        return MemorySessions() if self.redis is None else RedisSessions(self.redis, namespace)
+
+    @cached_property
     def metering(self) -> Metering:
         from appliance.metering import Metering
+        from appliance.security.throttle import storage_uri
 
         cfg = self.settings.quotas
-        return Metering(self.engine, cfg.tokens_per_day, cfg.requests_per_minute)
+        inference = self.settings.inference
+        return Metering(
+            self.engine,
+            cfg.tokens_per_day,
+            cfg.requests_per_minute,
+            self.leases,
+            storage_uri(self.settings),
+            # a reservation outlives the longest wait plus the longest generation it covers
+            hold_ttl_s=inference.queue_timeout_s + inference.request_timeout_s + 60,
+        )
 
     @cached_property
     def audit(self) -> AuditLog:
