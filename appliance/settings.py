@@ -198,6 +198,11 @@ class ServedModel(Section):
     )
     path: str = Field("", description="GGUF file or Hugging Face model folder (not for `remote`).")
     url: str = Field("", description="Base URL of an OpenAI-compatible server (for `remote`).")
+    urls: list[str] = Field(
+        [],
+        description="Base URLs of several OpenAI-compatible servers of this model (vLLM replicas, "
+        "other nodes), one pool replica each, instead of `url` (for `remote`).",
+    )
     api_key: SecretStr | None = Field(None, description="Bearer key of the remote server.")
     remote_model: str = Field("", description="Model name the remote server knows (default: `name`).")
     size: str = Field(
@@ -297,6 +302,12 @@ class InferenceSettings(Section):
     vllm_args: list[str] = Field([], description="Extra arguments appended to the `vllm serve` command.")
     url: str = Field(
         "", description="Base URL (…/v1) of an OpenAI-compatible server when backend is `remote`."
+    )
+    urls: list[str] = Field(
+        [],
+        description="Base URLs (…/v1) of several OpenAI-compatible servers of the default model "
+        "(vLLM replicas, other nodes) when backend is `remote`: each joins the pool as one replica, "
+        "so every API replica routes over the same servers. Set instead of `url` and `replicas`.",
     )
     api_key: SecretStr | None = Field(None, description="Bearer key of the remote server.")
     models: list[ServedModel] = Field(

@@ -38,6 +38,7 @@ from typing import Any
 from appliance.domain import ApplianceError, NotFound, Overloaded
 from appliance.inference.base import Delta, GenerationParams, InferenceBackend
 from appliance.observability import Metrics
+from appliance.sharedstate import CapReached, Held, Leases
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ PROBE_TIMEOUT_S = 2.0
 # Probes a local worker may fail in a row, alive, before it counts as hung and is restarted. One
 # miss could be a long prefill starving the worker's event loop; restarting costs a model load.
 HUNG_AFTER = 3
+# A shared queue place outlives the longest wait by this much before it counts as abandoned.
+PLACE_TTL_MARGIN_S = 30.0
 
 
 class DeadlineExceeded(ApplianceError):
@@ -89,7 +92,31 @@ class _Group:
         return sum(r.slots for r in self.replicas)
 
 
-class Lease:
+@dataclass(frozen=True)
+class ChatRequest:
+    messages: list[dict[str, str]]
+    params: GenerationParams
+    model: str | None = None
+    user: str | None = None
+
+
+class _Chats:
+    """``chat`` as the answering code calls it, on the pool or on a ``Lease`` standing in for it."""
+
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        params: GenerationParams,
+        model: str | None = None,
+        user: str | None = None,
+    ) -> AsyncGenerator[Delta, None]:
+        return self._open(ChatRequest(messages, params, model, user))
+
+    def _open(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
+        raise NotImplementedError
+
+
+class Lease(_Chats):
     """One slot of a model, taken by ``InferencePool.reserve`` before the generation that uses it.
 
     It stands in for the pool in ``chat`` (the answering code takes any object with the pool's
@@ -111,17 +138,12 @@ class Lease:
     def model(self) -> str:
         return self._group.name
 
-    def chat(
-        self,
-        messages: list[dict[str, str]],
-        params: GenerationParams,
-        model: str | None = None,
-        user: str | None = None,
-    ) -> AsyncGenerator[Delta, None]:
+    def _open(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
+        model = request.model
         if self._claimed or not self._held or (model is not None and model != self._group.name):
-            return self._pool.chat(messages, params, model or self._group.name, user)
+            return self._pool.chat(request.messages, request.params, model or self._group.name, request.user)
         self._claimed = True
-        return self._pool._generate(self, messages, params)
+        return self._pool._generate(self, request.messages, request.params)
 
     def release(self) -> None:
         if not self._started:
@@ -135,7 +157,7 @@ class Lease:
         self._pool._release(self._group, self._replica, service_s)
 
 
-class InferencePool:
+class InferencePool(_Chats):
     def __init__(
         self,
         backends: list[InferenceBackend],
@@ -145,7 +167,10 @@ class InferencePool:
         health_interval_s: float = 5.0,
         metrics: Metrics | None = None,
         max_queue_per_user: int | None = None,
+        leases: Leases | None = None,
     ) -> None:
+        """``leases``: where the queue's places are counted across API replicas (Redis in scale
+        mode); None: this pool's own queue is the whole queue."""
         if not backends:
             raise ValueError("at least one backend")
         self._groups: dict[str, _Group] = {}
@@ -163,6 +188,7 @@ class InferencePool:
         self.request_timeout_s = request_timeout_s
         self.health_interval_s = health_interval_s
         self.metrics = metrics or Metrics()
+        self.leases = leases
         self._mu = threading.Lock()
         self._stop = threading.Event()
         self._checker: threading.Thread | None = None
@@ -205,6 +231,15 @@ class InferencePool:
             out[name] = {"replicas": replicas, "waiting": g.waiting, "capacity": g.capacity}
         return out
 
+    def healthy_replicas(self) -> dict[str, tuple[int, int]]:
+        """(replicas in routing, all replicas) per model: passing their last health probe and,
+        for local workers, alive now. Cheap: no probe is made here."""
+        with self._mu:
+            return {
+                name: (sum(r.healthy and _alive(r) for r in g.replicas), len(g.replicas))
+                for name, g in self._groups.items()
+            }
+
     def stats(self, model: str | None = None) -> dict[str, int]:
         g = self._group(model)
         with self._mu:
@@ -221,18 +256,12 @@ class InferencePool:
         self.metrics.queue_wait.labels(group.name).observe(time.perf_counter() - queued_at)
         return Lease(self, group, replica)
 
-    async def chat(
-        self,
-        messages: list[dict[str, str]],
-        params: GenerationParams,
-        model: str | None = None,
-        user: str | None = None,
-    ) -> AsyncGenerator[Delta, None]:
-        lease = await self.reserve(model, user)
+    async def _open(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
+        lease = await self.reserve(request.model, request.user)
         try:
             # aclosing: when our consumer closes us (a disconnect), the generation must close now,
             # not when the garbage collector gets to it, or the worker runs on with the slot freed.
-            async with contextlib.aclosing(lease.chat(messages, params)) as stream:
+            async with contextlib.aclosing(lease.chat(request.messages, request.params)) as stream:
                 async for delta in stream:
                     yield delta
         finally:
@@ -312,52 +341,85 @@ class InferencePool:
     def _retry_after(self, group: _Group) -> float:
         return float(max(1, math.ceil(group.service_s * (group.waiting + 1) / group.capacity)))
 
-    async def _acquire(self, group: _Group, user: str) -> Replica:
-        loop = asyncio.get_running_loop()
-        with self._mu:
-            replica = self._free_replica(group) if not group.turns else None
-            if replica is not None:
-                replica.outstanding += 1
-                return replica
-            if group.waiting >= self.max_queue:
-                self.metrics.requests.labels(group.name, "rejected").inc()
-                self.metrics.observe_error(group.name, "queue_full")
-                raise Overloaded(
-                    f"model {group.name!r} is busy and its queue of {self.max_queue} is full",
-                    retry_after=self._retry_after(group),
-                )
-            if len(group.queues.get(user, ())) >= self.max_queue_per_user:
-                self.metrics.requests.labels(group.name, "rejected").inc()
-                self.metrics.observe_error(group.name, "user_queue_full")
-                raise Overloaded(
+    def _refuse(self, group: _Group, kind: str) -> Overloaded:
+        self.metrics.requests.labels(group.name, "rejected").inc()
+        self.metrics.observe_error(group.name, kind)
+        match kind:
+            case "queue_full":
+                message = f"model {group.name!r} is busy and its queue of {self.max_queue} is full"
+            case "user_queue_full":
+                message = (
                     f"model {group.name!r} is busy and you already have {self.max_queue_per_user} "
-                    "requests waiting for it",
-                    retry_after=self._retry_after(group),
+                    "requests waiting for it"
                 )
-            waiter = _Waiter(user, loop, loop.create_future())
+            case _:
+                message = f"model {group.name!r} stayed busy for {self.queue_timeout_s:g} s"
+        return Overloaded(message, retry_after=self._retry_after(group))
+
+    def _admit(self, group: _Group, user: str, waiter: _Waiter | None) -> Replica | None:
+        """A free slot, taken; else the queue's caps checked (Overloaded) and ``waiter`` queued.
+        Called with the lock held."""
+        replica = self._free_replica(group) if not group.turns else None
+        if replica is not None:
+            replica.outstanding += 1
+            return replica
+        if group.waiting >= self.max_queue:
+            raise self._refuse(group, "queue_full")
+        if len(group.queues.get(user, ())) >= self.max_queue_per_user:
+            raise self._refuse(group, "user_queue_full")
+        if waiter is not None:
             group.queues.setdefault(user, deque()).append(waiter)
             if user not in group.turns:
                 group.turns.append(user)
             self.metrics.queued.labels(group.name).set(group.waiting)
+        return None
+
+    def _take_place(self, group: _Group, user: str) -> Held:
+        """A place in the queue of every replica of the appliance (``leases`` in Redis), so a user
+        cannot pass ``max_queue_per_user`` by spreading requests over API replicas."""
+        assert self.leases is not None
+        caps = [
+            (f"queue:{group.name}", self.max_queue),
+            (f"queue:{group.name}:{user}", self.max_queue_per_user),
+        ]
         try:
-            async with asyncio.timeout(self.queue_timeout_s):
-                return await asyncio.shield(waiter.future)
-        except BaseException as exc:
+            # It lives while the request may wait; one left by a replica that died runs out then.
+            return self.leases.acquire(caps, 1, self.queue_timeout_s + PLACE_TTL_MARGIN_S)
+        except CapReached as full:
+            raise self._refuse(group, "queue_full" if full.key == caps[0][0] else "user_queue_full") from None
+
+    async def _acquire(self, group: _Group, user: str) -> Replica:
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(user, loop, loop.create_future())
+        place: Held | None = None
+        if self.leases is not None:
             with self._mu:
-                assigned = waiter.replica
-                if assigned is None:
-                    self._forget(group, waiter)
-                self.metrics.queued.labels(group.name).set(group.waiting)
-            if assigned is not None:  # the slot came just as we gave up: hand it on
-                self._release(group, assigned, None)
-            if isinstance(exc, TimeoutError):
-                self.metrics.requests.labels(group.name, "rejected").inc()
-                self.metrics.observe_error(group.name, "queue_timeout")
-                raise Overloaded(
-                    f"model {group.name!r} stayed busy for {self.queue_timeout_s:g} s",
-                    retry_after=self._retry_after(group),
-                ) from None
-            raise
+                replica = self._admit(group, user, None)
+            if replica is not None:
+                return replica
+            place = await asyncio.to_thread(self._take_place, group, user)
+        try:
+            with self._mu:
+                replica = self._admit(group, user, waiter)
+            if replica is not None:
+                return replica
+            try:
+                async with asyncio.timeout(self.queue_timeout_s):
+                    return await asyncio.shield(waiter.future)
+            except BaseException as exc:
+                with self._mu:
+                    assigned = waiter.replica
+                    if assigned is None:
+                        self._forget(group, waiter)
+                    self.metrics.queued.labels(group.name).set(group.waiting)
+                if assigned is not None:  # the slot came just as we gave up: hand it on
+                    self._release(group, assigned, None)
+                if isinstance(exc, TimeoutError):
+                    raise self._refuse(group, "queue_timeout") from None
+                raise
+        finally:
+            if self.leases is not None:
+                self.leases.release(place)  # out of the queue, with a slot or without
 
     def _forget(self, group: _Group, waiter: _Waiter) -> None:
         queue = group.queues.get(waiter.user)
