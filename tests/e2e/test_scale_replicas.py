@@ -197,6 +197,18 @@ def test_a_session_made_on_one_replica_works_on_the_other(cluster: dict[str, Any
     assert r.status_code in (200, 302, 307)
     assert not _signed_in(one, cookies) and not _signed_in(two, cookies)
 
+    # A password changed through one replica ends the sessions opened on the other.
+    signed = _login(two, "sally", "sally-password-1")
+    assert signed.status_code == 200 and _signed_in(one, signed.cookies)
+    changed = httpx.patch(
+        f"{one.url}/api/v1/users/sally",
+        json={"password": "sally-password-2"},
+        headers=_admin(one),
+        timeout=30,
+    )
+    assert changed.status_code == 200, changed.text
+    assert not _signed_in(two, signed.cookies) and not _signed_in(one, signed.cookies)
+
     # A key session made on one ends on both once the key is revoked through the other.
     key = httpx.post(f"{one.url}/api/v1/keys", json={"user": "sally"}, headers=_admin(one), timeout=30)
     assert key.status_code == 201, key.text
