@@ -158,6 +158,12 @@ def _admin(server: Server) -> dict[str, str]:
     return {"Authorization": f"Bearer {server.admin_key}"}
 
 
+def _add_user(server: Server, name: str, password: str | None = None) -> None:
+    user = {"name": name, "role": "employee", "password": password}
+    r = httpx.post(f"{server.url}/api/v1/users", json=user, headers=_admin(server), timeout=30)
+    assert r.status_code == 201, r.text
+
+
 def _login(server: Server, user: str, password: str) -> httpx.Response:
     return httpx.post(f"{server.url}/login", data={"username": user, "password": password}, timeout=30)
 
@@ -179,13 +185,7 @@ def test_both_replicas_are_ready_and_route_to_the_shared_model_server(cluster: d
 
 def test_a_session_made_on_one_replica_works_on_the_other(cluster: dict[str, Any]) -> None:
     one, two = cluster["one"], cluster["two"]
-    r = httpx.post(
-        f"{one.url}/api/v1/users",
-        json={"name": "sally", "role": "employee", "password": "sally-password-1"},
-        headers=_admin(one),
-        timeout=30,
-    )
-    assert r.status_code == 201, r.text
+    _add_user(one, "sally", "sally-password-1")
     signed = _login(one, "sally", "sally-password-1")
     assert signed.status_code == 200, signed.text
     cookies = signed.cookies
@@ -221,13 +221,7 @@ def test_a_session_made_on_one_replica_works_on_the_other(cluster: dict[str, Any
 
 def test_the_sign_in_throttle_counts_attempts_on_both_replicas(cluster: dict[str, Any]) -> None:
     one, two = cluster["one"], cluster["two"]
-    r = httpx.post(
-        f"{one.url}/api/v1/users",
-        json={"name": "tom", "role": "employee", "password": "tom-password-1"},
-        headers=_admin(one),
-        timeout=30,
-    )
-    assert r.status_code == 201, r.text
+    _add_user(one, "tom", "tom-password-1")
     for server in (one, two, one):  # login_rate 3/minute, spread over the replicas
         assert _login(server, "tom", "wrong-password").status_code == 400
     # The right password, on the replica that saw only one failure: refused, the limit is shared.
@@ -236,8 +230,7 @@ def test_the_sign_in_throttle_counts_attempts_on_both_replicas(cluster: dict[str
 
 def test_a_users_quota_holds_across_replicas(cluster: dict[str, Any]) -> None:
     one, two = cluster["one"], cluster["two"]
-    r = httpx.post(f"{one.url}/api/v1/users", json={"name": "quinn"}, headers=_admin(one), timeout=30)
-    assert r.status_code == 201, r.text
+    _add_user(one, "quinn")
     key = httpx.post(f"{one.url}/api/v1/keys", json={"user": "quinn"}, headers=_admin(one), timeout=30)
     assert key.status_code == 201, key.text
     r = httpx.put(

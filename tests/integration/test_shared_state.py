@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import pytest
 
@@ -22,6 +23,8 @@ from appliance.security.throttle import LoginThrottle
 from appliance.sharedstate import CapReached, Leases, LocalLeases, RedisLeases, connect
 from tests.conftest import Redis, free_port
 
+T = TypeVar("T")
+
 
 def wait_until(check: Callable[[], bool], deadline_s: float = 10.0) -> None:
     end = time.monotonic() + deadline_s
@@ -31,14 +34,24 @@ def wait_until(check: Callable[[], bool], deadline_s: float = 10.0) -> None:
         time.sleep(0.05)  # polling until the deadline
 
 
-@pytest.fixture(params=["local", pytest.param("redis", marks=pytest.mark.services)])
-def replicas(request: pytest.FixtureRequest) -> tuple[Leases, Leases]:
-    """Two replicas' view of the leases: one object in-process, two on one Redis database."""
+IN_PROCESS_OR_REDIS = ["local", pytest.param("redis", marks=pytest.mark.services)]
+
+
+def two_replicas(
+    request: pytest.FixtureRequest, local: Callable[[], T], on_redis: Callable[[Any], T]
+) -> tuple[T, T]:
+    """Two replicas' view of one kind of shared state: one object in-process (the same object for
+    both), or two objects on one fresh Redis database."""
     if request.param == "local":
-        shared = LocalLeases()
+        shared = local()
         return shared, shared
     url = request.getfixturevalue("redis").fresh_url()
-    return RedisLeases(connect(url)), RedisLeases(connect(url))
+    return on_redis(connect(url)), on_redis(connect(url))
+
+
+@pytest.fixture(params=IN_PROCESS_OR_REDIS)
+def replicas(request: pytest.FixtureRequest) -> tuple[Leases, Leases]:
+    return two_replicas(request, LocalLeases, RedisLeases)
 
 
 def test_leases_hold_a_cap_across_replicas_and_come_back(replicas: tuple[Leases, Leases]) -> None:
@@ -113,13 +126,9 @@ def test_redis_going_away_is_a_503_not_a_pass() -> None:
 # -- UI sessions ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.services)])
+@pytest.fixture(params=IN_PROCESS_OR_REDIS)
 def session_stores(request: pytest.FixtureRequest) -> tuple[SessionStore, SessionStore]:
-    if request.param == "memory":
-        shared = MemorySessions()
-        return shared, shared
-    url = request.getfixturevalue("redis").fresh_url()
-    return RedisSessions(connect(url), "/"), RedisSessions(connect(url), "/")
+    return two_replicas(request, MemorySessions, lambda client: RedisSessions(client, "/"))
 
 
 def test_a_session_stored_by_one_replica_is_read_and_ended_by_another(
