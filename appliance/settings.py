@@ -312,7 +312,7 @@ class InferenceSettings(Section):
     api_key: SecretStr | None = Field(None, description="Bearer key of the remote server.")
     models: list[ServedModel] = Field(
         [],
-        description="More chat models to serve, each with name, backend, path or url, replicas "
+        description="More chat models to serve, each with name, backend, path or url (or urls), replicas "
         "(and size, e.g. `7B`, for a remote one).",
     )
 
