@@ -9,13 +9,17 @@
   ahead of the generation, so a streaming endpoint can answer 429 before it sends its 200.
 - Fairness: the queue is one FIFO per user, served round-robin, so one user's burst can't starve
   everyone else, and one user holds at most ``max_queue_per_user`` of its places.
+- Across API replicas (scale mode, ``leases`` in Redis): a request that has to wait also takes a
+  place in the appliance-wide queue of its model, so ``max_queue`` and ``max_queue_per_user`` count
+  the waiting requests of every replica; places have a TTL, so a replica that dies frees them.
 - Deadline: a generation that outlives ``request_timeout_s`` is stopped (504) and frees its slot.
 - Cancellation: closing the stream (a client disconnect) closes the backend stream, which stops
   the worker at its next token, and frees the slot.
-- Health: a checker thread restarts crashed workers and probes every replica's health endpoint
-  (one short request each interval); a replica that fails is out of routing until it passes, and
-  a local worker that stops answering (alive but hung) is killed and restarted. A request that was
-  on a crashed worker ends with a clean 503 and the next one lands on the restarted worker.
+- Health (one replica's probe and healing: health.py): a checker thread restarts crashed
+  workers and probes every replica's health endpoint (one short request each interval); a
+  replica that fails is out of routing until it passes, and a local worker that stops answering
+  (alive but hung) is killed and restarted. A request that was on a crashed worker ends with a
+  clean 503 and the next one lands on the restarted worker.
 
 State is guarded by a thread lock and waiters are woken through their own event loop, because
 the CLI may drive the pool from several loops in one process.
@@ -37,34 +41,20 @@ from typing import Any
 
 from appliance.domain import ApplianceError, NotFound, Overloaded
 from appliance.inference.base import Delta, GenerationParams, InferenceBackend
+from appliance.inference.health import HUNG_AFTER, Replica, alive, count_restarts, probe_and_heal
 from appliance.observability import Metrics
 from appliance.sharedstate import CapReached, Held, Leases
 
 log = logging.getLogger(__name__)
+__all__ = ["HUNG_AFTER", "ChatRequest", "DeadlineExceeded", "InferencePool", "Lease", "Replica"]
 
 ANONYMOUS = "-"
-# A health probe is one small request; a replica that can't answer it in this long is not going
-# to answer a user either. Short, because the checker probes the replicas one after another.
-PROBE_TIMEOUT_S = 2.0
-# Probes a local worker may fail in a row, alive, before it counts as hung and is restarted. One
-# miss could be a long prefill starving the worker's event loop; restarting costs a model load.
-HUNG_AFTER = 3
 # A shared queue place outlives the longest wait by this much before it counts as abandoned.
 PLACE_TTL_MARGIN_S = 30.0
 
 
 class DeadlineExceeded(ApplianceError):
     status, code = 504, "deadline_exceeded"
-
-
-@dataclass
-class Replica:
-    backend: InferenceBackend
-    slots: int
-    outstanding: int = 0
-    restarts: int = 0
-    healthy: bool = True  # the last health probe passed (no probe yet counts as passed)
-    failures: int = 0  # health probes failed in a row
 
 
 @dataclass
@@ -236,7 +226,7 @@ class InferencePool(_Chats):
         for local workers, alive now. Cheap: no probe is made here."""
         with self._mu:
             return {
-                name: (sum(r.healthy and _alive(r) for r in g.replicas), len(g.replicas))
+                name: (sum(r.healthy and alive(r) for r in g.replicas), len(g.replicas))
                 for name, g in self._groups.items()
             }
 
@@ -336,7 +326,7 @@ class InferencePool(_Chats):
             return None
         # A live replica first, however loaded: a dead one restarts on the request path, which
         # costs a model load (the longest wait a request can meet). Then least outstanding.
-        return min(free, key=lambda r: (not _alive(r), r.outstanding / r.slots))
+        return min(free, key=lambda r: (not alive(r), r.outstanding / r.slots))
 
     def _retry_after(self, group: _Group) -> float:
         return float(max(1, math.ceil(group.service_s * (group.waiting + 1) / group.capacity)))
@@ -388,6 +378,20 @@ class InferencePool(_Chats):
         except CapReached as full:
             raise self._refuse(group, "queue_full" if full.key == caps[0][0] else "user_queue_full") from None
 
+    async def _place(self, group: _Group, user: str) -> Held:
+        """``_take_place`` off the event loop; a request cancelled meanwhile gives back the place
+        the thread still takes, instead of holding it until its TTL."""
+        leases = self.leases
+        assert leases is not None
+        taking = asyncio.ensure_future(asyncio.to_thread(self._take_place, group, user))
+        try:
+            return await asyncio.shield(taking)
+        except asyncio.CancelledError:
+            taking.add_done_callback(
+                lambda t: leases.release(t.result()) if not t.cancelled() and t.exception() is None else None
+            )
+            raise
+
     async def _acquire(self, group: _Group, user: str) -> Replica:
         loop = asyncio.get_running_loop()
         waiter = _Waiter(user, loop, loop.create_future())
@@ -397,7 +401,7 @@ class InferencePool(_Chats):
                 replica = self._admit(group, user, None)
             if replica is not None:
                 return replica
-            place = await asyncio.to_thread(self._take_place, group, user)
+            place = await self._place(group, user)
         try:
             with self._mu:
                 replica = self._admit(group, user, waiter)
@@ -471,30 +475,7 @@ class InferencePool(_Chats):
             self.metrics.healthy_replicas.labels(group.name).set(sum(r.healthy for r in group.replicas))
 
     def _check_replica(self, group: _Group, replica: Replica) -> None:
-        backend = replica.backend
-        process = backend.process  # None for a remote backend: nothing of it to restart here
-        if process is not None:
-            try:
-                process.ensure_running()
-            except Exception:  # noqa: BLE001 - logged; retried at the next interval
-                log.exception("restarting a worker of %s failed", group.name)
-        ok = _probe(backend)
-        if not ok:
-            self.metrics.health_failures.labels(group.name).inc()
-        if not ok and process is not None and replica.failures + 1 >= HUNG_AFTER and process.alive():
-            # Alive but silent for HUNG_AFTER probes: deadlocked or stopped, and it holds its
-            # slot forever. Its request, if any, ends with a 503 when the connection breaks.
-            log.warning(
-                "%s replica %s answered none of %d health checks; restarting it",
-                group.name,
-                backend.replica,
-                HUNG_AFTER,
-            )
-            try:
-                process.restart()
-            except Exception:  # noqa: BLE001 - logged; retried at the next interval
-                log.exception("restarting a hung worker of %s failed", group.name)
-            ok = _probe(backend)
+        ok = probe_and_heal(group.name, replica, self.metrics)
         with self._mu:
             returned, left = ok and not replica.healthy, replica.healthy and not ok
             replica.healthy = ok
@@ -506,14 +487,10 @@ class InferencePool(_Chats):
             log.warning(
                 "%s replica %s %s",
                 group.name,
-                backend.replica,
+                replica.backend.replica,
                 "failed its health check; out of routing until it passes" if left else "is healthy again",
             )
-        # Restarts happen here or on the request path; count them from the process's starts.
-        starts = process.starts if process is not None else 1
-        if starts - 1 > replica.restarts:
-            self.metrics.worker_restarts.labels(group.name).inc(starts - 1 - replica.restarts)
-            replica.restarts = starts - 1
+        count_restarts(group.name, replica, self.metrics)
 
     def _check_loop(self) -> None:
         while not self._stop.wait(self.health_interval_s):
@@ -528,19 +505,6 @@ class InferencePool(_Chats):
         for group in self._groups.values():
             for replica in group.replicas:
                 replica.backend.close()
-
-
-def _alive(replica: Replica) -> bool:
-    process = replica.backend.process
-    return process is None or process.alive()
-
-
-def _probe(backend: InferenceBackend) -> bool:
-    try:
-        return backend.probe(PROBE_TIMEOUT_S)
-    except Exception:  # noqa: BLE001 - a probe that raises is a failed probe
-        log.debug("health probe of %s raised", backend.name, exc_info=True)
-        return False
 
 
 def _resolve(waiter: _Waiter) -> None:
