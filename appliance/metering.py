@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select
+from sqlalchemy import Engine, delete, func, select
 
 from appliance.db import quotas, usage
 from appliance.domain import InvalidRequest, NotFound, Overloaded, Principal
@@ -133,13 +133,12 @@ class Metering:
         self, subject: str, tokens_per_day: int | None = None, requests_per_minute: int | None = None
     ) -> dict[str, Any]:
         _check_subject(subject)
+        values = {"tokens_per_day": tokens_per_day, "requests_per_minute": requests_per_minute}
+        stmt = _upsert(self.engine.dialect.name)(quotas).values(subject=subject, **values)
+        # One statement: two replicas setting the same quota at once cannot collide on the key.
+        stmt = stmt.on_conflict_do_update(index_elements=[quotas.c.subject], set_=values)
         with self.engine.begin() as conn:
-            conn.execute(delete(quotas).where(quotas.c.subject == subject))
-            conn.execute(
-                insert(quotas).values(
-                    subject=subject, tokens_per_day=tokens_per_day, requests_per_minute=requests_per_minute
-                )
-            )
+            conn.execute(stmt)
         return {
             "subject": subject,
             "tokens_per_day": tokens_per_day,
