@@ -123,6 +123,7 @@ class SessionTokens(dict):  # type: ignore[type-arg]
         self.container = container
         self.ui_path = ui_path
         self.store = store
+        self._listing: dict[str, SessionUser] = {}  # what the last keys() listed
 
     @staticmethod
     def _ref(token: Any) -> str | None:
@@ -158,9 +159,10 @@ class SessionTokens(dict):  # type: ignore[type-arg]
         return user
 
     def __getitem__(self, token: Any) -> Any:
-        # Only Gradio's sign-out indexes, over ``keys()``, comparing with a user name: a session
-        # gone since (ended on another replica, run out) is None there, not a KeyError mid-loop.
-        return self._stored(token)
+        # Only Gradio's sign-out indexes, over ``keys()``, comparing with a user name: served from
+        # the listing ``keys()`` just read, and a session gone since is None, not a KeyError.
+        listed = self._listing.pop(token, None)
+        return listed if listed is not None else self._stored(token)
 
     def __contains__(self, token: object) -> bool:
         return self._stored(token) is not None
@@ -177,13 +179,14 @@ class SessionTokens(dict):  # type: ignore[type-arg]
         return user
 
     def keys(self) -> list[str]:  # type: ignore[override]
-        return [_REF + ref for ref in self.store.refs()]
+        self._listing = {_REF + ref: SessionUser.of(r) for ref, r in self.store.records().items()}
+        return list(self._listing)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
 
     def __len__(self) -> int:
-        return len(self.store.refs())
+        return len(self.store.records())
 
 
 class LiveSessions:

@@ -48,8 +48,8 @@ class SessionStore(Protocol):
         """Forget a session; False when there was none."""
         ...
 
-    def refs(self) -> list[str]:
-        """Every stored session's reference (for a sign-out of all of a user's sessions)."""
+    def records(self) -> dict[str, SessionRecord]:
+        """Every stored session by reference (for a sign-out of all of a user's sessions)."""
         ...
 
 
@@ -76,9 +76,10 @@ class MemorySessions:
         with self._mu:
             return self._records.pop(ref, None) is not None
 
-    def refs(self) -> list[str]:
+    def records(self) -> dict[str, SessionRecord]:
+        now = time.time()
         with self._mu:
-            return list(self._records)
+            return {ref: record for ref, (expires, record) in self._records.items() if expires > now}
 
 
 class RedisSessions:
@@ -104,9 +105,25 @@ class RedisSessions:
         with reachable("UI sessions"):
             return bool(self.client.delete(self.prefix + ref))
 
-    def refs(self) -> list[str]:
+    def records(self) -> dict[str, SessionRecord]:
+        # SCAN, then one MGET per page: a few round trips however many sessions there are.
+        out: dict[str, SessionRecord] = {}
         with reachable("UI sessions"):
-            return [
-                (k.decode() if isinstance(k, bytes) else str(k))[len(self.prefix) :]
-                for k in self.client.scan_iter(match=self.prefix + "*", count=500)
-            ]
+            page: list[bytes | str] = []
+            for key in self.client.scan_iter(match=self.prefix + "*", count=500):
+                page.append(key)
+                if len(page) == 500:
+                    out |= self._fetch(page)
+                    page = []
+            if page:
+                out |= self._fetch(page)
+        return out
+
+    def _fetch(self, keys: list[bytes | str]) -> dict[str, SessionRecord]:
+        names = [k.decode() if isinstance(k, bytes) else k for k in keys]
+        values = self.client.mget(names)
+        return {
+            name[len(self.prefix) :]: SessionRecord(**json.loads(raw))  # type: ignore[arg-type]
+            for name, raw in zip(names, values, strict=True)  # type: ignore[arg-type]
+            if raw is not None  # ended since the scan
+        }

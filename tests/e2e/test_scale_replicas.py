@@ -192,10 +192,16 @@ def test_a_session_made_on_one_replica_works_on_the_other(cluster: dict[str, Any
     assert _signed_in(one, cookies) and _signed_in(two, cookies)
     assert not _signed_in(two, httpx.Cookies())  # no cookie, no session: the check can fail
 
-    # Signing out on the second replica ends the session on the first.
+    # Signing out on the second replica ends the user's sessions (Gradio's sign-out ends all of
+    # them), the ones made on the first replica too; another user's session stays.
+    other_tab = _login(two, "sally", "sally-password-1").cookies
+    _add_user(one, "olga", "olga-password-1")
+    olga = _login(one, "olga", "olga-password-1").cookies
     r = httpx.get(f"{two.url}/logout", cookies=cookies, timeout=30)
     assert r.status_code in (200, 302, 307)
-    assert not _signed_in(one, cookies) and not _signed_in(two, cookies)
+    for server in (one, two):
+        assert not _signed_in(server, cookies) and not _signed_in(server, other_tab)
+        assert _signed_in(server, olga)
 
     # A password changed through one replica ends the sessions opened on the other.
     signed = _login(two, "sally", "sally-password-1")

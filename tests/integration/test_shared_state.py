@@ -138,7 +138,7 @@ def test_a_session_stored_by_one_replica_is_read_and_ended_by_another(
     record = SessionRecord("alice", 7, 1_700_000_000.5, "stamp")
     a.put("ref1", record, 3600)
     assert b.get("ref1") == record
-    assert "ref1" in b.refs()
+    assert b.records() == {"ref1": record}
     assert b.delete("ref1") and not a.delete("ref1")
     assert a.get("ref1") is None
     a.put("short", record, 1)
@@ -150,7 +150,7 @@ def test_chat_and_console_sessions_are_kept_apart(redis: Redis) -> None:
     client = connect(redis.fresh_url())
     chat, console = RedisSessions(client, "/"), RedisSessions(client, "/admin")
     chat.put("ref", SessionRecord("alice", None, 1.0, None), 60)
-    assert console.get("ref") is None and console.refs() == [] and chat.refs() == ["ref"]
+    assert console.get("ref") is None and console.records() == {} and list(chat.records()) == ["ref"]
 
 
 # -- limits and quotas over two replicas -----------------------------------------------------------

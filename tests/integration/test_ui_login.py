@@ -288,3 +288,20 @@ def test_failed_sign_ins_are_rate_limited_per_user_and_address(tmp_path: Path) -
         assert reasons.count("bad_credentials") == 3 and reasons.count("rate_limited") == 3
     finally:
         container.close()
+
+
+def test_sign_out_ends_every_session_of_the_user_and_only_theirs(ui: dict[str, Any]) -> None:
+    c, container = ui["client"], ui["container"]
+    container.identity.add_user("ivy", "employee", password="ivy-password-1")
+    container.identity.add_user("jon", "employee", password="jon-password-1")
+    sessions = {}
+    for name in ("ivy", "ivy2", "jon"):
+        user = name.rstrip("2")
+        assert _login(c, user, f"{user}-password-1").status_code == 200
+        sessions[name] = dict(c.cookies)
+    c.cookies.clear()
+    assert c.get("/logout", cookies=sessions["ivy"], follow_redirects=False).status_code in (302, 307)
+    for name, signed_in in (("ivy", False), ("ivy2", False), ("jon", True)):
+        c.cookies.clear()
+        status = c.get("/gradio_api/login_check", cookies=sessions[name]).status_code
+        assert (status == 200) is signed_in, name
