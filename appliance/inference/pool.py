@@ -493,8 +493,12 @@ class InferencePool(_Chats):
         count_restarts(group.name, replica, self.metrics)
 
     def _check_loop(self) -> None:
-        while not self._stop.wait(self.health_interval_s):
+        # A first round at once: /readyz should not call a replica that never answered healthy
+        # for a whole interval after start (a remote server has nothing to load, so no start check).
+        while True:
             self.check()
+            if self._stop.wait(self.health_interval_s):
+                return
 
     def close(self) -> None:
         """Stop the health checker and close every replica; idempotent."""
