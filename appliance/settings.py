@@ -183,9 +183,10 @@ class RedisSettings(Section):
     url: SecretStr | None = Field(
         None,
         description="Redis URL of scale mode, e.g. `redis://:PASSWORD@redis:6379/0`: Celery's broker "
-        "and result store for ingestion jobs (`appliance worker`), and the shared counters of sign-in "
-        "throttles, rate limits, quotas and admission, so several API replicas answer alike. Unset "
-        "(the embedded default): jobs run in-process and counters live in this process's memory.",
+        "and result store for ingestion jobs (`appliance worker`), UI sessions, and the shared counters "
+        "of sign-in throttles, rate limits, quotas and admission, so several API replicas answer alike "
+        "(one Redis or a primary, not Redis Cluster). Unset (the embedded default): jobs run "
+        "in-process and sessions and counters live in this process's memory.",
     )
 
 
