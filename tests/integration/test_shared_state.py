@@ -11,15 +11,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
+from appliance.audit import open_audit_log
 from appliance.db import make_engine
 from appliance.domain import Overloaded, Principal, Unavailable
 from appliance.metering import Metering
 from appliance.security.sessions import MemorySessions, RedisSessions, SessionRecord, SessionStore
-from appliance.security.throttle import LoginThrottle
+from appliance.security.throttle import DeniedAudit, LoginThrottle
+from appliance.settings import AuditSettings
 from appliance.sharedstate import CapReached, Leases, LocalLeases, RedisLeases, connect
 from tests.conftest import Redis, free_port
 
@@ -211,3 +214,15 @@ def test_concurrent_reservations_on_two_replicas_never_overshoot(redis: Redis, d
 
     with ThreadPoolExecutor(8) as pool:
         assert sum(pool.map(reserve, range(30))) == 10
+
+
+@pytest.mark.services
+def test_denied_audit_bounds_hold_across_replicas(redis: Redis, tmp_path: Path) -> None:
+    """A flood of bad keys spread over replicas writes no more auth.denied records per client
+    than the bound, counted on both (each replica keeps its own audit chain)."""
+    url = redis.fresh_url()
+    logs = [open_audit_log(AuditSettings(), tmp_path / name) for name in ("one", "two")]
+    replicas = [DeniedAudit(log, "2/minute", "100/minute", url) for log in logs]
+    written = [replicas[i % 2].record("anonymous", "/api/v1/search", "10.0.0.1", {}) for i in range(6)]
+    assert written == [True, True, False, False, False, False]
+    assert replicas[1].record("anonymous", "/api/v1/search", "10.0.0.2", {})  # another client
