@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -143,6 +144,7 @@ def main() -> None:
         proc.terminate()
         proc.wait(timeout=60)
         log.close()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 if __name__ == "__main__":
