@@ -16,6 +16,7 @@ from appliance.domain import Conflict
 from appliance.settings import Settings
 
 if TYPE_CHECKING:
+    from redis import Redis
     from sqlalchemy.engine import Engine
 
     from appliance.audit import AuditLog, QueryRecorder
@@ -38,10 +39,13 @@ if TYPE_CHECKING:
     from appliance.rag.modes import AnswerMode
     from appliance.rag.pipeline import RagService
     from appliance.rag.search import SearchService
+    from appliance.readiness import Readiness
     from appliance.retrieval import Retriever
     from appliance.security.auth import KeyStore
     from appliance.security.identity import IdentityStore
+    from appliance.security.sessions import SessionStore
     from appliance.settings import ServedModel
+    from appliance.sharedstate import Leases
     from appliance.vectorstore.base import VectorStore
 
 log = logging.getLogger(__name__)
@@ -117,11 +121,46 @@ class Container:
         return IdentityStore(self.engine)
 
     @cached_property
+    def redis(self) -> Redis | None:
+        """The Redis of scale mode (``redis.url``), or None: shared state stays in this process."""
+        from appliance.sharedstate import connect, redis_url
+
+        url = redis_url(self.settings)
+        if url is None:
+            return None
+        client = connect(url)
+        self._closers.append(client.close)
+        return client
+
+    @cached_property
+    def leases(self) -> Leases:
+        """Capped counters every API replica shares (admission places, token reservations)."""
+        from appliance.sharedstate import LocalLeases, RedisLeases
+
+        return LocalLeases() if self.redis is None else RedisLeases(self.redis)
+
+    def session_store(self, namespace: str) -> SessionStore:
+        """Where the UI sign-in form at ``namespace`` keeps its sessions: Redis in scale mode."""
+        from appliance.security.sessions import MemorySessions, RedisSessions
+
+        return MemorySessions() if self.redis is None else RedisSessions(self.redis, namespace)
+
+    @cached_property
     def metering(self) -> Metering:
         from appliance.metering import Metering
+        from appliance.security.throttle import storage_uri
 
         cfg = self.settings.quotas
-        return Metering(self.engine, cfg.tokens_per_day, cfg.requests_per_minute)
+        inference = self.settings.inference
+        return Metering(
+            self.engine,
+            cfg.tokens_per_day,
+            cfg.requests_per_minute,
+            self.leases,
+            storage_uri(self.settings),
+            # a reservation outlives the longest wait plus the longest generation it covers
+            hold_ttl_s=inference.queue_timeout_s + inference.request_timeout_s + 60,
+        )
 
     @cached_property
     def audit(self) -> AuditLog:
@@ -249,13 +288,14 @@ class Container:
             backend=cfg.backend,
             path=self.settings.models.llm,
             url=cfg.url,
+            urls=cfg.urls,
             api_key=cfg.api_key,
             size=self.settings.models.llm_size,
         )
         plan: list[tuple[ModelRequest, Placement, ServedModel]] = []
         for served in [default, *cfg.models]:
-            replicas = served.replicas or cfg.replicas
             remote = served.backend == "remote"
+            replicas = len(served.urls) if remote and served.urls else served.replicas or cfg.replicas
             entry = None if remote else resolve_llm(served.path or "default", served.name)
             slots = cfg.max_num_seqs if served.backend == "vllm" or (entry and entry.format != "gguf") else 1
             req = ModelRequest(served.name, entry, served.backend, cfg.context_tokens, replicas * slots)
@@ -330,13 +370,15 @@ class Container:
             case "remote":
                 from appliance.inference.backends.remote import RemoteBackend
 
-                if not served.url:
+                # Servers by URL (vLLM replicas, other nodes), one replica each; or one URL `count` times.
+                urls = served.urls or ([served.url] * count if served.url else [])
+                if not urls:
                     raise Unavailable(f"model {req.name!r} is remote but has no url")
                 key = served.api_key.get_secret_value() if served.api_key else None
                 return [
                     RemoteBackend(
                         req.name,
-                        served.url,
+                        url,
                         key,
                         served.remote_model or None,
                         cfg.context_tokens,
@@ -344,7 +386,7 @@ class Container:
                         cfg.request_timeout_s,
                         replica=i,
                     )
-                    for i in range(count)
+                    for i, url in enumerate(urls)
                 ]
             case _:
                 raise Unavailable(f"cannot serve model {req.name!r}: {placement.reason}")
@@ -365,9 +407,18 @@ class Container:
             health_interval_s=cfg.health_interval_s,
             metrics=self.metrics,
             max_queue_per_user=cfg.max_queue_per_user or max(1, cfg.max_queue // 2),
+            # scale mode: the queue's caps count every API replica's waiting requests
+            leases=self.leases if self.redis is not None else None,
         )
         self._closers.append(pool.close)
         return pool
+
+    @cached_property
+    def readiness(self) -> Readiness:
+        """What /readyz checks at request time: store, inference, DB, and Redis when set."""
+        from appliance.readiness import Readiness
+
+        return Readiness(self.store, self.pool, self.engine, self.redis)
 
     @cached_property
     def retriever(self) -> Retriever:

@@ -5,26 +5,27 @@ Usage lands in the ``usage`` table as one counter row per (UTC day, subject), su
 or ``key:ID``. Quotas: tokens per day (checked against today's counters before a request runs;
 before a generation its prompt plus ``max_tokens`` is reserved, so concurrent requests cannot
 together overshoot, and given back once the real usage is recorded) and requests per minute (a
-sliding window kept in this process: with several API replicas each enforces its own window, and
-holds its own reservations).
+moving window). Counters and reservations live where every replica sees them: the usage rows in
+the DB (one atomic upsert per request), the reservations in ``Leases`` and the per-minute windows
+in a ``limits`` storage, both in Redis in scale mode (``redis.url``) and in this process otherwise.
+A reservation has a time to live, so one held by a replica that died is given back when it ends.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import threading
-import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select
+from sqlalchemy import Engine, delete, func, select
 
 from appliance.db import quotas, usage
 from appliance.domain import InvalidRequest, NotFound, Overloaded, Principal
+from appliance.security.throttle import RateWindows
+from appliance.sharedstate import CapReached, Held, Leases, LocalLeases
 
 REPORT_FIELDS = ("day", "subject", "requests", "prompt_tokens", "completion_tokens", "total_tokens")
 
@@ -68,17 +69,28 @@ def _check_subject(subject: str) -> str:
 class Reservation:
     subjects: tuple[str, ...]
     tokens: int
+    lease: Held
 
 
 class Metering:
-    def __init__(self, engine: Engine, default_tokens_per_day: int = 0, default_rpm: int = 0) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        default_tokens_per_day: int = 0,
+        default_rpm: int = 0,
+        leases: Leases | None = None,
+        windows_storage: str = "memory://",
+        hold_ttl_s: float = 900.0,
+    ) -> None:
+        """``leases``: where token reservations are held (default: this process); ``windows_storage``:
+        the ``limits`` storage of the per-minute windows (``redis://…`` to share them);
+        ``hold_ttl_s``: the longest a reservation lives (past the longest a generation may take)."""
         self.engine = engine
         self.default_tokens_per_day = default_tokens_per_day
         self.default_rpm = default_rpm
-        self._windows: dict[str, deque[float]] = {}
-        # Tokens held by generations running in this process, per subject (see ``reserve``).
-        self._held: dict[str, int] = {}
-        self._lock = threading.Lock()
+        self._windows = RateWindows(windows_storage, "quota")
+        self._leases: Leases = leases if leases is not None else LocalLeases()
+        self.hold_ttl_s = hold_ttl_s
 
     # -- recording --------------------------------------------------------------------------------
 
@@ -121,13 +133,12 @@ class Metering:
         self, subject: str, tokens_per_day: int | None = None, requests_per_minute: int | None = None
     ) -> dict[str, Any]:
         _check_subject(subject)
+        values = {"tokens_per_day": tokens_per_day, "requests_per_minute": requests_per_minute}
+        stmt = _upsert(self.engine.dialect.name)(quotas).values(subject=subject, **values)
+        # One statement: two replicas setting the same quota at once cannot collide on the key.
+        stmt = stmt.on_conflict_do_update(index_elements=[quotas.c.subject], set_=values)
         with self.engine.begin() as conn:
-            conn.execute(delete(quotas).where(quotas.c.subject == subject))
-            conn.execute(
-                insert(quotas).values(
-                    subject=subject, tokens_per_day=tokens_per_day, requests_per_minute=requests_per_minute
-                )
-            )
+            conn.execute(stmt)
         return {
             "subject": subject,
             "tokens_per_day": tokens_per_day,
@@ -186,19 +197,20 @@ class Metering:
                     f"daily token quota of {subject} used up ({spent} of {tpd}); resets at 00:00 UTC",
                     retry_after=seconds_to_midnight(),
                 )
-        now = time.monotonic()
-        with self._lock:
-            for subject, rpm in rpm_limits.items():
-                window = self._windows.setdefault(subject, deque())
-                while window and window[0] <= now - 60:
-                    window.popleft()
-                if len(window) >= rpm:
-                    raise Overloaded(
-                        f"request rate quota of {subject} reached ({rpm} per minute)",
-                        retry_after=window[0] + 60 - now,
-                    )
-            for subject in rpm_limits:
-                self._windows[subject].append(now)
+        rates = {subject: f"{rpm}/minute" for subject, rpm in rpm_limits.items()}
+        for subject, rate in rates.items():
+            if not self._windows.test(rate, subject):
+                self._over_rate(subject, rate)
+        for subject, rate in rates.items():
+            # A hit is atomic per window; one refused here lost a race to another replica.
+            if not self._windows.hit(rate, subject):
+                self._over_rate(subject, rate)
+
+    def _over_rate(self, subject: str, rate: str) -> None:
+        raise Overloaded(
+            f"request rate quota of {subject} reached ({rate.replace('/', ' per ')})",
+            retry_after=self._windows.reset_in(rate, subject),
+        )
 
     def reserve(self, principal: Principal, tokens: int) -> Reservation | None:
         """Hold ``tokens`` (the prompt plus the most the answer may generate) against the caller's
@@ -211,29 +223,23 @@ class Metering:
         limits, _ = self._limits(principal)
         if not limits:
             return None
-        with self._lock:
-            for subject, (tpd, spent) in limits.items():
-                held = self._held.get(subject, 0)
-                if spent + held + tokens > tpd:
-                    raise Overloaded(
-                        f"daily token quota of {subject} would be exceeded ({spent} used and {held} "
-                        f"held by running requests of {tpd}; this one may need {tokens})",
-                        retry_after=seconds_to_midnight() if spent >= tpd else 5.0,
-                    )
-            for subject in limits:
-                self._held[subject] = self._held.get(subject, 0) + tokens
-        return Reservation(tuple(limits), tokens)
+        day = today()
+        caps = [(f"quota-held:{day}:{subject}", tpd - spent) for subject, (tpd, spent) in limits.items()]
+        try:
+            lease = self._leases.acquire(caps, tokens, self.hold_ttl_s)
+        except CapReached as refused:
+            subject = refused.key.split(":", 2)[2]
+            tpd, spent = limits[subject]
+            raise Overloaded(
+                f"daily token quota of {subject} would be exceeded ({spent} used and {refused.held} "
+                f"held by running requests of {tpd}; this one may need {tokens})",
+                retry_after=seconds_to_midnight() if spent >= tpd else 5.0,
+            ) from None
+        return Reservation(tuple(limits), tokens, lease)
 
     def release(self, reservation: Reservation | None) -> None:
-        if reservation is None:
-            return
-        with self._lock:
-            for subject in reservation.subjects:
-                left = self._held.get(subject, 0) - reservation.tokens
-                if left > 0:
-                    self._held[subject] = left
-                else:
-                    self._held.pop(subject, None)
+        if reservation is not None:
+            self._leases.release(reservation.lease)
 
     # -- reports ----------------------------------------------------------------------------------
 

@@ -183,9 +183,10 @@ class RedisSettings(Section):
     url: SecretStr | None = Field(
         None,
         description="Redis URL of scale mode, e.g. `redis://:PASSWORD@redis:6379/0`: Celery's broker "
-        "and result store for ingestion jobs (`appliance worker`), and the shared counters of sign-in "
-        "throttles, rate limits, quotas and admission, so several API replicas answer alike. Unset "
-        "(the embedded default): jobs run in-process and counters live in this process's memory.",
+        "and result store for ingestion jobs (`appliance worker`), UI sessions, and the shared counters "
+        "of sign-in throttles, rate limits, quotas and admission, so several API replicas answer alike "
+        "(one Redis or a primary, not Redis Cluster). Unset (the embedded default): jobs run "
+        "in-process and sessions and counters live in this process's memory.",
     )
 
 
@@ -198,6 +199,11 @@ class ServedModel(Section):
     )
     path: str = Field("", description="GGUF file or Hugging Face model folder (not for `remote`).")
     url: str = Field("", description="Base URL of an OpenAI-compatible server (for `remote`).")
+    urls: list[str] = Field(
+        [],
+        description="Base URLs of several OpenAI-compatible servers of this model (vLLM replicas, "
+        "other nodes), one pool replica each, instead of `url` (for `remote`).",
+    )
     api_key: SecretStr | None = Field(None, description="Bearer key of the remote server.")
     remote_model: str = Field("", description="Model name the remote server knows (default: `name`).")
     size: str = Field(
@@ -298,10 +304,16 @@ class InferenceSettings(Section):
     url: str = Field(
         "", description="Base URL (…/v1) of an OpenAI-compatible server when backend is `remote`."
     )
+    urls: list[str] = Field(
+        [],
+        description="Base URLs (…/v1) of several OpenAI-compatible servers of the default model "
+        "(vLLM replicas, other nodes) when backend is `remote`: each joins the pool as one replica, "
+        "so every API replica routes over the same servers. Set instead of `url` and `replicas`.",
+    )
     api_key: SecretStr | None = Field(None, description="Bearer key of the remote server.")
     models: list[ServedModel] = Field(
         [],
-        description="More chat models to serve, each with name, backend, path or url, replicas "
+        description="More chat models to serve, each with name, backend, path or url (or urls), replicas "
         "(and size, e.g. `7B`, for a remote one).",
     )
 

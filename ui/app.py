@@ -19,9 +19,10 @@ carrying the key id), which is what chat handlers then receive as ``request.user
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
@@ -34,12 +35,16 @@ from appliance.audit import AuditEvent
 from appliance.domain import Forbidden, NotFound, Principal, Unauthenticated
 from appliance.security.acl import check_collection_scope, check_route_scope
 from appliance.security.auth import resolve_key_session
-from appliance.security.throttle import DeniedAudit, LoginThrottle
+from appliance.security.sessions import SessionRecord, SessionStore, token_ref
+from appliance.security.throttle import DeniedAudit, LoginThrottle, storage_uri
 from ui.admin import ADMIN_CSS, build_admin
 from ui.chat import CHAT_CSS, CHAT_HEAD, build_chat
 
 log = logging.getLogger(__name__)
 ADMIN_PATH = "/admin"
+# A session signed in with a key lasts as long as its key; the store forgets one unused this long.
+KEY_SESSION_HOURS = 24 * 30
+_REF = "sha256:"
 
 
 class SessionUser(str):
@@ -57,6 +62,15 @@ class SessionUser(str):
         user.key_id = key_id
         user.signed_in_at = time.time()
         user.password_stamp = password_stamp
+        return user
+
+    def record(self) -> SessionRecord:
+        return SessionRecord(str(self), self.key_id, self.signed_in_at, self.password_stamp)
+
+    @classmethod
+    def of(cls, record: SessionRecord) -> SessionUser:
+        user = cls(record.user, record.key_id, record.password_stamp)
+        user.signed_in_at = record.signed_in_at
         return user
 
 
@@ -99,24 +113,42 @@ def session_principal(container: Any, user: SessionUser, ui_path: str = "/") -> 
 
 class SessionTokens(dict):  # type: ignore[type-arg]
     """Gradio's session table (token -> user name) that checks each session on every lookup and
-    forgets the ones that must end."""
+    forgets the ones that must end. The sessions themselves are in ``store`` (Redis in scale mode,
+    so every replica knows them); this dict stays empty. ``keys()`` gives references
+    (``sha256:…``), never tokens, and indexing or deleting takes either: that is what Gradio's
+    sign-out of all of a user's sessions iterates over."""
 
-    def __init__(self, container: Any, ui_path: str) -> None:
+    def __init__(self, container: Any, ui_path: str, store: SessionStore) -> None:
         super().__init__()
         self.container = container
         self.ui_path = ui_path
+        self.store = store
+        self._listing: dict[str, SessionUser] = {}  # what the last keys() listed
+
+    @staticmethod
+    def _ref(token: Any) -> str | None:
+        if not isinstance(token, str) or not token:
+            return None
+        return token[len(_REF) :] if token.startswith(_REF) else token_ref(token)
 
     def __setitem__(self, token: str, username: str) -> None:
         user = _signing_in.get()
         _signing_in.set(None)
-        if user is None or user != username:
+        ref = self._ref(token)
+        if user is None or user != username or ref is None:
             # Not a sign-in our auth callback approved in this request: store nothing (fail closed).
             log.warning("refusing a UI session for %r that no sign-in approved", username)
             return
-        super().__setitem__(token, user)
+        hours = self.container.settings.auth.session_hours if user.key_id is None else KEY_SESSION_HOURS
+        self.store.put(ref, user.record(), hours * 3600)
+
+    def _stored(self, token: Any) -> SessionUser | None:
+        ref = self._ref(token)
+        record = self.store.get(ref) if ref is not None else None
+        return None if record is None else SessionUser.of(record)
 
     def get(self, token: Any, default: Any = None) -> Any:
-        user = super().get(token)
+        user = self._stored(token)
         if user is None:
             return default
         # A few indexed DB reads per UI request, on the event loop: Gradio's lookup is synchronous.
@@ -125,6 +157,36 @@ class SessionTokens(dict):  # type: ignore[type-arg]
             _audit(self.container, user, "auth.session_ended", {"key_id": user.key_id})
             return default
         return user
+
+    def __getitem__(self, token: Any) -> Any:
+        # Only Gradio's sign-out indexes, over ``keys()``, comparing with a user name: served from
+        # the listing ``keys()`` just read, and a session gone since is None, not a KeyError.
+        listed = self._listing.pop(token, None)
+        return listed if listed is not None else self._stored(token)
+
+    def __contains__(self, token: object) -> bool:
+        return self._stored(token) is not None
+
+    def __delitem__(self, token: Any) -> None:
+        if not self.pop(token, None):
+            raise KeyError(token)
+
+    def pop(self, token: Any, default: Any = None) -> Any:
+        user = self._stored(token)
+        ref = self._ref(token)
+        if user is None or ref is None or not self.store.delete(ref):
+            return default
+        return user
+
+    def keys(self) -> list[str]:  # type: ignore[override]
+        self._listing = {_REF + ref: SessionUser.of(r) for ref, r in self.store.records().items()}
+        return list(self._listing)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.store.records())
 
 
 class LiveSessions:
@@ -156,7 +218,7 @@ def make_login(
 ) -> Any:
     """Gradio's ``auth`` callback. Failed attempts are limited per user name and per client
     address (``throttle``); refusals are audited within the bounds of ``denied``."""
-    throttle = throttle or LoginThrottle(container.settings.auth.login_rate)
+    throttle = throttle or LoginThrottle(container.settings.auth.login_rate, storage_uri(container.settings))
 
     def refused(username: str, client: str | None, reason: str) -> None:
         if denied is not None:
@@ -252,7 +314,10 @@ def _mount(
     gradio_app = _gradio_app(mounted, path)
     if not isinstance(gradio_app.tokens, dict) or gradio_app.tokens:
         raise RuntimeError("unexpected Gradio session table; ui/app.py needs updating")
-    gradio_app.tokens = SessionTokens(container, path)
+    if container.redis is not None:
+        # Every replica must read the same cookie: Gradio names it after a random id per process.
+        gradio_app.cookie_id = hashlib.sha256(f"appliance-ui:{path}".encode()).hexdigest()[:32]
+    gradio_app.tokens = SessionTokens(container, path, container.session_store(path))
 
     @gradio_app.middleware("http")
     async def remember_client(
@@ -269,7 +334,7 @@ def _mount(
 
 def mount_ui(app: FastAPI, container: Any, path: str = "/") -> FastAPI:
     # One throttle for both sign-in forms: the console's must not double a guesser's attempts.
-    throttle = LoginThrottle(container.settings.auth.login_rate)
+    throttle = LoginThrottle(container.settings.auth.login_rate, storage_uri(container.settings))
     # The console first: a mount at "/" would answer /admin too. It signs in on its own (its own
     # session cookie), and the page refuses everyone but curators and admins.
     admin_path = path.rstrip("/") + ADMIN_PATH

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -105,8 +105,12 @@ def get_originals(request: Request) -> Originals:
     return _container(request).originals
 
 
-def get_ready(request: Request) -> bool:
-    return _container(request).ready
+def get_ready(request: Request) -> dict[str, Any]:
+    """The readiness report (appliance/readiness.py), or "starting" before start-up is done."""
+    container = _container(request)
+    if not container.ready:
+        return {"status": "starting", "checks": {}}
+    return container.readiness.check()
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -124,7 +128,7 @@ CollectionsDep = Annotated[CollectionService, Depends(get_collections)]
 ConversationsDep = Annotated[ConversationStore, Depends(get_conversations)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 OriginalsDep = Annotated[Originals, Depends(get_originals)]
-ReadyDep = Annotated[bool, Depends(get_ready)]
+ReadyDep = Annotated[dict[str, Any], Depends(get_ready)]
 
 
 # -- who is asking -------------------------------------------------------------------------------

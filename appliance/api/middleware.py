@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse
 from appliance.api.errors import error_body
 from appliance.audit import AuditEvent, AuditLog
 from appliance.domain import Principal
-from appliance.security.throttle import DeniedAudit
+from appliance.security.throttle import DeniedAudit, storage_uri
 from appliance.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,10 @@ def install_security(app: FastAPI, settings: Settings, audit: AuditLog) -> None:
     proxies = [ipaddress.ip_network(p, strict=False) for p in settings.auth.trusted_proxies]
     # Shared with the UI's sign-in (ui/app.py), so both kinds of refusal count against one bound.
     denied = app.state.denied_audit = DeniedAudit(
-        audit, settings.auth.denied_audit_per_client, settings.auth.denied_audit_total
+        audit,
+        settings.auth.denied_audit_per_client,
+        settings.auth.denied_audit_total,
+        storage_uri(settings),
     )
 
     @app.middleware("http")

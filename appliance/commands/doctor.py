@@ -61,6 +61,14 @@ def remote_check(settings: Any, name: str, url: str) -> dict[str, Any]:
     return out
 
 
+def remote_checks(settings: Any, name: str, urls: list[str]) -> dict[str, Any]:
+    """``remote_check`` of every server of a remote model (``urls``): the first that fails, else
+    the first one's verdict, with all the URLs."""
+    checks = [remote_check(settings, name, url) for url in urls]
+    failed = next((c for c in checks if not c["ok"]), None)
+    return failed or checks[0] | ({"urls": urls} if len(urls) > 1 else {})
+
+
 def collect(container: Container) -> dict[str, Any]:
     """Every verdict `doctor` reports, with ``ok`` true when all of them pass."""
     from appliance.inference.accelerators import cpu_flags
@@ -77,7 +85,7 @@ def collect(container: Container) -> dict[str, Any]:
             models[f"llm:{req.name}"] = (
                 {"ok": True, **req.entry.as_dict()}
                 if req.entry
-                else remote_check(settings, req.name, served.url)
+                else remote_checks(settings, req.name, served.urls or [served.url])
             )
             placements.append(placement.as_dict())
     except ApplianceError as exc:

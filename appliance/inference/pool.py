@@ -9,13 +9,17 @@
   ahead of the generation, so a streaming endpoint can answer 429 before it sends its 200.
 - Fairness: the queue is one FIFO per user, served round-robin, so one user's burst can't starve
   everyone else, and one user holds at most ``max_queue_per_user`` of its places.
+- Across API replicas (scale mode, ``leases`` in Redis): a request that has to wait also takes a
+  place in the appliance-wide queue of its model, so ``max_queue`` and ``max_queue_per_user`` count
+  the waiting requests of every replica; places have a TTL, so a replica that dies frees them.
 - Deadline: a generation that outlives ``request_timeout_s`` is stopped (504) and frees its slot.
 - Cancellation: closing the stream (a client disconnect) closes the backend stream, which stops
   the worker at its next token, and frees the slot.
-- Health: a checker thread restarts crashed workers and probes every replica's health endpoint
-  (one short request each interval); a replica that fails is out of routing until it passes, and
-  a local worker that stops answering (alive but hung) is killed and restarted. A request that was
-  on a crashed worker ends with a clean 503 and the next one lands on the restarted worker.
+- Health (one replica's probe and healing: health.py): a checker thread restarts crashed
+  workers and probes every replica's health endpoint (one short request each interval); a
+  replica that fails is out of routing until it passes, and a local worker that stops answering
+  (alive but hung) is killed and restarted. A request that was on a crashed worker ends with a
+  clean 503 and the next one lands on the restarted worker.
 
 State is guarded by a thread lock and waiters are woken through their own event loop, because
 the CLI may drive the pool from several loops in one process.
@@ -37,31 +41,20 @@ from typing import Any
 
 from appliance.domain import ApplianceError, NotFound, Overloaded
 from appliance.inference.base import Delta, GenerationParams, InferenceBackend
+from appliance.inference.health import HUNG_AFTER, Replica, alive, count_restarts, probe_and_heal
 from appliance.observability import Metrics
+from appliance.sharedstate import CapReached, Held, Leases
 
 log = logging.getLogger(__name__)
+__all__ = ["HUNG_AFTER", "ChatRequest", "DeadlineExceeded", "InferencePool", "Lease", "Replica"]
 
 ANONYMOUS = "-"
-# A health probe is one small request; a replica that can't answer it in this long is not going
-# to answer a user either. Short, because the checker probes the replicas one after another.
-PROBE_TIMEOUT_S = 2.0
-# Probes a local worker may fail in a row, alive, before it counts as hung and is restarted. One
-# miss could be a long prefill starving the worker's event loop; restarting costs a model load.
-HUNG_AFTER = 3
+# A shared queue place outlives the longest wait by this much before it counts as abandoned.
+PLACE_TTL_MARGIN_S = 30.0
 
 
 class DeadlineExceeded(ApplianceError):
     status, code = 504, "deadline_exceeded"
-
-
-@dataclass
-class Replica:
-    backend: InferenceBackend
-    slots: int
-    outstanding: int = 0
-    restarts: int = 0
-    healthy: bool = True  # the last health probe passed (no probe yet counts as passed)
-    failures: int = 0  # health probes failed in a row
 
 
 @dataclass
@@ -89,7 +82,31 @@ class _Group:
         return sum(r.slots for r in self.replicas)
 
 
-class Lease:
+@dataclass(frozen=True)
+class ChatRequest:
+    messages: list[dict[str, str]]
+    params: GenerationParams
+    model: str | None = None
+    user: str | None = None
+
+
+class _Chats:
+    """``chat`` as the answering code calls it, on the pool or on a ``Lease`` standing in for it."""
+
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        params: GenerationParams,
+        model: str | None = None,
+        user: str | None = None,
+    ) -> AsyncGenerator[Delta, None]:
+        return self._open(ChatRequest(messages, params, model, user))
+
+    def _open(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
+        raise NotImplementedError
+
+
+class Lease(_Chats):
     """One slot of a model, taken by ``InferencePool.reserve`` before the generation that uses it.
 
     It stands in for the pool in ``chat`` (the answering code takes any object with the pool's
@@ -111,17 +128,12 @@ class Lease:
     def model(self) -> str:
         return self._group.name
 
-    def chat(
-        self,
-        messages: list[dict[str, str]],
-        params: GenerationParams,
-        model: str | None = None,
-        user: str | None = None,
-    ) -> AsyncGenerator[Delta, None]:
+    def _open(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
+        model = request.model
         if self._claimed or not self._held or (model is not None and model != self._group.name):
-            return self._pool.chat(messages, params, model or self._group.name, user)
+            return self._pool.chat(request.messages, request.params, model or self._group.name, request.user)
         self._claimed = True
-        return self._pool._generate(self, messages, params)
+        return self._pool._generate(self, request.messages, request.params)
 
     def release(self) -> None:
         if not self._started:
@@ -135,7 +147,7 @@ class Lease:
         self._pool._release(self._group, self._replica, service_s)
 
 
-class InferencePool:
+class InferencePool(_Chats):
     def __init__(
         self,
         backends: list[InferenceBackend],
@@ -145,7 +157,10 @@ class InferencePool:
         health_interval_s: float = 5.0,
         metrics: Metrics | None = None,
         max_queue_per_user: int | None = None,
+        leases: Leases | None = None,
     ) -> None:
+        """``leases``: where the queue's places are counted across API replicas (Redis in scale
+        mode); None: this pool's own queue is the whole queue."""
         if not backends:
             raise ValueError("at least one backend")
         self._groups: dict[str, _Group] = {}
@@ -163,6 +178,7 @@ class InferencePool:
         self.request_timeout_s = request_timeout_s
         self.health_interval_s = health_interval_s
         self.metrics = metrics or Metrics()
+        self.leases = leases
         self._mu = threading.Lock()
         self._stop = threading.Event()
         self._checker: threading.Thread | None = None
@@ -205,6 +221,15 @@ class InferencePool:
             out[name] = {"replicas": replicas, "waiting": g.waiting, "capacity": g.capacity}
         return out
 
+    def healthy_replicas(self) -> dict[str, tuple[int, int]]:
+        """(replicas in routing, all replicas) per model: passing their last health probe and,
+        for local workers, alive now. Cheap: no probe is made here."""
+        with self._mu:
+            return {
+                name: (sum(r.healthy and alive(r) for r in g.replicas), len(g.replicas))
+                for name, g in self._groups.items()
+            }
+
     def stats(self, model: str | None = None) -> dict[str, int]:
         g = self._group(model)
         with self._mu:
@@ -221,18 +246,12 @@ class InferencePool:
         self.metrics.queue_wait.labels(group.name).observe(time.perf_counter() - queued_at)
         return Lease(self, group, replica)
 
-    async def chat(
-        self,
-        messages: list[dict[str, str]],
-        params: GenerationParams,
-        model: str | None = None,
-        user: str | None = None,
-    ) -> AsyncGenerator[Delta, None]:
-        lease = await self.reserve(model, user)
+    async def _open(self, request: ChatRequest) -> AsyncGenerator[Delta, None]:
+        lease = await self.reserve(request.model, request.user)
         try:
             # aclosing: when our consumer closes us (a disconnect), the generation must close now,
             # not when the garbage collector gets to it, or the worker runs on with the slot freed.
-            async with contextlib.aclosing(lease.chat(messages, params)) as stream:
+            async with contextlib.aclosing(lease.chat(request.messages, request.params)) as stream:
                 async for delta in stream:
                     yield delta
         finally:
@@ -307,57 +326,104 @@ class InferencePool:
             return None
         # A live replica first, however loaded: a dead one restarts on the request path, which
         # costs a model load (the longest wait a request can meet). Then least outstanding.
-        return min(free, key=lambda r: (not _alive(r), r.outstanding / r.slots))
+        return min(free, key=lambda r: (not alive(r), r.outstanding / r.slots))
 
     def _retry_after(self, group: _Group) -> float:
         return float(max(1, math.ceil(group.service_s * (group.waiting + 1) / group.capacity)))
 
-    async def _acquire(self, group: _Group, user: str) -> Replica:
-        loop = asyncio.get_running_loop()
-        with self._mu:
-            replica = self._free_replica(group) if not group.turns else None
-            if replica is not None:
-                replica.outstanding += 1
-                return replica
-            if group.waiting >= self.max_queue:
-                self.metrics.requests.labels(group.name, "rejected").inc()
-                self.metrics.observe_error(group.name, "queue_full")
-                raise Overloaded(
-                    f"model {group.name!r} is busy and its queue of {self.max_queue} is full",
-                    retry_after=self._retry_after(group),
-                )
-            if len(group.queues.get(user, ())) >= self.max_queue_per_user:
-                self.metrics.requests.labels(group.name, "rejected").inc()
-                self.metrics.observe_error(group.name, "user_queue_full")
-                raise Overloaded(
+    def _refuse(self, group: _Group, kind: str) -> Overloaded:
+        self.metrics.requests.labels(group.name, "rejected").inc()
+        self.metrics.observe_error(group.name, kind)
+        match kind:
+            case "queue_full":
+                message = f"model {group.name!r} is busy and its queue of {self.max_queue} is full"
+            case "user_queue_full":
+                message = (
                     f"model {group.name!r} is busy and you already have {self.max_queue_per_user} "
-                    "requests waiting for it",
-                    retry_after=self._retry_after(group),
+                    "requests waiting for it"
                 )
-            waiter = _Waiter(user, loop, loop.create_future())
+            case _:
+                message = f"model {group.name!r} stayed busy for {self.queue_timeout_s:g} s"
+        return Overloaded(message, retry_after=self._retry_after(group))
+
+    def _admit(self, group: _Group, user: str, waiter: _Waiter | None) -> Replica | None:
+        """A free slot, taken; else the queue's caps checked (Overloaded) and ``waiter`` queued.
+        Called with the lock held."""
+        replica = self._free_replica(group) if not group.turns else None
+        if replica is not None:
+            replica.outstanding += 1
+            return replica
+        if group.waiting >= self.max_queue:
+            raise self._refuse(group, "queue_full")
+        if len(group.queues.get(user, ())) >= self.max_queue_per_user:
+            raise self._refuse(group, "user_queue_full")
+        if waiter is not None:
             group.queues.setdefault(user, deque()).append(waiter)
             if user not in group.turns:
                 group.turns.append(user)
             self.metrics.queued.labels(group.name).set(group.waiting)
+        return None
+
+    def _take_place(self, group: _Group, user: str) -> Held:
+        """A place in the queue of every replica of the appliance (``leases`` in Redis), so a user
+        cannot pass ``max_queue_per_user`` by spreading requests over API replicas."""
+        assert self.leases is not None
+        caps = [
+            (f"queue:{group.name}", self.max_queue),
+            (f"queue:{group.name}:{user}", self.max_queue_per_user),
+        ]
         try:
-            async with asyncio.timeout(self.queue_timeout_s):
-                return await asyncio.shield(waiter.future)
-        except BaseException as exc:
-            with self._mu:
-                assigned = waiter.replica
-                if assigned is None:
-                    self._forget(group, waiter)
-                self.metrics.queued.labels(group.name).set(group.waiting)
-            if assigned is not None:  # the slot came just as we gave up: hand it on
-                self._release(group, assigned, None)
-            if isinstance(exc, TimeoutError):
-                self.metrics.requests.labels(group.name, "rejected").inc()
-                self.metrics.observe_error(group.name, "queue_timeout")
-                raise Overloaded(
-                    f"model {group.name!r} stayed busy for {self.queue_timeout_s:g} s",
-                    retry_after=self._retry_after(group),
-                ) from None
+            # It lives while the request may wait; one left by a replica that died runs out then.
+            return self.leases.acquire(caps, 1, self.queue_timeout_s + PLACE_TTL_MARGIN_S)
+        except CapReached as full:
+            raise self._refuse(group, "queue_full" if full.key == caps[0][0] else "user_queue_full") from None
+
+    async def _place(self, group: _Group, user: str) -> Held:
+        """``_take_place`` off the event loop; a request cancelled meanwhile gives back the place
+        the thread still takes, instead of holding it until its TTL."""
+        leases = self.leases
+        assert leases is not None
+        taking = asyncio.ensure_future(asyncio.to_thread(self._take_place, group, user))
+        try:
+            return await asyncio.shield(taking)
+        except asyncio.CancelledError:
+            taking.add_done_callback(
+                lambda t: leases.release(t.result()) if not t.cancelled() and t.exception() is None else None
+            )
             raise
+
+    async def _acquire(self, group: _Group, user: str) -> Replica:
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(user, loop, loop.create_future())
+        place: Held | None = None
+        if self.leases is not None:
+            with self._mu:
+                replica = self._admit(group, user, None)
+            if replica is not None:
+                return replica
+            place = await self._place(group, user)
+        try:
+            with self._mu:
+                replica = self._admit(group, user, waiter)
+            if replica is not None:
+                return replica
+            try:
+                async with asyncio.timeout(self.queue_timeout_s):
+                    return await asyncio.shield(waiter.future)
+            except BaseException as exc:
+                with self._mu:
+                    assigned = waiter.replica
+                    if assigned is None:
+                        self._forget(group, waiter)
+                    self.metrics.queued.labels(group.name).set(group.waiting)
+                if assigned is not None:  # the slot came just as we gave up: hand it on
+                    self._release(group, assigned, None)
+                if isinstance(exc, TimeoutError):
+                    raise self._refuse(group, "queue_timeout") from None
+                raise
+        finally:
+            if self.leases is not None:
+                self.leases.release(place)  # out of the queue, with a slot or without
 
     def _forget(self, group: _Group, waiter: _Waiter) -> None:
         queue = group.queues.get(waiter.user)
@@ -409,30 +475,7 @@ class InferencePool:
             self.metrics.healthy_replicas.labels(group.name).set(sum(r.healthy for r in group.replicas))
 
     def _check_replica(self, group: _Group, replica: Replica) -> None:
-        backend = replica.backend
-        process = backend.process  # None for a remote backend: nothing of it to restart here
-        if process is not None:
-            try:
-                process.ensure_running()
-            except Exception:  # noqa: BLE001 - logged; retried at the next interval
-                log.exception("restarting a worker of %s failed", group.name)
-        ok = _probe(backend)
-        if not ok:
-            self.metrics.health_failures.labels(group.name).inc()
-        if not ok and process is not None and replica.failures + 1 >= HUNG_AFTER and process.alive():
-            # Alive but silent for HUNG_AFTER probes: deadlocked or stopped, and it holds its
-            # slot forever. Its request, if any, ends with a 503 when the connection breaks.
-            log.warning(
-                "%s replica %s answered none of %d health checks; restarting it",
-                group.name,
-                backend.replica,
-                HUNG_AFTER,
-            )
-            try:
-                process.restart()
-            except Exception:  # noqa: BLE001 - logged; retried at the next interval
-                log.exception("restarting a hung worker of %s failed", group.name)
-            ok = _probe(backend)
+        ok = probe_and_heal(group.name, replica, self.metrics)
         with self._mu:
             returned, left = ok and not replica.healthy, replica.healthy and not ok
             replica.healthy = ok
@@ -444,18 +487,18 @@ class InferencePool:
             log.warning(
                 "%s replica %s %s",
                 group.name,
-                backend.replica,
+                replica.backend.replica,
                 "failed its health check; out of routing until it passes" if left else "is healthy again",
             )
-        # Restarts happen here or on the request path; count them from the process's starts.
-        starts = process.starts if process is not None else 1
-        if starts - 1 > replica.restarts:
-            self.metrics.worker_restarts.labels(group.name).inc(starts - 1 - replica.restarts)
-            replica.restarts = starts - 1
+        count_restarts(group.name, replica, self.metrics)
 
     def _check_loop(self) -> None:
-        while not self._stop.wait(self.health_interval_s):
+        # A first round at once: /readyz should not call a replica that never answered healthy
+        # for a whole interval after start (a remote server has nothing to load, so no start check).
+        while True:
             self.check()
+            if self._stop.wait(self.health_interval_s):
+                return
 
     def close(self) -> None:
         """Stop the health checker and close every replica; idempotent."""
@@ -466,19 +509,6 @@ class InferencePool:
         for group in self._groups.values():
             for replica in group.replicas:
                 replica.backend.close()
-
-
-def _alive(replica: Replica) -> bool:
-    process = replica.backend.process
-    return process is None or process.alive()
-
-
-def _probe(backend: InferenceBackend) -> bool:
-    try:
-        return backend.probe(PROBE_TIMEOUT_S)
-    except Exception:  # noqa: BLE001 - a probe that raises is a failed probe
-        log.debug("health probe of %s raised", backend.name, exc_info=True)
-        return False
 
 
 def _resolve(waiter: _Waiter) -> None:

@@ -3,31 +3,73 @@ user name and per client address) and the audit records of refused requests (per
 and in total, so a flood of bad keys cannot grow the audit log without bound).
 
 Counters are moving windows from the ``limits`` library, kept in this process's memory
-(``memory://``); several API replicas would share them through a storage URI such as ``redis://``.
+(``memory://``) by default; in scale mode in the Redis of ``redis.url`` (``storage_uri``), so
+several API replicas count the same attempts. A Redis that stops answering makes the check fail
+with 503 (``Unavailable``), never lets the attempt through unchecked.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from functools import lru_cache
 from typing import Any
 
-from limits import parse
+from limits import RateLimitItem, parse
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from appliance.audit import AuditEvent, AuditLog
+from appliance.settings import Settings
+from appliance.sharedstate import TIMEOUT_S, reachable, redis_url
+
+
+def storage_uri(settings: Settings) -> str:
+    """The ``limits`` storage of the counters: Redis in scale mode, else this process's memory."""
+    return redis_url(settings) or "memory://"
+
+
+@lru_cache(maxsize=256)
+def _item(rate: str) -> RateLimitItem:
+    return parse(rate)  # e.g. "10/minute"
+
+
+class RateWindows:
+    """Moving windows of any rate, keyed by name: the same storage for every rate."""
+
+    def __init__(self, storage: str, namespace: str) -> None:
+        options = {}
+        if storage.startswith(("redis://", "rediss://", "unix://")):
+            options = {"socket_timeout": TIMEOUT_S, "socket_connect_timeout": TIMEOUT_S}
+        self.limiter = MovingWindowRateLimiter(storage_from_string(storage, **options))
+        self.namespace = namespace
+
+    def hit(self, rate: str, *keys: str) -> bool:
+        with reachable("rate limits"):
+            return bool(self.limiter.hit(_item(rate), self.namespace, *keys))
+
+    def test(self, rate: str, *keys: str) -> bool:
+        with reachable("rate limits"):
+            return bool(self.limiter.test(_item(rate), self.namespace, *keys))
+
+    def reset_in(self, rate: str, *keys: str) -> float:
+        """Seconds until the window has room again (at least 1)."""
+        with reachable("rate limits"):
+            stats = self.limiter.get_window_stats(_item(rate), self.namespace, *keys)
+        return max(1.0, stats.reset_time - time.time())
 
 
 class _Limit:
     def __init__(self, rate: str, storage_uri: str) -> None:
-        self.item = parse(rate)  # e.g. "10/minute"; a bad value fails at start
-        self.limiter = MovingWindowRateLimiter(storage_from_string(storage_uri))
+        self.rate = rate
+        _item(rate)  # a bad value fails at start
+        self.windows = RateWindows(storage_uri, "auth")
 
     def hit(self, *keys: str) -> bool:
-        return bool(self.limiter.hit(self.item, *keys))
+        return self.windows.hit(self.rate, *keys)
 
     def test(self, *keys: str) -> bool:
-        return bool(self.limiter.test(self.item, *keys))
+        return self.windows.test(self.rate, *keys)
 
 
 class LoginThrottle:

@@ -386,3 +386,38 @@ def test_one_user_cannot_take_every_place_in_the_queue(worker: LlamaCppBackend) 
     asyncio.run(run())
     # Without a per-user cap a pool built directly keeps the whole queue for anyone.
     assert make_pool(worker, max_queue=4).max_queue_per_user == 4
+
+
+@pytest.mark.services
+def test_a_users_queue_cap_holds_across_api_replicas(worker: LlamaCppBackend, redis: Any) -> None:
+    """Two pools on one Redis stand for two API replicas: each has its own slot on the worker,
+    but the queue places are counted across both, so a user who waits on one replica gets 429 on
+    the other, while another user still gets in; places come back as requests leave the queue."""
+    from appliance.sharedstate import RedisLeases, connect
+
+    worker.process.ensure_running()
+    url = redis.fresh_url()
+    one = make_pool(worker, max_queue=4, max_queue_per_user=1, leases=RedisLeases(connect(url)))
+    two = make_pool(worker, max_queue=4, max_queue_per_user=1, leases=RedisLeases(connect(url)))
+
+    async def take(pool: InferencePool, user: str) -> None:
+        (await pool.reserve(user=user)).release()
+
+    async def run() -> None:
+        held_one = await one.reserve(user="first")  # each replica's one slot is taken
+        held_two = await two.reserve(user="first")
+        waiting = asyncio.create_task(take(one, "greedy"))
+        await until(lambda: one.stats()["waiting"] == 1)
+        with pytest.raises(Overloaded, match="you already have 1 requests waiting") as refused:
+            await two.reserve(user="greedy")  # an empty queue here, but greedy waits on the other
+        assert refused.value.retry_after >= 1
+        fair = asyncio.create_task(take(two, "fair"))
+        await until(lambda: two.stats()["waiting"] == 1)
+        held_one.release()
+        held_two.release()
+        await asyncio.gather(waiting, fair)
+        await take(two, "greedy")  # out of the queue: its place came back
+        assert one.leases is not None and one.leases.held("queue:smol") == 0
+
+    asyncio.run(run())
+    assert 'kind="user_queue_full"' in two.metrics.render().decode()

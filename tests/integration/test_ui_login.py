@@ -124,6 +124,19 @@ def _session_user(client: TestClient) -> SessionUser:
     return user
 
 
+def _age_stored_session(client: TestClient, seconds: float) -> None:
+    """Move the sign-in time of the session this client's cookie names ``seconds`` back."""
+    from dataclasses import replace
+
+    from ui.app import _gradio_app
+
+    tokens = _gradio_app(client.app, "/").tokens  # type: ignore[arg-type]
+    token = next(v for k, v in client.cookies.items() if k.startswith("access-token-unsecure"))
+    ref = tokens._ref(token)
+    record = tokens.store.get(ref)
+    tokens.store.put(ref, replace(record, signed_in_at=record.signed_in_at - seconds), 3600)
+
+
 def test_key_session_carries_the_keys_scopes_and_role_cap(ui: dict[str, Any]) -> None:
     c, container = ui["client"], ui["container"]
     ids = container.identity
@@ -205,6 +218,7 @@ def test_password_sessions_expire(ui: dict[str, Any]) -> None:
     assert LiveSessions(container).get(user) is not None
     user.signed_in_at -= 120  # a minute after
     assert LiveSessions(container).get(user) is None
+    _age_stored_session(c, hours * 3600 + 60)  # the stored session the cookie names, too
     assert c.get("/gradio_api/login_check").status_code == 401
 
 
@@ -274,3 +288,20 @@ def test_failed_sign_ins_are_rate_limited_per_user_and_address(tmp_path: Path) -
         assert reasons.count("bad_credentials") == 3 and reasons.count("rate_limited") == 3
     finally:
         container.close()
+
+
+def test_sign_out_ends_every_session_of_the_user_and_only_theirs(ui: dict[str, Any]) -> None:
+    c, container = ui["client"], ui["container"]
+    container.identity.add_user("ivy", "employee", password="ivy-password-1")
+    container.identity.add_user("jon", "employee", password="jon-password-1")
+    sessions = {}
+    for name in ("ivy", "ivy2", "jon"):
+        user = name.rstrip("2")
+        assert _login(c, user, f"{user}-password-1").status_code == 200
+        sessions[name] = dict(c.cookies)
+    c.cookies.clear()
+    assert c.get("/logout", cookies=sessions["ivy"], follow_redirects=False).status_code in (302, 307)
+    for name, signed_in in (("ivy", False), ("ivy2", False), ("jon", True)):
+        c.cookies.clear()
+        status = c.get("/gradio_api/login_check", cookies=sessions[name]).status_code
+        assert (status == 200) is signed_in, name

@@ -185,3 +185,34 @@ def test_doctor_flags_a_remote_model_the_egress_guard_would_block() -> None:
     allowed = Settings(egress={"block": True, "allow": ["10.0.0.5"]})
     assert remote_check(allowed, "big", "http://10.0.0.5:8000/v1")["ok"]
     assert not remote_check(blocked, "bad", "not a url")["ok"]
+
+
+def test_remote_servers_by_url_join_the_pool_one_replica_each(tmp_path: Path) -> None:
+    """``inference.urls``: vLLM replicas or other nodes, each one replica of the pool (nothing is
+    contacted to build it); doctor checks every URL against the egress guard."""
+    from appliance.commands.doctor import remote_checks
+    from appliance.container import Container
+    from appliance.settings import Settings
+
+    urls = ["http://127.0.0.1:9001/v1", "http://127.0.0.1:9002/v1"]
+    settings = Settings(
+        data_dir=str(tmp_path),
+        inference={"backend": "remote", "urls": urls, "replicas": 5, "max_num_seqs": 3},
+        models={"llm_name": "big", "llm_size": "7B"},
+    )
+    container = Container(settings)
+    ((req, _, served),) = container.model_plan()
+    assert req.concurrency == 2  # two servers, not inference.replicas (5)
+    replicas = container._replicas(*container.model_plan()[0])
+    assert [(b.name, b.replica, b.client.base_url, b.slots) for b in replicas] == [  # type: ignore[attr-defined]
+        ("big", 0, urls[0], 3),
+        ("big", 1, urls[1], 3),
+    ]
+    assert remote_checks(settings, "big", served.urls)["ok"]
+    blocked = remote_checks(settings, "big", [urls[0], "http://10.0.0.7:8000/v1"])
+    assert not blocked["ok"] and "10.0.0.7" in blocked["error"]
+    one = Settings(data_dir=str(tmp_path), inference={"backend": "remote", "url": urls[0], "replicas": 2})
+    assert [b.client.base_url for b in Container(one)._replicas(*Container(one).model_plan()[0])] == [  # type: ignore[attr-defined]
+        urls[0],
+        urls[0],
+    ]

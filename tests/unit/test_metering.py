@@ -99,3 +99,17 @@ def test_token_quota_reservations_cannot_overshoot(metering: Metering) -> None:
     assert metering.reserve(ALICE, 700) is not None  # nothing held any more: 300 + 700
     assert metering.reserve(BOB, 10**9) is None  # no quota of bob's: nothing to hold
     assert metering.reserve(Principal("root", "admin"), 10**9) is None  # admins are not limited
+
+
+def test_setting_one_quota_concurrently_leaves_one_row(metering: Metering) -> None:
+    """Replicas setting the same quota at once (an upsert, not delete + insert): no key collision."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda n: metering.set_quota("user:bob", tokens_per_day=n + 1), range(40)))
+    (row,) = metering.list_quotas()
+    assert row["subject"] == "user:bob" and 1 <= row["tokens_per_day"] <= 40
+    metering.set_quota("user:bob", requests_per_minute=5)  # replaces the whole quota, as before
+    assert metering.list_quotas() == [
+        {"subject": "user:bob", "tokens_per_day": None, "requests_per_minute": 5}
+    ]

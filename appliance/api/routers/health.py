@@ -13,6 +13,10 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: models loaded and the store open")
-def readyz(ready: ReadyDep) -> JSONResponse:
-    return JSONResponse({"status": "ready" if ready else "starting"}, status_code=200 if ready else 503)
+@router.get(
+    "/readyz",
+    summary="Readiness: the store, an inference replica, the DB and Redis (when set) answer now",
+)
+def readyz(report: ReadyDep) -> JSONResponse:
+    # A sync route: FastAPI runs it in its thread pool, so slow checks never block the event loop.
+    return JSONResponse(report, status_code=200 if report["status"] == "ready" else 503)
