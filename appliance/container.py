@@ -524,6 +524,11 @@ class Container:
 
         return CeleryQueue(url.get_secret_value(), self.settings.ingestion.worker_lost_after_s)
 
+    @property
+    def _secrets_key(self) -> str | None:
+        key = self.settings.auth.secrets_key
+        return key.get_secret_value() if key else None
+
     @cached_property
     def jobs(self) -> IngestionJobs:
         """Ingestion jobs, sources and documents; jobs run where ``job_queue`` says."""
@@ -543,7 +548,7 @@ class Container:
             manager=JobManager(
                 self.engine, cfg.scheduler_tick_s, cfg.keep_jobs_days, cfg.keep_jobs, dispatch=queue
             ),
-            sources=SourceStore(self.engine, SecretBox.for_data_dir(self.data_dir)),
+            sources=SourceStore(self.engine, SecretBox.for_data_dir(self.data_dir, self._secrets_key)),
             connectors=self.connectors,
             ingestion=self.ingestion,
             ledger=self.ledger,

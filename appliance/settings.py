@@ -63,6 +63,13 @@ class AuthSettings(Section):
         description="Admin API key to accept instead of the generated one (for automation and "
         "Kubernetes Secrets). Unset: a key is generated on first start and printed once.",
     )
+    secrets_key: SecretStr | None = Field(
+        None,
+        description="Fernet key (32 bytes, URL-safe base64: `python -c 'from cryptography.fernet "
+        "import Fernet; print(Fernet.generate_key().decode())'`) that seals stored source passwords "
+        "and queued job payloads. Unset: generated once into `<data dir>/secrets/sources.key`. "
+        "Scale mode: give every API replica and worker the same key (the chart's Secret).",
+    )
     secure_cookies: bool = Field(
         False,
         description="Behind TLS: mark the UI login cookie Secure and drop Gradio's non-Secure "

@@ -81,13 +81,20 @@ class SecretBox:
     """Encrypts what must be stored but not read by whoever reads the DB (source specs with
     passwords). The key is a 0600 file in the data dir's secrets, made on first use."""
 
-    def __init__(self, key_file: Path) -> None:
+    def __init__(self, key_file: Path, key: str | None = None) -> None:
         self.key_file = key_file
         self._fernet: Fernet | None = None
+        if key is not None:
+            try:  # a bad configured key fails at start, not at the first sealed source
+                self._fernet = Fernet(key.encode("ascii"))
+            except (ValueError, UnicodeEncodeError):
+                raise ValueError("auth.secrets_key is not a Fernet key (32 bytes, URL-safe base64)") from None
 
     @classmethod
-    def for_data_dir(cls, data_dir: Path) -> SecretBox:
-        return cls(data_dir / "secrets" / SOURCES_KEY_FILE)
+    def for_data_dir(cls, data_dir: Path, key: str | None = None) -> SecretBox:
+        """The box of ``key`` (``auth.secrets_key``, shared by replicas and workers), or of the
+        data dir's own key file, made on first use."""
+        return cls(data_dir / "secrets" / SOURCES_KEY_FILE, key)
 
     def _box(self) -> Fernet:
         if self._fernet is None:
@@ -106,7 +113,10 @@ class SecretBox:
         try:
             return self._box().decrypt(text[len(SEALED_PREFIX) :].encode("ascii")).decode("utf-8")
         except InvalidToken:
-            raise ValueError(f"cannot decrypt a stored secret with {self.key_file}") from None
+            raise ValueError(
+                f"cannot decrypt a stored secret with this key ({self.key_file} or auth.secrets_key): "
+                "every replica and worker needs the same one"
+            ) from None
 
     def seal_spec(self, spec: str | None) -> str | None:
         """A source spec as stored: sealed when it holds a secret, else plain (readable in the DB)."""

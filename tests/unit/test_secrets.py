@@ -77,3 +77,18 @@ def test_source_specs_with_passwords_are_stored_encrypted_and_shown_masked(tmp_p
     other = SourceStore(engine, SecretBox.for_data_dir(tmp_path / "other"))
     with pytest.raises(ValueError, match="cannot decrypt"):
         other.get(secret.id)
+
+
+def test_a_configured_key_is_shared_by_data_dirs_and_a_bad_one_fails_at_start(tmp_path: Path) -> None:
+    from cryptography.fernet import Fernet
+
+    key = Fernet.generate_key().decode()
+    api, worker = (SecretBox.for_data_dir(tmp_path / name, key) for name in ("api", "worker"))
+    sealed = api.seal("postgresql://reader:s3cret@db/x")
+    assert worker.unseal(sealed) == "postgresql://reader:s3cret@db/x"
+    assert not (tmp_path / "api" / "secrets").exists()  # nothing generated beside a configured key
+    # Each data dir's own generated key: the worker cannot open what the API sealed.
+    with pytest.raises(ValueError, match="same one"):
+        SecretBox.for_data_dir(tmp_path / "w2").unseal(SecretBox.for_data_dir(tmp_path / "a2").seal("x"))
+    with pytest.raises(ValueError, match="not a Fernet key"):
+        SecretBox.for_data_dir(tmp_path, "not-a-key")

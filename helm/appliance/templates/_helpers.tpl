@@ -162,6 +162,7 @@ envFrom:
 env:
 {{- include "appliance.secretEnv" (dict "name" "APPLIANCE_AUTH__ADMIN_KEY" "secret" (.Values.auth.existingSecret | default $secret) "key" (ternary .Values.auth.existingSecretKey "admin-key" (ne .Values.auth.existingSecret ""))) | nindent 2 }}
 {{- if include "appliance.scale" . }}
+{{- include "appliance.secretEnv" (dict "name" "APPLIANCE_AUTH__SECRETS_KEY" "secret" (.Values.auth.existingSecret | default $secret) "key" (ternary .Values.auth.existingSecretsKeyKey "secrets-key" (ne .Values.auth.existingSecret ""))) | nindent 2 }}
 {{- include "appliance.secretEnv" (dict "name" "APPLIANCE_DATABASE__URL" "secret" (.Values.database.existingSecret | default $secret) "key" (ternary .Values.database.existingSecretKey "database-url" (ne .Values.database.existingSecret ""))) | nindent 2 }}
 {{- include "appliance.secretEnv" (dict "name" "APPLIANCE_REDIS__URL" "secret" (.Values.redis.existingSecret | default $secret) "key" (ternary .Values.redis.existingSecretKey "redis-url" (ne .Values.redis.existingSecret ""))) | nindent 2 }}
 {{- if .Values.qdrant.enabled }}
