@@ -124,7 +124,9 @@ def bench_store(kind: str, n: int, queries: int, progress: Path | None = None) -
             chunks, vectors = make_chunks(min(1000, n - start), words, gen, start)
             store.upsert("bench", chunks, vectors)
             if (start + 1000) % 100_000 == 0 and start + 1000 < n:
-                note(loaded=start + 1000, load_s=round(time.perf_counter() - started, 1), rss_mb=rss_now_mb())
+                point = {"loaded": start + 1000, "load_s": round(time.perf_counter() - started, 1)}
+                mark.setdefault("load_points", []).append({**point, "rss_mb": rss_now_mb()})
+                note(**point)
         store.flush("bench")
         load_s = time.perf_counter() - started
         note(loaded=n, load_s=round(load_s, 1), rss_mb_loaded=rss_now_mb())
