@@ -103,6 +103,9 @@ def main() -> None:
     parser.add_argument("--scale", default="1000,10000", help="chunk counts of ours' scale curve")
     parser.add_argument("--no-llamaindex", action="store_true")
     parser.add_argument(
+        "--no-defaults", action="store_true", help="skip the baselines at their default chunking"
+    )
+    parser.add_argument(
         "--no-retrieval", action="store_true", help="skip retrieval side by side on the labelled set"
     )
     add_out_arg(parser, "ingest")
@@ -119,11 +122,21 @@ def main() -> None:
     try:
         container, startup = start_ours(work / "data")
         model = container.embedder.path
-        sides: dict[str, Any] = {
-            "langchain": LangChainPipeline(model, resolve_spacy(container.settings.models.spacy).path)
-        }
+        spacy = resolve_spacy(container.settings.models.spacy).path
+        # Equal chunking: our target and overlap, in the same tokenizer's tokens (the fair
+        # comparison); "_defaults": theirs as documented (fewer, larger, truncated chunks).
+        ing = container.settings.ingestion
+        equal = (ing.chunk_tokens, ing.chunk_overlap_tokens)
+        lc = LangChainPipeline(model, spacy, chunking=equal)
+        sides: dict[str, Any] = {"langchain": lc}
         if not args.no_llamaindex:
-            sides["llamaindex"] = LlamaIndexPipeline(model)
+            sides["llamaindex"] = LlamaIndexPipeline(model, chunking=equal)
+        if not args.no_defaults:
+            sides["langchain_defaults"] = LangChainPipeline(model, spacy, embeddings=lc.embeddings)
+            if not args.no_llamaindex:
+                sides["llamaindex_defaults"] = LlamaIndexPipeline(
+                    model, embed_model=sides["llamaindex"].embed_model
+                )
         order = ["ours", *sides]
         runs: dict[str, list[dict[str, Any]]] = {side: [] for side in order}
         sizes: dict[str, float] = {}
@@ -164,7 +177,13 @@ def main() -> None:
         resync_base = time.perf_counter() - t
 
         scale = scale_curve(container, work, [int(x) for x in args.scale.split(",") if x])
-        retrieval = {} if args.no_retrieval else retrieval_sides.compare(container, work / "sides", sides)
+        retrieval = (
+            {}
+            if args.no_retrieval
+            else retrieval_sides.compare(
+                container, work / "sides", {k: v for k, v in sides.items() if not k.endswith("_defaults")}
+            )
+        )
         container.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -176,6 +195,9 @@ def main() -> None:
                 "docs": runs[side][0][n]["docs"],
                 "chunks": runs[side][0][n]["chunks"],
                 "seconds": round(statistics.median(x[n]["seconds"] for x in runs[side]), 3),
+                "chunks_per_s": round(
+                    statistics.median(x[n]["chunks"] / x[n]["seconds"] for x in runs[side]), 1
+                ),
             }
             for n in names
         }
@@ -191,6 +213,7 @@ def main() -> None:
         "scale": scale,
         "retrieval_sides": retrieval,
     }
+    result["chunking"] = {"target_tokens": equal[0], "overlap_tokens": equal[1]}
     fmt_rates = [
         sum(x[n]["chunks"] for n in corpora.FORMATS) / sum(x[n]["seconds"] for n in corpora.FORMATS)
         for x in runs["ours"]

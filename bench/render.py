@@ -69,11 +69,20 @@ def detail_tables(r: dict[str, Any]) -> list[str]:
     ing = r["side_by_side"]["ingestion"]
     if ing.get("sides"):
         sides = list(ing["sides"])
-        out += ["", "**Ingestion side by side** (seconds, median of the runs; chunks)", ""]
+        out += [
+            "",
+            "**Ingestion side by side** (seconds and chunks/s, median of the runs; chunks). `langchain` and `llamaindex` split at our chunk size (same MiniLM tokenizer); `_defaults`: their documented defaults, fewer and larger chunks that MiniLM truncates at 256 tokens",
+            "",
+        ]
         out += ["| corpus | MB | " + " | ".join(sides) + " |", "|---|---|" + "---|" * len(sides)]
         for name, mb in (ing.get("corpus_mb") or {}).items():
             cells = [
                 f"{fmt(ing['sides'][s][name]['seconds'])} s, {ing['sides'][s][name]['chunks']}"
+                + (
+                    f" ({fmt(ing['sides'][s][name]['chunks_per_s'])}/s)"
+                    if "chunks_per_s" in ing["sides"][s][name]
+                    else ""
+                )
                 if name in ing["sides"][s]
                 else "–"
                 for s in sides
@@ -97,6 +106,15 @@ def detail_tables(r: dict[str, Any]) -> list[str]:
         out += ["| store | chunks | filter | p50 ms | p95 ms | load s | index build s |", "|---|---|---|---|---|---|---|"]  # fmt: skip
         for x in local + curve:
             out.append(f"| {x['store']} | {x['chunks']} | {x['filter']} | {x['p50_ms']} | {x['p95_ms']} | {x['load_s']} | {x['optimize_s']} |")  # fmt: skip
+    stages = [x for x in r["curves"].get("store_stages") or [] if x.get("store") == "edge"]
+    if stages:
+        out += ["", "**Store load, index build and memory by size** (Qdrant Edge, synthetic chunks; RSS of the bench process, which holds the shard)", ""]  # fmt: skip
+        out += ["| chunks | load s | RSS loaded MB | index build s | build child peak MB | RSS after searches MB |", "|---|---|---|---|---|---|"]  # fmt: skip
+        for x in stages:
+            out.append(f"| {x['chunks']} | {x.get('load_s')} | {fmt(x.get('rss_mb_loaded'))} | {fmt(x.get('optimize_s'))} | {fmt(x.get('build_peak_rss_mb'))} | {fmt(x.get('rss_mb_searched'))} |")  # fmt: skip
+        points = [(x["chunks"], p) for x in stages for p in x.get("load_points") or []]
+        if points:
+            out.append("Loading, as it went: " + "; ".join(f"{p['loaded'] // 1000}k of {n // 1000}k in {p['load_s']} s, RSS {p['rss_mb']:.0f} MB" for n, p in points) + ".")  # fmt: skip
     scale = r["curves"].get("ingest_scale") or []
     if scale:
         out += ["", "**Ingestion scale** (ours, generated markdown, whole pipeline)", ""]

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -29,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from appliance.egress import install_guard, prepare_offline_env  # noqa: E402
-from bench.common import PARTS, machine_info  # noqa: E402
+from bench.common import PARTS, machine_info, rss_mb  # noqa: E402
 
 KB = ROOT / "tests" / "fixtures" / "kb"
 DIM = 384
@@ -44,11 +46,14 @@ def vocabulary() -> list[str]:
     return [w for w in words if w and "<" not in w and ">" not in w]
 
 
-def make_chunks(n: int, words: list[str], rng: np.random.Generator) -> tuple[list[Any], np.ndarray]:
+def make_chunks(
+    n: int, words: list[str], rng: np.random.Generator, start: int = 0
+) -> tuple[list[Any], np.ndarray]:
+    """Chunks ``start`` .. ``start + n`` of the synthetic collection and their unit vectors."""
     from appliance.domain import EVERYONE, Chunk
 
     chunks = []
-    for i in range(n):
+    for i in range(start, start + n):
         doc = f"00000000-0000-4000-8000-{i // 10:012d}"
         text = " ".join(rng.choice(words, int(rng.integers(40, 120))))
         # A third readable by everyone, the rest by one of ten groups.
@@ -72,11 +77,24 @@ def make_chunks(n: int, words: list[str], rng: np.random.Generator) -> tuple[lis
     return chunks, vectors
 
 
+def rss_now_mb() -> float:
+    return round(rss_mb(os.getpid()), 1)
+
+
+def rss_peak_mb(who: int = resource.RUSAGE_SELF) -> float:
+    return round(resource.getrusage(who).ru_maxrss / 1024, 1)
+
+
 def percentile(values: list[float], p: float) -> float:
     return float(np.percentile(np.array(values), p))
 
 
-def bench_store(kind: str, n: int, chunks: list[Any], vectors: np.ndarray, queries: int) -> list[dict]:
+def bench_store(kind: str, n: int, queries: int, progress: Path | None = None) -> list[dict]:
+    """Load ``n`` synthetic chunks into a fresh store batch by batch (generated as they go: the
+    bench holds one batch, not the collection), build the index, time searches. RSS of this process
+    (the Edge shard lives in it) after loading and after searching; the peak of the index build's
+    child process. With ``progress``, each stage's figures are written there as they come (a run
+    stopped for time or memory leaves what it measured)."""
     from appliance.vectorstore.base import SearchFilter
     from appliance.vectorstore.edge import EdgeVectorStore
     from appliance.vectorstore.hybrid import FusionConfig
@@ -91,19 +109,35 @@ def bench_store(kind: str, n: int, chunks: list[Any], vectors: np.ndarray, queri
             if kind == "edge"
             else QdrantServerStore(None, path=Path(tmp), fusion=fusion)
         )
+        mark: dict[str, Any] = {"store": kind, "chunks": n, "rss_mb_before": rss_now_mb()}
+
+        def note(**figures: Any) -> None:
+            mark.update(figures)
+            print(f"  {kind} {n}: {figures}", file=sys.stderr, flush=True)
+            if progress:
+                progress.write_text(json.dumps(mark, indent=2) + "\n")
+
+        gen = np.random.default_rng(n + 1)
         started = time.perf_counter()
         store.ensure_collection("bench", DIM)
         for start in range(0, n, 1000):
-            store.upsert("bench", chunks[start : start + 1000], vectors[start : start + 1000])
+            chunks, vectors = make_chunks(min(1000, n - start), words, gen, start)
+            store.upsert("bench", chunks, vectors)
+            if (start + 1000) % 100_000 == 0 and start + 1000 < n:
+                point = {"loaded": start + 1000, "load_s": round(time.perf_counter() - started, 1)}
+                mark.setdefault("load_points", []).append({**point, "rss_mb": rss_now_mb()})
+                note(**point)
         store.flush("bench")
         load_s = time.perf_counter() - started
+        note(loaded=n, load_s=round(load_s, 1), rss_mb_loaded=rss_now_mb())
         optimize_s = 0.0
         if kind == "edge":
             # Build the HNSW index, as ingestion does at the end of a run (Edge has no background
-            # optimiser).
+            # optimiser; it builds in a child process).
             started = time.perf_counter()
             store.optimize("bench")
             optimize_s = time.perf_counter() - started
+            note(optimize_s=round(optimize_s, 1), build_peak_rss_mb=rss_peak_mb(resource.RUSAGE_CHILDREN))
         rows = []
         acl = SearchFilter(acl_any=("*", "user:bench", GROUPS[1]))
         # "+vec": the hits with their stored vectors, as an answer's relevance check asks for them.
@@ -124,8 +158,11 @@ def bench_store(kind: str, n: int, chunks: list[Any], vectors: np.ndarray, queri
                     "p95_ms": round(percentile(times, 95), 2),
                     "load_s": round(load_s, 1),
                     "optimize_s": round(optimize_s, 1),
+                    "rss_mb": rss_now_mb(),
+                    "build_peak_rss_mb": mark.get("build_peak_rss_mb"),
                 }
             )
+        note(searched=True, rss_mb_searched=rss_now_mb())
         store.close()
     return rows
 
@@ -192,12 +229,12 @@ def main() -> None:
     plan = [("qdrant-local", int(s), args.local_queries) for s in args.local_sizes.split(",") if s]
     plan += [("edge", int(s), args.queries) for s in args.sizes.split(",") if s]
     plan.sort(key=lambda p: (p[1], p[0]))
-    rng = np.random.default_rng(0)
-    words = vocabulary()
     search_rows: list[dict] = []
+    stages: list[dict] = []
+    progress = Path(args.out).with_suffix(".progress.json")
     for kind, n, queries in plan:
-        chunks, vectors = make_chunks(n, words, rng)
-        search_rows.extend(bench_store(kind, n, chunks, vectors, queries))
+        search_rows.extend(bench_store(kind, n, queries, progress))
+        stages.append(json.loads(progress.read_text()))
         print(f"  measured {kind} at {n} chunks", file=sys.stderr)
     embed_rows = []
     if args.embed_chunks:  # 0: search only (bench/run.py's 1M step)
@@ -220,6 +257,7 @@ def main() -> None:
     result = {
         "machine": machine_info(),
         "search": search_rows,
+        "stages": stages,  # per store and size: load and build time, RSS after each stage
         "embedding": embed_rows,
     }
     out = Path(args.out)

@@ -107,12 +107,15 @@ def main() -> None:
     t0 = time.perf_counter()
     for name, (full, quick) in STEPS.items():
         step_args = quick if args.quick else full
+        # Reused: also a step the mode does not run (the 1M step of `make bench` in a quick run).
+        reuse = args.only and name not in args.only and args.reuse_parts
+        if reuse and (PARTS / f"{name}.json").exists():
+            parts[name] = {**read_json(PARTS / f"{name}.json"), "reused_part": True}
+            continue
         if step_args is None:
             parts[name] = {"skipped": f"not run in a {mode} run (`make bench` runs it)"}
             continue
         if args.only and name not in args.only:
-            if args.reuse_parts and (PARTS / f"{name}.json").exists():
-                parts[name] = {**read_json(PARTS / f"{name}.json"), "reused_part": True}
             continue
         if name == "retrieval_1m":
             fits, why = fits_in_memory(1_000_000 * BYTES_PER_CHUNK_1M)

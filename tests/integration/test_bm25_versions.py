@@ -89,3 +89,25 @@ def test_a_new_collection_searches_chinese_words(kind: str, tmp_path: Path) -> N
     assert again._sparse_name("zh") == SPARSE_NAMES[2]
     assert keyword_top(again, "机房温度范围") == TEXTS[2]
     again.close()
+
+
+def test_bm25_encoded_ahead_scores_the_same_and_is_taken_by_the_upsert(tmp_path: Path) -> None:
+    """Ingestion encodes a document's BM25 vectors on its look-ahead threads (``encode_ahead``):
+    the upsert takes them, the keyword ranking is the one the upsert's own encoding gives, and
+    nothing stays behind."""
+    ranked = []
+    for ahead in (False, True):
+        store = EdgeVectorStore(tmp_path / f"edge-{ahead}", FusionConfig())
+        try:
+            store.ensure_collection("zh", DIM)
+            data, vectors = chunks()
+            if ahead:
+                store.encode_ahead("zh", [c.text for c in data])
+                assert len(store._ahead) == len(data)
+            store.upsert("zh", data, vectors)
+            assert store._ahead == {}
+            hits = store.search("zh", np.ones(DIM, dtype=np.float32), "出差申请 审批", None, 3, mode="bm25")
+            ranked.append([(h.chunk.text, round(h.score, 6)) for h in hits])
+        finally:
+            store.close()
+    assert ranked[0] == ranked[1] and ranked[0][0][0] == TEXTS[1]

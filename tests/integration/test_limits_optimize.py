@@ -1,7 +1,8 @@
 """Optimising an Edge collection does not stall the serving process (issue 15 item 19): Edge's
 optimiser holds the GIL for its whole run, so it runs in a child process at the lowest CPU
 priority while this process keeps running Python (the event loop, /healthz); the collection
-reads the same afterwards. Real Edge shard."""
+reads the same afterwards. A collection too small to be indexed is optimised in process (no
+child to start). Real Edge shard."""
 
 from __future__ import annotations
 
@@ -16,15 +17,15 @@ from appliance.domain import Chunk, chunk_id, document_id
 from appliance.vectorstore.edge import EdgeVectorStore
 from appliance.vectorstore.hybrid import FusionConfig
 
-DIM = 64
+DIM = 384  # 3,000 x 384 floats: over the in-process limit (IN_PROCESS_OPTIMIZE_BYTES)
 
 
-def test_optimize_runs_in_a_low_priority_child_and_keeps_the_data(tmp_path: Path) -> None:
+def _filled(tmp_path: Path, n: int) -> tuple[EdgeVectorStore, list[Chunk], np.ndarray]:
     store = EdgeVectorStore(tmp_path / "edge", FusionConfig())
     store.ensure_collection("kb", DIM)
     rng = np.random.default_rng(1)
     chunks = []
-    for i in range(3000):
+    for i in range(n):
         doc = document_id("kb", f"file:///kb/{i}.md")
         text = f"Pump {i} seal is replaced every {1000 + i} operating hours."
         chunks.append(Chunk(chunk_id(doc, 0, text), doc, "kb", f"file:///kb/{i}.md", f"doc{i}", text, 0))
@@ -32,6 +33,11 @@ def test_optimize_runs_in_a_low_priority_child_and_keeps_the_data(tmp_path: Path
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     store.upsert("kb", chunks, vectors)
     store.flush("kb")
+    return store, chunks, vectors
+
+
+def test_optimize_runs_in_a_low_priority_child_and_keeps_the_data(tmp_path: Path) -> None:
+    store, chunks, vectors = _filled(tmp_path, 3000)
     before = [h.chunk.id for h in store.search("kb", vectors[7], "pump 7 seal", None, 5)]
 
     failed: list[BaseException] = []
@@ -74,3 +80,27 @@ def _cmdline(process: psutil.Process) -> list[str]:
         return process.cmdline()
     except psutil.Error:
         return []
+
+
+def test_a_small_collection_is_optimised_in_process(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Under the in-process limit no child starts (it cost seconds at the end of every small run)
+    and the collection still reads the same, also after a delete."""
+    import subprocess
+
+    store, chunks, vectors = _filled(tmp_path, 500)
+    started: list[object] = []
+    real_run = subprocess.run
+
+    def run(*args, **kwargs):  # type: ignore[no-untyped-def]
+        started.append(args)  # a spy: the call still runs
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", run)
+    before = [h.chunk.id for h in store.search("kb", vectors[7], "pump 7 seal", None, 5)]
+    store.delete_chunks("kb", [chunks[-1].id])
+    store.flush("kb")
+    store.optimize("kb")
+    assert started == []
+    assert store.count("kb") == len(chunks) - 1
+    assert [h.chunk.id for h in store.search("kb", vectors[7], "pump 7 seal", None, 5)] == before
+    store.close()

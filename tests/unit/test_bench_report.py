@@ -92,6 +92,51 @@ def test_figures_come_from_the_parts() -> None:
     assert figures["idle_rss_mb"]["bound"] == "api 1000 MB, llm_worker 600 MB"
 
 
+def test_ingestion_ratios_at_equal_chunking_carry_the_goal_and_their_defaults_a_second_row() -> None:
+    def side(seconds: float, chunks: int) -> dict[str, dict[str, float]]:
+        return {"zh": {"seconds": seconds, "chunks": chunks, "chunks_per_s": chunks / seconds}}
+
+    parts = {
+        "ingest": {
+            "chunking": {"target_tokens": 200, "overlap_tokens": 30},
+            "sides": {
+                "ours": side(2.0, 300),
+                "llamaindex": side(5.0, 290),
+                "llamaindex_defaults": side(1.5, 60),
+            },
+            "ratios": {
+                "llamaindex_zh": {"median": 2.5, "pairs": [2.4, 2.6]},
+                "llamaindex_defaults_zh": {"median": 0.75, "pairs": [0.7, 0.8]},
+            },
+        }
+    }
+    figures = report.build(parts, {})["figures"]
+    equal, defaults = (
+        figures["ingest_ratio_zh_vs_llamaindex"],
+        figures["ingest_ratio_zh_vs_llamaindex_defaults"],
+    )
+    assert equal["met"] is True and equal["goal"] == ">= 2"
+    assert "200-token target, 30 overlap" in equal["context"] and "(150/s)" in equal["context"]
+    assert defaults["value"] == 0.75 and defaults["goal"] is None and defaults["met"] is None
+    assert "llamaindex_defaults 1.5 s for 60 chunks (40/s)" in defaults["bound"]
+    assert "ingest_ratio_zh_vs_langchain_defaults" not in figures  # no such side in this run
+
+
+def test_a_stopped_1m_run_reports_what_it_measured() -> None:
+    stage = {
+        "store": "edge",
+        "chunks": 1_000_000,
+        "loaded": 1_000_000,
+        "load_s": 1288.1,
+        "rss_mb_loaded": 6025.1,
+        "load_points": [{"loaded": 100_000, "load_s": 41.4, "rss_mb": 730.7}],
+    }
+    parts = {"retrieval_1m": {"error": "stopped at the deadline", "stages": [stage]}}
+    reason = report.build(parts, {})["figures"]["retrieval_p95_ms_1m"]["reason"]
+    assert "stopped at the deadline" in reason
+    assert "loaded 1000000 in 1288.1 s, RSS loaded 6025 MB" in reason and "100k: 41.4 s, 731 MB" in reason
+
+
 def test_the_generated_section_replaces_only_what_lies_between_the_markers() -> None:
     text = f"intro\n{render.BEGIN}\nold\n{render.END}\noutro\n"
     once = render.replace_section(text, "new table")
