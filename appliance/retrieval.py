@@ -19,7 +19,7 @@ import numpy as np
 
 from appliance.domain import Principal, ScoredChunk, validate_collection_name
 from appliance.embeddings.base import Embedder, Reranker
-from appliance.rag.grounding import coverage
+from appliance.text import coverage
 from appliance.vectorstore.base import SearchFilter, SearchMode, VectorStore
 from appliance.vectorstore.hybrid import FusionConfig
 

@@ -56,20 +56,10 @@ async def evidence(
     return await asyncio.to_thread(pick)
 
 
-# A CJK full stop ends a sentence with no space after it.
-_CJK_SENTENCE = re.compile(r"(?<=[。！？；])(?=\S)")
-
-
 def quotable_sentences(hits: list[ScoredChunk]) -> list[tuple[int, str]]:
-    """(source number, sentence) pairs worth quoting: the sources' sentences, Chinese ones cut at
-    their full stops too, without the chunks' headings (all of them when nothing else is left)."""
-    candidates = grounding.candidate_sentences([h.chunk.text for h in hits])
-    split = [
-        (i, part.strip())
-        for i, sentence in candidates
-        for part in _CJK_SENTENCE.split(sentence)
-        if len(grounding.content_tokens(part)) >= 3
-    ]
+    """(source number, sentence) pairs worth quoting: the sources' sentences (Chinese ones end at
+    。！？； too), without the chunks' headings (all of them when nothing else is left)."""
+    split = grounding.candidate_sentences([h.chunk.text for h in hits])
     quotable = [(i, s) for i, s in split if not is_heading(s, hits[i - 1].chunk)]
     return quotable or split
 
