@@ -389,6 +389,7 @@ class Container:
                 method=r.fusion,
             ),
             Relevance(rag.candidates, rag.min_relevance, rag.relative_relevance),
+            self.collections.bm25_weight,
         )
 
     @cached_property
