@@ -402,6 +402,15 @@ class RagSettings(Section):
         description="Share of an answer sentence's content words a source must contain for the "
         "sentence to count as supported (grounded mode).",
     )
+    min_answer_support: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="A chat model under 1B parameters (one `auto` would not let answer) that is asked "
+        "for an `abstractive` or `grounded` answer writes it whole first; when the sources back less "
+        "than this share of it (`support`), the extractive answer is shown instead, with a notice "
+        "(`fallback: true`). 0: never; larger models stream unchecked as before.",
+    )
     condense: Literal["heuristic", "llm", "off"] = Field(
         "heuristic",
         description="How a follow-up question is made standalone before retrieval: `heuristic` "

@@ -37,6 +37,7 @@ class Outcome:
     usage: dict[str, int] = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0})
     fallback: bool = False
     dropped: int = 0  # unsupported sentences withheld (grounded)
+    generated: str = ""  # the model's text as it wrote it (before any gate)
 
 
 async def evidence(
@@ -240,9 +241,53 @@ async def abstractive(
     async with contextlib.aclosing(pool.chat(messages, params, model=model, user=user)) as deltas:
         async for delta in deltas:
             if delta.content:
+                outcome.generated += delta.content
                 yield delta.content
             if delta.usage:
                 outcome.usage = delta.usage
+
+
+async def checked(
+    answer: AsyncGenerator[str, None],
+    question: str,
+    question_vector: np.ndarray,
+    hits: list[ScoredChunk],
+    embedder: Embedder,
+    min_answer_support: float,
+    outcome: Outcome,
+) -> AsyncGenerator[str, None]:
+    """A generated answer (``abstractive`` or ``grounded``) held until it is complete, then shown
+    only when the sources back at least ``min_answer_support`` of what the model wrote (the
+    support score of its whole text, gated sentences included: a grounded answer whose model
+    drifted keeps only fragments); otherwise the extractive answer with the fallback notice.
+    For small models, whose answers drift often: streaming is the price of never showing one."""
+    async with contextlib.aclosing(answer) as pieces:
+        parts = [piece async for piece in pieces]
+    if outcome.fallback:  # grounded found nothing to release and quoted already
+        for part in parts:
+            yield part
+        return
+    written = outcome.generated or "".join(parts)
+    score = grounding.support(written, [h.chunk.text for h in hits]).score if written.strip() else 0.0
+    extracts = await evidence(question, question_vector, hits, embedder)
+    if score >= min_answer_support and "".join(parts).strip() and _figures_agree(written, extracts):
+        for part in parts:
+            yield part
+        return
+    outcome.fallback = True
+    outcome.dropped = len(grounding.split_sentences(written))  # none of it is shown
+    yield FALLBACK_NOTICE
+    for piece in evidence_pieces(extracts, hits):
+        yield piece
+
+
+def _figures_agree(answer: str, extracts: list[grounding.Extract]) -> bool:
+    """Whether the answer's figures include one of the best evidence sentences' figures, when both
+    have some. Support counts words found anywhere in the sources, so "25 days" (annual leave) for
+    parental leave passes it; the sentences that answer the question say "16 weeks"."""
+    said = set(_NUMBER.findall(_ECHO.sub("", grounding.strip_citations(answer))))
+    evident = {n for e in extracts for n in _NUMBER.findall(e.sentence)}
+    return not said or not evident or bool(said & evident)
 
 
 _ECHO = re.compile(
