@@ -406,10 +406,11 @@ class RagSettings(Section):
         0.5,
         ge=0,
         le=1,
-        description="A chat model under 1B parameters (one `auto` would not let answer) that is asked "
-        "for an `abstractive` or `grounded` answer writes it whole first; when the sources back less "
-        "than this share of it (`support`), the extractive answer is shown instead, with a notice "
-        "(`fallback: true`). 0: never; larger models stream unchecked as before.",
+        description="Answers of a chat model under 1B parameters (one `auto` would not let answer) in "
+        "`grounded` or `abstractive` mode: when the sources back less than this share of what it wrote "
+        "(`support`), or its figures are not the evidence's, the answer is the extractive one with a "
+        "notice (`fallback: true`). Grounded answers are held until checked; abstractive tokens still "
+        "stream, and the final answer is the checked one. 0: never; larger models are not checked.",
     )
     condense: Literal["heuristic", "llm", "off"] = Field(
         "heuristic",

@@ -256,29 +256,42 @@ async def checked(
     min_answer_support: float,
     outcome: Outcome,
 ) -> AsyncGenerator[str, None]:
-    """A generated answer (``abstractive`` or ``grounded``) held until it is complete, then shown
-    only when the sources back at least ``min_answer_support`` of what the model wrote (the
-    support score of its whole text, gated sentences included: a grounded answer whose model
-    drifted keeps only fragments); otherwise the extractive answer with the fallback notice.
-    For small models, whose answers drift often: streaming is the price of never showing one."""
+    """A generated answer held until it is complete, then shown as it is when :func:`replacement`
+    finds nothing to replace; otherwise the extractive answer with the fallback notice. For small
+    models, whose answers drift often: the sentence stream is the price of never showing one."""
     async with contextlib.aclosing(answer) as pieces:
         parts = [piece async for piece in pieces]
+    instead = await replacement(
+        "".join(parts), question, question_vector, hits, embedder, min_answer_support, outcome
+    )
+    for part in parts if instead is None else [instead]:
+        yield part
+
+
+async def replacement(
+    shown: str,
+    question: str,
+    question_vector: np.ndarray,
+    hits: list[ScoredChunk],
+    embedder: Embedder,
+    min_answer_support: float,
+    outcome: Outcome,
+) -> str | None:
+    """None when a generated answer may stand: the sources back at least ``min_answer_support`` of
+    what the model wrote (``outcome.generated``: a grounded answer's withheld sentences count, so a
+    drifting model does not pass on its surviving fragments) and its figures include one of the
+    best evidence sentences' figures. Else the extractive answer with the fallback notice
+    (``outcome.fallback`` set). ``shown``: what the mode made of the model's text."""
     if outcome.fallback:  # grounded found nothing to release and quoted already
-        for part in parts:
-            yield part
-        return
-    written = outcome.generated or "".join(parts)
+        return None
+    written = outcome.generated or shown
     score = grounding.support(written, [h.chunk.text for h in hits]).score if written.strip() else 0.0
     extracts = await evidence(question, question_vector, hits, embedder)
-    if score >= min_answer_support and "".join(parts).strip() and _figures_agree(written, extracts):
-        for part in parts:
-            yield part
-        return
+    if score >= min_answer_support and shown.strip() and _figures_agree(written, extracts):
+        return None
     outcome.fallback = True
     outcome.dropped = len(grounding.split_sentences(written))  # none of it is shown
-    yield FALLBACK_NOTICE
-    for piece in evidence_pieces(extracts, hits):
-        yield piece
+    return FALLBACK_NOTICE + format_evidence(extracts, hits)
 
 
 def _figures_agree(answer: str, extracts: list[grounding.Extract]) -> bool:

@@ -235,7 +235,8 @@ class RagService:
                         outcome,
                         principal.name,
                     )
-            if hits and mode != "extractive" and self._checks(backend.name):
+            checks = bool(hits) and mode != "extractive" and self._checks(backend.name)
+            if checks and mode == "grounded":
                 stream = answering.checked(
                     stream,
                     query,
@@ -254,6 +255,20 @@ class RagService:
                         ttft_ms = (time.perf_counter() - started) * 1000
                     parts.append(piece)
                     yield {"type": "delta", "content": piece}
+            if checks and mode == "abstractive":
+                # Its tokens went out as generated (the mode's point, and what a Stop button needs);
+                # the answer itself, as recorded and as every non-streamed response carries it, is
+                # checked like a grounded one's.
+                instead = await answering.replacement(
+                    "".join(parts),
+                    query,
+                    found.query_vector,
+                    hits,
+                    self.embedder,
+                    self.options.min_answer_support,
+                    outcome,
+                )
+                parts = parts if instead is None else [instead]
         except BaseException:
             status = "error"
             raise

@@ -73,3 +73,20 @@ def test_with_the_check_off_the_model_answer_is_shown(container: Container) -> N
         rag.options = saved
     assert not result.fallback and not result.answer.startswith(FALLBACK_NOTICE.strip())
     assert result.support is not None and result.support < 0.5  # what the check would have caught
+
+
+def test_a_streamed_abstractive_answer_keeps_its_tokens_and_ends_with_the_fallback(
+    container: Container,
+) -> None:
+    """Abstractive streams the model's tokens as they come (what Stop needs); the answer the
+    ``done`` event carries, and that is recorded, is the checked one."""
+
+    async def events() -> list[dict]:  # type: ignore[type-arg]
+        return [e async for e in container.rag.ask_stream(PASSWORD, LOCAL_ADMIN, mode="abstractive")]
+
+    got = asyncio.run(events())
+    deltas = [e["content"] for e in got if e["type"] == "delta"]
+    result = got[-1]["result"]
+    assert len(deltas) > 3 and not "".join(deltas).startswith(FALLBACK_NOTICE.strip())
+    assert result.fallback and result.answer.startswith(FALLBACK_NOTICE.strip())
+    assert "printed on the label" in result.answer
