@@ -247,51 +247,46 @@ async def abstractive(
                 outcome.usage = delta.usage
 
 
-async def checked(
-    answer: AsyncGenerator[str, None],
-    question: str,
-    question_vector: np.ndarray,
-    hits: list[ScoredChunk],
-    embedder: Embedder,
-    min_answer_support: float,
-    outcome: Outcome,
-) -> AsyncGenerator[str, None]:
-    """A generated answer held until it is complete, then shown as it is when :func:`replacement`
-    finds nothing to replace; otherwise the extractive answer with the fallback notice. For small
-    models, whose answers drift often: the sentence stream is the price of never showing one."""
-    async with contextlib.aclosing(answer) as pieces:
-        parts = [piece async for piece in pieces]
-    instead = await replacement(
-        "".join(parts), question, question_vector, hits, embedder, min_answer_support, outcome
-    )
-    for part in parts if instead is None else [instead]:
-        yield part
+@dataclass
+class AnswerCheck:
+    """A small model's generated answer judged whole against its sources (``rag.min_answer_support``)."""
 
+    question: str
+    question_vector: np.ndarray
+    hits: list[ScoredChunk]
+    embedder: Embedder
+    min_answer_support: float
+    outcome: Outcome
 
-async def replacement(
-    shown: str,
-    question: str,
-    question_vector: np.ndarray,
-    hits: list[ScoredChunk],
-    embedder: Embedder,
-    min_answer_support: float,
-    outcome: Outcome,
-) -> str | None:
-    """None when a generated answer may stand: the sources back at least ``min_answer_support`` of
-    what the model wrote (``outcome.generated``: a grounded answer's withheld sentences count, so a
-    drifting model does not pass on its surviving fragments) and its figures include one of the
-    best evidence sentences' figures. Else the extractive answer with the fallback notice
-    (``outcome.fallback`` set). ``shown``: what the mode made of the model's text."""
-    if outcome.fallback:  # grounded found nothing to release and quoted already
-        return None
-    written = outcome.generated or shown
-    score = grounding.support(written, [h.chunk.text for h in hits]).score if written.strip() else 0.0
-    extracts = await evidence(question, question_vector, hits, embedder)
-    if score >= min_answer_support and shown.strip() and _figures_agree(written, extracts):
-        return None
-    outcome.fallback = True
-    outcome.dropped = len(grounding.split_sentences(written))  # none of it is shown
-    return FALLBACK_NOTICE + format_evidence(extracts, hits)
+    async def held(self, answer: AsyncGenerator[str, None]) -> AsyncGenerator[str, None]:
+        """The answer held until it is complete, then shown as it is when :meth:`replacement` finds
+        nothing to replace, else the replacement. For small models, whose answers drift often: the
+        sentence stream is the price of never showing one."""
+        async with contextlib.aclosing(answer) as pieces:
+            parts = [piece async for piece in pieces]
+        instead = await self.replacement("".join(parts))
+        for part in parts if instead is None else [instead]:
+            yield part
+
+    async def replacement(self, shown: str) -> str | None:
+        """None when a generated answer may stand: the sources back at least
+        ``min_answer_support`` of what the model wrote (``outcome.generated``: a grounded answer's
+        withheld sentences count, so a drifting model does not pass on its surviving fragments)
+        and its figures include one of the best evidence sentences' figures. Else the extractive
+        answer with the fallback notice (``outcome.fallback`` set). ``shown``: what the mode made
+        of the model's text."""
+        outcome = self.outcome
+        if outcome.fallback:  # grounded found nothing to release and quoted already
+            return None
+        written = outcome.generated or shown
+        sources = [h.chunk.text for h in self.hits]
+        score = grounding.support(written, sources).score if written.strip() else 0.0
+        extracts = await evidence(self.question, self.question_vector, self.hits, self.embedder)
+        if score >= self.min_answer_support and shown.strip() and _figures_agree(written, extracts):
+            return None
+        outcome.fallback = True
+        outcome.dropped = len(grounding.split_sentences(written))  # none of it is shown
+        return FALLBACK_NOTICE + format_evidence(extracts, self.hits)
 
 
 def _figures_agree(answer: str, extracts: list[grounding.Extract]) -> bool:

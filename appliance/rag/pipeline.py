@@ -235,17 +235,13 @@ class RagService:
                         outcome,
                         principal.name,
                     )
-            checks = bool(hits) and mode != "extractive" and self._checks(backend.name)
-            if checks and mode == "grounded":
-                stream = answering.checked(
-                    stream,
-                    query,
-                    found.query_vector,
-                    hits,
-                    self.embedder,
-                    self.options.min_answer_support,
-                    outcome,
+            check = None
+            if hits and mode != "extractive" and self._checks(backend.name):
+                check = answering.AnswerCheck(
+                    query, found.query_vector, hits, self.embedder, self.options.min_answer_support, outcome
                 )
+                if mode == "grounded":
+                    stream = check.held(stream)
             # Whatever the mode, a reader gets no image, link or prompt fence from the answer; the
             # extractive pieces are whole sentences and come cleaned.
             cleaned = stream if mode == "extractive" and hits else safe_stream(stream)
@@ -255,19 +251,11 @@ class RagService:
                         ttft_ms = (time.perf_counter() - started) * 1000
                     parts.append(piece)
                     yield {"type": "delta", "content": piece}
-            if checks and mode == "abstractive":
+            if check is not None and mode == "abstractive":
                 # Its tokens went out as generated (the mode's point, and what a Stop button needs);
                 # the answer itself, as recorded and as every non-streamed response carries it, is
                 # checked like a grounded one's.
-                instead = await answering.replacement(
-                    "".join(parts),
-                    query,
-                    found.query_vector,
-                    hits,
-                    self.embedder,
-                    self.options.min_answer_support,
-                    outcome,
-                )
+                instead = await check.replacement("".join(parts))
                 parts = parts if instead is None else [instead]
         except BaseException:
             status = "error"
