@@ -14,7 +14,9 @@ may read. Methods take the acting principal; the default, ``LOCAL_ADMIN``, is fo
 from __future__ import annotations
 
 import builtins
+import time
 from collections.abc import Callable, Sequence
+from types import EllipsisType
 from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, select, update
@@ -34,6 +36,9 @@ from appliance.domain import (
 from appliance.security.acl import can_curate, can_read, in_collection_scope, is_curator
 from appliance.security.identity import validate_name
 
+MAX_BM25_WEIGHT = 10.0
+WEIGHT_TTL_S = 5.0
+
 
 def _unrestricted(principal: Principal) -> bool:
     return principal.is_admin and principal.collections is None
@@ -45,6 +50,7 @@ class CollectionService:
         self.store = store
         self.embedder = embedder
         self.ledger = ledger
+        self._weights: dict[str, tuple[float | None, float]] = {}
 
     # -- rows -------------------------------------------------------------------------------------
 
@@ -90,6 +96,7 @@ class CollectionService:
             "default_acl": list(row["default_acl"]) if row and row["default_acl"] else [EVERYONE],
             "owners": self._owners_of(row),
             "description": row["description"] if row else "",
+            "bm25_weight": row["bm25_weight"] if row else None,
             "created_at": row["created_at"].isoformat() if row else None,
             "documents": docs,
             "chunks": chunks,
@@ -209,18 +216,25 @@ class CollectionService:
         owners: Sequence[str] | None = None,
         description: str | None = None,
         *,
+        bm25_weight: float | None | EllipsisType = ...,
         principal: Principal = LOCAL_ADMIN,
     ) -> dict[str, Any]:
-        """Admins hand a collection to curators (its owners) or describe it. A collection an ingest
-        created has no row yet: this gives it one, with every signed-in user as default readers."""
+        """Admins hand a collection to curators (its owners), describe it or set its fusion weight
+        (``bm25_weight``: the BM25 side's, e.g. from ``appliance eval --tune``; None: back to
+        ``retrieval.bm25_weight``; ``...``: unchanged). A collection an ingest created has no row
+        yet: this gives it one, with every signed-in user as default readers."""
         if not principal.is_admin:
-            raise Forbidden("changing a collection's owners needs the admin role")
+            raise Forbidden("changing a collection's owners or settings needs the admin role")
         self.get(name, principal)
         values: dict[str, Any] = {}
         if owners is not None:
             values["owners"] = self._existing_groups(owners) or None
         if description is not None:
             values["description"] = description
+        if not isinstance(bm25_weight, EllipsisType):
+            if bm25_weight is not None and not 0 <= bm25_weight <= MAX_BM25_WEIGHT:
+                raise InvalidRequest(f"bm25_weight must be between 0 and {MAX_BM25_WEIGHT}")
+            values["bm25_weight"] = bm25_weight
         with self.engine.begin() as conn:
             if conn.execute(select(collections.c.name).where(collections.c.name == name)).first() is None:
                 conn.execute(
@@ -230,7 +244,22 @@ class CollectionService:
                 )
             if values:
                 conn.execute(update(collections).where(collections.c.name == name).values(**values))
+        self._weights.clear()
         return self.get(name, principal)
+
+    def bm25_weight(self, name: str) -> float | None:
+        """The collection's own BM25 fusion weight, None when it has none (the retriever then uses
+        ``retrieval.bm25_weight``). Read once per ``WEIGHT_TTL_S`` per process: a search should not
+        pay a database round trip, and a weight set by another process applies within seconds."""
+        cached = self._weights.get(name)
+        if cached is not None and time.monotonic() - cached[1] < WEIGHT_TTL_S:
+            return cached[0]
+        with self.engine.connect() as conn:
+            weight = conn.execute(
+                select(collections.c.bm25_weight).where(collections.c.name == name)
+            ).scalar_one_or_none()
+        self._weights[name] = (weight, time.monotonic())
+        return weight
 
     def list(
         self, limit: int = 50, offset: int = 0, principal: Principal = LOCAL_ADMIN
@@ -282,4 +311,5 @@ class CollectionService:
             # with no row and so no default readers (everyone) and no owners.
             conn.execute(delete(sources).where(sources.c.collection == name))
             conn.execute(delete(collections).where(collections.c.name == name))
+        self._weights.pop(name, None)
         return described

@@ -441,6 +441,7 @@ class Container:
                 method=r.fusion,
             ),
             Relevance(rag.candidates, rag.min_relevance, rag.relative_relevance),
+            self.collections.bm25_weight,
         )
 
     @cached_property
@@ -470,6 +471,7 @@ class Container:
                 answer_mode=r.answer_mode,
                 auto_modes=self.auto_modes(),
                 min_support=r.min_support,
+                min_answer_support=r.min_answer_support,
                 condense=r.condense,
                 history_turns=r.history_turns,
                 source_tokens=r.source_tokens,

@@ -119,6 +119,9 @@ collections = Table(
     Column("description", Text, nullable=False, default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("owners", JSON, nullable=True),
+    # The BM25 side's weight in fusion for this collection (`appliance eval --tune --apply`);
+    # null: the appliance-wide retrieval.bm25_weight.
+    Column("bm25_weight", Float, nullable=True),
 )
 
 

@@ -314,10 +314,14 @@ def tune_text(data: dict[str, Any]) -> str:
             f"  bm25_weight {row['bm25_weight']:<5}  hit@1 {row['hit@1']:.3f}  hit@{data['k']} "
             f"{row['hit@k']:.3f}  MRR {row['mrr']:.3f}{mark}"
         )
-    lines.append(
-        f"set retrieval.bm25_weight: {data['best']['bm25_weight']} to use it (now "
-        f"{data['current_bm25_weight']}); the weight applies to every collection"
-    )
+    best, current, name = data["best"]["bm25_weight"], data["current_bm25_weight"], data.get("collection")
+    if data.get("applied"):
+        lines.append(f"stored: collection {name!r} now searches with bm25_weight {best} (was {current})")
+    else:
+        lines.append(
+            f"best bm25_weight {best} (now {current}); `--tune --apply` stores it for collection "
+            f"{name!r}, retrieval.bm25_weight sets it for every collection without one"
+        )
     return "\n".join(lines)
 
 

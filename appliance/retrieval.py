@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from appliance.domain import Principal, ScoredChunk, validate_collection_name
 from appliance.embeddings.base import Embedder, Reranker
-from appliance.rag.grounding import coverage
+from appliance.text import coverage
 from appliance.vectorstore.base import SearchFilter, SearchMode, VectorStore
 from appliance.vectorstore.hybrid import FusionConfig
 
@@ -67,6 +68,14 @@ class Retriever:
     rerank_candidates: int = 20
     fusion: FusionConfig = field(default_factory=FusionConfig)
     relevance: Relevance = field(default_factory=Relevance)
+    # A collection's own BM25 weight (``appliance eval --tune --apply``), None for the default.
+    collection_weight: Callable[[str], float | None] | None = None
+
+    def fusion_for(self, collection: str) -> FusionConfig:
+        """The fusion a search of ``collection`` uses: the configured one, with the collection's
+        tuned BM25 weight when it has one."""
+        weight = self.collection_weight(collection) if self.collection_weight is not None else None
+        return self.fusion if weight is None else replace(self.fusion, bm25_weight=weight)
 
     def search(
         self,
@@ -119,7 +128,7 @@ class Retriever:
             effective_filter(principal, filter),
             wanted,
             mode=mode,
-            fusion=self.fusion,
+            fusion=self.fusion_for(collection),
             with_vectors=with_vectors,
         )
         if self.reranker is not None and hits:

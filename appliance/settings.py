@@ -428,6 +428,16 @@ class RagSettings(Section):
         description="Share of an answer sentence's content words a source must contain for the "
         "sentence to count as supported (grounded mode).",
     )
+    min_answer_support: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Answers of a chat model under 1B parameters (one `auto` would not let answer) in "
+        "`grounded` or `abstractive` mode: when the sources back less than this share of what it wrote "
+        "(`support`), or its figures are not the evidence's, the answer is the extractive one with a "
+        "notice (`fallback: true`). Grounded answers are held until checked; abstractive tokens still "
+        "stream, and the final answer is the checked one. 0: never; larger models are not checked.",
+    )
     condense: Literal["heuristic", "llm", "off"] = Field(
         "heuristic",
         description="How a follow-up question is made standalone before retrieval: `heuristic` "

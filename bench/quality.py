@@ -60,9 +60,12 @@ FUSIONS = {
     "rrf60-b1.25": ("rrf", 1.0, 1.25, 60),
     "dbsf": ("dbsf", 1.0, 1.0, 60),
     "dbsf-b1.25": ("dbsf", 1.0, 1.25, 60),
+    "minmax-b0.5": ("minmax", 1.0, 0.5, 60),
+    "minmax-b0.75": ("minmax", 1.0, 0.75, 60),
     "minmax": ("minmax", 1.0, 1.0, 60),
     "minmax-b1.25": ("minmax", 1.0, 1.25, 60),
     "minmax-b1.5": ("minmax", 1.0, 1.5, 60),
+    "minmax-b2": ("minmax", 1.0, 2.0, 60),
 }
 K = 5
 CAP = 2

@@ -49,8 +49,12 @@ def eval_command(
         bool,
         typer.Option(
             "--tune",
-            help="Instead: hybrid retrieval at a grid of BM25 weights; prints the best (stores nothing).",
+            help="Instead: hybrid retrieval at a grid of BM25 weights; prints the best.",
         ),
+    ] = False,
+    apply: Annotated[
+        bool,
+        typer.Option("--apply", help="With --tune: store the best weight as the collection's own."),
     ] = False,
     user: UserOpt = None,
     as_json: JsonOpt = False,
@@ -71,6 +75,8 @@ def eval_command(
         cli.fail(exc.message, 2)
     name = collection or cli.settings.rag.default_collection
     remote = cli.remote(user)
+    if apply and not tune_weight:
+        cli.fail("--apply stores what --tune found: give both", 2)
     if remote and tune_weight:
         cli.fail("--tune searches the store directly: run it while `appliance serve` is stopped")
     if remote:
@@ -87,7 +93,7 @@ def eval_command(
         container = cli.local()
         principal = cli.principal(user)
         if tune_weight:
-            _tune(cli, container, items, k, principal, name, as_json)
+            _tune(cli, container, items, k, principal, name, as_json, apply)
             return
 
         def search(question: str, n: int) -> list[dict[str, Any]]:
@@ -121,9 +127,17 @@ def eval_command(
 
 
 def _tune(
-    cli: AppContext, container: Any, items: list[Any], k: int, principal: Any, name: str, as_json: bool
+    cli: AppContext,
+    container: Any,
+    items: list[Any],
+    k: int,
+    principal: Any,
+    name: str,
+    as_json: bool,
+    apply: bool,
 ) -> None:
-    """``--tune``: the retriever with each BM25 weight of the grid, judged on the set."""
+    """``--tune``: the retriever with each BM25 weight of the grid, judged on the set; with
+    ``--apply`` the best is stored as the collection's own weight."""
     from dataclasses import replace
 
     from appliance.evaluation import tune, tune_text
@@ -132,7 +146,8 @@ def _tune(
     base = container.retriever
 
     def search_at(weight: float) -> Any:
-        retriever = replace(base, fusion=replace(base.fusion, bm25_weight=weight))
+        fusion = replace(base.fusion, bm25_weight=weight)
+        retriever = replace(base, fusion=fusion, collection_weight=None)
 
         def search(question: str, n: int) -> list[dict[str, Any]]:
             return citation_dicts(retriever.search(question, principal, name, n)[0])
@@ -140,9 +155,12 @@ def _tune(
         return search
 
     try:
-        data = tune(items, search_at, k, base.fusion.bm25_weight)
+        data = {**tune(items, search_at, k, base.fusion_for(name).bm25_weight), "collection": name}
+        if apply:
+            container.collections.update(name, bm25_weight=data["best"]["bm25_weight"], principal=principal)
+            data["applied"] = True
     except ApplianceError as exc:
         cli.fail(exc.message)
     finally:
         cli.close()
-    cli.emit({**data, "collection": name}, as_json, tune_text(data))
+    cli.emit(data, as_json, tune_text(data))

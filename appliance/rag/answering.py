@@ -37,6 +37,7 @@ class Outcome:
     usage: dict[str, int] = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0})
     fallback: bool = False
     dropped: int = 0  # unsupported sentences withheld (grounded)
+    generated: str = ""  # the model's text as it wrote it (before any gate)
 
 
 async def evidence(
@@ -56,22 +57,49 @@ async def evidence(
     return await asyncio.to_thread(pick)
 
 
-# A CJK full stop ends a sentence with no space after it.
-_CJK_SENTENCE = re.compile(r"(?<=[。！？；])(?=\S)")
-
-
 def quotable_sentences(hits: list[ScoredChunk]) -> list[tuple[int, str]]:
-    """(source number, sentence) pairs worth quoting: the sources' sentences, Chinese ones cut at
-    their full stops too, without the chunks' headings (all of them when nothing else is left)."""
-    candidates = grounding.candidate_sentences([h.chunk.text for h in hits])
-    split = [
-        (i, part.strip())
-        for i, sentence in candidates
-        for part in _CJK_SENTENCE.split(sentence)
-        if len(grounding.content_tokens(part)) >= 3
-    ]
-    quotable = [(i, s) for i, s in split if not is_heading(s, hits[i - 1].chunk)]
+    """(source number, sentence) pairs worth quoting: the sources' sentences (Chinese ones end at
+    。！？； too), without the chunks' headings (all of them when nothing else is left), code and
+    console lines, or page furniture (contents, navigation, copyright). A definition's term on the
+    line before (an API signature such as ``heapq.heapify(x)``) opens its first sentence: the
+    description alone ("Transform list x into a heap") does not name what it describes."""
+    split: list[tuple[int, str]] = []
+    for i, hit in enumerate(hits, start=1):
+        term: str | None = None
+        for raw in hit.chunk.text.splitlines():
+            line = raw.strip()
+            if not line:
+                continue
+            if _TERM.match(line) and not _CODE.search(line) and not is_heading(line, hit.chunk):
+                term = line
+                continue
+            if _CODE.search(line):
+                term = None
+                continue
+            for n, (_, sentence) in enumerate(grounding.candidate_sentences([line])):
+                if _BOILERPLATE.search(sentence):
+                    continue
+                split.append((i, f"{term}: {sentence}" if n == 0 and term else sentence))
+            term = None
+    quotable = [(i, s) for i, s in split if not is_heading(s.partition(": ")[2] or s, hits[i - 1].chunk)]
     return quotable or split
+
+
+# A definition's term on a line of its own (API references): "heapq.heapify(x)", "csv.QUOTE_ALL",
+# "class csv.DictReader(f, fieldnames=None)", "exception json.JSONDecodeError(msg, doc, pos)".
+_TERM = re.compile(
+    r"^(?:(?:class|exception|async|classmethod|staticmethod|abstractmethod|property)\s+|@)?"
+    r"(?:(?:[A-Za-z_]\w*\.)+[A-Za-z_]\w*(?:\(.*\))?|[A-Za-z_]\w*\(.*\))(?:\s*->\s*\S.*)?$"
+)
+# Code and console lines (examples, not statements): prompts, comments, assignments, braces.
+_CODE = re.compile(r"^(?:>>>|\.\.\.(?:\s|$)|\$\s|#\s|//\s)|^[\w.\[\]'\"]+\s*[-+*/]?=\s|[{}]$|^[)}\]]")
+# Page furniture that survives cleaning; never an answer.
+_BOILERPLATE = re.compile(
+    r"^(?:table of contents|contents|on this page|previous topic|next topic|this page|navigation|"
+    r"skip to (?:main )?content|back to top|show source|report a bug|source code:|目录|上一页|下一页|"
+    r"返回顶部)|©|\bcopyright\b|\ball rights reserved\b|版权所有",
+    re.IGNORECASE,
+)
 
 
 # Section numbering that only headings start with: "4.1 ", "3) ", "一、", "第三章 ", "Chapter 2".
@@ -97,8 +125,8 @@ def is_heading(sentence: str, chunk: Any) -> bool:
 # Questions that ask for a figure: an amount, a count, a duration, a date, a share.
 _ASKS_FIGURE = re.compile(
     r"\bhow (?:many|much|long|often|far|old|big|large|high|soon)\b|\bwhat (?:percentage|share|number|"
-    r"amount|time|year|date|day)\b|\b(?:when|which year)\b|多少|几|多久|多长|多大|多高|多少钱|什么时候|何时|"
-    r"哪一?年|哪一?天|比例|占比|比率|百分",
+    r"amount|time|year|date|day)\b|^\s*when\b|\b(?:since|until|by) when\b|\bwhich year\b|\b(?:which|what) (?:\w+ )?(?:version|release)\b|"
+    r"多少|几|多久|多长|多大|多高|多少钱|什么时候|何时|哪一?年|哪一?天|哪个版本|比例|占比|比率|百分",
     re.IGNORECASE,
 )
 _FIGURE = re.compile(
@@ -106,12 +134,25 @@ _FIGURE = re.compile(
     r"\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|hundred)\b",
     re.IGNORECASE,
 )
-# Questions that ask for a name: who, which team or product.
+# Questions that ask for a name: who, which team or product, where (a place is named too).
 _ASKS_NAME = re.compile(
-    r"\bwho(?:m|se)?\b|\bwhich (?:team|department|company|person|product|tool|system)\b|谁|哪个部门|哪家|哪个团队",
+    r"\bwho(?:m|se)?\b|\bwhich (?:team|department|company|person|product|tool|system)\b|^\s*where\b|"
+    r"谁|哪个部门|哪家|哪个团队|哪里|在哪",
     re.IGNORECASE,
 )
 _NAME = re.compile(r"(?<!^)(?<![.!?]\s)\b[A-Z][\w-]+|[\u4e00-\u9fff]{2,}(?:部|中心|公司|团队|委员会|小组)")
+# Technical questions that ask for an identifier (which function, which exception, how do I ...):
+# answered by the sentence that names one (``os.path.join``, ``max_size``, ``heapify(``,
+# ``JSONDecodeError``), typically a definition that opens with its term.
+_ASKS_EXCEPTION = re.compile(r"\b(?:which|what) (?:\w+ )?(?:exception|error|warning)s?\b", re.IGNORECASE)
+_EXCEPTION = re.compile(r"\b[A-Za-z_.]*(?:Error|Exception|Warning)\b")
+_ASKS_IDENTIFIER = re.compile(
+    r"\b(?:which|what) (?:\w+ ){0,2}(?:function|class|method|decorator|constant|parameter|argument|"
+    r"attribute|module|option|flag|keyword|variable|field|type|set|mode)s?\b|\bhow (?:do|can|should) (?:i|you|we)\b",
+    re.IGNORECASE,
+)
+_IDENTIFIER = re.compile(r"\b[A-Za-z_]\w*\.[A-Za-z_]\w*|\b[a-z]+_\w+|\b\w+\(|\b[a-z]+[A-Z]\w*")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 # Of a score that is cosine similarity plus word-overlap share (0..2): a sentence without any figure
 # cannot answer "how many", however many of the question's words it repeats.
 FACT_BONUS = 0.15
@@ -120,12 +161,27 @@ NO_FIGURE_MALUS = 0.6
 
 def fact_bonus(question: str, sentence: str) -> float:
     """A bonus for a sentence that carries the kind of fact the question asks for, a malus for
-    one that does not: 'how many days' is answered by the sentence with the number."""
+    one that does not: 'how many days' is answered by the sentence with the number, 'which
+    exception' by the one that names an exception. The numbers a question gives ("below 95%")
+    must be in the sentence for a bonus of their own."""
+    numbers = _NUMBER.findall(question)
+    bonus = FACT_BONUS if numbers and set(numbers) <= set(_NUMBER.findall(sentence)) else 0.0
     if _ASKS_FIGURE.search(question):
-        return FACT_BONUS if _FIGURE.search(sentence) else -NO_FIGURE_MALUS
+        figure = _FIGURE.search(_without(sentence, numbers))
+        return bonus + (FACT_BONUS if figure else -NO_FIGURE_MALUS)
+    if _ASKS_EXCEPTION.search(question):
+        # As for figures: a sentence naming no exception cannot say which one.
+        return bonus + (FACT_BONUS if _EXCEPTION.search(sentence) else -NO_FIGURE_MALUS)
+    if _ASKS_IDENTIFIER.search(question) and _IDENTIFIER.search(sentence):
+        return bonus + FACT_BONUS
     if _ASKS_NAME.search(question):
-        return FACT_BONUS if _NAME.search(sentence) else 0.0
-    return 0.0
+        return bonus + (FACT_BONUS if _NAME.search(sentence) else 0.0)
+    return bonus
+
+
+def _without(sentence: str, numbers: list[str]) -> str:
+    """The sentence without the question's own numbers: repeating them is not giving the figure."""
+    return _NUMBER.sub(lambda m: " " if m.group() in numbers else m.group(), sentence)
 
 
 def choose_sentences(
@@ -185,9 +241,61 @@ async def abstractive(
     async with contextlib.aclosing(pool.chat(messages, params, model=model, user=user)) as deltas:
         async for delta in deltas:
             if delta.content:
+                outcome.generated += delta.content
                 yield delta.content
             if delta.usage:
                 outcome.usage = delta.usage
+
+
+@dataclass
+class AnswerCheck:
+    """A small model's generated answer judged whole against its sources (``rag.min_answer_support``)."""
+
+    question: str
+    question_vector: np.ndarray
+    hits: list[ScoredChunk]
+    embedder: Embedder
+    min_answer_support: float
+    outcome: Outcome
+
+    async def held(self, answer: AsyncGenerator[str, None]) -> AsyncGenerator[str, None]:
+        """The answer held until it is complete, then shown as it is when :meth:`replacement` finds
+        nothing to replace, else the replacement. For small models, whose answers drift often: the
+        sentence stream is the price of never showing one."""
+        async with contextlib.aclosing(answer) as pieces:
+            parts = [piece async for piece in pieces]
+        instead = await self.replacement("".join(parts))
+        for part in parts if instead is None else [instead]:
+            yield part
+
+    async def replacement(self, shown: str) -> str | None:
+        """None when a generated answer may stand: the sources back at least
+        ``min_answer_support`` of what the model wrote (``outcome.generated``: a grounded answer's
+        withheld sentences count, so a drifting model does not pass on its surviving fragments)
+        and its figures include one of the best evidence sentences' figures. Else the extractive
+        answer with the fallback notice (``outcome.fallback`` set). ``shown``: what the mode made
+        of the model's text."""
+        outcome = self.outcome
+        if outcome.fallback:  # grounded found nothing to release and quoted already
+            return None
+        written = outcome.generated or shown
+        sources = [h.chunk.text for h in self.hits]
+        score = grounding.support(written, sources).score if written.strip() else 0.0
+        extracts = await evidence(self.question, self.question_vector, self.hits, self.embedder)
+        if score >= self.min_answer_support and shown.strip() and _figures_agree(written, extracts):
+            return None
+        outcome.fallback = True
+        outcome.dropped = len(grounding.split_sentences(written))  # none of it is shown
+        return FALLBACK_NOTICE + format_evidence(extracts, self.hits)
+
+
+def _figures_agree(answer: str, extracts: list[grounding.Extract]) -> bool:
+    """Whether the answer's figures include one of the best evidence sentences' figures, when both
+    have some. Support counts words found anywhere in the sources, so "25 days" (annual leave) for
+    parental leave passes it; the sentences that answer the question say "16 weeks"."""
+    said = set(_NUMBER.findall(_ECHO.sub("", grounding.strip_citations(answer))))
+    evident = {n for e in extracts for n in _NUMBER.findall(e.sentence)}
+    return not said or not evident or bool(said & evident)
 
 
 _ECHO = re.compile(

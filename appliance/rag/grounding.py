@@ -9,115 +9,20 @@ deterministic and costs microseconds, so it runs on every answer and on every st
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from appliance.rag.prompts import looks_like_instruction
-
-_WORD = re.compile(r"[^\W_]+", re.UNICODE)
-_CITE = re.compile(r"\[\s*\d+(?:\s*[,;]\s*\d+)*\s*\]")
-# Sentence ends: punctuation followed by space/end, or a line break. Decimal points ("3.2 MW") stay.
-SPLIT = re.compile(r"(?<=[.!?。！？])(?:\s*\[\s*\d+(?:\s*[,;]\s*\d+)*\s*\])?\s+|\n+")
-
-# fmt: off
-STOP_WORDS = frozenset(
-    """
-    a an the and or but if then else of to in on at by for with from as into onto about over under
-    is are was were be been being am do does did doing have has had having it its this that these
-    those there here which who whom whose what when where why how i you he she we they me him her us
-    them my your his our their mine yours not no nor so than too very can could should would may
-    might must shall will just also only any all each every some such both either neither one per up
-    down out off again further once s t don according source sources document documents answer
-    question based provided text information sure yes ok okay hello hi thanks thank please well
-    """.split()  # noqa: SIM905
-)
-# fmt: on
-_NUMBERS = {
-    "zero": "0",
-    "one": "1",
-    "two": "2",
-    "three": "3",
-    "four": "4",
-    "five": "5",
-    "six": "6",
-    "seven": "7",
-    "eight": "8",
-    "nine": "9",
-    "ten": "10",
-    "eleven": "11",
-    "twelve": "12",
-    "thirteen": "13",
-    "fourteen": "14",
-    "fifteen": "15",
-    "twenty": "20",
-    "thirty": "30",
-    "forty": "40",
-    "fifty": "50",
-    "hundred": "100",
-}  # fmt: skip
-
-
-def strip_citations(text: str) -> str:
-    return re.sub(r"[ \t]+([.!?,;:])", r"\1", _CITE.sub("", text)).replace("  ", " ")
-
-
-def cited_indices(text: str) -> list[int]:
-    """Source numbers an answer cites, in first-mention order: "[1]", "[1, 3]", "[2][3]"."""
-    seen: list[int] = []
-    for marker in _CITE.findall(text):
-        for n in re.findall(r"\d+", marker):
-            if int(n) not in seen:
-                seen.append(int(n))
-    return seen
-
-
-def split_sentences(text: str) -> list[str]:
-    return [s.strip() for s in SPLIT.split(text) if s and s.strip()]
-
-
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]+")
-
-
-def _cjk_grams(run: str) -> list[str]:
-    # No spaces between CJK words: overlapping character pairs stand in for words.
-    return [run] if len(run) == 1 else [run[i : i + 2] for i in range(len(run) - 1)]
-
-
-def content_tokens(text: str) -> list[str]:
-    out = []
-    for word in _WORD.findall(strip_citations(text).lower()):
-        if _CJK.search(word):
-            for part in re.split(f"({_CJK.pattern})", word):
-                if part and _CJK.fullmatch(part):
-                    out.extend(_cjk_grams(part))
-                elif part:
-                    out.append(_NUMBERS.get(part, part))
-            continue
-        word = _NUMBERS.get(word, word)
-        if word not in STOP_WORDS and (len(word) > 1 or word.isdigit()):
-            out.append(word)
-    return out
-
-
-def coverage(query: str, text: str) -> float:
-    """Share of the query's content words found in ``text``."""
-    q = bag(query)
-    return len(q & bag(text)) / len(q) if q else 0.0
-
-
-def _stem(token: str) -> str:
-    # Plural and verb endings only: enough to match "approves" with "approval"'s sentence mates.
-    for suffix in ("ies", "es", "s", "ed", "ing"):
-        if len(token) > len(suffix) + 3 and token.endswith(suffix):
-            return token[: -len(suffix)]
-    return token
-
-
-def bag(text: str) -> set[str]:
-    return {_stem(t) for t in content_tokens(text)}
+from appliance.text import SPLIT as SPLIT
+from appliance.text import bag as bag
+from appliance.text import cited_indices as cited_indices
+from appliance.text import content_tokens as content_tokens
+from appliance.text import coverage as coverage
+from appliance.text import split_sentences as split_sentences
+from appliance.text import stem
+from appliance.text import strip_citations as strip_citations
 
 
 @dataclass
@@ -138,14 +43,14 @@ class Support:
 
 
 def sentence_support(sentence: str, source_bags: Sequence[set[str]]) -> SentenceSupport:
-    tokens = [_stem(t) for t in content_tokens(sentence)]
+    tokens = [stem(t) for t in content_tokens(sentence)]
     if not tokens or not source_bags:
         return SentenceSupport(sentence, 1.0 if not tokens else 0.0, None, len(tokens))
     best, best_i = -1.0, 0
     numbers = [t for t in tokens if t.isdigit()]
-    for i, bag in enumerate(source_bags):
-        share = sum(t in bag for t in tokens) / len(tokens)
-        if any(n not in bag for n in numbers):
+    for i, words in enumerate(source_bags):
+        share = sum(t in words for t in tokens) / len(tokens)
+        if any(n not in words for n in numbers):
             share /= 2  # a wrong number is the typical invention, however many words match
         if share > best:
             best, best_i = share, i

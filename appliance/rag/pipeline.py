@@ -39,6 +39,8 @@ class RagOptions:
     # For ``auto``: the mode each served model's size calls for (modes.auto_mode), by model name.
     auto_modes: Mapping[str, AnswerMode] = field(default_factory=dict)
     min_support: float = 0.6
+    # A small model's generated answer (one auto_modes quotes for) is shown only with this support.
+    min_answer_support: float = 0.5
     condense: CondenseMode = "heuristic"
     history_turns: int = 3
     source_tokens: int = 48
@@ -233,6 +235,13 @@ class RagService:
                         outcome,
                         principal.name,
                     )
+            check = None
+            if hits and mode != "extractive" and self._checks(backend.name):
+                check = answering.AnswerCheck(
+                    query, found.query_vector, hits, self.embedder, self.options.min_answer_support, outcome
+                )
+                if mode == "grounded":
+                    stream = check.held(stream)
             # Whatever the mode, a reader gets no image, link or prompt fence from the answer; the
             # extractive pieces are whole sentences and come cleaned.
             cleaned = stream if mode == "extractive" and hits else safe_stream(stream)
@@ -242,6 +251,12 @@ class RagService:
                         ttft_ms = (time.perf_counter() - started) * 1000
                     parts.append(piece)
                     yield {"type": "delta", "content": piece}
+            if check is not None and mode == "abstractive":
+                # Its tokens went out as generated (the mode's point, and what a Stop button needs);
+                # the answer itself, as recorded and as every non-streamed response carries it, is
+                # checked like a grounded one's.
+                instead = await check.replacement("".join(parts))
+                parts = parts if instead is None else [instead]
         except BaseException:
             status = "error"
             raise
@@ -281,6 +296,11 @@ class RagService:
                 if self.metering is not None:
                     self.metering.release(held)  # the real usage is counted now
         yield {"type": "done", "result": result}
+
+    def _checks(self, model: str) -> bool:
+        """Whether ``model``'s generated answers are judged whole before they are shown: a model
+        ``auto`` would have quote instead (under 1B parameters), when the check is on."""
+        return self.options.min_answer_support > 0 and self.options.auto_modes.get(model) == "extractive"
 
     def mode_for(self, model: str, requested: ModeSetting | None = None) -> AnswerMode:
         """The answer mode a question to ``model`` gets (``requested`` wins over the setting)."""

@@ -149,7 +149,7 @@ def migration_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 
 def test_a_new_database_gets_every_revision_and_matches_the_tables(db_url: str) -> None:
     engine = make_engine(db_url)
-    assert revision(engine) == head() == "0004"
+    assert revision(engine) == head() == "0005"
     assert schema_drift(engine) == []
     make_engine(db_url)  # a second start changes nothing
     with engine.connect() as conn:
@@ -250,7 +250,7 @@ def test_downgrade_to_nothing_and_back(db_url: str) -> None:
     engine = make_engine(db_url)
     with engine.begin() as conn:
         command.downgrade(alembic_config(conn), "0001")
-    assert "owners" not in columns(engine, "collections")
+    assert not {"owners", "bm25_weight"} & columns(engine, "collections")
     assert "expires_at" not in columns(engine, "api_keys")
     with engine.begin() as conn:
         command.downgrade(alembic_config(conn), "base")
@@ -258,6 +258,30 @@ def test_downgrade_to_nothing_and_back(db_url: str) -> None:
     make_engine(db_url)
     assert revision(engine) == head()
     assert schema_drift(engine) == []
+
+
+def test_collections_at_0004_gain_a_null_bm25_weight(db_url: str) -> None:
+    """v0005: a tuned fusion weight per collection; collections from before keep the global one."""
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0004")
+    assert "bm25_weight" not in columns(engine, "collections")
+    old = sa.MetaData()
+    collections = sa.Table("collections", old, autoload_with=engine)
+    with engine.begin() as conn:
+        conn.execute(
+            collections.insert().values(name="hr", default_acl=["group:hr"], description="HR", created_at=T0)
+        )
+
+    engine = make_engine(db_url)
+    assert revision(engine) == head() == "0005"
+    assert schema_drift(engine) == []
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(metadata.tables["collections"])).one()._mapping
+    assert (row["name"], row["default_acl"], row["bm25_weight"]) == ("hr", ["group:hr"], None)
+    with engine.begin() as conn:
+        conn.execute(metadata.tables["collections"].update().values(bm25_weight=0.5))
+        assert conn.execute(sa.select(metadata.tables["collections"].c.bm25_weight)).scalar_one() == 0.5
 
 
 # -- two processes at once ------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -109,6 +110,22 @@ def test_eval_tune_reports_hybrid_at_each_bm25_weight(data_dir: Path) -> None:
     assert weights[0] == 0.0 and 1.25 in weights and data["current_bm25_weight"] == 1.25
     assert data["best"]["mrr"] == max(row["mrr"] for row in data["grid"])
     assert data["best"]["mrr"] >= next(r["mrr"] for r in data["grid"] if r["bm25_weight"] == 1.25)
+    assert "applied" not in data
+
+    applied = run_cli(["eval", str(KB / "qa.jsonl"), "-c", "kb", "--tune", "--apply", "--json"], env)
+    assert applied.returncode == 0, applied.stderr[-3000:]
+    best = json.loads(applied.stdout)["best"]["bm25_weight"]
+    assert json.loads(applied.stdout)["applied"] is True
+    container = _container(data_dir)
+    try:
+        assert container.collections.get("kb")["bm25_weight"] == best
+        assert container.retriever.fusion_for("kb").bm25_weight == best
+        assert container.retriever.fusion_for("other").bm25_weight == 1.25  # the setting
+        container.collections.update("kb", bm25_weight=None)  # the module's other tests use 1.25
+        assert container.retriever.fusion_for("kb").bm25_weight == 1.25
+    finally:
+        container.close()
+    assert run_cli(["eval", str(KB / "qa.jsonl"), "--apply"], env).returncode == 2
 
 
 def test_search_command_takes_filters(data_dir: Path) -> None:
@@ -214,6 +231,30 @@ def test_api_search_filters_by_uri_source_date_and_mode(api) -> None:  # type: i
     assert _search(api, "admin", query="leave", filters={"modified_before": "2999-01-01"})
     bm25_only = _search(api, "admin", query="GlobalProtect", mode="bm25", k=1)
     assert bm25_only[0]["uri"] == vpn
+
+
+def test_a_collections_own_bm25_weight_is_set_by_admins_and_used_by_search(api) -> None:  # type: ignore[no-untyped-def]
+    client, keys = api
+    query = "I typed my password into a fake login page. Who should I call?"
+    dense = [c["chunk_id"] for c in _search(api, "admin", query=query, mode="dense")]
+    hybrid = [c["chunk_id"] for c in _search(api, "admin", query=query)]
+    assert hybrid != dense  # BM25 at 1.25 moves this one: a weight of 0 must show
+
+    def patch(who: str, body: dict[str, Any]) -> Any:
+        headers = {"Authorization": f"Bearer {keys[who]}"}
+        return client.patch("/api/v1/collections/kb", json=body, headers=headers)
+
+    assert patch("eve", {"bm25_weight": 0}).status_code == 403
+    assert patch("admin", {"bm25_weight": -1}).status_code == 422
+    try:
+        r = patch("admin", {"bm25_weight": 0})
+        assert r.status_code == 200 and r.json()["bm25_weight"] == 0
+        assert [c["chunk_id"] for c in _search(api, "admin", query=query)] == dense
+        assert patch("admin", {"description": "unchanged weight"}).json()["bm25_weight"] == 0
+    finally:
+        r = patch("admin", {"bm25_weight": None})
+    assert r.status_code == 200 and r.json()["bm25_weight"] is None
+    assert [c["chunk_id"] for c in _search(api, "admin", query=query)] == hybrid
 
 
 def test_api_search_rejects_bad_filters_with_json_errors(api) -> None:  # type: ignore[no-untyped-def]

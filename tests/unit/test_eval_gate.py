@@ -134,4 +134,6 @@ def test_tune_keeps_the_best_mrr_and_prefers_the_current_weight_on_ties() -> Non
     assert [row["bm25_weight"] for row in data["grid"]] == [0.5, 1.0, 1.5, 2.0]
     assert (data["grid"][0]["mrr"], data["grid"][1]["mrr"]) == (0.8333, 1.0)
     assert data["best"]["bm25_weight"] == 1.5  # 1.0, 1.5 and 2.0 tie: no change for nothing
-    assert "retrieval.bm25_weight: 1.5" in tune_text(data)
+    assert "best bm25_weight 1.5 (now 1.5)" in tune_text({**data, "collection": "kb"})
+    applied = tune_text({**data, "collection": "kb", "applied": True})
+    assert "collection 'kb' now searches with bm25_weight 1.5" in applied

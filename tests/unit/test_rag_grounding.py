@@ -154,3 +154,30 @@ def test_focus_leaves_short_text_whole_and_cuts_one_long_sentence() -> None:
     out = focus(long + " Other text here.", "turbine blade", 10, _words)
     assert out.startswith("Turbine blade") and out.endswith("…")
     assert _words(out) <= 10
+
+
+def test_retrieval_does_not_import_the_answer_stage() -> None:
+    """Retrieval sits below rag/ (DESIGN.md's dependency direction): the word share its relevance
+    floor uses lives in appliance/text.py."""
+    import ast
+    from pathlib import Path
+
+    import appliance.retrieval
+
+    tree = ast.parse(Path(appliance.retrieval.__file__).read_text())
+    modules = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    modules |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not [m for m in modules if m.startswith("appliance.rag")]
+
+
+def test_chinese_sentences_end_at_their_full_stops_without_a_space() -> None:
+    text = "年假为十五天。病假另计！如何申请？先填表；再审批。Leave is 3.5 days. Next"
+    assert grounding.split_sentences(text) == [
+        "年假为十五天。",
+        "病假另计！",
+        "如何申请？",
+        "先填表；",
+        "再审批。",
+        "Leave is 3.5 days.",
+        "Next",
+    ]

@@ -179,3 +179,44 @@ def test_the_figure_outweighs_a_sentence_that_only_repeats_the_question() -> Non
     # Equal similarity for both: words favour the first, the asked-for figure the second.
     picked = choose_sentences(question, candidates, np.array([0.5]), np.ones((2, 1)))
     assert picked[0].sentence == "The entitlement is 27 days per calendar year."
+
+
+API_PAGE = Chunk(
+    "c3",
+    "d3",
+    "pydoc",
+    "file:///doc/heapq.html",
+    "heapq — Heap queue algorithm",
+    "Module functions\n\nheapq.heapify(x)\n\nTransform list x into a heap, in-place, in linear time.\n\n"
+    "exception json.JSONDecodeError(msg, doc, pos)\n\nSubclass of ValueError with more attributes.\n\n"
+    ">>> heapq.heapify(data)\n\n# make a heap from the data first\n\ncsvfile.seek(0)\n\n"
+    "Previous topic\n\nCopyright © 2001-2024 Python Software Foundation. All rights reserved.",
+    0,
+    section_path=("heapq — Heap queue algorithm", "Module functions"),
+)
+
+
+def test_a_definitions_term_opens_its_sentence_and_code_and_page_furniture_are_not_quoted() -> None:
+    quoted = [s for _, s in quotable_sentences([ScoredChunk(API_PAGE, 1.0)])]
+    assert quoted == [
+        "heapq.heapify(x): Transform list x into a heap, in-place, in linear time.",
+        "exception json.JSONDecodeError(msg, doc, pos): Subclass of ValueError with more attributes.",
+    ]
+
+
+def test_the_question_decides_which_fact_a_sentence_must_carry() -> None:
+    # "when" inside a clause is not a question about a time.
+    which = "Which exception is raised when a document is invalid?"
+    assert fact_bonus(which, "A JSONDecodeError is raised for an invalid document.") > 0
+    assert fact_bonus(which, "This can raise an exception for invalid numbers.") < 0
+    assert fact_bonus("When does the office open?", "It opens at 8.") > 0
+    assert fact_bonus("In which Python version was key added?", "Changed in version 3.10: added key.") > 0
+    assert fact_bonus("Which function builds a heap?", "heapq.heapify(x): Transform a list.") > 0
+    assert fact_bonus("Which function builds a heap?", "Transform a list into a heap.") == 0
+    # The question's own numbers: the sentence with the same ones, not with a longer number
+    # containing them; and repeating them is not giving the figure asked for.
+    question = "可用性低于95%时赔偿多少服务费？"
+    assert fact_bonus(question, "低于95%的，赔偿50%。") > fact_bonus(
+        question, "数据库不低于99.95%，赔偿10%。"
+    )
+    assert fact_bonus(question, "可用性低于95%时另行协商。") < 0

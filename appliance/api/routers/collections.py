@@ -55,13 +55,15 @@ def get_collection(name: str, collections: CollectionsDep, principal: PrincipalD
 @router.patch(
     "/{name}",
     response_model=Collection,
-    summary="Admin: set a collection's owner groups or description",
+    summary="Admin: set a collection's owner groups, description or BM25 fusion weight",
     responses=error_responses(400, 403, 404),
 )
 def update_collection(
     name: str, req: CollectionUpdate, collections: CollectionsDep, principal: AdminDep
 ) -> Any:
-    return collections.update(name, req.owners, req.description, principal=principal)
+    # An explicit null weight clears it (back to retrieval.bm25_weight); an absent one is unchanged.
+    weight = req.bm25_weight if "bm25_weight" in req.model_fields_set else ...
+    return collections.update(name, req.owners, req.description, bm25_weight=weight, principal=principal)
 
 
 @router.delete(

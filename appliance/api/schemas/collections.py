@@ -10,6 +10,12 @@ _OWNERS = (
 )
 
 
+_WEIGHT = (
+    "The BM25 (keyword) side's weight in this collection's hybrid fusion, the dense side weighing 1 "
+    "(`appliance eval --tune --apply` finds and sets it). Null: `retrieval.bm25_weight`."
+)
+
+
 class CollectionCreate(BaseModel):
     name: str = Field(min_length=1, max_length=64, description="Letters, digits, '-' and '_'.")
     default_acl: list[str] = Field(
@@ -26,6 +32,7 @@ class CollectionCreate(BaseModel):
 class CollectionUpdate(BaseModel):
     owners: list[str] | None = Field(None, description=_OWNERS + " Null: unchanged.")
     description: str | None = Field(None, max_length=2000)
+    bm25_weight: float | None = Field(None, ge=0, le=10, description=_WEIGHT + " Absent: unchanged.")
 
 
 class Collection(BaseModel):
@@ -33,6 +40,7 @@ class Collection(BaseModel):
     default_acl: list[str]
     owners: list[str] = Field(description=_OWNERS)
     description: str
+    bm25_weight: float | None = Field(None, description=_WEIGHT)
     created_at: str | None = Field(description="Null for a collection created by an ingest.")
     documents: int = Field(description="Documents (that you may read, unless you curate it).")
     chunks: int = Field(description="Chunks (of documents you may read, unless you curate it).")
