@@ -15,7 +15,9 @@ _CITE = re.compile(r"\[\s*\d+(?:\s*[,;]\s*\d+)*\s*\]")
 # Sentence ends: Latin punctuation followed by space/end, a CJK full stop, exclamation, question mark
 # or semicolon (no space follows those), or a line break. Decimal points ("3.2 MW") stay.
 _CITE_AFTER = r"(?:\s*\[\s*\d+(?:\s*[,;]\s*\d+)*\s*\])?"
-SPLIT = re.compile(rf"(?<=[.!?]){_CITE_AFTER}\s+|(?<=[。！？；]){_CITE_AFTER}\s*(?=\S)|\n+")
+# Chinese sentences end at 。！？ with no space after. Not at ；: its clauses share their context ("员工
+# 乘坐火车的，可乘坐二等座；部门经理……可乘坐一等座。" answers a question about managers on trains only whole).
+SPLIT = re.compile(rf"(?<=[.!?]){_CITE_AFTER}\s+|(?<=[。！？]){_CITE_AFTER}\s*(?=\S)|\n+")
 
 # fmt: off
 STOP_WORDS = frozenset(

@@ -59,7 +59,7 @@ async def evidence(
 
 def quotable_sentences(hits: list[ScoredChunk]) -> list[tuple[int, str]]:
     """(source number, sentence) pairs worth quoting: the sources' sentences (Chinese ones end at
-    。！？； too), without the chunks' headings (all of them when nothing else is left), code and
+    。！？ too), without the chunks' headings (all of them when nothing else is left), code and
     console lines, or page furniture (contents, navigation, copyright). A definition's term on the
     line before (an API signature such as ``heapq.heapify(x)``) opens its first sentence: the
     description alone ("Transform list x into a heap") does not name what it describes."""

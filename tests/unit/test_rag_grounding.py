@@ -176,8 +176,7 @@ def test_chinese_sentences_end_at_their_full_stops_without_a_space() -> None:
         "年假为十五天。",
         "病假另计！",
         "如何申请？",
-        "先填表；",
-        "再审批。",
+        "先填表；再审批。",  # clauses joined by ； share their context: quoted whole
         "Leave is 3.5 days.",
         "Next",
     ]
