@@ -163,7 +163,8 @@ def test_a_job_submitted_on_the_api_side_is_done_by_a_worker(scale: dict[str, An
 
 def test_cancel_on_the_api_side_stops_the_job_on_the_worker(scale: dict[str, Any]) -> None:
     api, worker = scale["api"], scale["worker"]
-    corpus = make_corpus(scale["root"] / "big")
+    # Big enough that the job still runs when the cancel arrives, on a fast idle host too.
+    corpus = make_corpus(scale["root"] / "big", copies=12)
     running = api.jobs.start_job(LOCAL_ADMIN, [str(corpus)], "big", [])
     queued = api.jobs.start_job(LOCAL_ADMIN, [str(corpus)], "big", [])  # behind it: concurrency 1
     poll(
@@ -255,7 +256,8 @@ def test_a_long_job_runs_on_one_worker_while_it_lives(
     off it: it looks again later, and by then the job is done. Each worker has its own shard here
     (see the module's note), so a second run would show as points in the other shard."""
     db_url, redis_url = postgres.create_database(), redis.fresh_url()
-    corpus = make_corpus(tmp_path / "corpus", copies=6)
+    # Longer than the visibility timeout (2 x LOST_AFTER_S) and a look, on a fast idle host too.
+    corpus = make_corpus(tmp_path / "corpus", copies=16)
     api = api_side(tmp_path / "api", db_url, redis_url)
     workers = [Worker(tmp_path / f"worker-{i}", db_url, redis_url) for i in range(2)]
     try:
