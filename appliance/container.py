@@ -519,12 +519,14 @@ class Container:
     def job_queue(self) -> CeleryQueue | None:
         """Where jobs run: None (the embedded default) on one writer thread of this process; with
         ``redis.url`` (scale mode) on Celery workers over Redis (``appliance worker``)."""
-        url = self.settings.redis.url
-        if url is None or not url.get_secret_value():
+        from appliance.sharedstate import redis_url
+
+        url = redis_url(self.settings)
+        if url is None or self.redis is None:
             return None
         from appliance.ingestion.queue import CeleryQueue
 
-        return CeleryQueue(url.get_secret_value(), self.settings.ingestion.worker_lost_after_s)
+        return CeleryQueue(url, self.redis, self.settings.ingestion.worker_lost_after_s)
 
     @property
     def _secrets_key(self) -> str | None:

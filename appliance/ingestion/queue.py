@@ -79,13 +79,15 @@ class Lease:
 class CeleryQueue:
     """The ``Dispatch`` of scale mode, and the worker that drains it. Built by the container."""
 
-    def __init__(self, redis_url: str, lost_after_s: float = 60.0, queue: str = DEFAULT_QUEUE) -> None:
+    def __init__(
+        self, redis_url: str, redis: Redis, lost_after_s: float = 60.0, queue: str = DEFAULT_QUEUE
+    ) -> None:
+        """``redis`` is the container's client of the same URL (the job leases); it closes it."""
         from celery import Celery
 
-        self.redis_url = redis_url
+        self.redis = redis
         self.lost_after_s = lost_after_s
         self.queue = queue
-        self._redis: Redis | None = None
         self.app: Celery = Celery("appliance", broker=redis_url, set_as_current=False)
         self.app.conf.update(
             task_serializer="json",
@@ -107,14 +109,6 @@ class CeleryQueue:
             worker_send_task_events=False,
         )
 
-    @property
-    def redis(self) -> Redis:
-        if self._redis is None:
-            from redis import Redis
-
-            self._redis = Redis.from_url(self.redis_url)
-        return self._redis
-
     # -- the API side ---------------------------------------------------------------------------------
 
     def send(self, job_id: str, payload: dict[str, Any]) -> None:
@@ -129,9 +123,6 @@ class CeleryQueue:
 
     def close(self) -> None:
         self.app.close()
-        if self._redis is not None:
-            self._redis.close()
-            self._redis = None
 
     # -- the worker side ------------------------------------------------------------------------------
 
