@@ -124,10 +124,8 @@ class Preparer:
                 self.writer.fail(base, exc.message)
                 raise
             # The store's keyword vectors now, on this look-ahead thread, while the embedder works
-            # on earlier documents (Qdrant Edge; other stores encode in their upsert).
-            encode_ahead = getattr(self.store, "encode_ahead", None)
-            if encode_ahead is not None:
-                encode_ahead(collection, [p.text for p in pieces])
+            # on earlier documents.
+            self.store.encode_ahead(collection, [p.text for p in pieces])
         return Prepared(
             connector.root,
             item,

@@ -97,6 +97,11 @@ class VectorStore(Protocol):
         text for BM25 itself."""
         ...
 
+    def encode_ahead(self, collection: str, texts: Sequence[str]) -> None:
+        """Prepare the BM25 vectors of chunks about to be upserted, on the caller's thread (a
+        look-ahead thread of ingestion, while the embedder works); ``upsert`` uses them."""
+        ...
+
     def delete(self, collection: str, document_ids: Sequence[str]) -> None:
         """Remove every chunk of these documents."""
         ...

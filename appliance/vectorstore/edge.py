@@ -19,7 +19,7 @@ import numpy as np
 
 from appliance.domain import Chunk, InvalidRequest, Unavailable, validate_collection_name
 from appliance.vectorstore.base import SearchFilter
-from appliance.vectorstore.bm25 import SparseVector, encode_document
+from appliance.vectorstore.bm25 import SparseVector
 from appliance.vectorstore.fusion import Candidate
 from appliance.vectorstore.hybrid import (
     CURRENT_SPARSE,
@@ -52,9 +52,6 @@ _OPTIMIZE = (
 # indexing threshold (10,000 KB, e.g. 6,600 x 384 floats), so no HNSW index is built and nothing
 # holds the GIL for long (measured: 0.0 s at 3,000 x 384; the index build at 8,000 took 5 CPU s).
 IN_PROCESS_OPTIMIZE_BYTES = 4 * 2**20
-# BM25 vectors encoded ahead of their upsert (``encode_ahead``) kept at most; a run that prepared
-# documents it never wrote leaves some behind, dropped when the next ones would pass this.
-SPARSE_AHEAD_MAX = 20_000
 
 
 class EdgeVectorStore(HybridSearchMixin):
@@ -64,8 +61,7 @@ class EdgeVectorStore(HybridSearchMixin):
         self._shards: dict[str, Any] = {}
         self._sparse: dict[str, str] = {}  # collection -> its BM25 vector name (tokenizer version)
         self._lock = threading.RLock()
-        # (BM25 vector name, chunk text) -> its sparse vector, encoded ahead by ``encode_ahead``.
-        self._ahead: dict[tuple[str, str], SparseVector] = {}
+        self._ahead: dict[tuple[str, str], SparseVector] = {}  # see HybridSearchMixin.encode_ahead
         self._ahead_lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -180,24 +176,6 @@ class EdgeVectorStore(HybridSearchMixin):
             self._shards.clear()
 
     # -- writes ----------------------------------------------------------------------------------
-
-    def encode_ahead(self, collection: str, texts: Sequence[str]) -> None:
-        """Encode the BM25 vectors of chunks about to be upserted, on the caller's thread.
-        Ingestion calls it from its look-ahead threads, so BM25 (jieba's segmenter for Chinese,
-        1 ms a chunk, and its dictionary's first load) runs while the embedder works instead of
-        on the writer's thread between two embedding calls; ``upsert`` takes what it finds."""
-        # Without the store lock: an index build holds it for minutes.
-        name = self._sparse.get(collection) or self._sparse_name(collection)
-        encoded = {(name, t): encode_document(t, SPARSE_VERSIONS[name]) for t in texts}
-        with self._ahead_lock:
-            if len(self._ahead) + len(encoded) > SPARSE_AHEAD_MAX:
-                self._ahead.clear()
-            self._ahead.update(encoded)
-
-    def _encoded(self, name: str, text: str) -> SparseVector:
-        with self._ahead_lock:
-            found = self._ahead.pop((name, text), None)
-        return found or encode_document(text, SPARSE_VERSIONS[name])
 
     def upsert(self, collection: str, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
         import qdrant_edge as q

@@ -3,6 +3,7 @@ batch, fuse them and cap results per document. Adapters only translate filters a
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -27,6 +28,9 @@ CURRENT_SPARSE = SPARSE_NAMES[bm25.TOKENIZER_VERSION]
 KEYWORD_FIELDS = ("document_id", "collection", "uri", "source", "acl")
 FLOAT_FIELDS = ("modified",)
 FusionMethod = Literal["minmax", "dbsf", "rrf"]
+# BM25 vectors encoded ahead of their upsert (``encode_ahead``) kept at most; a run that prepared
+# documents it never wrote leaves some behind, dropped when the next ones would pass this.
+SPARSE_AHEAD_MAX = 20_000
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,29 @@ def qdrant_filter(flt: SearchFilter | None, models: Any, range_type: Any) -> Any
 
 class HybridSearchMixin:
     fusion: FusionConfig
+    _sparse: dict[str, str]  # collection -> its BM25 vector name, once known
+    # (BM25 vector name, chunk text) -> its sparse vector, encoded ahead by ``encode_ahead``.
+    _ahead: dict[tuple[str, str], bm25.SparseVector]
+    _ahead_lock: threading.Lock
+
+    def encode_ahead(self, collection: str, texts: Sequence[str]) -> None:
+        """Encode the BM25 vectors of chunks about to be upserted, on the caller's thread.
+        Ingestion calls it from its look-ahead threads, so BM25 (jieba's segmenter for Chinese,
+        1 ms a chunk, and its dictionary's first load) runs while the embedder works instead of
+        on the writer's thread between two embedding calls; ``upsert`` takes what it finds."""
+        # Without the store lock where the name is known: an Edge index build holds it for minutes.
+        name = self._sparse.get(collection) or self._sparse_name(collection)
+        encoded = {(name, t): bm25.encode_document(t, SPARSE_VERSIONS[name]) for t in texts}
+        with self._ahead_lock:
+            if len(self._ahead) + len(encoded) > SPARSE_AHEAD_MAX:
+                self._ahead.clear()
+            self._ahead.update(encoded)
+
+    def _encoded(self, name: str, text: str) -> bm25.SparseVector:
+        """A chunk's BM25 vector for its upsert: the one encoded ahead, or encoded now."""
+        with self._ahead_lock:
+            found = self._ahead.pop((name, text), None)
+        return found or bm25.encode_document(text, SPARSE_VERSIONS[name])
 
     def _run_queries(
         self,

@@ -19,7 +19,7 @@ import numpy as np
 
 from appliance.domain import Chunk, InvalidRequest, Unavailable, validate_collection_name
 from appliance.vectorstore.base import SearchFilter
-from appliance.vectorstore.bm25 import encode_document
+from appliance.vectorstore.bm25 import SparseVector
 from appliance.vectorstore.fusion import Candidate
 from appliance.vectorstore.hybrid import (
     CURRENT_SPARSE,
@@ -65,6 +65,8 @@ class QdrantServerStore(HybridSearchMixin):
         self._client: Any = None
         self._known: set[str] = set()
         self._sparse: dict[str, str] = {}  # collection -> its BM25 vector name (tokenizer version)
+        self._ahead: dict[tuple[str, str], SparseVector] = {}  # see HybridSearchMixin.encode_ahead
+        self._ahead_lock = threading.Lock()
         self._lock = threading.RLock()
 
     @property
@@ -190,7 +192,7 @@ class QdrantServerStore(HybridSearchMixin):
         points = []
         name = self._sparse_name(collection)
         for c, v in zip(chunks, vectors, strict=True):
-            sparse = encode_document(c.text, SPARSE_VERSIONS[name])
+            sparse = self._encoded(name, c.text)
             points.append(
                 models.PointStruct(
                     id=c.id,
