@@ -9,9 +9,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
@@ -150,6 +151,42 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         srv.stop()
 
 
+# -- servers the services tests start ----------------------------------------------------------
+
+
+def wait_until_serving(
+    proc: subprocess.Popen[bytes],
+    log_path: Path,
+    connect: Callable[[], object],
+    refused: type[BaseException] | tuple[type[BaseException], ...],
+    deadline_s: float,
+    pause_s: float,
+) -> None:
+    """Until ``connect()`` succeeds (a server's port opens a moment before it serves); fails with
+    the server's log when it exits, with the last refusal past ``deadline_s``."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"{log_path.stem} exited:\n{log_path.read_text()[-3000:]}")
+        try:
+            connect()
+            return
+        except refused:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(pause_s)
+
+
+def stop_server(proc: subprocess.Popen[bytes], log: IO[str], base: Path, timeout_s: float) -> None:
+    """Wait for a server asked to stop (killed past ``timeout_s``), then drop its folder."""
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+    shutil.rmtree(base, ignore_errors=True)
+
+
 # -- PostgreSQL ---------------------------------------------------------------------------------
 
 
@@ -236,19 +273,10 @@ def postgres() -> Iterator[Postgres]:
     try:
         import psycopg
 
-        deadline = time.monotonic() + 60
-        while True:  # until it accepts a login (the port opens a moment before)
-            if proc.poll() is not None:
-                raise AssertionError(f"postgres exited:\n{(base / 'postgres.log').read_text()[-3000:]}")
-            try:
-                with psycopg.connect(
-                    f"host=127.0.0.1 port={port} user=kb dbname=postgres", connect_timeout=2
-                ):
-                    break
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        def login() -> None:
+            psycopg.connect(f"host=127.0.0.1 port={port} user=kb dbname=postgres", connect_timeout=2).close()
+
+        wait_until_serving(proc, base / "postgres.log", login, psycopg.OperationalError, 60, 0.2)
         yield Postgres(f"postgresql+psycopg://kb@127.0.0.1:{port}/postgres")
     finally:
         # SIGINT is PostgreSQL's "fast" shutdown (SIGTERM waits for clients); sent to the postmaster
@@ -257,12 +285,7 @@ def postgres() -> Iterator[Postgres]:
             os.kill(int((data / "postmaster.pid").read_text().split()[0]), signal.SIGINT)
         except (OSError, ValueError, IndexError):
             proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-        shutil.rmtree(base, ignore_errors=True)
+        stop_server(proc, log, base, 30)
 
 
 # -- Redis ----------------------------------------------------------------------------------------
@@ -321,26 +344,14 @@ def redis() -> Iterator[Redis]:
     try:
         import redis as redis_client
 
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"redis-server exited:\n{(base / 'redis.log').read_text()[-3000:]}")
-            try:
-                redis_client.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1).ping()
-                break
-            except redis_client.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        def ping() -> None:
+            redis_client.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1).ping()
+
+        wait_until_serving(proc, base / "redis.log", ping, redis_client.ConnectionError, 30, 0.1)
         yield Redis(port)
     finally:
         proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-        shutil.rmtree(base, ignore_errors=True)
+        stop_server(proc, log, base, 10)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
