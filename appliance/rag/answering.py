@@ -30,6 +30,13 @@ from appliance.rag.render import safe_markdown
 FALLBACK_NOTICE = "The generated answer was not supported by the sources, so here is what they say: "
 
 
+def without_fallback_notice(answer: str) -> str:
+    """The quotes of a fallback answer without the notice that opens it: what support is scored
+    on, and what a surface that says "replaced by quotes" in its own words (the chat, in the
+    reader's language) shows."""
+    return answer.removeprefix(FALLBACK_NOTICE)
+
+
 @dataclass
 class Outcome:
     """Filled in while the stream runs; read after it ends."""

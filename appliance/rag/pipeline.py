@@ -269,7 +269,7 @@ class RagService:
                 usage[key] = usage.get(key, 0) + value
             score = None
             if hits:
-                body = answer.removeprefix(answering.FALLBACK_NOTICE)
+                body = answering.without_fallback_notice(answer)
                 score = round(grounding.support(body, [h.chunk.text for h in hits]).score, 4)
             result = AskResult(
                 answer=answer,

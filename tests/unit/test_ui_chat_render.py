@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 from appliance.ingestion.originals import overlap, version_label
+from appliance.rag.answering import FALLBACK_NOTICE
 from appliance.rag.conversations import WITHHELD
 from ui.chat.render import answer_html, chat_messages, citation_chip, neutralise, passage_href, retry_notice
 from ui.i18n import TEXTS, pick_language, t
@@ -96,6 +97,15 @@ def test_turn_states_become_the_right_messages() -> None:
     assert "usage limit" in en[9] and "00:00 UTC" in en[9]
     zh = [m["content"] for m in chat_messages(turns, "zh", WITHHELD)]
     assert "没有依据" in zh[3] and "7 秒后重试" in zh[7]
+
+
+def test_a_fallback_answer_says_so_once_in_the_readers_language() -> None:
+    quotes = "加班必须事先获得部门经理审批。 [1]"
+    turn = {"question": "加班需要谁审批？", "answer": FALLBACK_NOTICE + quotes, "citations": [citation()]}
+    for lang in ("zh", "en"):
+        shown = chat_messages([{**turn, "fallback": True}], lang, WITHHELD)[1]["content"]
+        assert FALLBACK_NOTICE.strip() not in shown and "加班必须事先获得部门经理审批。" in shown
+        assert t(lang, "fallback") in shown
 
 
 def test_every_text_exists_in_both_languages() -> None:

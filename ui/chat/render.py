@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 from appliance.ingestion.originals import version_label
+from appliance.rag.answering import without_fallback_notice
 from appliance.rag.render import safe_markdown
 from ui.i18n import t
 
@@ -198,6 +199,9 @@ def assistant_html(turn: dict[str, Any], lang: str, withheld: str) -> str:
     if not citations and not turn.get("stopped"):
         return notice_html(t(lang, "no_evidence"), "empty")
     notes = []
+    if turn.get("fallback"):
+        # The note below says it in the reader's language; the answer's own (English) notice goes.
+        answer = without_fallback_notice(answer)
     if turn.get("support") is not None and citations:
         notes.append(t(lang, "support", share=f"{float(turn['support']):.0%}"))
     if turn.get("fallback"):
