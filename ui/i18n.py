@@ -2,18 +2,37 @@
 
 Gradio's own ``gr.I18n`` translates in the browser from ``navigator.language`` only and cannot be
 switched from the page; it also cannot translate text the server makes (errors, notices, the
-source cards). So the chat keeps its texts here, picks the language from the browser's
-``Accept-Language`` (which follows ``navigator.languages``) or the choice stored in the browser,
-and re-labels its components when the user switches.
+source cards). So the chat and the console keep their texts here, pick the language from the
+choice made on their switch (the ``kb-lang`` cookie) or the browser's ``Accept-Language`` (which
+follows ``navigator.languages``), and re-label their components when the user switches. The
+choice itself and the texts of the passage preview (made below the UI) are in
+``appliance/language.py``, merged into this one catalogue.
+
+Counts: ``t(lang, key, n=...)`` takes ``<key>_one`` when ``n`` is 1 and the language has it
+("1 document"). Stored values (source kinds, job states, roles, audit actions) are shown through
+``term``, which changes the display only.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-Lang = Literal["en", "zh"]
-DEFAULT: Lang = "en"
-LANGUAGES: dict[str, str] = {"en": "English", "zh": "中文"}
+from appliance.language import DEFAULT, LANG_COOKIE, LANGUAGES, READER_TEXTS, Lang, pick_language
+
+__all__ = [
+    "DEFAULT",
+    "LANGUAGES",
+    "LANG_COOKIE",
+    "SET_LANG_JS",
+    "TEXTS",
+    "ONE",
+    "Lang",
+    "pick_language",
+    "stored_value",
+    "t",
+    "term",
+    "term_choices",
+]
 
 TEXTS: dict[str, dict[str, str]] = {
     "en": {
@@ -43,13 +62,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "thinking": "Searching the documents…",
         "stopped": "Stopped.",
         "sources": "Sources",
-        "page": "page {page}",
         "section": "section",
-        "version": "version",
-        "indexed": "indexed {date}",
         "open_passage": "Open at the passage",
         "open_page": "Open at page {page}",
-        "original": "Original file",
         "support": "Support from the sources: {share}",
         "fallback": "The generated answer was replaced by quotes from the sources.",
         "no_evidence": "No evidence: nothing in the documents you may read answers this. "
@@ -95,13 +110,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "thinking": "正在检索文档…",
         "stopped": "已停止。",
         "sources": "出处",
-        "page": "第 {page} 页",
         "section": "章节",
-        "version": "版本",
-        "indexed": "索引于 {date}",
         "open_passage": "打开并定位到该段落",
         "open_page": "打开第 {page} 页",
-        "original": "原始文件",
         "support": "出处支持度：{share}",
         "fallback": "生成的回答未得到出处支持，已改为引用原文。",
         "no_evidence": "没有依据：您可阅读的文档中找不到能回答此问题的内容。请换个说法或选择其他知识库。",
@@ -164,6 +175,7 @@ CONSOLE_TEXTS: dict[str, dict[str, str]] = {
         "c_add": "Add source",
         "c_save": "Save changes",
         "c_test_ok": "Connected: the first {n} items (nothing was ingested).",
+        "c_test_ok_one": "Connected: the first item (nothing was ingested).",
         "c_test_refused": "refused:",
         "c_source_added": "Source {id} added to {collection}; first sync started (job {job}).",
         "c_source_selected": "Selected {id} ({kind} → {collection}).",
@@ -184,6 +196,45 @@ CONSOLE_TEXTS: dict[str, dict[str, str]] = {
         "c_js_cancelled": "cancelled",
         "c_js_interrupted": "interrupted",
         "c_more": "… and {n} more",
+        # stored values shown to people (``term``): source kinds, job kinds, roles, audit actions
+        "c_sk_filesystem": "filesystem",
+        "c_sk_upload": "upload",
+        "c_sk_web": "web",
+        "c_sk_s3": "S3",
+        "c_sk_git": "git",
+        "c_sk_sql": "SQL",
+        "c_jk_ingest": "ingest",
+        "c_jk_sync": "sync",
+        "c_jk_upload": "upload",
+        "c_jk_reindex": "reindex",
+        "c_role_": "(the user's)",
+        "c_role_employee": "employee",
+        "c_role_curator": "curator",
+        "c_role_admin": "admin",
+        "c_role_app": "app",
+        "c_ev_shown": "{name} ({action})",
+        "c_ev_ask": "question answered",
+        "c_ev_search": "search",
+        "c_ev_ingest": "ingestion started",
+        "c_ev_source.test": "connection tested",
+        "c_ev_auth.login": "signed in",
+        "c_ev_auth.denied": "refused",
+        "c_ev_auth.session_ended": "session ended",
+        "c_ev_audit.checkpoint": "audit checkpoint",
+        "c_ev_audit.retention": "audit records archived",
+        "c_ev_audit.recovered": "torn audit line recovered",
+        "c_ev_audit.cut": "audit log cut",
+        "c_ev_users.add": "user added",
+        "c_ev_users.disable": "user disabled",
+        "c_ev_users.enable": "user enabled",
+        "c_ev_users.passwd": "password set",
+        "c_ev_users.role": "role changed",
+        "c_ev_groups.add": "group added",
+        "c_ev_groups.add_member": "group member added",
+        "c_ev_groups.remove_member": "group member removed",
+        "c_ev_keys.create": "API key created",
+        "c_ev_keys.revoke": "API key revoked",
+        "c_ev_quotas.set": "quota set",
         # documents
         "c_docs_search": "Search title, path or error",
         "c_all": "(all)",
@@ -194,6 +245,7 @@ CONSOLE_TEXTS: dict[str, dict[str, str]] = {
         "c_page": "Page",
         "c_refresh": "Refresh",
         "c_docs_info": "{n} documents · page {page} of {pages}",
+        "c_docs_info_one": "{n} document · page {page} of {pages}",
         "c_docs_no_match": "No document matches these filters.",
         "c_docs_empty": "No documents yet: add a source on the Sources page, or upload a file below.",
         "c_selected_doc": "Selected document",
@@ -206,6 +258,7 @@ CONSOLE_TEXTS: dict[str, dict[str, str]] = {
         "c_select_doc": "Select a document in the table first.",
         "c_reindexing": "Reindexing {id} (job {job}).",
         "c_retrying": "Retrying {n} failed documents.",
+        "c_retrying_one": "Retrying {n} failed document.",
         "c_no_failed": "No failed documents.",
         "c_doc_deleted": "Document {id} removed from the index.",
         "c_choose_file": "Choose a file first.",
@@ -216,6 +269,7 @@ CONSOLE_TEXTS: dict[str, dict[str, str]] = {
         "c_search": "Search",
         "c_type_question": "Type a question first.",
         "c_rt_found": "{n} chunks for {user} ({role}) in {collection}.",
+        "c_rt_found_one": "{n} chunk for {user} ({role}) in {collection}.",
         "c_rt_none": "Nothing this user may read matches.",
         # collections
         "c_default_readers": "Default readers of new documents (group:NAME, user:NAME; empty: everyone signed in)",
@@ -278,7 +332,9 @@ CONSOLE_TEXTS: dict[str, dict[str, str]] = {
         "c_w_week": "last week",
         "c_w_all": "all",
         "c_audit_found": "{n} records match; the newest {shown} are shown.",
+        "c_audit_found_one": "{n} record matches; it is shown.",
         "c_chain_ok": "The chain is intact: {n} records verified.",
+        "c_chain_ok_one": "The chain is intact: {n} record verified.",
         "c_chain_bad": "TAMPERED at line {line}: {reason}",
         # usage
         "c_per": "Per",
@@ -321,6 +377,7 @@ CONSOLE_TEXTS: dict[str, dict[str, str]] = {
         "c_m_answer": "answers with an expected string",
         "c_m_citation": "answers citing the right document",
         "c_eval_about": "Set {set}: {n} questions, k={k}, mode {mode}, {s} s.",
+        "c_eval_about_one": "Set {set}: {n} question, k={k}, mode {mode}, {s} s.",
         "c_eval_first": "The first run of this set with these settings: the next run is compared with it.",
         "c_gate_passed": "No metric fell more than {drop} below the previous run ({date}).",
         "c_gate_failed": "A metric fell more than {drop} below the previous run ({date}).",
@@ -451,6 +508,44 @@ CONSOLE_TEXTS: dict[str, dict[str, str]] = {
         "c_js_cancelled": "已取消",
         "c_js_interrupted": "已中断",
         "c_more": "……另有 {n} 项",
+        "c_sk_filesystem": "文件夹",
+        "c_sk_upload": "上传",
+        "c_sk_web": "网站",
+        "c_sk_s3": "S3 对象存储",
+        "c_sk_git": "Git 仓库",
+        "c_sk_sql": "SQL 数据库",
+        "c_jk_ingest": "导入",
+        "c_jk_sync": "同步",
+        "c_jk_upload": "上传",
+        "c_jk_reindex": "重新索引",
+        "c_role_": "（沿用用户的角色）",
+        "c_role_employee": "员工",
+        "c_role_curator": "内容管理员",
+        "c_role_admin": "管理员",
+        "c_role_app": "应用",
+        "c_ev_shown": "{name}（{action}）",
+        "c_ev_ask": "回答提问",
+        "c_ev_search": "检索",
+        "c_ev_ingest": "开始导入",
+        "c_ev_source.test": "测试连接",
+        "c_ev_auth.login": "登录",
+        "c_ev_auth.denied": "拒绝访问",
+        "c_ev_auth.session_ended": "会话结束",
+        "c_ev_audit.checkpoint": "审计检查点",
+        "c_ev_audit.retention": "审计记录归档",
+        "c_ev_audit.recovered": "修复残缺的审计行",
+        "c_ev_audit.cut": "审计日志截断",
+        "c_ev_users.add": "添加用户",
+        "c_ev_users.disable": "停用用户",
+        "c_ev_users.enable": "启用用户",
+        "c_ev_users.passwd": "设置密码",
+        "c_ev_users.role": "修改角色",
+        "c_ev_groups.add": "添加用户组",
+        "c_ev_groups.add_member": "添加组成员",
+        "c_ev_groups.remove_member": "移除组成员",
+        "c_ev_keys.create": "创建 API 密钥",
+        "c_ev_keys.revoke": "吊销 API 密钥",
+        "c_ev_quotas.set": "设置配额",
         "c_docs_search": "搜索标题、路径或错误",
         "c_all": "（全部）",
         "c_status": "状态",
@@ -659,38 +754,53 @@ for _lang, _texts in CONSOLE_TEXTS.items():
     TEXTS[_lang].update(_texts)
 
 
+for _lang, _texts in READER_TEXTS.items():
+    TEXTS[_lang].update(_texts)
+
+# A text that counts something says how many in ``{n}``. English has a second entry for one,
+# ``<key>_one`` ("1 document"); Chinese needs none (no plural), so it has no ``_one`` entries.
+ONE = "_one"
+
+
 def t(lang: str, key: str, **values: object) -> str:
-    """The text ``key`` in ``lang`` (English when either is unknown), with ``values`` filled in."""
+    """The text ``key`` in ``lang`` (English when either is unknown), with ``values`` filled in;
+    the language's singular entry (``<key>_one``) when ``n`` is 1 and it has one."""
     table = TEXTS.get(lang, TEXTS[DEFAULT])
+    if values.get("n") == 1 and key + ONE in table:
+        key += ONE
     text = table.get(key, TEXTS[DEFAULT][key])
     return text.format(**values) if values else text
 
 
-def pick_language(accept_language: str | None, stored: str | None = None) -> Lang:
-    """The language to show: the one chosen in this browser before, else the first of the
-    browser's ``Accept-Language`` we have (by quality), else English."""
-    if stored in LANGUAGES:
-        return stored  # type: ignore[return-value]
-    ranked: list[tuple[float, int, str]] = []
-    for i, part in enumerate((accept_language or "").split(",")):
-        tag, _, params = part.strip().partition(";")
-        quality = 1.0
-        for param in params.split(";"):
-            name, _, value = param.strip().partition("=")
-            if name == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
-        if tag:
-            ranked.append((-quality, i, tag.lower()))
-    for negative_quality, _, tag in sorted(ranked):
-        if negative_quality >= 0:
-            continue  # q=0: "not this one"
-        base = tag.split("-")[0]
-        if base in LANGUAGES:
-            return base  # type: ignore[return-value]
-    return DEFAULT
+def term(lang: str, prefix: str, value: object) -> str:
+    """A stored value (a source kind, a job state, an audit action...) as shown to a person: its
+    catalogue entry ``<prefix><value>`` in ``lang``, else the value itself. Only the display
+    changes: tables keep ids, and filters and choices keep the stored value."""
+    key = f"{prefix}{value}"
+    return t(lang, key) if key in TEXTS[DEFAULT] else str(value)
+
+
+def term_choices(prefix: str, values: list[str]) -> list[tuple[str, str]]:
+    """``(catalogue key, stored value)`` choices for a dropdown relabelled by ``Labels``."""
+    return [(f"{prefix}{v}", v) for v in values]
+
+
+def stored_value(prefix: str, shown: object, values: list[str]) -> str:
+    """The stored value a table cell shows as ``term(lang, prefix, value)``, in any language (a
+    selected row fills a form, whose choices keep the stored values)."""
+    for value in values:
+        if any(shown == term(lang, prefix, value) for lang in LANGUAGES):
+            return value
+    return str(shown)
+
+
+# The language switch writes the choice into a cookie for the whole site, so every later request
+# of this browser carries it: the console's events, and the passage preview a citation opens.
+# It hands the event's inputs on unchanged (the chat's switch event has more than the language).
+SET_LANG_JS = (
+    "(lang, ...rest) => { document.cookie = '" + LANG_COOKIE + "=' + lang + "
+    "'; path=/; max-age=31536000; SameSite=Strict'; return [lang, ...rest]; }"
+)
 
 
 def language_switch() -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 import gradio as gr
 
 from ui.admin.common import Console, failed, notice, table
-from ui.i18n import t
+from ui.i18n import t, term
 
 HEADERS = ["c_h_seq", "c_h_time", "c_h_actor", "c_h_action", "c_h_target", "c_h_data"]
 SHOWN = 200
@@ -36,9 +36,22 @@ def audit_records(export: str) -> list[dict[str, Any]]:
     return out
 
 
+def action_text(lang: str, action: str) -> str:
+    """An action as the viewer shows it: its name in ``lang`` with the stored one beside it
+    (``登录（auth.login）``), or the stored one alone (a REST route: ``POST /api/v1/sources``)."""
+    name = term(lang, "c_ev_", action)
+    return action if name == action else t(lang, "c_ev_shown", name=name, action=action)
+
+
 def filter_records(
-    records: list[dict[str, Any]], user: str, action: str, window: str, now: datetime | None = None
+    records: list[dict[str, Any]],
+    user: str,
+    action: str,
+    window: str,
+    now: datetime | None = None,
+    lang: str = "en",
 ) -> list[dict[str, Any]]:
+    """Newest first; ``action`` matches the stored action or its shown name (``action_text``)."""
     hours = WINDOWS.get(window)
     since = (now or datetime.now(UTC)) - timedelta(hours=hours) if hours else None
     user, action = (user or "").strip().lower(), (action or "").strip().lower()
@@ -46,7 +59,7 @@ def filter_records(
     for r in reversed(records):
         if user and user != str(r.get("actor", "")).lower():
             continue
-        if action and action not in str(r.get("action", "")).lower():
+        if action and action not in action_text(lang, str(r.get("action", ""))).lower():
             continue
         if since is not None:
             try:
@@ -58,13 +71,13 @@ def filter_records(
     return kept
 
 
-def record_rows(records: list[dict[str, Any]]) -> list[list[Any]]:
+def record_rows(records: list[dict[str, Any]], lang: str = "en") -> list[list[Any]]:
     return [
         [
             r["seq"],
             str(r.get("ts", ""))[:19],
             r.get("actor", ""),
-            r.get("action", ""),
+            action_text(lang, str(r.get("action", ""))),
             r.get("target", ""),
             json.dumps(r.get("data"), ensure_ascii=False, sort_keys=True)[:400],
         ]
@@ -92,15 +105,21 @@ def build_audit(console: Console) -> dict[str, Any]:
         headers=HEADERS, value=[], interactive=False, wrap=True, max_chars=200, elem_id="kb-audit-table"
     )
 
-    def rows(u: str, a: str, w: str) -> tuple[list[list[Any]], int]:
-        found = filter_records(audit_records(log.export()), u, a, w)
-        return record_rows(found), len(found)
+    def rows(u: str, a: str, w: str, lang: str) -> tuple[list[list[Any]], int]:
+        found = filter_records(audit_records(log.export()), u, a, w, lang=lang)
+        return record_rows(found, lang), len(found)
 
     async def on_show(u: str, a: str, w: str, request: gr.Request) -> list[Any]:
         lang = console.lang(request)
         try:
             shown, total = await asyncio.to_thread(
-                console.act, request, "GET /api/v1/audit", "/audit", lambda p: rows(u, a, w), True, False
+                console.act,
+                request,
+                "GET /api/v1/audit",
+                "/audit",
+                lambda p: rows(u, a, w, lang),
+                True,
+                False,
             )
         except Exception as exc:
             return [gr.update(), failed(exc, lang)]
@@ -113,8 +132,9 @@ def build_audit(console: Console) -> dict[str, Any]:
         principal = console.curator(request)
         if not principal.is_admin:
             return [gr.update()]
-        shown, _ = await asyncio.to_thread(rows, "", "", "last day")
-        return [table(console.lang(request), HEADERS, shown)]
+        lang = console.lang(request)
+        shown, _ = await asyncio.to_thread(rows, "", "", "last day", lang)
+        return [table(lang, HEADERS, shown)]
 
     async def on_verify(request: gr.Request) -> str:
         lang = console.lang(request)

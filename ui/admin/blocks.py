@@ -15,7 +15,7 @@ import gradio as gr
 from appliance.security.acl import is_curator
 from ui.admin.audit import build_audit
 from ui.admin.collections import build_collections
-from ui.admin.common import LANG_COOKIE, Console, esc, refusal_html
+from ui.admin.common import Console, esc, refusal_html
 from ui.admin.documents import build_documents
 from ui.admin.identity import build_identity
 from ui.admin.pool import build_pool
@@ -23,17 +23,11 @@ from ui.admin.quality import build_quality
 from ui.admin.retrieval import build_retrieval
 from ui.admin.sources import build_sources
 from ui.admin.usage import build_usage
-from ui.i18n import language_switch, t
+from ui.i18n import SET_LANG_JS, language_switch, t, term
 
 ADMIN_CSS = (Path(__file__).resolve().parent / "admin.css").read_text(encoding="utf-8")
 
 
-# The switch stores the choice in a cookie, which every later event of this browser carries, so
-# the texts the server makes (status lines, tables) follow it too. Nothing is kept on the server.
-SET_LANG_JS = (
-    "(lang) => { document.cookie = '" + LANG_COOKIE + "=' + lang + "
-    "'; path=/admin; max-age=31536000; SameSite=Strict'; return lang; }"
-)
 TABS = {
     "sources": "c_tab_sources",
     "documents": "c_tab_documents",
@@ -48,7 +42,11 @@ TABS = {
 
 
 def _header(principal: Any, lang: str = "en") -> str:
-    who = f"{esc(principal.name)} ({esc(principal.role)})" if principal is not None else ""
+    who = (
+        f"{esc(principal.name)} ({esc(term(lang, 'c_role_', principal.role))})"
+        if principal is not None
+        else ""
+    )
     return (
         f'<div class="kb-header" id="kb-admin-header"><h1>{esc(t(lang, "c_title"))}</h1>'
         f'<div class="kb-who"><span class="kb-user">{who}</span> · <a href="/">{esc(t(lang, "chat"))}</a> · '

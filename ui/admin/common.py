@@ -23,13 +23,12 @@ from appliance.audit import AuditEvent
 from appliance.domain import ApplianceError, Forbidden, Overloaded, Principal
 from appliance.security.acl import is_curator
 from ui.chat.render import retry_notice
-from ui.i18n import Lang, pick_language, t
+from ui.i18n import LANG_COOKIE, Lang, pick_language, t, term
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-LANG_COOKIE = "kb-lang"  # set by the console's language switch (path /admin), read on every event
 C = TypeVar("C")
 
 
@@ -203,7 +202,7 @@ def refusal_html(principal: Principal | None, lang: str = "en") -> str:
     """The one page an employee sees here, in the console's language (chosen as the chat's)."""
     if principal is None:
         return notice(t(lang, "c_session_ended"), "error")
-    body = t(lang, "c_refused_body", user=principal.name, role=principal.role)
+    body = t(lang, "c_refused_body", user=principal.name, role=term(lang, "c_role_", principal.role))
     return (
         f'<div id="kb-admin-refused" class="kb-refused"><h2>{esc(t(lang, "c_refused_title"))}</h2>'
         f'<p>{esc(body)}</p><p><a href="/">{esc(t(lang, "c_back_to_chat"))}</a> · '

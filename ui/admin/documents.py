@@ -18,7 +18,7 @@ import gradio as gr
 from appliance.domain import Principal
 from appliance.ingestion.originals import version_label
 from ui.admin.common import Console, collection_names, esc, failed, notice, split_list, table
-from ui.i18n import TEXTS, t
+from ui.i18n import t, term, term_choices
 
 PAGE_SIZE = 20
 ALL = "(all)"
@@ -59,16 +59,11 @@ def find_documents(
     return out
 
 
-def status_text(lang: str, status: str) -> str:
-    key = f"c_st_{status}"
-    return t(lang, key) if key in TEXTS["en"] else status
-
-
 def document_rows(items: list[dict[str, Any]], lang: str = "en") -> list[list[Any]]:
     return [
         [
             d["title"] or d["uri"],
-            status_text(lang, d["status"]),
+            term(lang, "c_st_", d["status"]),
             d["chunks"],
             version_label(d["version"] or ""),
             (d["updated_at"] or "")[:16].replace("T", " "),
@@ -86,7 +81,7 @@ def short_ids(items: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def status_choices() -> list[tuple[str, str]]:
-    return [("c_all", ALL), *[(f"c_st_{s}", s) for s in STATUSES[1:]]]
+    return [("c_all", ALL), *term_choices("c_st_", STATUSES[1:])]
 
 
 def chunks_html(preview: Any, lang: str = "en") -> str:

@@ -16,6 +16,7 @@ import gradio as gr
 from appliance.domain import Principal
 from appliance.security.auth import issue_key
 from ui.admin.common import Console, esc, failed, notice, split_list, table
+from ui.i18n import stored_value, t, term, term_choices
 
 ROLES = ["employee", "curator", "admin", "app"]
 USER_HEADERS = ["c_h_name", "c_h_role", "c_h_groups", "c_h_disabled", "c_h_password_set", "c_h_created"]
@@ -33,11 +34,11 @@ KEY_HEADERS = [
 ]
 
 
-def user_rows(users: list[dict[str, Any]]) -> list[list[Any]]:
+def user_rows(users: list[dict[str, Any]], lang: str = "en") -> list[list[Any]]:
     return [
         [
             u["name"],
-            u["role"],
+            term(lang, "c_role_", u["role"]),
             ", ".join(u["groups"]),
             u["disabled"],
             u["has_password"],
@@ -53,15 +54,16 @@ def group_rows(groups: list[dict[str, Any]]) -> list[list[Any]]:
     ]
 
 
-def key_rows(keys: list[dict[str, Any]]) -> list[list[Any]]:
+def key_rows(keys: list[dict[str, Any]], lang: str = "en") -> list[list[Any]]:
+    every = t(lang, "c_all")
     return [
         [
             k["id"],
             k["prefix"],
             k["user"],
-            k["role"],
-            ", ".join(k["collections"] or []) or "all",
-            ", ".join(k["routes"] or []) or "all",
+            term(lang, "c_role_", k["role"]),
+            ", ".join(k["collections"] or []) or every,
+            ", ".join(k["routes"] or []) or every,
             (k["expires_at"] or "")[:19],
             (k["revoked_at"] or "")[:19],
             k["active"],
@@ -82,6 +84,7 @@ def build_identity(console: Console) -> dict[str, Any]:
                 u_role = tr(
                     gr.Dropdown(ROLES, value="employee", label="Role", elem_id="kb-user-role"),
                     label="c_h_role",
+                    choices=term_choices("c_role_", ROLES),
                 )
                 u_groups = tr(gr.Textbox(label="Groups", elem_id="kb-user-groups"), label="c_user_groups")
                 u_password = tr(
@@ -119,7 +122,9 @@ def build_identity(console: Console) -> dict[str, Any]:
             with gr.Row():
                 k_user = tr(gr.Textbox(label="For user", elem_id="kb-key-user"), label="c_key_user")
                 k_role = tr(
-                    gr.Dropdown(["", *ROLES], value="", label="Role (empty: the user's)"), label="c_key_role"
+                    gr.Dropdown(["", *ROLES], value="", label="Role (empty: the user's)"),
+                    label="c_key_role",
+                    choices=term_choices("c_role_", ["", *ROLES]),
                 )
                 k_colls = tr(gr.Textbox(label="Only collections"), label="c_key_collections")
                 k_routes = tr(gr.Textbox(label="Only routes"), label="c_key_routes")
@@ -134,9 +139,9 @@ def build_identity(console: Console) -> dict[str, Any]:
 
     def tables(lang: str) -> list[Any]:
         return [
-            table(lang, USER_HEADERS, user_rows(c.identity.list_users())),
+            table(lang, USER_HEADERS, user_rows(c.identity.list_users(), lang)),
             table(lang, GROUP_HEADERS, group_rows(c.identity.list_groups())),
-            table(lang, KEY_HEADERS, key_rows(c.keys.list())),
+            table(lang, KEY_HEADERS, key_rows(c.keys.list(), lang)),
         ]
 
     async def refresh(request: gr.Request) -> list[Any]:
@@ -184,7 +189,8 @@ def build_identity(console: Console) -> dict[str, Any]:
         return handler
 
     async def on_role(name: str, role: str, request: gr.Request) -> list[Any]:
-        return await patch(name, console.t(request, "c_user_role", name=name, role=role), role=role)(request)
+        shown = term(console.lang(request), "c_role_", role)
+        return await patch(name, console.t(request, "c_user_role", name=name, role=shown), role=role)(request)
 
     async def on_reset(name: str, pw: str, request: gr.Request) -> list[Any]:
         if not pw:
@@ -257,10 +263,11 @@ def build_identity(console: Console) -> dict[str, Any]:
         )
         if not got:
             return [*out, ""]
+        role = term(console.lang(request), "c_role_", got["role"])
         shown = (
             f"<p>{esc(console.t(request, 'c_key_once'))}</p>"
             f'<div class="kb-key-once" id="kb-key-value">{esc(got["key"])}</div>'
-            f"<p>{esc(console.t(request, 'c_key_about', id=got['id'], user=got['user'], role=got['role']))}</p>"
+            f"<p>{esc(console.t(request, 'c_key_about', id=got['id'], user=got['user'], role=role))}</p>"
         )
         return [*out, shown]
 
@@ -279,7 +286,9 @@ def build_identity(console: Console) -> dict[str, Any]:
 
     async def on_user_select(evt: gr.SelectData) -> list[Any]:
         row = evt.row_value or []
-        return [row[0], row[1]] if len(row) > 1 else [gr.update(), gr.update()]
+        return (
+            [row[0], stored_value("c_role_", row[1], ROLES)] if len(row) > 1 else [gr.update(), gr.update()]
+        )
 
     async def on_key_select(evt: gr.SelectData) -> Any:
         row = evt.row_value or []

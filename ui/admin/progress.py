@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ui.admin.common import esc
-from ui.i18n import TEXTS, t
+from ui.i18n import t, term
 
 SHOWN_FAILURES = 5
 
@@ -59,11 +59,6 @@ def _failures(job: dict[str, Any], lang: str = "en") -> str:
     return f'{error}<ul class="kb-job-failures">{rows}{more}</ul>'
 
 
-def _status(status: str, lang: str) -> str:
-    key = f"c_js_{status}"
-    return t(lang, key) if key in TEXTS["en"] else status
-
-
 def job_card(job: dict[str, Any], lang: str = "en") -> str:
     p = job.get("progress") or {}
     share = _share(job)
@@ -96,8 +91,8 @@ def job_card(job: dict[str, Any], lang: str = "en") -> str:
     return (
         f'<div class="kb-job" data-job="{esc(job["id"])}" data-status="{esc(status)}" '
         f'data-source="{esc(job.get("source_id") or "")}">'
-        f'<div class="kb-job-head"><b>{esc(job["kind"])}</b> → {esc(job["collection"])} '
-        f'<span class="kb-job-status kb-{esc(status)}">{esc(_status(status, lang))}</span> '
+        f'<div class="kb-job-head"><b>{esc(term(lang, "c_jk_", job["kind"]))}</b> → {esc(job["collection"])} '
+        f'<span class="kb-job-status kb-{esc(status)}">{esc(term(lang, "c_js_", status))}</span> '
         f'<span class="kb-job-what">{esc(_what(job))}</span></div>'
         f'<div class="kb-bar" role="progressbar" aria-valuemin="0" aria-valuemax="100" '
         f'aria-valuenow="{round(share * 100)}"><div class="kb-bar-fill" style="width:{share * 100:.1f}%">'

@@ -17,7 +17,7 @@ import gradio as gr
 from appliance.domain import EVERYONE, Forbidden, Principal, ScoredChunk
 from appliance.vectorstore.base import SearchMode
 from ui.admin.common import Console, failed, notice, table
-from ui.i18n import t
+from ui.i18n import t, term
 
 MODES = get_args(SearchMode)
 RESULT_HEADERS = [
@@ -137,7 +137,14 @@ def build_retrieval(console: Console) -> dict[str, Any]:
             return [gr.update(), failed(exc, lang)]
         rows = score_rows(target, legs, count)
         where = c or container.settings.rag.default_collection
-        text = t(lang, "c_rt_found", n=len(rows), user=target.name, role=target.role, collection=where)
+        text = t(
+            lang,
+            "c_rt_found",
+            n=len(rows),
+            user=target.name,
+            role=term(lang, "c_role_", target.role),
+            collection=where,
+        )
         return [table(lang, RESULT_HEADERS, rows), notice(text if rows else t(lang, "c_rt_none"))]
 
     run.click(on_run, [question, user, coll, k], [results, status])

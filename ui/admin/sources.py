@@ -23,7 +23,7 @@ from appliance.security.acl import is_curator
 from appliance.security.secrets import redact
 from ui.admin.common import Console, collection_names, esc, failed, notice, split_list, table
 from ui.admin.progress import jobs_html
-from ui.i18n import t
+from ui.i18n import t, term, term_choices
 
 KINDS = [k for k in connectors.REGISTRY if k != "upload"]  # uploads come in through Documents
 FILLED_IN = {"acl", "max_file_bytes", "cache_dir", "extensions"}  # from the settings or the ACL box
@@ -78,11 +78,11 @@ def options_from(kind: str, rows: Any) -> dict[str, Any]:
     return out
 
 
-def source_rows(sources: list[Any]) -> list[list[Any]]:
+def source_rows(sources: list[Any], lang: str = "en") -> list[list[Any]]:
     return [
         [
             s.id,
-            s.kind,
+            term(lang, "c_sk_", s.kind),
             redact(
                 s.spec or s.options.get("root") or s.options.get("start_urls") or s.options.get("repo") or ""
             ),
@@ -132,7 +132,9 @@ def build_sources(console: Console) -> dict[str, Any]:
         with gr.Column(scale=2):
             tr(gr.Markdown("### Add or edit a source"), value="c_add_heading")
             kind = tr(
-                gr.Dropdown(KINDS, value="filesystem", label="Kind", elem_id="kb-source-kind"), label="c_kind"
+                gr.Dropdown(KINDS, value="filesystem", label="Kind", elem_id="kb-source-kind"),
+                label="c_kind",
+                choices=term_choices("c_sk_", KINDS),
             )
             spec = tr(
                 gr.Textbox(
@@ -177,8 +179,8 @@ def build_sources(console: Console) -> dict[str, Any]:
             test_out = gr.HTML(elem_id="kb-source-test-result")
     timer = gr.Timer(1.0)
 
-    def listing(principal: Any) -> list[list[Any]]:
-        return source_rows(jobs.list_sources(principal))
+    def listing(principal: Any, lang: str) -> list[list[Any]]:
+        return source_rows(jobs.list_sources(principal), lang)
 
     def shown(request: gr.Request, rows: list[list[Any]]) -> list[Any]:
         """The table, and what to do next when it is empty (a fresh appliance)."""
@@ -188,7 +190,7 @@ def build_sources(console: Console) -> dict[str, Any]:
 
     async def refresh(request: gr.Request) -> list[Any]:
         principal = console.curator(request)
-        rows = await asyncio.to_thread(listing, principal)
+        rows = await asyncio.to_thread(listing, principal, console.lang(request))
         names = await asyncio.to_thread(collection_names, console, principal)
         return [*shown(request, rows), gr.update(choices=names, value=names[0] if names else None)]
 
@@ -259,7 +261,7 @@ def build_sources(console: Console) -> dict[str, Any]:
                 lambda p: jobs.sync_source(p, source.id),
             )
             principal = console.curator(request)
-            rows_now = await asyncio.to_thread(listing, principal)
+            rows_now = await asyncio.to_thread(listing, principal, lang)
         except Exception as exc:
             return [gr.update(), gr.update(), gr.update(), failed(exc, lang)]
         text = t(lang, "c_source_added", id=source.id, collection=source.collection, job=job.id)
@@ -288,7 +290,7 @@ def build_sources(console: Console) -> dict[str, Any]:
                     console.lang(request),
                     "c_source_selected",
                     id=source.id,
-                    kind=source.kind,
+                    kind=term(console.lang(request), "c_sk_", source.kind),
                     collection=source.collection,
                 )
             ),
@@ -319,7 +321,7 @@ def build_sources(console: Console) -> dict[str, Any]:
                 ),
                 kind=k,
             )
-            rows_now = await asyncio.to_thread(listing, console.curator(request))
+            rows_now = await asyncio.to_thread(listing, console.curator(request), lang)
         except Exception as exc:
             return [gr.update(), gr.update(), gr.update(), failed(exc, lang)]
         return [*shown(request, rows_now), source.id, notice(t(lang, "c_source_saved", id=source.id))]
@@ -349,7 +351,7 @@ def build_sources(console: Console) -> dict[str, Any]:
                 lambda p: jobs.remove_source(p, sid, bool(wipe)),
                 purge=bool(wipe),
             )
-            rows_now = await asyncio.to_thread(listing, console.curator(request))
+            rows_now = await asyncio.to_thread(listing, console.curator(request), lang)
         except Exception as exc:
             return [gr.update(), gr.update(), gr.update(), failed(exc, lang)]
         done = t(lang, "c_source_deleted_purged" if wipe else "c_source_deleted", id=sid)

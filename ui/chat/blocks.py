@@ -1,7 +1,8 @@
 """The employees' chat, built from Blocks so every label can be translated.
 
 Per-user state lives in ``gr.State`` (this tab) and ``gr.BrowserState`` (the language chosen and
-the conversation open, kept across reloads); nothing of a user is kept on a shared object except
+the conversation open, kept across reloads; the language also in the site-wide ``kb-lang`` cookie,
+which the console and the passage preview a citation opens read too); nothing of a user is kept on a shared object except
 the stop events, which are keyed by the browser session. Every handler asks ``sessions`` who the
 session is NOW and does nothing for a session that has ended.
 """
@@ -23,7 +24,7 @@ from appliance.rag.conversations import WITHHELD
 from ui.chat import data
 from ui.chat.render import chat_messages, retry_notice
 from ui.chat.streaming import Stops, until_stopped
-from ui.i18n import LANGUAGES, language_switch, pick_language, t
+from ui.i18n import LANG_COOKIE, LANGUAGES, SET_LANG_JS, language_switch, pick_language, t
 
 log = logging.getLogger(__name__)
 STREAM_EVERY_S = 0.12  # the Chatbot re-sends every message on each update: coarser pieces
@@ -155,7 +156,9 @@ def build_chat(container: Any, sessions: Any) -> gr.Blocks:
         async def on_load(saved: dict[str, Any] | None, request: gr.Request) -> list[Any]:
             saved = dict(saved or {})
             principal = who(request)
-            lang = pick_language(request.headers.get("accept-language"), saved.get("lang"))
+            # The cookie is the choice made last on either switch (the console's too).
+            chosen_lang = request.cookies.get(LANG_COOKIE) or saved.get("lang")
+            lang = pick_language(request.headers.get("accept-language"), chosen_lang)
             s = _state(lang)
             names: list[str] = []
             chosen = None
@@ -181,7 +184,8 @@ def build_chat(container: Any, sessions: Any) -> gr.Blocks:
             updates[chatbot].update(value=_messages(s))
             return [*relabel(updates), s, saved]
 
-        blocks.load(on_load, [stored], [*labelled, st, stored])
+        # The language shown is written into the cookie, so the preview a citation opens follows it.
+        blocks.load(on_load, [stored], [*labelled, st, stored]).then(None, [language], None, js=SET_LANG_JS)
 
         def on_language(
             lang: str, s: dict[str, Any], saved: dict[str, Any] | None, request: gr.Request
@@ -191,7 +195,7 @@ def build_chat(container: Any, sessions: Any) -> gr.Blocks:
             updates[chatbot].update(value=_messages(s))
             return [*relabel(updates), s, {**(saved or {}), "lang": s["lang"]}]
 
-        language.input(on_language, [language, st, stored], [*labelled, st, stored])
+        language.input(on_language, [language, st, stored], [*labelled, st, stored], js=SET_LANG_JS)
 
         # -- asking ----------------------------------------------------------------------------------
 
