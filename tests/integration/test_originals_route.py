@@ -152,6 +152,26 @@ def test_preview_is_escaped_text_with_the_chunk_highlighted(site: dict[str, Any]
     assert "Hard hats" in page and SAFETY_HTML.count("<p>") > 1  # the other chunks are there, unmarked
 
 
+def test_preview_speaks_the_readers_language(site: dict[str, Any]) -> None:
+    client: TestClient = site["client"]
+    client.cookies.clear()
+    doc = _doc(site, "corpus/handbook.md")
+    key = {"Authorization": f"Bearer {site['keys']['erin']}"}
+    english = client.get(f"/api/v1/documents/{doc}/preview", headers=key)
+    assert english.headers["content-language"] == "en" and ">Original file</a>" in english.text
+    chinese = client.get(
+        f"/api/v1/documents/{doc}/preview", headers={**key, "Accept-Language": "zh-CN,zh;q=0.9"}
+    )
+    assert chinese.headers["content-language"] == "zh" and ">原始文件</a>" in chinese.text
+    assert chinese.headers["content-security-policy"] == english.headers["content-security-policy"]
+    client.cookies.set("kb-lang", "zh")
+    try:
+        chosen = client.get(f"/api/v1/documents/{doc}/preview", headers={**key, "Accept-Language": "en-US"})
+    finally:
+        client.cookies.clear()
+    assert '<html lang="zh-CN">' in chosen.text and "索引于" in chosen.text
+
+
 def test_an_uploaded_document_is_served_back(site: dict[str, Any]) -> None:
     client: TestClient = site["client"]
     client.cookies.clear()

@@ -6,6 +6,9 @@
 - ``GET /api/v1/documents/{id}/preview?chunk=<chunk id>``: the document as the index holds it,
   rendered as TEXT (escaped; never the document's own markup), the chunk highlighted and scrolled
   to with ``#kb-hit``. The page has no script and may load nothing (CSP ``default-src 'none'``).
+  Its own few words ("page", "version", "indexed", "Original file") are in the reader's language:
+  the ``kb-lang`` cookie the chat's and the console's language switch write, else the browser's
+  ``Accept-Language`` (``appliance/language.py``, which the UI's catalogue also uses).
 
 Both answer 404 to anyone who may not read the document, exactly as for an id that does not exist.
 Callers authenticate with a Bearer key or with the UI's sign-in cookie (links in the chat), which
@@ -20,13 +23,14 @@ import html
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse
 
 from appliance.api.deps import OriginalsDep, SignedInDep
 from appliance.api.schemas.common import COMMON_ERRORS, error_responses
 from appliance.api.schemas.originals import ORIGINAL_RESPONSES, PREVIEW_RESPONSES
 from appliance.ingestion.originals import Preview, version_label
+from appliance.language import Lang, reader_text, request_language
 
 router = APIRouter(
     prefix="/api/v1/documents", tags=["documents"], responses={**COMMON_ERRORS, **error_responses(404)}
@@ -74,22 +78,29 @@ async def original(doc_id: str, originals: OriginalsDep, principal: ReaderDep) -
 )
 async def preview(
     doc_id: str,
+    request: Request,
     originals: OriginalsDep,
     principal: ReaderDep,
     chunk: Annotated[str | None, Query(max_length=64, description="The chunk to highlight.")] = None,
 ) -> HTMLResponse:
     found = await asyncio.to_thread(originals.preview, principal, doc_id)
-    headers = {**_NO_SNIFF, "Content-Security-Policy": _PREVIEW_CSP}
-    return HTMLResponse(render_preview(found, chunk), headers=headers)
+    lang = request_language(request.headers, request.cookies)
+    headers = {
+        **_NO_SNIFF,
+        "Content-Security-Policy": _PREVIEW_CSP,
+        "Content-Language": lang,
+        "Vary": "Accept-Language, Cookie",
+    }
+    return HTMLResponse(render_preview(found, chunk, lang), headers=headers)
 
 
-def render_preview(preview: Preview, chunk: str | None) -> str:
-    """The preview page. Every piece of the document goes through ``html.escape``."""
+def render_preview(preview: Preview, chunk: str | None, lang: Lang = "en") -> str:
+    """The preview page in ``lang``. Every piece of the document goes through ``html.escape``."""
     e = html.escape
     sections = []
     for part in preview.parts:
         hit = part.chunk_id == chunk
-        where = [f"p. {part.page}"] if part.page else []
+        where = [e(reader_text(lang, "page", page=part.page))] if part.page else []
         if part.section:
             where.append(e(part.section))
         label = f'<div class="where">{" · ".join(where)}</div>' if where else ""
@@ -100,18 +111,22 @@ def render_preview(preview: Preview, chunk: str | None) -> str:
         sections.append(f'<section{attrs}>{label}<div class="text">{body}</div></section>')
     meta: list[str] = []
     if preview.version:
-        meta.append(f"version {e(version_label(preview.version))}")
+        meta.append(f"{e(reader_text(lang, 'version'))} {e(version_label(preview.version))}")
     if preview.updated_at:
-        meta.append(f"indexed {e(preview.updated_at[:10])}")
+        meta.append(e(reader_text(lang, "indexed", date=preview.updated_at[:10])))
     original = f"/api/v1/documents/{quote(preview.document_id)}/original"
+    meta.append(f'<a href="{e(original)}">{e(reader_text(lang, "original"))}</a>')
+    empty = f"<p>{e(reader_text(lang, 'no_text'))}</p>"
     return (
-        '<!DOCTYPE html><html><head><meta charset="utf-8">'
+        f'<!DOCTYPE html><html lang="{_HTML_LANG[lang]}"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{e(preview.title)}</title><style>{_STYLE}</style></head><body>"
-        f"<header><h1>{e(preview.title)}</h1><p>{' · '.join(meta)} · "
-        f'<a href="{e(original)}">original file</a></p></header>'
-        f"<main>{''.join(sections) or '<p>(no text)</p>'}</main></body></html>"
+        f"<header><h1>{e(preview.title)}</h1><p>{' · '.join(meta)}</p></header>"
+        f"<main>{''.join(sections) or empty}</main></body></html>"
     )
+
+
+_HTML_LANG: dict[str, str] = {"en": "en", "zh": "zh-CN"}
 
 
 _STYLE = """

@@ -13,7 +13,9 @@ ORIGINAL_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 PREVIEW_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "The document's text as an HTML page without script; `#kb-hit` is the chunk asked for.",
+        "description": "The document's text as an HTML page without script; `#kb-hit` is the chunk asked for. "
+        "Its labels are in the reader's language: the `kb-lang` cookie (`en`, `zh`), else `Accept-Language`.",
         "content": {"text/html": {}},
+        "headers": {"Content-Language": {"description": "`en` or `zh`", "schema": {"type": "string"}}},
     },
 }
