@@ -119,7 +119,7 @@ def test_audit_records_filter_by_user_action_and_time_newest_first() -> None:
     assert [r["seq"] for r in filter_records(records, "", "", "all", now)] == [3, 2, 1]
     assert [r["seq"] for r in filter_records(records, "ADA", "", "last day", now)] == [2]
     assert [r["seq"] for r in filter_records(records, "", "users", "all", now)] == [1]
-    assert record_rows(filter_records(records, "erin", "", "last hour", now))[0][4] == "<b>t</b>"
+    assert record_rows(filter_records(records, "erin", "", "last hour", now))[0][5] == "<b>t</b>"
 
 
 def test_usage_totals_per_subject_largest_first() -> None:

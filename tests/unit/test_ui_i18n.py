@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import connectors
 from appliance.ingestion.jobs import ACTIVE
-from ui.admin.audit import action_text, filter_records, record_rows
+from ui.admin.audit import HEADERS, action_text, filter_records, outcome, record_rows
 from ui.admin.documents import STATUSES, document_rows, status_choices
 from ui.admin.identity import ROLES, key_rows, user_rows
 from ui.admin.progress import job_card
@@ -137,3 +137,25 @@ def test_audit_actions_are_named_in_chinese_and_found_by_either_name() -> None:
         assert [r["seq"] for r in filter_records(records, "", needle, "all", now, lang="zh")] == [1], needle
     assert [r["seq"] for r in filter_records(records, "", "keys", "all", now, lang="zh")] == [3]
     assert [r["seq"] for r in filter_records(records, "", "revoked", "all", now)] == [3]
+
+
+def test_audit_outcomes_are_read_from_the_record_and_named_in_chinese() -> None:
+    def record(action: str, **data: object) -> dict:
+        return {"seq": 1, "ts": "", "actor": "ada", "action": action, "target": "t", "data": data}
+
+    cases = [
+        (record("POST /api/v1/sources", status=200), "ok", "成功"),
+        (record("DELETE /api/v1/keys/{key_id}", status=403), "refused", "已拒绝"),
+        (record("auth.denied", reason="bad password"), "refused", "已拒绝"),
+        (record("POST /api/v1/sources", status=422), "failed", "失败"),
+        (record("ask", status="error"), "failed", "失败"),
+        (record("ask", status="ok"), "ok", "成功"),
+        (record("ingest", cancelled=True), "cancelled", "已取消"),
+        (record("audit.checkpoint", count=3), "", ""),
+    ]
+    for rec, stored, chinese in cases:
+        assert outcome(rec) == stored, rec
+        row = record_rows([rec], "zh")[0]
+        assert row[HEADERS.index("c_h_outcome")] == chinese, rec
+        assert record_rows([rec])[0][HEADERS.index("c_h_outcome")] == stored
+    assert len(record_rows([cases[0][0]])[0]) == len(HEADERS)

@@ -17,7 +17,7 @@ import gradio as gr
 from ui.admin.common import Console, failed, notice, table
 from ui.i18n import t, term
 
-HEADERS = ["c_h_seq", "c_h_time", "c_h_actor", "c_h_action", "c_h_target", "c_h_data"]
+HEADERS = ["c_h_seq", "c_h_time", "c_h_actor", "c_h_action", "c_h_outcome", "c_h_target", "c_h_data"]
 SHOWN = 200
 WINDOWS = {"last hour": 1, "last day": 24, "last week": 24 * 7, "all": None}
 WINDOW_KEYS = {"last hour": "c_w_hour", "last day": "c_w_day", "last week": "c_w_week", "all": "c_w_all"}
@@ -41,6 +41,23 @@ def action_text(lang: str, action: str) -> str:
     (``登录（auth.login）``), or the stored one alone (a REST route: ``POST /api/v1/sources``)."""
     name = term(lang, "c_ev_", action)
     return action if name == action else t(lang, "c_ev_shown", name=name, action=action)
+
+
+def outcome(record: dict[str, Any]) -> str:
+    """How an action ended, from what its record holds: ``ok``, ``refused`` (401/403, or a refusal
+    record), ``failed`` (another HTTP error, or an answer that failed), ``cancelled``; empty when
+    the record does not say (a checkpoint, a CLI action)."""
+    data = record.get("data") if isinstance(record.get("data"), dict) else {}
+    status = data.get("status")
+    if record.get("action") == "auth.denied" or status in (401, 403):
+        return "refused"
+    if data.get("cancelled"):
+        return "cancelled"
+    if isinstance(status, int) and not isinstance(status, bool):
+        return "ok" if status < 400 else "failed"
+    if status == "error":
+        return "failed"
+    return str(status or "")
 
 
 def filter_records(
@@ -78,6 +95,7 @@ def record_rows(records: list[dict[str, Any]], lang: str = "en") -> list[list[An
             str(r.get("ts", ""))[:19],
             r.get("actor", ""),
             action_text(lang, str(r.get("action", ""))),
+            term(lang, "c_out_", outcome(r)),
             r.get("target", ""),
             json.dumps(r.get("data"), ensure_ascii=False, sort_keys=True)[:400],
         ]
