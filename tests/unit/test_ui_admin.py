@@ -80,6 +80,8 @@ def test_the_access_rule_names_the_entry_that_let_a_chunk_through() -> None:
     assert access_rule(erin, _hit("c", ("group:finance", "user:bob"), 1).chunk) == "group:finance"
     assert access_rule(erin, _hit("c", ("*",), 1).chunk) == "everyone signed in"
     assert access_rule(Principal("root", "admin"), _hit("c", ("user:bob",), 1).chunk).startswith("admin")
+    assert access_rule(erin, _hit("c", ("*",), 1).chunk, "zh") == "所有已登录用户"
+    assert access_rule(Principal("root", "admin"), _hit("c", (), 1).chunk, "zh") == "管理员：可读全部"
 
 
 def test_score_rows_join_the_legs_by_chunk() -> None:
@@ -176,7 +178,7 @@ def _request(accept: str | None = None, cookie: str | None = None) -> SimpleName
 
 def test_a_job_card_in_chinese_keeps_its_machine_status() -> None:
     card = job_card(_job(), "zh")
-    assert 'data-status="running"' in card and "进行中" in card and "预计剩余 4 s" in card
+    assert 'data-status="running"' in card and "进行中" in card and "预计剩余 4 秒" in card
     assert "&lt;script&gt;" in card and "<script>" not in card
 
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from types import SimpleNamespace
+from typing import get_args
 
 import connectors
 from appliance.ingestion.jobs import ACTIVE
+from appliance.vectorstore.base import SearchMode
 from ui.admin.audit import HEADERS, action_text, filter_records, outcome, record_rows
 from ui.admin.documents import STATUSES, document_rows, status_choices
 from ui.admin.identity import ROLES, key_rows, user_rows
@@ -52,6 +54,7 @@ def test_stored_values_have_a_name_in_both_languages() -> None:
         "c_js_": [*ACTIVE, "succeeded", "failed", "cancelled", "interrupted"],
         "c_st_": STATUSES[1:],
         "c_role_": ["", *ROLES],
+        "c_mode_": list(get_args(SearchMode)),
     }
     for prefix, values in covered.items():
         for value in values:
@@ -80,6 +83,8 @@ def test_console_tables_show_stored_values_in_chinese_and_keep_ids() -> None:
     card = job_card(job, "zh")
     assert "<b>同步</b>" in card and "排队中" in card and 'data-status="queued"' in card
     assert "<b>sync</b>" in job_card(job, "en")
+    running = {**job, "status": "running", "progress": {"seen": 2, "done": 1, "eta_s": 125}}
+    assert "预计剩余 2 分 05 秒" in job_card(running, "zh") and "ETA 2 min 05 s" in job_card(running)
     user = {"name": "ada", "role": "curator", "groups": [], "disabled": False, "has_password": True}
     row = user_rows([{**user, "created_at": None}], "zh")[0]
     assert row[:2] == ["ada", "内容管理员"]

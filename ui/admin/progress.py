@@ -38,7 +38,10 @@ def _eta(value: Any, lang: str = "en") -> str:
     if value is None:
         return t(lang, "c_eta", left="—")
     seconds = int(round(float(value)))
-    left = f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+    if seconds >= 60:
+        left = t(lang, "c_dur_min", m=seconds // 60, s=f"{seconds % 60:02d}")
+    else:
+        left = t(lang, "c_dur_s", s=seconds)
     return t(lang, "c_eta", left=left)
 
 

@@ -23,7 +23,7 @@ from appliance.evaluation import load_qa, set_name
 from appliance.evaluation_runs import previous_result, run_eval, run_name, stored_set, stored_sets
 from appliance.vectorstore.base import SearchMode
 from ui.admin.common import Console, esc, failed, notice, table
-from ui.i18n import t
+from ui.i18n import t, term, term_choices
 
 FEEDBACK_HEADERS = [
     "c_h_id",
@@ -88,7 +88,7 @@ def compare_html(now: dict[str, Any], before: dict[str, Any] | None, lang: str =
         set=now["set"],
         n=now["questions"],
         k=now["k"],
-        mode=now["mode"],
+        mode=term(lang, "c_mode_", now["mode"]),
         s=now["elapsed_s"],
     )
     parts = [f"<p>{esc(about)}</p>", f'<table class="kb-eval-table">{head}{"".join(cells)}</table>']
@@ -157,7 +157,11 @@ def build_quality(console: Console, retest: dict[str, Any]) -> dict[str, Any]:
     with gr.Row():
         coll = tr(gr.Dropdown([], label="Collection", elem_id="kb-eval-collection"), label="collection")
         k = gr.Slider(1, 20, value=5, step=1, label="k")
-        mode = tr(gr.Dropdown(MODES, value="hybrid", label="Mode", elem_id="kb-eval-mode"), label="c_mode")
+        mode = tr(
+            gr.Dropdown(MODES, value="hybrid", label="Mode", elem_id="kb-eval-mode"),
+            label="c_mode",
+            choices=term_choices("c_mode_", MODES),
+        )
         generate = tr(
             gr.Checkbox(
                 label="Also judge answers and citations (slow)", value=False, elem_id="kb-eval-generate"

@@ -33,18 +33,20 @@ RESULT_HEADERS = [
 DEPTH = 50  # each leg is searched this deep, so a fused hit's leg scores are found
 
 
-def access_rule(principal: Principal, chunk: Any) -> str:
+def access_rule(principal: Principal, chunk: Any, lang: str = "en") -> str:
     """Which of the chunk's readers matched the principal (the rule that let it through)."""
     if principal.is_admin:
-        return "admin: reads everything"
+        return t(lang, "c_rule_admin")
     acl = tuple(chunk.acl) or (EVERYONE,)
     matched = [a for a in acl if a in set(principal.acl_tokens())]
     if not matched:
-        return "none (should not happen)"
-    return ", ".join("everyone signed in" if a == EVERYONE else a for a in matched)
+        return t(lang, "c_rule_none")
+    return ", ".join(t(lang, "c_everyone") if a == EVERYONE else a for a in matched)
 
 
-def score_rows(principal: Principal, legs: dict[str, list[ScoredChunk]], k: int) -> list[list[Any]]:
+def score_rows(
+    principal: Principal, legs: dict[str, list[ScoredChunk]], k: int, lang: str = "en"
+) -> list[list[Any]]:
     by_mode = {mode: {h.chunk.id: h.score for h in hits} for mode, hits in legs.items()}
     rows = []
     for i, hit in enumerate(legs["hybrid"][:k], start=1):
@@ -63,7 +65,7 @@ def score_rows(principal: Principal, legs: dict[str, list[ScoredChunk]], k: int)
                 f"{hit.score:.4f}",
                 leg("dense"),
                 leg("bm25"),
-                access_rule(principal, c),
+                access_rule(principal, c, lang),
                 text[:300] + ("…" if len(text) > 300 else ""),
             ]
         )
@@ -135,7 +137,7 @@ def build_retrieval(console: Console) -> dict[str, Any]:
             )
         except Exception as exc:
             return [gr.update(), failed(exc, lang)]
-        rows = score_rows(target, legs, count)
+        rows = score_rows(target, legs, count, lang)
         where = c or container.settings.rag.default_collection
         text = t(
             lang,
