@@ -15,6 +15,7 @@ from appliance.vectorstore.base import SearchMode
 from ui.admin.audit import HEADERS, action_text, filter_records, outcome, record_rows
 from ui.admin.documents import STATUSES, document_rows, status_choices
 from ui.admin.identity import ROLES, key_rows, user_rows
+from ui.admin.pool import replica_rows
 from ui.admin.progress import job_card
 from ui.admin.sources import KINDS, source_rows
 from ui.i18n import ONE, TEXTS, stored_value, t, term, term_choices
@@ -87,7 +88,7 @@ def test_console_tables_show_stored_values_in_chinese_and_keep_ids() -> None:
     assert "预计剩余 2 分 05 秒" in job_card(running, "zh") and "ETA 2 min 05 s" in job_card(running)
     user = {"name": "ada", "role": "curator", "groups": [], "disabled": False, "has_password": True}
     row = user_rows([{**user, "created_at": None}], "zh")[0]
-    assert row[:2] == ["ada", "内容管理员"]
+    assert row[:2] == ["ada", "内容管理员"] and row[3:5] == ["否", "是"]  # role; disabled, password set
     assert stored_value("c_role_", row[1], ROLES) == "curator"  # a selected row fills the form
     assert stored_value("c_role_", "curator", ROLES) == "curator"
     key = {
@@ -102,6 +103,17 @@ def test_console_tables_show_stored_values_in_chinese_and_keep_ids() -> None:
         "active": True,
     }
     assert key_rows([key], "zh")[0][3:6] == ["应用", "（全部）", "/api/v1/ask"]
+    assert key_rows([key], "zh")[0][-1] == "是" and key_rows([key])[0][4:] == [
+        "(all)",
+        "/api/v1/ask",
+        "",
+        "",
+        "yes",
+    ]
+    health = {
+        "m": {"replicas": [{"healthy": False, "outstanding": 0, "url": "u"}], "capacity": 4, "waiting": 0}
+    }
+    assert replica_rows(health, "zh")[0][2] == "否" and replica_rows(health)[0][2] == "no"
     doc = {
         "id": "d" * 32,
         "title": "t",

@@ -13,8 +13,7 @@ from typing import Any
 
 import gradio as gr
 
-from appliance.domain import EVERYONE
-from ui.admin.common import Console, failed, notice, split_list, table
+from ui.admin.common import Console, failed, notice, readers_text, split_list, table
 from ui.i18n import t
 
 HEADERS = ["c_h_name", "c_h_default_readers", "c_h_owners", "c_h_description", "c_h_documents", "c_h_chunks"]
@@ -25,7 +24,7 @@ def collection_rows(items: list[dict[str, Any]], lang: str = "en") -> list[list[
     return [
         [
             c["name"],
-            ", ".join(t(lang, "c_everyone") if a == EVERYONE else a for a in c["default_acl"]),
+            readers_text(lang, c["default_acl"]),
             ", ".join(c["owners"]) or t(lang, "c_admins_only"),
             c["description"],
             c["documents"],

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import gradio as gr
 
 from appliance.audit import AuditEvent
-from appliance.domain import ApplianceError, Forbidden, Overloaded, Principal
+from appliance.domain import EVERYONE, ApplianceError, Forbidden, Overloaded, Principal
 from appliance.security.acl import is_curator
 from ui.chat.render import retry_notice
 from ui.i18n import LANG_COOKIE, Lang, pick_language, t, term
@@ -186,6 +186,16 @@ def failed(exc: Exception, lang: str = "en") -> str:
 
 def esc(value: Any) -> str:
     return html.escape("" if value is None else str(value))
+
+
+def readers_text(lang: str, tokens: Any) -> str:
+    """Access tokens as the console shows them: ``*`` as "everyone signed in", the rest as stored."""
+    return ", ".join(t(lang, "c_everyone") if a == EVERYONE else str(a) for a in tokens)
+
+
+def yes_no(lang: str, value: Any) -> str:
+    """A table's true/false cell in words of ``lang``."""
+    return t(lang, "c_yes" if value else "c_no")
 
 
 def split_list(text: str | None) -> list[str]:

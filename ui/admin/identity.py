@@ -15,7 +15,7 @@ import gradio as gr
 
 from appliance.domain import Principal
 from appliance.security.auth import issue_key
-from ui.admin.common import Console, esc, failed, notice, split_list, table
+from ui.admin.common import Console, esc, failed, notice, split_list, table, yes_no
 from ui.i18n import stored_value, t, term, term_choices
 
 ROLES = ["employee", "curator", "admin", "app"]
@@ -40,8 +40,8 @@ def user_rows(users: list[dict[str, Any]], lang: str = "en") -> list[list[Any]]:
             u["name"],
             term(lang, "c_role_", u["role"]),
             ", ".join(u["groups"]),
-            u["disabled"],
-            u["has_password"],
+            yes_no(lang, u["disabled"]),
+            yes_no(lang, u["has_password"]),
             (u["created_at"] or "")[:19],
         ]
         for u in users
@@ -66,7 +66,7 @@ def key_rows(keys: list[dict[str, Any]], lang: str = "en") -> list[list[Any]]:
             ", ".join(k["routes"] or []) or every,
             (k["expires_at"] or "")[:19],
             (k["revoked_at"] or "")[:19],
-            k["active"],
+            yes_no(lang, k["active"]),
         ]
         for k in keys
     ]

@@ -20,7 +20,7 @@ import gradio as gr
 import pandas as pd
 
 from appliance.domain import Forbidden
-from ui.admin.common import Console, failed, table
+from ui.admin.common import Console, failed, table, yes_no
 
 SAMPLE_S = 15.0
 HOUR_S = 3600.0
@@ -90,13 +90,21 @@ class MetricsHistory:
         self._stop.set()
 
 
-def replica_rows(health: dict[str, Any]) -> list[list[Any]]:
+def replica_rows(health: dict[str, Any], lang: str = "en") -> list[list[Any]]:
     rows = []
     for model, group in health.items():
         for i, r in enumerate(group["replicas"]):
             detail = {k: v for k, v in r.items() if k not in ("healthy", "outstanding")}
             rows.append(
-                [model, i, r["healthy"], r["outstanding"], group["capacity"], group["waiting"], str(detail)]
+                [
+                    model,
+                    i,
+                    yes_no(lang, r["healthy"]),
+                    r["outstanding"],
+                    group["capacity"],
+                    group["waiting"],
+                    str(detail),
+                ]
             )
     return rows
 
@@ -134,7 +142,7 @@ def build_pool(console: Console) -> dict[str, Any]:
 
             checks = collect(c)
             shown = {k: checks[k] for k in ("accelerators", "placement", "models", "egress") if k in checks}
-        rows = table(lang, REPLICA_HEADERS, replica_rows(pool.health()))
+        rows = table(lang, REPLICA_HEADERS, replica_rows(pool.health(), lang))
         return [rows, h.frame("ttft_s"), h.frame("tokens_per_s"), shown]
 
     async def refresh(request: gr.Request) -> list[Any]:

@@ -16,7 +16,7 @@ import gradio as gr
 
 from appliance.domain import EVERYONE, Forbidden, Principal, ScoredChunk
 from appliance.vectorstore.base import SearchMode
-from ui.admin.common import Console, failed, notice, table
+from ui.admin.common import Console, failed, notice, readers_text, table
 from ui.i18n import t, term
 
 MODES = get_args(SearchMode)
@@ -41,7 +41,7 @@ def access_rule(principal: Principal, chunk: Any, lang: str = "en") -> str:
     matched = [a for a in acl if a in set(principal.acl_tokens())]
     if not matched:
         return t(lang, "c_rule_none")
-    return ", ".join(t(lang, "c_everyone") if a == EVERYONE else a for a in matched)
+    return readers_text(lang, matched)
 
 
 def score_rows(
