@@ -47,7 +47,9 @@ def outcome(record: dict[str, Any]) -> str:
     """How an action ended, from what its record holds: ``ok``, ``refused`` (401/403, or a refusal
     record), ``failed`` (another HTTP error, or an answer that failed), ``cancelled``; empty when
     the record does not say (a checkpoint, a CLI action)."""
-    data = record.get("data") if isinstance(record.get("data"), dict) else {}
+    data = record.get("data")
+    if not isinstance(data, dict):
+        data = {}
     status = data.get("status")
     if record.get("action") == "auth.denied" or status in (401, 403):
         return "refused"
