@@ -145,6 +145,8 @@ def test_employee_asks_opens_sources_rates_copies_stops_and_resumes(
     assert response.status == 200
     hit = preview.locator("#kb-hit")
     assert hit.is_visible() and "部门经理审批" in hit.inner_text()
+    # The switch's choice (the kb-lang cookie) reaches the preview: its own words are Chinese too.
+    assert "原始文件" in preview.locator("header").inner_text()
     shot(preview, "07-preview-at-passage")
     preview.close()
 
