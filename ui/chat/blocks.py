@@ -2,8 +2,8 @@
 
 Per-user state lives in ``gr.State`` (this tab) and ``gr.BrowserState`` (the language chosen and
 the conversation open, kept across reloads; the language also in the site-wide ``kb-lang`` cookie,
-which the console and the passage preview a citation opens read too); nothing of a user is kept on a shared object except
-the stop events, which are keyed by the browser session. Every handler asks ``sessions`` who the
+which the console and the passage preview a citation opens read too); nothing of a user is kept
+on a shared object except the stop events, which are keyed by the browser session. Every handler asks ``sessions`` who the
 session is NOW and does nothing for a session that has ended.
 """
 
