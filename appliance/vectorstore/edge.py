@@ -25,6 +25,7 @@ from appliance.vectorstore.hybrid import (
     CURRENT_SPARSE,
     DENSE,
     FLOAT_FIELDS,
+    GRAPH_FIELDS,
     KEYWORD_FIELDS,
     SPARSE_VERSIONS,
     FusionConfig,
@@ -116,9 +117,11 @@ class EdgeVectorStore(HybridSearchMixin):
             )
             shard = q.EdgeShard.create(str(path), config)
             for field in KEYWORD_FIELDS:
-                shard.update(q.UpdateOperation.create_field_index(field, q.PayloadSchemaType.Keyword))
+                params = q.KeywordIndexParams(enable_hnsw=field in GRAPH_FIELDS)
+                shard.update(q.UpdateOperation.create_field_index(field, params))
             for field in FLOAT_FIELDS:
-                shard.update(q.UpdateOperation.create_field_index(field, q.PayloadSchemaType.Float))
+                params = q.FloatIndexParams(enable_hnsw=field in GRAPH_FIELDS)
+                shard.update(q.UpdateOperation.create_field_index(field, params))
             shard.flush()
             self._shards[name] = shard
             self._sparse[name] = CURRENT_SPARSE

@@ -27,6 +27,12 @@ CURRENT_SPARSE = SPARSE_NAMES[bm25.TOKENIZER_VERSION]
 # Payload fields with an index: everything a SearchFilter or a delete can name.
 KEYWORD_FIELDS = ("document_id", "collection", "uri", "source", "acl")
 FLOAT_FIELDS = ("modified",)
+# The fields whose values get HNSW links of their own (Qdrant's payload-based graph), so a search
+# filtered on them stays fast and finds its neighbours however few points pass: the access rule,
+# which every search carries. Every other index only filters: "collection" (and mostly "source")
+# holds one value on every point of a shard, so its graph was a second copy of the whole one;
+# document and URI blocks are too small to get a graph; "modified" ranges would get one per block.
+GRAPH_FIELDS = frozenset({"acl"})
 FusionMethod = Literal["minmax", "dbsf", "rrf"]
 # BM25 vectors encoded ahead of their upsert (``encode_ahead``) kept at most; a run that prepared
 # documents it never wrote leaves some behind, dropped when the next ones would pass this.

@@ -25,6 +25,7 @@ from appliance.vectorstore.hybrid import (
     CURRENT_SPARSE,
     DENSE,
     FLOAT_FIELDS,
+    GRAPH_FIELDS,
     KEYWORD_FIELDS,
     SPARSE_VERSIONS,
     FusionConfig,
@@ -131,9 +132,11 @@ class QdrantServerStore(HybridSearchMixin):
             # Local mode has no payload indexes (it scans); on a server they keep filtered search fast.
             if self.url:
                 for field in KEYWORD_FIELDS:
-                    self.client.create_payload_index(full, field, models.PayloadSchemaType.KEYWORD, wait=True)
+                    keyword = models.KeywordIndexParams(type="keyword", enable_hnsw=field in GRAPH_FIELDS)
+                    self.client.create_payload_index(full, field, keyword, wait=True)
                 for field in FLOAT_FIELDS:
-                    self.client.create_payload_index(full, field, models.PayloadSchemaType.FLOAT, wait=True)
+                    number = models.FloatIndexParams(type="float", enable_hnsw=field in GRAPH_FIELDS)
+                    self.client.create_payload_index(full, field, number, wait=True)
             self._sparse[name] = CURRENT_SPARSE
             self._known.add(name)
 
