@@ -61,6 +61,11 @@ def machine_line(r: dict[str, Any]) -> str:
         f"{m.get('memory_gb')} GB; load average {', '.join(fmt(x) for x in m.get('load_avg', []))} at the start "
         f"(other work on the host); llama.cpp build `{m.get('llama_cpu_build')}`; code `{r.get('commit')}`; {r.get('mode')} run, "
         f"{fmt(r.get('duration_s'))} s"
+        + (
+            f" (steps taken from earlier runs' parts: {', '.join(reused)})"
+            if (reused := r.get("steps_reused"))
+            else ""
+        )
     )
 
 
