@@ -117,11 +117,11 @@ class EdgeVectorStore(HybridSearchMixin):
             )
             shard = q.EdgeShard.create(str(path), config)
             for field in KEYWORD_FIELDS:
-                params = q.KeywordIndexParams(enable_hnsw=field in GRAPH_FIELDS)
-                shard.update(q.UpdateOperation.create_field_index(field, params))
+                keyword = q.KeywordIndexParams(enable_hnsw=field in GRAPH_FIELDS)
+                shard.update(q.UpdateOperation.create_field_index(field, keyword))
             for field in FLOAT_FIELDS:
-                params = q.FloatIndexParams(enable_hnsw=field in GRAPH_FIELDS)
-                shard.update(q.UpdateOperation.create_field_index(field, params))
+                number = q.FloatIndexParams(enable_hnsw=field in GRAPH_FIELDS)
+                shard.update(q.UpdateOperation.create_field_index(field, number))
             shard.flush()
             self._shards[name] = shard
             self._sparse[name] = CURRENT_SPARSE
