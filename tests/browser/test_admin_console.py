@@ -103,7 +103,7 @@ def test_admin_adds_a_folder_source_sees_it_done_and_finds_the_document(
     page.locator("#kb-docs-refresh").click()
     table = page.locator("#kb-docs-table")
     wait_until(lambda: "Orchard rota" in table.inner_text(), 60, "the document in the table")
-    assert "indexed" in table.inner_text() and "documents" in page.locator("#kb-docs-info").inner_text()
+    assert "indexed" in table.inner_text() and "1 document ·" in page.locator("#kb-docs-info").inner_text()
     shot(page, "admin-03-documents")
 
     # A hostile title and text are shown as characters: no script runs, nothing is fetched.
@@ -274,7 +274,7 @@ def test_the_documents_table_is_readable_at_1280x800(new_page: Any, site: dict[s
     field(page, "kb-docs-search").fill("broken")
     page.locator("#kb-docs-refresh").click()
     info = page.locator("#kb-docs-info")
-    wait_until(lambda: info.inner_text().strip().startswith("1 documents"), 60, "the failed document")
+    wait_until(lambda: info.inner_text().strip().startswith("1 document ·"), 60, "the failed document")
     wait_until(lambda: "Payroll" not in table.inner_text(), 60, "the filtered table")
     row = table.inner_text()
     assert "broken.pdf" in row and "failed" in row and "indexed" not in row
