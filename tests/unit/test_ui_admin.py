@@ -7,8 +7,9 @@ import re
 from types import SimpleNamespace
 
 from appliance.domain import Chunk, Principal, ScoredChunk
+from appliance.language import LANG_COOKIE
 from tests.conftest import ROOT
-from ui.admin.common import LANG_COOKIE, Console, Labels, table
+from ui.admin.common import Console, Labels, table
 from ui.admin.documents import DOC_HEADERS, DOC_WIDTHS, document_rows, short_ids
 from ui.admin.progress import job_card, jobs_html
 from ui.admin.quality import compare_html

@@ -21,9 +21,10 @@ import gradio as gr
 
 from appliance.audit import AuditEvent
 from appliance.domain import EVERYONE, ApplianceError, Forbidden, Overloaded, Principal
+from appliance.language import request_language
 from appliance.security.acl import is_curator
 from ui.chat.render import retry_notice
-from ui.i18n import LANG_COOKIE, Lang, pick_language, t, term
+from ui.i18n import Lang, t, term
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -83,9 +84,7 @@ class Console:
     def lang(self, request: Any) -> Lang:
         """The language of this browser: its choice on the switch (a cookie), else its
         ``Accept-Language``, as the chat picks it."""
-        headers = getattr(request, "headers", None) or {}
-        cookies = getattr(request, "cookies", None) or {}
-        return pick_language(headers.get("accept-language"), cookies.get(LANG_COOKIE))
+        return request_language(getattr(request, "headers", None), getattr(request, "cookies", None))
 
     def t(self, request: Any, key: str, **values: Any) -> str:
         return t(self.lang(request), key, **values)
