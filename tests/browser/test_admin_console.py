@@ -174,6 +174,11 @@ def test_the_console_speaks_chinese_to_a_chinese_browser_and_switches(
     new_page: Any, site: dict[str, Any], ada: str
 ) -> None:
     page = new_page("zh-CN")
+    # Gradio's sign-in form follows the browser's language; our message on it is in both.
+    page.goto(site["server"].url + "/admin/")
+    page.get_by_text("用户名", exact=True).first.wait_for(timeout=60_000)
+    assert page.get_by_role("button", name="登录").count() == 1
+    assert "请使用您的用户名和密码" in page.locator("body").inner_text()
     admin_sign_in(page, site["server"].url, ada)
     page.get_by_role("tab", name="数据源").wait_for(timeout=60_000)
     assert "知识库 · 控制台" in page.locator("#kb-admin-header").inner_text()

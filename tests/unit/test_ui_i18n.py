@@ -143,17 +143,38 @@ def test_audit_actions_are_named_in_chinese_and_found_by_either_name() -> None:
     now = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
     assert action_text("zh", "auth.login") == "登录（auth.login）"
     assert action_text("en", "auth.login") == "signed in (auth.login)"
-    assert action_text("zh", "POST /api/v1/users") == "POST /api/v1/users"  # a route is its own name
+    assert action_text("zh", "POST /api/v1/users") == "添加用户（POST /api/v1/users）"
+    assert action_text("zh", "POST /api/v1/nothing") == "POST /api/v1/nothing"  # unnamed: as stored
     shown = record_rows(records, "zh")
     assert [r[3] for r in shown] == [
         "登录（auth.login）",
-        "POST /api/v1/users",
+        "添加用户（POST /api/v1/users）",
         "吊销 API 密钥（keys.revoke）",
     ]
     for needle in ("auth.login", "登录", "AUTH"):
         assert [r["seq"] for r in filter_records(records, "", needle, "all", now, lang="zh")] == [1], needle
     assert [r["seq"] for r in filter_records(records, "", "keys", "all", now, lang="zh")] == [3]
     assert [r["seq"] for r in filter_records(records, "", "revoked", "all", now)] == [3]
+
+
+def test_every_audited_route_has_a_name_in_both_languages() -> None:
+    """The middleware records each changing /api/v1 request outside the metered routes as
+    ``<METHOD> <route template>``; the console names every such action in English and Chinese."""
+    from appliance.api.routers import collections, conversations, evaluation, identity, ingestion, kb, usage
+    from appliance.settings import QuotaSettings
+
+    metered = QuotaSettings().metered_routes
+    audited = [
+        f"{method} {route.path}"
+        for module in (collections, conversations, evaluation, identity, ingestion, kb, usage)
+        for route in module.router.routes
+        for method in getattr(route, "methods", set()) - {"GET", "HEAD", "OPTIONS"}
+        if route.path.startswith("/api/v1/") and not any(route.path.startswith(m) for m in metered)
+    ]
+    assert len(audited) >= 25
+    for action in audited:
+        for lang in ("en", "zh"):
+            assert action_text(lang, action) != action, (lang, action)
 
 
 def test_audit_outcomes_are_read_from_the_record_and_named_in_chinese() -> None:
