@@ -550,7 +550,12 @@ class Container:
         cfg = self.settings.ingestion
         jobs = IngestionJobs(
             manager=JobManager(
-                self.engine, cfg.scheduler_tick_s, cfg.keep_jobs_days, cfg.keep_jobs, dispatch=queue
+                self.engine,
+                cfg.scheduler_tick_s,
+                cfg.keep_jobs_days,
+                cfg.keep_jobs,
+                dispatch=queue,
+                requeue_after_s=cfg.worker_lost_after_s,
             ),
             sources=SourceStore(self.engine, SecretBox.for_data_dir(self.data_dir, self._secrets_key)),
             connectors=self.connectors,

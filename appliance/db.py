@@ -217,6 +217,9 @@ jobs = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=True),
     Column("finished_at", DateTime(timezone=True), nullable=True),
+    # Scale mode: what a worker rebuilds the job from (passwords in it sealed), kept while the job
+    # is active so a job whose queue message Redis lost is sent again (``JobManager.requeue_lost``).
+    Column("payload", JSON, nullable=True),
 )
 
 # -- identity, metering (issue #7) ---------------------------------------------------------------

@@ -15,11 +15,12 @@ request (``detail["cancel_requested"]``) that the running worker polls.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -106,6 +107,9 @@ class Dispatch(Protocol):
     def revoke(self, job_id: str) -> None:
         """Drop the job from the queue if it has not started (best effort)."""
 
+    def held(self, job_ids: Collection[str]) -> set[str]:
+        """The jobs of ``job_ids`` the queue still has in some form (waiting, running, leased)."""
+
     def close(self) -> None: ...
 
 
@@ -117,9 +121,13 @@ class JobManager:
         keep_days: float = 30.0,
         keep_count: int = 10_000,
         dispatch: Dispatch | None = None,
+        requeue_after_s: float = 60.0,
     ) -> None:
+        """``requeue_after_s``: how old an active job must be before ``requeue_lost`` may send it
+        again (a job is recorded a moment before its message is sent)."""
         self.engine = engine
         self.dispatch = dispatch
+        self.requeue_after_s = requeue_after_s
         self.tick_s = tick_s
         self.keep_days = keep_days
         self.keep_count = keep_count
@@ -183,7 +191,7 @@ class JobManager:
             if payload is None:
                 raise ValueError(f"a {kind} job needs a payload to run on a worker")
             with self.engine.begin() as conn:
-                conn.execute(insert(jobs_table).values(**self._row(job)))
+                conn.execute(insert(jobs_table).values(**self._row(job), payload=payload))
             self.dispatch.send(job.id, payload)
             return job
         self._persist_progress(job)
@@ -318,6 +326,8 @@ class JobManager:
         # request another process wrote into ``detail``.
         for key in ("id", "kind", "actor", "collection", "source_id", "detail", "created_at"):
             row.pop(key)
+        if job.status not in ACTIVE:
+            row["payload"] = None  # done: nothing will send it again
         try:
             with self.engine.begin() as conn:
                 conn.execute(update(jobs_table).where(jobs_table.c.id == job.id).values(**row))
@@ -410,7 +420,7 @@ class JobManager:
             queued = conn.execute(
                 update(jobs_table)
                 .where(jobs_table.c.id == job_id, jobs_table.c.status == "queued")
-                .values(status="cancelled", finished_at=now())
+                .values(status="cancelled", finished_at=now(), payload=None)
             ).rowcount
         if queued and self.dispatch is not None:
             self.dispatch.revoke(job_id)
@@ -419,6 +429,31 @@ class JobManager:
             if row is not None:
                 detail = dict(row.detail or {}) | {CANCEL_REQUESTED: True}
                 conn.execute(update(jobs_table).where(jobs_table.c.id == job_id).values(detail=detail))
+
+    def requeue_lost(self) -> builtins.list[str]:  # ``list`` here is the method above
+        """Send again the active jobs the queue no longer holds, older than ``requeue_after_s``: their
+        message was lost with Redis's data (a restart without persistence), so no worker would
+        ever run them. Safe if it was not lost after all: a second delivery of a job that is
+        claimed or finished is not run again (``execute``). Returns the ids sent again."""
+        if self.dispatch is None:
+            return []
+        cutoff = now() - timedelta(seconds=self.requeue_after_s)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs_table.c.id, jobs_table.c.payload).where(
+                    jobs_table.c.status.in_(ACTIVE),
+                    jobs_table.c.payload.is_not(None),
+                    jobs_table.c.created_at < cutoff,
+                )
+            ).all()
+        if not rows:
+            return []
+        held = self.dispatch.held([r.id for r in rows])
+        lost = [r for r in rows if r.id not in held]
+        for r in lost:
+            log.warning("job %s: the queue no longer holds it (Redis lost its data?); sending it again", r.id)
+            self.dispatch.send(r.id, r.payload)
+        return [r.id for r in lost]
 
     # -- schedule -----------------------------------------------------------------------------------
 
@@ -434,6 +469,10 @@ class JobManager:
                     run_due()
                 except Exception:
                     log.exception("scheduled sync failed to start")
+                try:
+                    self.requeue_lost()
+                except Exception:  # Redis or the database away: look again next tick
+                    log.exception("could not look for jobs the queue lost")
 
         self._scheduler = threading.Thread(target=loop, name="appliance-scheduler", daemon=True)
         self._scheduler.start()

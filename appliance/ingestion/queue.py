@@ -14,15 +14,19 @@ ledger gives in-process, here:
   hands a long job's message out again after the visibility timeout) is retried later, and runs
   only once the holder stopped renewing, i.e. died.
 - cancel: ``revoke`` for a job still queued, and the table's cancel request for a running one.
+- a message Redis lost (a restart without persistence): the jobs table keeps each active job's
+  payload, and the API replicas' scheduler tick sends again a job that Redis no longer holds in any
+  form (``held``: waiting, delivered and unacknowledged, or leased by a worker).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -45,6 +49,11 @@ if not held then return redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) and 1
 return 0
 """
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+# Where kombu's Redis transport keeps messages: a list per queue and priority step (``queue`` for
+# priority 0, ``queue\x06\x16<step>`` for the others) and one hash of those delivered but not acked.
+_PRIORITY_SEP = "\x06\x16"
+_PRIORITY_STEPS = (3, 6, 9)
+_UNACKED = "unacked"
 
 
 class JobExecutor(Protocol):
@@ -121,6 +130,17 @@ class CeleryQueue:
         except Exception:  # best effort: the worker also finds the job cancelled in the table
             log.exception("could not revoke job %s", job_id)
 
+    def held(self, job_ids: Collection[str]) -> set[str]:
+        """The jobs of ``job_ids`` Redis still holds: a message waiting in the queue, one delivered
+        to a worker and not yet acknowledged, or a worker's lease. Any other was lost with Redis's
+        data (a restart without persistence) and is sent again by ``JobManager.requeue_lost``."""
+        wanted = set(job_ids)
+        found = {j for j in wanted if self.redis.exists(_LEASE_PREFIX + j)}
+        lists = [self.queue, *(f"{self.queue}{_PRIORITY_SEP}{step}" for step in _PRIORITY_STEPS)]
+        waiting = [m for name in lists for m in self.redis.lrange(name, 0, -1)]
+        delivered = [_first(m) for m in self.redis.hvals(_UNACKED)]
+        return found | {i for m in waiting + delivered if (i := _task_id(m)) in wanted}
+
     def close(self) -> None:
         self.app.close()
 
@@ -170,3 +190,21 @@ class CeleryQueue:
         )
         worker.start()
         return int(worker.exitcode or 0)
+
+
+def _first(raw: bytes | str) -> Any:
+    """An unacknowledged entry is ``[message, exchange, routing key]``."""
+    try:
+        return json.loads(raw)[0]
+    except (ValueError, LookupError, TypeError):
+        return None
+
+
+def _task_id(message: Any) -> str | None:
+    """The task id (our job id) of a kombu message, raw or decoded; None if it is not one."""
+    try:
+        if isinstance(message, bytes | str):
+            message = json.loads(message)
+        return str(message["headers"]["id"])
+    except (ValueError, LookupError, TypeError):
+        return None

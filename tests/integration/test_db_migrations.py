@@ -149,7 +149,7 @@ def migration_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 
 def test_a_new_database_gets_every_revision_and_matches_the_tables(db_url: str) -> None:
     engine = make_engine(db_url)
-    assert revision(engine) == head() == "0005"
+    assert revision(engine) == head() == "0006"
     assert schema_drift(engine) == []
     make_engine(db_url)  # a second start changes nothing
     with engine.connect() as conn:
@@ -274,7 +274,7 @@ def test_collections_at_0004_gain_a_null_bm25_weight(db_url: str) -> None:
         )
 
     engine = make_engine(db_url)
-    assert revision(engine) == head() == "0005"
+    assert revision(engine) == head() == "0006"
     assert schema_drift(engine) == []
     with engine.connect() as conn:
         row = conn.execute(sa.select(metadata.tables["collections"])).one()._mapping

@@ -380,7 +380,67 @@ def test_a_queued_job_carries_no_password_in_the_clear(
         (job_id, payload), _, _ = json.loads(body)
         assert job_id == job.id and payload["specs"][0] != url
         assert "hunter2-secret" not in json.dumps(job_row(api, job.id))
+        with api.engine.connect() as conn:  # the copy kept in case Redis loses the message
+            kept = conn.execute(select(jobs.c.payload).where(jobs.c.id == job.id)).scalar_one()
+        assert kept == payload and "hunter2-secret" not in json.dumps(kept)
         box = api.jobs.sources.box
         assert box is not None and box.unseal(payload["specs"][0]) == url  # what the worker opens
     finally:
         api.close()
+
+
+def test_a_job_whose_message_redis_lost_is_sent_again_by_the_scheduler_tick(
+    tmp_path: Path, postgres: Postgres, redis: Redis
+) -> None:
+    """Redis loses its data (a restart without persistence; FLUSHDB here empties the database the
+    same way) while a job waits for a worker: no worker would ever run it. The API replica's
+    scheduler tick finds the active job that Redis no longer holds and sends it again."""
+    import redis as redis_client
+
+    db_url, redis_url = postgres.create_database(), redis.fresh_url()
+    corpus = make_corpus(tmp_path / "corpus", copies=1)
+    root = tmp_path / "api"
+    api = Container(
+        load_settings(
+            data_dir=root,
+            database={"url": db_url},
+            redis={"url": redis_url},
+            ingestion={"worker_lost_after_s": float(LOST_AFTER_S), "scheduler_tick_s": 0.5},
+            log_level="WARNING",
+        )
+    )
+    worker: Worker | None = None
+    try:
+        job = api.jobs.start_job(LOCAL_ADMIN, [str(corpus)], None, [])
+        manager = api.jobs.manager
+        assert manager.dispatch is not None and manager.dispatch.held([job.id, "nope"]) == {job.id}
+        assert manager.requeue_lost() == []  # held, and younger than the grace anyway
+        redis_client.Redis.from_url(redis_url).flushdb()
+        assert manager.dispatch.held([job.id]) == set()
+
+        worker = Worker(tmp_path / "worker", db_url, redis_url)
+        time.sleep(float(LOST_AFTER_S) + 2)  # a worker is there, but nothing tells it of the job
+        assert job_row(api, job.id)["status"] == "queued"
+
+        api.jobs.start_scheduler()  # what `serve` starts: ticks every 0.5 s here
+        done = poll(
+            lambda: (j := job_row(api, job.id))["status"] not in ("queued", "running") and j,
+            300,
+            "the job sent again and finished",
+            worker,
+        )
+        assert done["status"] == "succeeded", done
+        assert done["result"]["added"] == len(uris(corpus)) and done["result"]["failed"] == []
+        with api.engine.connect() as conn:
+            kept = conn.execute(select(jobs.c.payload).where(jobs.c.id == job.id)).scalar_one()
+        assert kept is None  # finished: nothing left to send again
+        assert manager.requeue_lost() == []
+    finally:
+        if worker is not None:
+            worker.stop()
+        api.close()
+    worker_settings = load_settings(
+        data_dir=tmp_path / "worker", database={"url": db_url}, log_level="WARNING"
+    )
+    records = check_ledger_against_shard(worker_settings, "sent again")
+    assert {r.uri for r in records} == uris(corpus)  # once each: the lost message was never run
