@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import socket
@@ -213,9 +214,15 @@ def plot_lines(
 
 
 def plot_bars(
-    path: Path, title: str, ylabel: str, groups: dict[str, dict[str, float]], note: str = ""
+    path: Path,
+    title: str,
+    ylabel: str,
+    groups: dict[str, dict[str, float]],
+    note: str = "",
+    logy: bool = False,
 ) -> Path:
-    """Grouped bars: one group per key of ``groups``, one bar per side within it."""
+    """Grouped bars: one group per key of ``groups``, one bar per side within it (none where a side
+    did not run). ``logy``: a log scale, so groups seconds apart and minutes apart both read."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -226,7 +233,9 @@ def plot_bars(
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     for i, side in enumerate(sides):
         xs = [g + (i - (len(sides) - 1) / 2) * width for g in range(len(groups))]
-        ax.bar(xs, [groups[k].get(side, 0.0) for k in groups], width, label=side)
+        ax.bar(xs, [groups[k].get(side, math.nan) for k in groups], width, label=side)
+    if logy:
+        ax.set_yscale("log")
     ax.set_xticks(range(len(groups)), list(groups), fontsize=8)
     ax.set_title(title, fontsize=11)
     ax.set_ylabel(ylabel)

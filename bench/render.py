@@ -59,7 +59,7 @@ def machine_line(r: dict[str, Any]) -> str:
     return (
         f"{r.get('date', '?')} on `{m.get('host')}`: {m.get('cpu_model')} ({flags}), {m.get('cores')} cores, "
         f"{m.get('memory_gb')} GB; load average {', '.join(fmt(x) for x in m.get('load_avg', []))} at the start "
-        f"(other work on the host); llama.cpp build `{m.get('llama_cpu_build')}`; code `{r.get('commit')}`; {r.get('mode')} run, "
+        f"(a measure of other work on the host); llama.cpp build `{m.get('llama_cpu_build')}`; code `{r.get('commit')}`; {r.get('mode')} run, "
         f"{fmt(r.get('duration_s'))} s"
         + (
             f" (steps taken from earlier runs' parts: {', '.join(reused)})"
@@ -185,7 +185,7 @@ def plot_all(r: dict[str, Any], stem: str) -> list[str]:
     ing = r["side_by_side"]["ingestion"]
     if ing.get("sides"):
         groups = {n: {s: ing["sides"][s][n]["seconds"] for s in ing["sides"] if n in ing["sides"][s]} for n in ing["corpus_mb"]}  # fmt: skip
-        made.append(plot_bars(RESULTS / f"{stem}-ingest-sides.png", "Ingestion time by corpus (lower is better)", "seconds", groups))  # fmt: skip
+        made.append(plot_bars(RESULTS / f"{stem}-ingest-sides.png", "Ingestion time by corpus (lower is better)", "seconds (log scale)", groups, logy=True))  # fmt: skip
     series = {}
     if c.get("ingest_scale"):
         series["whole pipeline (ours)"] = ([x["chunks"] for x in c["ingest_scale"]], [x["seconds"] for x in c["ingest_scale"]])  # fmt: skip
