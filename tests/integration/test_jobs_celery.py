@@ -29,6 +29,7 @@ from sqlalchemy import func, select, update
 from appliance.container import Container
 from appliance.db import documents, jobs, sources
 from appliance.domain import LOCAL_ADMIN
+from appliance.ingestion.jobs import ACTIVE
 from appliance.settings import load_settings
 from tests.conftest import ROOT, Postgres, Redis, base_env
 from tests.fixtures.shard import check_ledger_against_shard
@@ -119,6 +120,11 @@ def job_row(container: Container, job_id: str) -> dict[str, Any]:
     return container.jobs.get_job(LOCAL_ADMIN, job_id)
 
 
+def finished(api: Container, job_id: str, worker: Worker, why: str) -> dict[str, Any]:
+    """The job's row once it has ended (succeeded, failed, cancelled), within 300 s."""
+    return poll(lambda: (j := job_row(api, job_id))["status"] not in ACTIVE and j, 300, why, worker)
+
+
 def uris(corpus: Path) -> set[str]:
     return {p.resolve().as_uri() for p in corpus.rglob("*") if p.is_file()}
 
@@ -144,12 +150,7 @@ def test_a_job_submitted_on_the_api_side_is_done_by_a_worker(scale: dict[str, An
     corpus = make_corpus(scale["root"] / "small", copies=1)
     job = api.jobs.start_job(LOCAL_ADMIN, [str(corpus)], None, ["group:staff"])
     assert job_row(api, job.id)["status"] == "queued"  # recorded before any worker saw it
-    done = poll(
-        lambda: (j := job_row(api, job.id))["status"] not in ("queued", "running") and j,
-        300,
-        "finished job",
-        worker,
-    )
+    done = finished(api, job.id, worker, "finished job")
     assert done["status"] == "succeeded", done
     assert done["result"]["added"] == len(uris(corpus)) and done["result"]["failed"] == []
     assert done["progress"]["done"] == len(uris(corpus))
@@ -423,12 +424,7 @@ def test_a_job_whose_message_redis_lost_is_sent_again_by_the_scheduler_tick(
         assert job_row(api, job.id)["status"] == "queued"
 
         api.jobs.start_scheduler()  # what `serve` starts: ticks every 0.5 s here
-        done = poll(
-            lambda: (j := job_row(api, job.id))["status"] not in ("queued", "running") and j,
-            300,
-            "the job sent again and finished",
-            worker,
-        )
+        done = finished(api, job.id, worker, "the job sent again and finished")
         assert done["status"] == "succeeded", done
         assert done["result"]["added"] == len(uris(corpus)) and done["result"]["failed"] == []
         with api.engine.connect() as conn:
