@@ -143,7 +143,7 @@ _FIGURE = re.compile(
 )
 # Questions that ask for a name: who, which team or product, where (a place is named too).
 _ASKS_NAME = re.compile(
-    r"\bwho(?:m|se)?\b|\bwhich (?:team|department|company|person|product|tool|system)\b|^\s*where\b|"
+    r"\bwho(?:m|se)?\b|^\s*which\b|\bwhich (?:team|department|company|person|product|tool|system)\b|^\s*where\b|"
     r"谁|哪个部门|哪家|哪个团队|哪里|在哪",
     re.IGNORECASE,
 )
@@ -158,6 +158,13 @@ _ASKS_IDENTIFIER = re.compile(
     r"attribute|module|option|flag|keyword|variable|field|type|set|mode)s?\b|\bhow (?:do|can|should) (?:i|you|we)\b",
     re.IGNORECASE,
 )
+# ... of which these are answered only by a sentence that names one (as "which exception").
+_ASKS_CODE_NAME = re.compile(
+    r"\b(?:which|what) (?:\w+ ){0,2}(?:function|class|method|decorator)s?\b", re.IGNORECASE
+)
+# "Which version" is answered by a version number, not by any figure ("one argument").
+_ASKS_VERSION = re.compile(r"\b(?:which|what) (?:\w+ )?(?:version|release)\b|哪个版本|哪一版", re.IGNORECASE)
+_VERSION = re.compile(r"\b\d+(?:\.\d+)+\b|\bversions? \d|版本\s*\d|\d+\s*版")
 _IDENTIFIER = re.compile(r"\b[A-Za-z_]\w*\.[A-Za-z_]\w*|\b[a-z]+_\w+|\b\w+\(|\b[a-z]+[A-Z]\w*")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 # Of a score that is cosine similarity plus word-overlap share (0..2): a sentence without any figure
@@ -173,12 +180,17 @@ def fact_bonus(question: str, sentence: str) -> float:
     must be in the sentence for a bonus of their own."""
     numbers = _NUMBER.findall(question)
     bonus = FACT_BONUS if numbers and set(numbers) <= set(_NUMBER.findall(sentence)) else 0.0
+    if _ASKS_VERSION.search(question):
+        version = _VERSION.search(_without(sentence, numbers))
+        return bonus + (FACT_BONUS if version else -NO_FIGURE_MALUS)
     if _ASKS_FIGURE.search(question):
         figure = _FIGURE.search(_without(sentence, numbers))
         return bonus + (FACT_BONUS if figure else -NO_FIGURE_MALUS)
     if _ASKS_EXCEPTION.search(question):
         # As for figures: a sentence naming no exception cannot say which one.
         return bonus + (FACT_BONUS if _EXCEPTION.search(sentence) else -NO_FIGURE_MALUS)
+    if _ASKS_CODE_NAME.search(question):
+        return bonus + (FACT_BONUS if _IDENTIFIER.search(sentence) else -NO_FIGURE_MALUS)
     if _ASKS_IDENTIFIER.search(question) and _IDENTIFIER.search(sentence):
         return bonus + FACT_BONUS
     if _ASKS_NAME.search(question):

@@ -212,7 +212,19 @@ def test_the_question_decides_which_fact_a_sentence_must_carry() -> None:
     assert fact_bonus("When does the office open?", "It opens at 8.") > 0
     assert fact_bonus("In which Python version was key added?", "Changed in version 3.10: added key.") > 0
     assert fact_bonus("Which function builds a heap?", "heapq.heapify(x): Transform a list.") > 0
-    assert fact_bonus("Which function builds a heap?", "Transform a list into a heap.") == 0
+    # A sentence naming no function cannot say which one (as for exceptions).
+    assert fact_bonus("Which function builds a heap?", "Transform a list into a heap.") < 0
+    # "How do I" prefers a sentence naming an identifier, but is often answered without one.
+    assert fact_bonus("How do I reset my password?", "Open the portal and choose Reset.") == 0
+    # A version question is answered by a version number, not by any figure ("one argument").
+    version = "In which Python version did bisect gain a key parameter?"
+    assert fact_bonus(version, "key is a function of one argument.") < 0
+    assert fact_bonus(version, "Changed in version 3.10: Added the key parameter.") > 0
+    assert fact_bonus("哪个版本开始支持该功能？", "自 2.3 版起支持。") > 0
+    # "Which ..." asks for something named: a name inside the sentence.
+    core = "Which core generator does the random module use?"
+    assert fact_bonus(core, "Python uses the Mersenne Twister as the core generator.") > 0
+    assert fact_bonus(core, "The generators of this module are not for security.") == 0
     # The question's own numbers: the sentence with the same ones, not with a longer number
     # containing them; and repeating them is not giving the figure asked for.
     question = "可用性低于95%时赔偿多少服务费？"
