@@ -162,9 +162,10 @@ _ASKS_IDENTIFIER = re.compile(
 _ASKS_CODE_NAME = re.compile(
     r"\b(?:which|what) (?:\w+ ){0,2}(?:function|class|method|decorator)s?\b", re.IGNORECASE
 )
-# "Which version" is answered by a version number, not by any figure ("one argument").
+# "Which version" is answered by a sentence with digits in it (3.10, Windows 11, 2024, V2 版), not
+# by a number word ("a function of one argument").
 _ASKS_VERSION = re.compile(r"\b(?:which|what) (?:\w+ )?(?:version|release)\b|哪个版本|哪一版", re.IGNORECASE)
-_VERSION = re.compile(r"\b\d+(?:\.\d+)+\b|\bversions? \d|版本\s*\d|\d+\s*版")
+_VERSION = re.compile(r"\d")
 _IDENTIFIER = re.compile(r"\b[A-Za-z_]\w*\.[A-Za-z_]\w*|\b[a-z]+_\w+|\b\w+\(|\b[a-z]+[A-Z]\w*")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 # Of a score that is cosine similarity plus word-overlap share (0..2): a sentence without any figure

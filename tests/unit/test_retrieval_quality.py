@@ -221,6 +221,7 @@ def test_the_question_decides_which_fact_a_sentence_must_carry() -> None:
     assert fact_bonus(version, "key is a function of one argument.") < 0
     assert fact_bonus(version, "Changed in version 3.10: Added the key parameter.") > 0
     assert fact_bonus("哪个版本开始支持该功能？", "自 2.3 版起支持。") > 0
+    assert fact_bonus("Which Windows version is supported?", "Windows 11 is supported.") > 0
     # "Which ..." asks for something named: a name inside the sentence.
     core = "Which core generator does the random module use?"
     assert fact_bonus(core, "Python uses the Mersenne Twister as the core generator.") > 0
