@@ -281,6 +281,7 @@ def main() -> None:
     from appliance.evaluation import load_qa
 
     fusions = [f for f in args.fusion.split(",") if f]
+    ks = tuple(int(k) for k in args.answer_k.split(",") if k)
     result: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"),
         "chunk_tokens": args.chunk_tokens,
@@ -292,7 +293,6 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             container, info = ingest(corpus(name, items, Path(tmp)), Path(tmp) / "data")
             try:
-                ks = tuple(int(k) for k in args.answer_k.split(",") if k)
                 info.update(evaluate_set(container, items, fusions, args.prefetch, ks))
             finally:
                 container.close()

@@ -388,8 +388,18 @@ def build(parts: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
 
 
 # What bench/run.py records about a run itself, beside the figures built from its parts.
-META = ("date", "commit", "host", "mode", "machine", "load_avg_end", "duration_s", "steps_s")
-META += ("steps_reused", "note")
+META = (
+    "date",
+    "commit",
+    "host",
+    "mode",
+    "machine",
+    "load_avg_end",
+    "duration_s",
+    "steps_s",
+    "steps_reused",
+    "note",
+)
 
 
 def main() -> None:

@@ -135,7 +135,9 @@ class CeleryQueue:
         to a worker and not yet acknowledged, or a worker's lease. Any other was lost with Redis's
         data (a restart without persistence) and is sent again by ``JobManager.requeue_lost``."""
         wanted = set(job_ids)
-        found = {j for j in wanted if self.redis.exists(_LEASE_PREFIX + j)}
+        ids = list(wanted)
+        leases = self.redis.mget([_LEASE_PREFIX + j for j in ids]) if ids else []  # one round trip
+        found = {j for j, lease in zip(ids, leases, strict=True) if lease is not None}
         lists = [self.queue, *(f"{self.queue}{_PRIORITY_SEP}{step}" for step in _PRIORITY_STEPS)]
         waiting = [m for name in lists for m in self.redis.lrange(name, 0, -1)]
         delivered = [_first(m) for m in self.redis.hvals(_UNACKED)]

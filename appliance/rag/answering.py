@@ -129,11 +129,12 @@ def is_heading(sentence: str, chunk: Any) -> bool:
     return bool(_NUMBERED_HEADING.match(text)) and f"{text}\n" in f"{chunk.text}\n"
 
 
-# Questions that ask for a figure: an amount, a count, a duration, a date, a share.
+# Questions that ask for a figure: an amount, a count, a duration, a date, a share (a version:
+# ``_ASKS_VERSION``, looked at first).
 _ASKS_FIGURE = re.compile(
     r"\bhow (?:many|much|long|often|far|old|big|large|high|soon)\b|\bwhat (?:percentage|share|number|"
-    r"amount|time|year|date|day)\b|^\s*when\b|\b(?:since|until|by) when\b|\bwhich year\b|\b(?:which|what) (?:\w+ )?(?:version|release)\b|"
-    r"多少|几|多久|多长|多大|多高|多少钱|什么时候|何时|哪一?年|哪一?天|哪个版本|比例|占比|比率|百分",
+    r"amount|time|year|date|day)\b|^\s*when\b|\b(?:since|until|by) when\b|\bwhich year\b|"
+    r"多少|几|多久|多长|多大|多高|多少钱|什么时候|何时|哪一?年|哪一?天|比例|占比|比率|百分",
     re.IGNORECASE,
 )
 _FIGURE = re.compile(
@@ -153,14 +154,14 @@ _NAME = re.compile(r"(?<!^)(?<![.!?]\s)\b[A-Z][\w-]+|[\u4e00-\u9fff]{2,}(?:部|�
 # ``JSONDecodeError``), typically a definition that opens with its term.
 _ASKS_EXCEPTION = re.compile(r"\b(?:which|what) (?:\w+ )?(?:exception|error|warning)s?\b", re.IGNORECASE)
 _EXCEPTION = re.compile(r"\b[A-Za-z_.]*(?:Error|Exception|Warning)\b")
+_WHICH = r"\b(?:which|what) (?:\w+ ){0,2}"
+# Asked about these, only a sentence naming an identifier answers (as "which exception").
+_CODE_NAMES = r"function|class|method|decorator"
+_ASKS_CODE_NAME = re.compile(rf"{_WHICH}(?:{_CODE_NAMES})s?\b", re.IGNORECASE)
 _ASKS_IDENTIFIER = re.compile(
-    r"\b(?:which|what) (?:\w+ ){0,2}(?:function|class|method|decorator|constant|parameter|argument|"
-    r"attribute|module|option|flag|keyword|variable|field|type|set|mode)s?\b|\bhow (?:do|can|should) (?:i|you|we)\b",
+    rf"{_WHICH}(?:{_CODE_NAMES}|constant|parameter|argument|attribute|module|option|flag|keyword|"
+    r"variable|field|type|set|mode)s?\b|\bhow (?:do|can|should) (?:i|you|we)\b",
     re.IGNORECASE,
-)
-# ... of which these are answered only by a sentence that names one (as "which exception").
-_ASKS_CODE_NAME = re.compile(
-    r"\b(?:which|what) (?:\w+ ){0,2}(?:function|class|method|decorator)s?\b", re.IGNORECASE
 )
 # "Which version" is answered by a sentence with digits in it (3.10, Windows 11, 2024, V2 版), not
 # by a number word ("a function of one argument").

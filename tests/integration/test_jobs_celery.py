@@ -92,14 +92,15 @@ class Worker:
                 self.kill()
 
 
-def api_side(root: Path, db_url: str, redis_url: str) -> Container:
-    """The API's container in scale mode (a data dir that is not the worker's)."""
+def api_side(root: Path, db_url: str, redis_url: str, **ingestion: float) -> Container:
+    """The API's container in scale mode (a data dir that is not the worker's); ``ingestion``:
+    more ingestion settings."""
     return Container(
         load_settings(
             data_dir=root,
             database={"url": db_url},
             redis={"url": redis_url},
-            ingestion={"worker_lost_after_s": float(LOST_AFTER_S)},
+            ingestion={"worker_lost_after_s": float(LOST_AFTER_S), **ingestion},
             log_level="WARNING",
         )
     )
@@ -400,16 +401,7 @@ def test_a_job_whose_message_redis_lost_is_sent_again_by_the_scheduler_tick(
 
     db_url, redis_url = postgres.create_database(), redis.fresh_url()
     corpus = make_corpus(tmp_path / "corpus", copies=1)
-    root = tmp_path / "api"
-    api = Container(
-        load_settings(
-            data_dir=root,
-            database={"url": db_url},
-            redis={"url": redis_url},
-            ingestion={"worker_lost_after_s": float(LOST_AFTER_S), "scheduler_tick_s": 0.5},
-            log_level="WARNING",
-        )
-    )
+    api = api_side(tmp_path / "api", db_url, redis_url, scheduler_tick_s=0.5)
     worker: Worker | None = None
     try:
         job = api.jobs.start_job(LOCAL_ADMIN, [str(corpus)], None, [])
